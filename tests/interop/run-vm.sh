@@ -1,0 +1,417 @@
+#!/bin/bash
+# run-vm.sh -- nvmf-rs interop harness (adapted from the team's linux-nvme-vm).
+# Boots Debian's own kernel (linux-image-amd64) under QEMU with a
+# small busybox + nvme-cli + e2fsprogs initramfs and test the Linux NVMe/TCP target (nvmet)
+# and host (nvme-tcp) against each other on the guest's loopback, optionally
+# running extra programs / a script from the host inside the guest.
+#
+# usage: run-vm.sh [--extra FILE]... [--script GUEST_SCRIPT] [options]   (see --help)
+#
+# The guest has NO network device (-nodefaults -nic none); all NVMe/TCP traffic
+# stays on the guest's 127.0.0.1.  Exit status = the guest's status
+# (0 all PASS, 1 some FAIL), 124 on timeout, 125 if the guest never reported.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${NVMEVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nvmf-rs-vm}
+BASE_FORMAT=3          # bump when the content of the base initramfs changes
+
+usage() {
+    cat <<'EOF'
+usage: run-vm.sh [--extra FILE]... [--script GUEST_SCRIPT] [options]
+
+  --extra FILE        copy FILE into the guest as /extra/<name> (repeatable; /extra is on
+                      PATH; shared libraries of dynamically linked ELF files are copied too)
+  --script FILE       guest shell script, copied to /extra/<name> and run with sh after the
+                      built-in steps; its exit code counts as a PASS/FAIL.  It may
+                      ". /lib/nvme-vm/lib.sh" for pass/fail/check and nvmet helpers.
+  --share DIR         also export host DIR read-write via virtio-9p, mounted at /mnt/host
+                      (guest scripts copy files back with nvmevm_copy_out FILE)
+  --tcpdump           copy the host's tcpdump (and its libraries) into the guest as
+                      /extra/tcpdump (installed with apt-get if missing)
+  --capture DIR       capture all NVMe/TCP traffic on the guest's lo (tcp port 4420-4430)
+                      for the whole run into DIR/capture.pcap on the host; implies
+                      --tcpdump and --share DIR
+  --no-target         do not configure the kernel nvmet target (frees 127.0.0.1:4420 for a
+                      userspace target); implies --no-builtin-test
+  --no-builtin-test   configure the nvmet target but skip the nvme-cli loopback test
+  --no-ublk           skip the ublk_drv / /dev/ublk-control check
+  --shell             interactive busybox shell on the console before power-off
+  --kernel TRACK      stable (default: bookworm linux-image-amd64, 6.1.x) or
+                      backports (bookworm-backports linux-image-amd64, 6.12.x, has ublk)
+  --accel A           auto (default: kvm if a probe boot works, else tcg), kvm, tcg
+  --cpu MODEL         QEMU -cpu model (default: host with kvm, max with tcg)
+  --mem MB            guest memory (default 2048)
+  --smp N             guest CPUs (default: host CPUs, max 4)
+  --timeout SEC       kill QEMU after SEC seconds (default 900)
+  --append ARGS       extra kernel command line arguments
+  --verbose-kernel    show kernel messages on the console (loglevel=7)
+  --bzimage           boot the compressed vmlinuz via SeaBIOS instead of the extracted
+                      vmlinux via PVH (PVH saves ~6 s of in-guest decompression under TCG)
+  --rebuild           rebuild the cached base initramfs
+  --no-install        do not apt-get install missing packages
+  -h, --help          this text
+
+Cache (kernel .deb, extracted kernel, base initramfs, console logs): $NVMEVM_CACHE
+(default ${XDG_CACHE_HOME:-~/.cache}/nvmf-rs-vm).  runs/last-console.log is the latest console.
+EOF
+}
+
+log() { echo "run-vm: $*" >&2; }
+die() { echo "run-vm: ERROR: $*" >&2; exit 125; }
+
+EXTRAS=() SCRIPT="" SHARE="" CAPTURE=0 TCPDUMP=0 TARGET=1 BUILTIN=1 UBLK=1 SHELL_MODE=0
+TRACK=stable ACCEL=auto MEM=2048 SMP=$(( $(nproc) > 4 ? 4 : $(nproc) )) TIMEOUT=900
+APPEND="" LOGLEVEL=4 REBUILD=0 INSTALL=1 CPU_MODEL="" BZIMAGE=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --extra) EXTRAS+=("$2"); shift 2 ;;
+        --extra=*) EXTRAS+=("${1#*=}"); shift ;;
+        --script) SCRIPT=$2; shift 2 ;;
+        --script=*) SCRIPT=${1#*=}; shift ;;
+        --share) SHARE=$2; shift 2 ;;
+        --tcpdump) TCPDUMP=1; shift ;;
+        --capture) SHARE=$2; CAPTURE=1; TCPDUMP=1; shift 2 ;;
+        --no-target) TARGET=0; BUILTIN=0; shift ;;
+        --no-builtin-test) BUILTIN=0; shift ;;
+        --no-ublk) UBLK=0; shift ;;
+        --shell) SHELL_MODE=1; shift ;;
+        --kernel) TRACK=$2; shift 2 ;;
+        --accel) ACCEL=$2; shift 2 ;;
+        --mem) MEM=$2; shift 2 ;;
+        --cpu) CPU_MODEL=$2; shift 2 ;;
+        --smp) SMP=$2; shift 2 ;;
+        --timeout) TIMEOUT=$2; shift 2 ;;
+        --append) APPEND=$2; shift 2 ;;
+        --verbose-kernel) LOGLEVEL=7; shift ;;
+        --bzimage) BZIMAGE=1; shift ;;
+        --rebuild) REBUILD=1; shift ;;
+        --no-install) INSTALL=0; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+case "$TRACK" in stable|backports) ;; *) die "--kernel must be stable or backports" ;; esac
+case "$ACCEL" in auto|kvm|tcg) ;; *) die "--accel must be auto, kvm or tcg" ;; esac
+for f in "${EXTRAS[@]}" ${SCRIPT:+"$SCRIPT"}; do [ -f "$f" ] || die "no such file: $f"; done
+[ -z "$SHARE" ] || [ $CAPTURE = 0 ] || mkdir -p "$SHARE"
+[ -z "$SHARE" ] || [ -d "$SHARE" ] || die "no such directory: $SHARE"
+[ -z "$SHARE" ] || SHARE=$(cd "$SHARE" && pwd)
+
+mkdir -p "$CACHE"/{debs,kernels,initramfs,runs}
+
+# ----------------------------------------------------------------- packages --
+APT_UPDATED=0
+apt_update() { [ $APT_UPDATED = 1 ] || { log "apt-get update"; apt-get update -qq; APT_UPDATED=1; }; }
+apt_install() {
+    [ $INSTALL = 1 ] || die "missing packages: $* (run without --no-install)"
+    apt_update
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+pkg_installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
+
+ensure_backports_source() {
+    if ! grep -rqsE '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        [ $INSTALL = 1 ] || die "bookworm-backports apt source missing"
+        log "adding /etc/apt/sources.list.d/bookworm-backports.sources (default pin 100: nothing is upgraded from it unless asked)"
+        # reuse the archive address that this machine's own Debian source already names
+        local uri
+        uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
+        [ -n "$uri" ] || uri=$(awk '/^deb / && $3 ~ /^bookworm$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+        [ -n "$uri" ] || die "cannot find the Debian archive address in the apt sources"
+        printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" \
+            >/etc/apt/sources.list.d/bookworm-backports.sources
+        APT_UPDATED=0
+    fi
+}
+
+ensure_packages() {
+    local need=()
+    pkg_installed busybox-static || need+=(busybox-static)
+    pkg_installed nvme-cli || need+=(nvme-cli)
+    pkg_installed cpio || need+=(cpio)
+    pkg_installed kmod || need+=(kmod)
+    pkg_installed xz-utils || need+=(xz-utils)
+    pkg_installed zstd || need+=(zstd)
+    pkg_installed e2fsprogs || need+=(e2fsprogs)          # mke2fs/e2fsck for the guest
+    [ $TCPDUMP = 0 ] || pkg_installed tcpdump || need+=(tcpdump)
+    [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+    if ! command -v qemu-system-x86_64 >/dev/null; then
+        # qemu-utils 10.x from bookworm-backports (if installed) Breaks
+        # qemu-system-common << 8.0, so bookworm's 7.2 would remove it:
+        # take the whole qemu-system set from backports in that case.
+        local qv
+        qv=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+        if [ -n "$qv" ] && dpkg --compare-versions "$qv" ge 1:8; then
+            ensure_backports_source
+            apt_install qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports \
+                qemu-system-data/bookworm-backports seabios/bookworm-backports
+        else
+            apt_install qemu-system-x86
+        fi
+    fi
+    command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 still missing"
+}
+
+# ------------------------------------------------------------------- kernel --
+# Sets KV, KDIR (extracted package root), VMLINUZ, KCONFIG.
+ensure_kernel() {
+    local meta=linux-image-amd64 pkg="" deb
+    [ "$TRACK" = backports ] && { ensure_backports_source; apt_update; meta=linux-image-amd64/bookworm-backports; }
+    pkg=$(apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}') || true
+    if [ -z "$pkg" ]; then
+        apt_update
+        pkg=$(apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}') || true
+    fi
+    if [ -z "$pkg" ]; then   # offline: newest cached kernel of this track
+        local pat='6.1.0-*'; [ "$TRACK" = backports ] && pat='6.1[2-9]*'
+        KV=$(cd "$CACHE/kernels" && ls -d $pat 2>/dev/null | sort -V | tail -n1) || true
+        [ -n "$KV" ] || die "cannot resolve $meta and nothing cached"
+        log "apt metadata unavailable; using cached kernel $KV"
+    else
+        KV=${pkg#linux-image-}
+    fi
+    KDIR=$CACHE/kernels/$KV/root
+    if [ ! -e "$CACHE/kernels/$KV/.extracted" ]; then
+        deb=$(ls "$CACHE"/debs/"$pkg"_*.deb 2>/dev/null | tail -n1) || true
+        if [ -z "$deb" ]; then
+            log "downloading $pkg (apt-get download; nothing is installed on the host)"
+            (cd "$CACHE/debs" && apt-get download "$pkg" 2>&1 | { grep -v unsandboxed >&2 || true; }) || die "apt-get download $pkg failed"
+            deb=$(ls "$CACHE"/debs/"$pkg"_*.deb | tail -n1)
+        fi
+        log "extracting $deb with dpkg -x into $KDIR"
+        rm -rf "$CACHE/kernels/$KV"; mkdir -p "$KDIR"
+        dpkg -x "$deb" "$KDIR"
+        depmod -b "$KDIR" "$KV"
+        touch "$CACHE/kernels/$KV/.extracted"
+    fi
+    VMLINUZ=$KDIR/boot/vmlinuz-$KV
+    KCONFIG=$KDIR/boot/config-$KV
+    [ -f "$VMLINUZ" ] || die "missing $VMLINUZ"
+    BOOT_KERNEL=$VMLINUZ
+    # Under TCG, decompressing the bzImage in the guest takes ~6 s.  Debian
+    # kernels have CONFIG_PVH=y, so decompress vmlinux once on the host and let
+    # QEMU boot the ELF directly through its PVH entry point.
+    if [ $BZIMAGE = 0 ] && grep -q '^CONFIG_PVH=y' "$KCONFIG"; then
+        local vml=$CACHE/kernels/$KV/vmlinux
+        [ -s "$vml" ] || extract_vmlinux "$VMLINUZ" "$vml" || true
+        [ -s "$vml" ] && BOOT_KERNEL=$vml
+    fi
+}
+
+# extract_vmlinux BZIMAGE OUT: find the compressed payload (xz, zstd or gzip)
+# and decompress it; succeed only if the result is an ELF file.
+extract_vmlinux() {
+    local in=$1 out=$2 magic off tool
+    for magic in xz zstd gzip; do
+        case $magic in
+            xz)   off=$(LC_ALL=C grep -abo $'\xfd7zXZ\x00' "$in" | head -n1 | cut -d: -f1); tool=(xz -dcq --single-stream) ;;
+            zstd) off=$(LC_ALL=C grep -abo $'\x28\xb5\x2f\xfd' "$in" | head -n1 | cut -d: -f1); tool=(zstd -dcq) ;;
+            gzip) off=$(LC_ALL=C grep -abo $'\x1f\x8b\x08' "$in" | head -n1 | cut -d: -f1); tool=(gzip -dcq) ;;
+        esac
+        [ -n "$off" ] || continue
+        tail -c +$((off + 1)) "$in" | "${tool[@]}" >"$out.tmp" 2>/dev/null || true
+        if [ "$(head -c4 "$out.tmp" | od -An -c | tr -d ' ')" = '177ELF' ]; then
+            mv "$out.tmp" "$out"; log "extracted uncompressed $out ($magic) for PVH direct boot"; return 0
+        fi
+    done
+    rm -f "$out.tmp"; log "could not extract vmlinux from $in; booting the bzImage"; return 1
+}
+
+# --------------------------------------------------------------- initramfs --
+# copy the shared libraries (and ELF interpreter) of ELF file $1 into root $2
+copy_libs() {
+    local f=$1 root=$2 lib
+    [ "$(head -c4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || return 0
+    ldd "$f" >/dev/null 2>&1 || return 0      # static or not ours
+    for lib in $(ldd "$f" | awk '/=> \//{print $3} /^\t\//{print $1}'); do
+        [ -e "$root$lib" ] && continue
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+}
+
+MODULES_WANTED="configfs nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp null_blk loop ublk_drv
+ crc32c-intel crc32c_generic libcrc32c virtio_pci 9pnet_virtio 9p ext4 xfs nbd"
+
+build_base() {
+    BASE=$CACHE/initramfs/base-$KV-v$BASE_FORMAT.cpio
+    if [ -f "$BASE" ] && [ $REBUILD = 0 ]; then return; fi
+    local st=$CACHE/initramfs/staging-$KV.$$ m f rel applet
+    log "building base initramfs $BASE"
+    rm -rf "$st"; mkdir -p "$st"
+    (cd "$st" && mkdir -p bin sbin usr/bin usr/sbin lib lib64 etc/nvme proc sys dev tmp run root mnt/host extra lib/nvme-vm)
+    cp /bin/busybox "$st/bin/busybox"
+    for applet in $("$st/bin/busybox" --list); do
+        [ -e "$st/bin/$applet" ] || ln -s busybox "$st/bin/$applet"
+    done
+    cp /usr/sbin/nvme "$st/usr/sbin/nvme"
+    copy_libs /usr/sbin/nvme "$st"
+    # e2fsprogs: busybox's mke2fs only makes ext2; the guest scripts need ext4
+    # (these come before busybox's /bin in PATH)
+    for f in mke2fs e2fsck; do
+        cp /usr/sbin/$f "$st/usr/sbin/$f"
+        copy_libs /usr/sbin/$f "$st"
+    done
+    for f in mkfs.ext4 mkfs.ext3 mkfs.ext2; do ln -sf mke2fs "$st/usr/sbin/$f"; done
+    for f in fsck.ext4 fsck.ext3 fsck.ext2; do ln -sf e2fsck "$st/usr/sbin/$f"; done
+    [ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$st/etc/mke2fs.conf"
+    # kernel modules: the dependency closure of MODULES_WANTED, decompressed
+    local mods=() missing=()
+    for m in $MODULES_WANTED; do
+        local dep
+        dep=$(modprobe -d "$KDIR" -S "$KV" --show-depends "$m" 2>/dev/null | awk '$1=="insmod"{print $2}') || true
+        if [ -z "$dep" ]; then missing+=("$m"); continue; fi
+        mods+=($dep)
+    done
+    [ ${#missing[@]} -eq 0 ] || log "modules not available as .ko in $KV (builtin or not built): ${missing[*]}"
+    for f in $(printf '%s\n' "${mods[@]}" | sort -u); do
+        rel=${f#$KDIR}
+        mkdir -p "$st$(dirname "$rel")"
+        case "$f" in
+            *.ko.xz) xz -dc "$f" >"$st${rel%.xz}" ;;
+            *.ko.zst) zstd -qdc "$f" >"$st${rel%.zst}" ;;
+            *.ko.gz) gzip -dc "$f" >"$st${rel%.gz}" ;;
+            *) cp "$f" "$st$rel" ;;
+        esac
+    done
+    for f in modules.builtin modules.builtin.modinfo modules.order; do
+        [ -f "$KDIR/lib/modules/$KV/$f" ] && cp "$KDIR/lib/modules/$KV/$f" "$st/lib/modules/$KV/"
+    done
+    depmod -b "$st" "$KV"
+    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$st/etc/passwd"
+    printf 'root:x:0:\n' >"$st/etc/group"
+    printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$st/etc/hosts"
+    printf 'export PS1="nvme-vm:\\w# "\nexport PATH=/extra:/usr/sbin:/usr/bin:/sbin:/bin\n' >"$st/etc/profile"
+    (cd "$st" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) >"$BASE.tmp.$$"
+    mv "$BASE.tmp.$$" "$BASE"
+    log "base initramfs: $(du -h "$BASE" | cut -f1) ($(find "$st/lib/modules" -name '*.ko' | wc -l) modules)"
+    rm -rf "$st"
+}
+
+# build the per-run archive (init, config, extras) and concatenate it to BASE
+# -> $1.  $2 = mode (test|probe)
+build_initrd() {
+    local out=$1 mode=$2 rr f name ublk_cfg
+    rr=$(mktemp -d "$CACHE/runs/root.XXXXXX"); chmod 755 "$rr"
+    mkdir -p "$rr/lib/nvme-vm" "$rr/etc" "$rr/extra"
+    install -m 755 "$HERE/guest-init.sh" "$rr/init"
+    install -m 644 "$HERE/guest-lib.sh" "$rr/lib/nvme-vm/lib.sh"
+    local script_guest=""
+    for f in "${EXTRAS[@]}" ${SCRIPT:+"$SCRIPT"}; do
+        name=$(basename "$f")
+        cp -L "$f" "$rr/extra/$name"
+        [ -x "$f" ] && chmod 755 "$rr/extra/$name"
+        copy_libs "$f" "$rr"
+    done
+    [ -n "$SCRIPT" ] && script_guest=/extra/$(basename "$SCRIPT")
+    ublk_cfg=$(sed -n 's/^CONFIG_BLK_DEV_UBLK=\(.\)$/\1/p' "$KCONFIG"); ublk_cfg=${ublk_cfg:-n}
+    cat >"$rr/etc/nvme-vm.conf" <<EOF
+NVMEVM_MODE=$mode
+NVMEVM_TARGET=$TARGET
+NVMEVM_BUILTIN=$BUILTIN
+NVMEVM_UBLK=$UBLK
+NVMEVM_UBLK_CONFIG=$ublk_cfg
+NVMEVM_SCRIPT=$script_guest
+NVMEVM_SHARE=$([ -n "$SHARE" ] && echo 1 || echo 0)
+NVMEVM_SHELL=$SHELL_MODE
+NVMEVM_CAPTURE=$CAPTURE
+EOF
+    (cd "$rr" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) >"$out.run"
+    cat "$BASE" "$out.run" >"$out"
+    rm -rf "$rr" "$out.run"
+}
+
+# -------------------------------------------------------------------- qemu --
+# run_qemu ACCEL INITRD LOG TIMEOUT  -> sets QEMU_RC, BOOT_S (host wall time to the
+# guest's "init started" line, or empty)
+run_qemu() {
+    local accel=$1 initrd=$2 logf=$3 tmo=$4 cpu=max
+    [ "$accel" = kvm ] && cpu=host
+    [ -n "$CPU_MODEL" ] && cpu=$CPU_MODEL
+    local cmd=(qemu-system-x86_64 -nodefaults -no-reboot -display none -nic none
+        -machine q35 -accel "$accel" -cpu "$cpu" -m "$MEM" -smp "$SMP"
+        -kernel "$BOOT_KERNEL" -initrd "$initrd"
+        -append "console=ttyS0 panic=-1 loglevel=$LOGLEVEL rdinit=/init $APPEND"
+        -serial stdio)
+    [ -n "$SHARE" ] && cmd+=(-virtfs "local,path=$SHARE,mount_tag=hostshare,security_model=none,id=hostshare")
+    echo "run-vm: ${cmd[*]}" >"$logf"
+    log "starting: ${cmd[*]}"
+    local t0=$EPOCHREALTIME marker=$logf.boot
+    rm -f "$marker"
+    set +e
+    if [ $SHELL_MODE = 1 ]; then
+        timeout -k 10 "$tmo" "${cmd[@]}" 2>&1 | tee -a "$logf"
+        QEMU_RC=${PIPESTATUS[0]}
+    else
+        # (the group's stderr goes to /dev/null only to hide bash's "Aborted" job
+        # notice; QEMU's own stderr is merged into the pipe and logged)
+        { timeout -k 10 "$tmo" "${cmd[@]}" </dev/null 2>&1 | while IFS= read -r line; do
+            line=${line%$'\r'}
+            printf '%s\n' "$line"
+            printf '%s\n' "$line" >>"$logf"
+            case "$line" in *"NVMEVM: init started"*)
+                [ -e "$marker" ] || elapsed "$t0" >"$marker" ;; esac
+          done
+          QEMU_RC=${PIPESTATUS[0]}; } 2>/dev/null
+    fi
+    set -e
+    TOTAL_S=$(elapsed "$t0")
+    BOOT_S=$(cat "$marker" 2>/dev/null || true); rm -f "$marker"
+}
+
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f\n", b-a}'; }
+guest_status() { sed -n 's/.*NVMEVM-EXIT-STATUS=\([0-9]*\).*/\1/p' "$1" | tail -n1; }
+
+probe_accel() {   # prints kvm or tcg; cached per host kernel + guest kernel
+    local pf=$CACHE/accel-probe-$KV key="$(uname -r) $KV $(qemu-system-x86_64 --version | head -n1)"
+    if [ -f "$pf" ] && [ "$(sed -n 2p "$pf")" = "$key" ]; then
+        log "accelerator (cached probe in $pf): $(head -n1 "$pf")"
+        ACCEL=$(head -n1 "$pf"); return
+    fi
+    if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then ACCEL=tcg; printf 'tcg\n%s\nno usable /dev/kvm\n' "$key" >"$pf"; return; fi
+    log "probing -accel kvm with a minimal boot (timeout 30s; result cached in $pf)"
+    local img=$CACHE/runs/probe.$$.initrd plog=$CACHE/runs/probe-kvm-$KV.log
+    build_initrd "$img" probe
+    run_qemu kvm "$img" "$plog" 30 >/dev/null
+    rm -f "$img"
+    if [ "$(guest_status "$plog")" = 0 ]; then
+        ACCEL=kvm; log "kvm probe booted to init in ${BOOT_S}s"
+    else
+        ACCEL=tcg
+        log "kvm probe failed (qemu rc=$QEMU_RC); falling back to tcg. Last lines of $plog:"
+        tail -n 5 "$plog" | sed 's/^/    /' >&2
+    fi
+    { echo $ACCEL; echo "$key"; tail -n 5 "$plog"; } >"$pf"
+}
+
+# -------------------------------------------------------------------- main --
+ensure_packages
+if [ $TCPDUMP = 1 ]; then
+    command -v tcpdump >/dev/null || die "tcpdump missing"
+    EXTRAS+=("$(command -v tcpdump)")
+fi
+ensure_kernel
+log "kernel $KV (booting $BOOT_KERNEL)"
+build_base
+[ "$ACCEL" = auto ] && probe_accel
+
+stamp=$(date +%Y%m%d-%H%M%S)
+LOGF=$CACHE/runs/$stamp-$$-$ACCEL-console.log
+INITRD=$CACHE/runs/$stamp-$$.initrd
+build_initrd "$INITRD" test
+run_qemu "$ACCEL" "$INITRD" "$LOGF" "$TIMEOUT"
+rm -f "$INITRD"
+ln -sfn "$(basename "$LOGF")" "$CACHE/runs/last-console.log"
+
+st=$(guest_status "$LOGF")
+echo "run-vm: accel=$ACCEL kernel=$KV boot-to-init=${BOOT_S:-?}s total=${TOTAL_S}s qemu_rc=$QEMU_RC console_log=$LOGF"
+if [ -n "$st" ]; then
+    [ "$st" = 0 ] && echo "run-vm: PASS (guest exit status 0)" || echo "run-vm: FAIL (guest exit status $st)"
+    exit "$st"
+elif [ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ]; then
+    echo "run-vm: FAIL (timeout after ${TIMEOUT}s, no guest status)"; exit 124
+else
+    echo "run-vm: FAIL (guest did not report a status; qemu rc=$QEMU_RC; kernel panic or early init failure?)"; exit 125
+fi
