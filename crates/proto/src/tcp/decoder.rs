@@ -1,0 +1,441 @@
+//! Streaming PDU decoder (NVMe/TCP 1.0 §3.6).
+//!
+//! Bytes arrive in any chunking; [`Decoder::next_pdu`] returns whole PDUs once their
+//! last byte is in. The received bytes are held in one `BytesMut`, and a PDU's data
+//! is handed out as a `Bytes` slice of that buffer, so data is copied once, from the
+//! socket into the buffer. Headers are checked in field order (type, flags, HLEN,
+//! PDO, PLEN) before any data is buffered, so a hostile PLEN cannot make the
+//! decoder reserve memory beyond the configured limits.
+
+use bytes::{Bytes, BytesMut};
+
+use super::digest::{crc32c, DIGEST_LEN};
+use super::error::FatalError;
+use super::pdu::*;
+use crate::cqe::Cqe;
+use crate::le::*;
+use crate::sqe::Sqe;
+
+/// Which end of the connection the decoder serves: it accepts only the PDU types
+/// that flow towards that end (§3.6.1: a controller receives even types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The controller: receives ICReq, H2CTermReq, CapsuleCmd, H2CData.
+    Controller,
+    /// The host: receives ICResp, C2HTermReq, CapsuleResp, C2HData, R2T.
+    Host,
+}
+
+/// Limits and negotiated parameters the decoder enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderConfig {
+    /// Header digests are on.
+    pub hdgst: bool,
+    /// Data digests are on.
+    pub ddgst: bool,
+    /// Alignment of PDO this side asked for, in bytes ((PDA + 1) × 4).
+    pub rx_pda: usize,
+    /// Largest in-capsule data accepted in one CapsuleCmd.
+    pub max_icd: u32,
+    /// Largest data in one H2CData or C2HData PDU.
+    pub max_data: u32,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        Self {
+            hdgst: false,
+            ddgst: false,
+            rx_pda: 4,
+            max_icd: 8192,
+            max_data: 1 << 20,
+        }
+    }
+}
+
+/// A decoded PDU and whether its data digest matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The PDU.
+    pub pdu: Pdu,
+    /// False if data digests are on and the data's digest did not match. A data
+    /// digest error is not fatal (§3.6.2.2): the command fails instead.
+    pub data_digest_ok: bool,
+}
+
+/// The streaming decoder. See the module documentation.
+#[derive(Debug)]
+pub struct Decoder {
+    side: Side,
+    cfg: DecoderConfig,
+    negotiated: bool,
+    buf: BytesMut,
+    /// PLEN of the PDU whose header has been validated, while waiting for the rest.
+    pending_plen: Option<usize>,
+}
+
+const FEI_TYPE: u32 = 0;
+const FEI_FLAGS: u32 = 1;
+const FEI_HLEN: u32 = 2;
+const FEI_PDO: u32 = 3;
+const FEI_PLEN: u32 = 4;
+
+impl Decoder {
+    /// A decoder for `side` before connection initialisation: only ICReq/ICResp and
+    /// TermReqs are accepted, with no digests.
+    pub fn new(side: Side, cfg: DecoderConfig) -> Self {
+        Self {
+            side,
+            cfg,
+            negotiated: false,
+            buf: BytesMut::with_capacity(64 * 1024),
+            pending_plen: None,
+        }
+    }
+
+    /// Switches to the negotiated parameters after ICReq/ICResp.
+    pub fn set_negotiated(&mut self, cfg: DecoderConfig) {
+        self.cfg = cfg;
+        self.negotiated = true;
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The receive buffer, for reading from a socket straight into it
+    /// (`read_buf`); bytes appended there are decoded by the next [`Self::next_pdu`].
+    pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Bytes received but not yet returned as PDUs.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// How many more bytes the PDU in progress needs (at least 1 when idle), to size reads.
+    pub fn wanted(&self) -> usize {
+        match self.pending_plen {
+            Some(p) => p.saturating_sub(self.buf.len()).max(1),
+            None => CH_LEN.saturating_sub(self.buf.len()).max(1),
+        }
+    }
+
+    /// Returns the next whole PDU, `Ok(None)` if more bytes are needed, or the fatal
+    /// error that ends the connection.
+    pub fn next_pdu(&mut self) -> Result<Option<Received>, FatalError> {
+        let plen = match self.pending_plen {
+            Some(p) => p,
+            None => {
+                if self.buf.len() < CH_LEN {
+                    return Ok(None);
+                }
+                let p = self.check_header()?;
+                self.pending_plen = Some(p);
+                p
+            }
+        };
+        if self.buf.len() < plen {
+            if self.buf.capacity() < plen {
+                self.buf.reserve(plen - self.buf.len());
+            }
+            return Ok(None);
+        }
+        self.pending_plen = None;
+        let pdu = self.buf.split_to(plen).freeze();
+        self.parse(pdu).map(Some)
+    }
+
+    /// Validates the common header at the front of the buffer and returns PLEN.
+    fn check_header(&self) -> Result<usize, FatalError> {
+        let raw = self.buf.get(..CH_LEN).unwrap_or(&[]);
+        let ch = CommonHeader::decode(raw);
+        // The error data is the header received so far (up to HLEN, at most 128 bytes).
+        let hdr_for_err = self
+            .buf
+            .get(..self.buf.len().min(usize::from(ch.hlen)).max(CH_LEN))
+            .unwrap_or(raw);
+        let err = |fes, fei, why: &str| FatalError::new(fes, fei, hdr_for_err, why.to_string());
+
+        let Some(t) = PduType::from_u8(ch.pdu_type) else {
+            return Err(err(
+                Fes::InvalidHeaderField,
+                FEI_TYPE,
+                &format!("unknown PDU type {:#04x}", ch.pdu_type),
+            ));
+        };
+        let ours = match self.side {
+            Side::Controller => t.is_host_to_controller(),
+            Side::Host => !t.is_host_to_controller(),
+        };
+        if !ours {
+            return Err(err(
+                Fes::InvalidHeaderField,
+                FEI_TYPE,
+                &format!("{t:?} PDU sent in the wrong direction"),
+            ));
+        }
+        let is_term = matches!(t, PduType::H2CTermReq | PduType::C2HTermReq);
+        let is_ic = matches!(t, PduType::IcReq | PduType::IcResp);
+        if is_term {
+            // §3.6.2.3: a malformed TermReq is not answered; the connection just closes.
+            let p = ch.plen as usize;
+            if usize::from(ch.hlen) != TERM_HLEN || !(TERM_HLEN..=TERM_MAX_PLEN).contains(&p) {
+                return Err(FatalError::silent(format!(
+                    "malformed termination request (hlen {}, plen {p})",
+                    ch.hlen
+                )));
+            }
+            return Ok(p);
+        }
+        if is_ic && self.negotiated {
+            return Err(err(
+                Fes::InvalidHeaderField,
+                FEI_TYPE,
+                &format!("{t:?} after the connection was initialised"),
+            ));
+        }
+        if !is_ic && !self.negotiated {
+            return Err(err(
+                Fes::PduSequenceError,
+                FEI_TYPE,
+                &format!("{t:?} before connection initialisation"),
+            ));
+        }
+
+        // Flags.
+        let mut allowed = 0u8;
+        if t.may_have_hdgst() {
+            allowed |= flags::HDGSTF;
+        }
+        if t.may_have_data() {
+            allowed |= flags::DDGSTF;
+        }
+        if matches!(t, PduType::H2CData | PduType::C2HData) {
+            allowed |= flags::LAST_PDU;
+        }
+        if t == PduType::C2HData {
+            allowed |= flags::SUCCESS;
+        }
+        let hd_flag = ch.flags & flags::HDGSTF != 0;
+        let dd_flag = ch.flags & flags::DDGSTF != 0;
+        if ch.flags & !allowed != 0
+            || (t.may_have_hdgst() && hd_flag != self.cfg.hdgst)
+            || (dd_flag && !self.cfg.ddgst)
+            || (ch.flags & flags::SUCCESS != 0 && ch.flags & flags::LAST_PDU == 0)
+        {
+            return Err(err(
+                Fes::InvalidHeaderField,
+                FEI_FLAGS,
+                &format!("invalid flags {:#04x} for {t:?}", ch.flags),
+            ));
+        }
+
+        // HLEN.
+        let hlen = t.hlen();
+        if usize::from(ch.hlen) != hlen {
+            return Err(err(
+                Fes::InvalidHeaderField,
+                FEI_HLEN,
+                &format!("HLEN {} for {t:?}, expected {hlen}", ch.hlen),
+            ));
+        }
+        let hd = if hd_flag { DIGEST_LEN } else { 0 };
+        let plen = ch.plen as usize;
+        let pdo = usize::from(ch.pdo);
+
+        // PDO and PLEN.
+        if !t.may_have_data() {
+            if pdo != 0 {
+                return Err(err(
+                    Fes::InvalidHeaderField,
+                    FEI_PDO,
+                    &format!("PDO {pdo} on {t:?}, which carries no data"),
+                ));
+            }
+            if plen != hlen + hd {
+                return Err(err(
+                    Fes::InvalidHeaderField,
+                    FEI_PLEN,
+                    &format!("PLEN {plen} for {t:?}, expected {}", hlen + hd),
+                ));
+            }
+            return Ok(plen);
+        }
+        let dd = if dd_flag { DIGEST_LEN } else { 0 };
+        if pdo == 0 {
+            if dd_flag {
+                return Err(err(
+                    Fes::InvalidHeaderField,
+                    FEI_FLAGS,
+                    "data digest flag on a PDU without data",
+                ));
+            }
+            if plen != hlen + hd {
+                return Err(err(
+                    Fes::InvalidHeaderField,
+                    FEI_PLEN,
+                    &format!("PLEN {plen} but PDO 0 (no data) for {t:?}"),
+                ));
+            }
+            if t != PduType::CapsuleCmd {
+                return Err(err(
+                    Fes::InvalidHeaderField,
+                    FEI_PDO,
+                    &format!("{t:?} without data"),
+                ));
+            }
+            return Ok(plen);
+        }
+        if pdo < hlen + hd || pdo % self.cfg.rx_pda.max(1) != 0 {
+            return Err(err(
+                Fes::InvalidHeaderField,
+                FEI_PDO,
+                &format!("PDO {pdo} is not a valid aligned offset past the header"),
+            ));
+        }
+        if plen <= pdo + dd {
+            return Err(err(
+                Fes::InvalidHeaderField,
+                FEI_PLEN,
+                &format!("PLEN {plen} leaves no data after PDO {pdo}"),
+            ));
+        }
+        if self.cfg.ddgst && !dd_flag {
+            return Err(err(
+                Fes::InvalidHeaderField,
+                FEI_FLAGS,
+                "data digest flag missing on a PDU with data",
+            ));
+        }
+        let data_len = plen - pdo - dd;
+        let limit = if t == PduType::CapsuleCmd {
+            self.cfg.max_icd
+        } else {
+            self.cfg.max_data
+        } as usize;
+        if data_len > limit {
+            return Err(err(
+                Fes::DataLimitExceeded,
+                FEI_PLEN,
+                &format!("{t:?} carries {data_len} bytes of data, more than the limit of {limit}"),
+            ));
+        }
+        Ok(plen)
+    }
+
+    /// Parses a whole PDU whose header was validated.
+    fn parse(&self, mut pdu: Bytes) -> Result<Received, FatalError> {
+        let ch = CommonHeader::decode(&pdu);
+        let t = PduType::from_u8(ch.pdu_type)
+            .ok_or_else(|| FatalError::silent("unreachable: type checked"))?;
+        let hlen = usize::from(ch.hlen);
+        let hd_flag = t.may_have_hdgst() && ch.flags & flags::HDGSTF != 0;
+        let dd_flag = ch.flags & flags::DDGSTF != 0;
+        let h = pdu.get(..hlen).unwrap_or(&[]);
+        if hd_flag {
+            let got = u32_at(&pdu, hlen);
+            if crc32c(h) != got {
+                return Err(FatalError::new(
+                    Fes::HeaderDigestError,
+                    0,
+                    h,
+                    format!("header digest mismatch on {t:?}"),
+                ));
+            }
+        }
+        let mut data_digest_ok = true;
+        let data = if t.may_have_data() && ch.pdo != 0 {
+            let pdo = usize::from(ch.pdo);
+            let end = pdu.len() - if dd_flag { DIGEST_LEN } else { 0 };
+            if dd_flag {
+                let got = u32_at(&pdu, end);
+                let d = pdu.get(pdo..end).unwrap_or(&[]);
+                data_digest_ok = crc32c(d) == got;
+            }
+            pdu.truncate(end);
+            pdu.split_off(pdo)
+        } else if matches!(t, PduType::H2CTermReq | PduType::C2HTermReq) {
+            pdu.split_off(hlen.min(pdu.len()))
+        } else {
+            Bytes::new()
+        };
+        let h = pdu.get(..hlen).unwrap_or(&[]);
+        let p = match t {
+            PduType::IcReq => Pdu::IcReq(IcReq {
+                pfv: u16_at(h, 8),
+                hpda: u8_at(h, 10),
+                digests: Digests::from_u8(u8_at(h, 11)),
+                maxr2t: u32_at(h, 12),
+            }),
+            PduType::IcResp => Pdu::IcResp(IcResp {
+                pfv: u16_at(h, 8),
+                cpda: u8_at(h, 10),
+                digests: Digests::from_u8(u8_at(h, 11)),
+                maxh2cdata: u32_at(h, 12),
+            }),
+            PduType::H2CTermReq | PduType::C2HTermReq => {
+                let tr = TermReq {
+                    fes: Fes::from_u16(u16_at(h, 8)),
+                    fei: u32_at(h, 10),
+                    data,
+                };
+                if t == PduType::H2CTermReq {
+                    Pdu::H2CTermReq(tr)
+                } else {
+                    Pdu::C2HTermReq(tr)
+                }
+            }
+            PduType::CapsuleCmd => Pdu::CapsuleCmd {
+                sqe: Sqe::decode(&array_at(h, CH_LEN)),
+                data,
+            },
+            PduType::CapsuleResp => Pdu::CapsuleResp(Cqe::decode(&array_at(h, CH_LEN))),
+            PduType::H2CData | PduType::C2HData => {
+                let d = DataPdu {
+                    cccid: u16_at(h, 8),
+                    ttag: u16_at(h, 10),
+                    datao: u32_at(h, 12),
+                    datal: u32_at(h, 16),
+                    last: ch.flags & flags::LAST_PDU != 0,
+                    success: ch.flags & flags::SUCCESS != 0,
+                    data,
+                };
+                if d.datal as usize != d.data.len() {
+                    return Err(FatalError::new(
+                        Fes::InvalidHeaderField,
+                        16,
+                        h,
+                        format!(
+                            "DATAL {} but the PDU carries {} bytes",
+                            d.datal,
+                            d.data.len()
+                        ),
+                    ));
+                }
+                if t == PduType::H2CData {
+                    Pdu::H2CData(d)
+                } else {
+                    Pdu::C2HData(d)
+                }
+            }
+            PduType::R2T => Pdu::R2T(R2t {
+                cccid: u16_at(h, 8),
+                ttag: u16_at(h, 10),
+                r2to: u32_at(h, 12),
+                r2tl: u32_at(h, 16),
+            }),
+        };
+        Ok(Received {
+            pdu: p,
+            data_digest_ok,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! Outgoing bytes of one connection, as a list of buffers for gather writes.
+//!
+//! Headers of consecutive PDUs are written into one growing buffer; large data is
+//! queued as its own `Bytes` so it goes to the socket without being copied. The
+//! shell writes [`TxQueue::chunks`] with one `writev` and calls [`TxQueue::advance`]
+//! with what the kernel took: many responses leave in one system call.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Data shorter than this is copied behind the header instead of queued on its own:
+/// an extra iovec costs more than copying a few hundred bytes.
+const COPY_BELOW: usize = 512;
+
+/// Outgoing bytes, in order.
+#[derive(Debug, Default)]
+pub struct TxQueue {
+    chunks: VecDeque<Bytes>,
+    cur: BytesMut,
+    len: usize,
+}
+
+impl TxQueue {
+    /// Appends bytes by copying them into the current buffer.
+    pub fn put_slice(&mut self, b: &[u8]) {
+        self.cur.extend_from_slice(b);
+        self.len += b.len();
+    }
+
+    /// The buffer headers are encoded into; call [`Self::wrote`] with how much was added.
+    pub(crate) fn cur_mut(&mut self) -> &mut BytesMut {
+        &mut self.cur
+    }
+
+    /// Records `n` bytes appended through [`Self::cur_mut`].
+    pub(crate) fn wrote(&mut self, n: usize) {
+        self.len += n;
+    }
+
+    /// Appends a buffer without copying it (small ones are copied).
+    pub fn put_bytes(&mut self, b: Bytes) {
+        if b.len() < COPY_BELOW {
+            self.put_slice(&b);
+            return;
+        }
+        self.seal();
+        self.len += b.len();
+        self.chunks.push_back(b);
+    }
+
+    fn seal(&mut self) {
+        if !self.cur.is_empty() {
+            let c = self.cur.split().freeze();
+            self.chunks.push_back(c);
+        }
+    }
+
+    /// Total bytes waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The waiting buffers, in order, for a gather write.
+    pub fn chunks(&mut self) -> &VecDeque<Bytes> {
+        self.seal();
+        &self.chunks
+    }
+
+    /// Drops `n` bytes that were written.
+    pub fn advance(&mut self, mut n: usize) {
+        self.seal();
+        n = n.min(self.len);
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    /// Takes everything waiting as one contiguous buffer (tests and simple shells).
+    pub fn take_all(&mut self) -> Vec<u8> {
+        self.seal();
+        let mut v = Vec::with_capacity(self.len);
+        for c in self.chunks.drain(..) {
+            v.extend_from_slice(&c);
+        }
+        self.len = 0;
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_and_advance() {
+        let mut t = TxQueue::default();
+        t.put_slice(b"abc");
+        t.put_bytes(Bytes::from(vec![7u8; 1000]));
+        t.put_slice(b"de");
+        assert_eq!(t.len(), 1005);
+        assert_eq!(t.chunks().len(), 3);
+        t.advance(4);
+        assert_eq!(t.len(), 1001);
+        let v = t.take_all();
+        assert_eq!(v.len(), 1001);
+        assert_eq!(&v[999..], b"de");
+        assert!(t.is_empty());
+    }
+}
