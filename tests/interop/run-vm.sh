@@ -25,6 +25,7 @@ usage: run-vm.sh [--extra FILE]... [--script GUEST_SCRIPT] [options]
   --script FILE       guest shell script, copied to /extra/<name> and run with sh after the
                       built-in steps; its exit code counts as a PASS/FAIL.  It may
                       ". /lib/nvme-vm/lib.sh" for pass/fail/check and nvmet helpers.
+  --env NAME=VALUE    export NAME=VALUE to /init and the guest script (repeatable)
   --share DIR         also export host DIR read-write via virtio-9p, mounted at /mnt/host
                       (guest scripts copy files back with nvmevm_copy_out FILE)
   --tcpdump           copy the host's tcpdump (and its libraries) into the guest as
@@ -60,7 +61,7 @@ EOF
 log() { echo "run-vm: $*" >&2; }
 die() { echo "run-vm: ERROR: $*" >&2; exit 125; }
 
-EXTRAS=() SCRIPT="" SHARE="" CAPTURE=0 TCPDUMP=0 TARGET=1 BUILTIN=1 UBLK=1 SHELL_MODE=0
+EXTRAS=() ENVS=() SCRIPT="" SHARE="" CAPTURE=0 TCPDUMP=0 TARGET=1 BUILTIN=1 UBLK=1 SHELL_MODE=0
 TRACK=stable ACCEL=auto MEM=2048 SMP=$(( $(nproc) > 4 ? 4 : $(nproc) )) TIMEOUT=900
 APPEND="" LOGLEVEL=4 REBUILD=0 INSTALL=1 CPU_MODEL="" BZIMAGE=0
 while [ $# -gt 0 ]; do
@@ -70,6 +71,7 @@ while [ $# -gt 0 ]; do
         --script) SCRIPT=$2; shift 2 ;;
         --script=*) SCRIPT=${1#*=}; shift ;;
         --share) SHARE=$2; shift 2 ;;
+        --env) ENVS+=("$2"); shift 2 ;;
         --tcpdump) TCPDUMP=1; shift ;;
         --capture) SHARE=$2; CAPTURE=1; TCPDUMP=1; shift 2 ;;
         --no-target) TARGET=0; BUILTIN=0; shift ;;
@@ -90,6 +92,9 @@ while [ $# -gt 0 ]; do
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
+done
+for kv in "${ENVS[@]}"; do
+    [[ "$kv" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env wants NAME=VALUE, got: $kv"
 done
 case "$TRACK" in stable|backports) ;; *) die "--kernel must be stable or backports" ;; esac
 case "$ACCEL" in auto|kvm|tcg) ;; *) die "--accel must be auto, kvm or tcg" ;; esac
@@ -318,6 +323,10 @@ NVMEVM_SHARE=$([ -n "$SHARE" ] && echo 1 || echo 0)
 NVMEVM_SHELL=$SHELL_MODE
 NVMEVM_CAPTURE=$CAPTURE
 EOF
+    local kv
+    for kv in "${ENVS[@]}"; do
+        printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}" >>"$rr/etc/nvme-vm.conf"
+    done
     (cd "$rr" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) >"$out.run"
     cat "$BASE" "$out.run" >"$out"
     rm -rf "$rr" "$out.run"

@@ -1,0 +1,152 @@
+#!/bin/bash
+# tests/interop/run.sh -- Linux-kernel interop tests of nvmf-rs, in a QEMU guest.
+#
+# usage: tests/interop/run.sh [options] [SUITE...]
+#
+# suites:
+#   selftest  the kernel host against the kernel nvmet target, driven by
+#             guest/kernel-host-vs-nvmf-target.sh in NVMF_TARGET_MODE=kernel:
+#             proves the harness, the guest kernel and the script itself
+#             (needs no nvmf binary)
+#   target    the kernel host (nvme-cli) against OUR target: `nvmf target`
+#             (guest/kernel-host-vs-nvmf-target.sh)
+#   host      OUR host (`nvmf discover`, `nvmf io-check`) against the kernel
+#             nvmet target (guest/nvmf-host-vs-kernel-target.sh)
+#   all       selftest target host (default)
+#
+# options:
+#   --no-build        do not run cargo build; use $NVMF_BIN or target/release/nvmf
+#   --capture         tcpdump the NVMe/TCP traffic in the guest; the pcap lands in
+#                     target/interop/<suite>/capture.pcap
+#   --require         a suite whose nvmf verbs are not implemented yet FAILs
+#                     instead of being SKIPped (also: NVMF_INTEROP_REQUIRE=1)
+#   -- ARGS...        passed to run-vm.sh (e.g. -- --kernel backports)
+#
+# The nvmf binary is built with `cargo build --release -p nvmf-cli`.  A suite
+# is SKIPped (not failed) while the binary does not implement the verbs it
+# uses, detected from `nvmf VERB --help` (the flags the guest scripts use must
+# appear there); see README.md "What the guest scripts assume about nvmf".
+#
+# Output: one PASS/FAIL/SKIP line per suite, then "interop: N passed, N failed,
+# N skipped".  Exit 1 if any suite failed.  On failure the guest's FAIL lines
+# and the tail of the console log are printed.  Per-suite logs and files the
+# guest copied out: target/interop/<suite>/.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+OUT=$ROOT/target/interop
+
+BUILD=1 CAPTURE=0 REQUIRE=${NVMF_INTEROP_REQUIRE:-0}
+SUITES=() VMARGS=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-build) BUILD=0; shift ;;
+        --capture) CAPTURE=1; shift ;;
+        --require) REQUIRE=1; shift ;;
+        -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        --) shift; VMARGS=("$@"); break ;;
+        selftest|target|host) SUITES+=("$1"); shift ;;
+        all) SUITES+=(selftest target host); shift ;;
+        *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host)
+
+NVMF=${NVMF_BIN:-$ROOT/target/release/nvmf}
+NPASS=0 NFAIL=0 NSKIP=0
+RESULTS=()
+result() {   # result PASS|FAIL|SKIP SUITE MSG
+    RESULTS+=("$1: interop $2: $3")
+    echo "$1: interop $2: $3"
+    case $1 in PASS) NPASS=$((NPASS+1)) ;; FAIL) NFAIL=$((NFAIL+1)) ;; SKIP) NSKIP=$((NSKIP+1)) ;; esac
+}
+
+need_nvmf() { [[ " ${SUITES[*]} " == *" target "* || " ${SUITES[*]} " == *" host "* ]]; }
+
+BUILD_OK=1
+if need_nvmf && [ $BUILD = 1 ] && [ -z "${NVMF_BIN:-}" ]; then
+    echo "run.sh: cargo build --release -p nvmf-cli"
+    t0=$SECONDS
+    if ! (cd "$ROOT" && cargo build --release -p nvmf-cli); then
+        BUILD_OK=0
+        echo "run.sh: cargo build --release -p nvmf-cli FAILED"
+    else
+        echo "run.sh: built $NVMF in $((SECONDS - t0)) s"
+    fi
+fi
+
+# implements VERB FLAG...: does `nvmf VERB --help` exist and mention every FLAG?
+implements() {
+    local verb=$1 help f; shift
+    help=$("$NVMF" "$verb" --help 2>&1) || return 1
+    for f in "$@"; do grep -q -- "$f" <<<"$help" || return 1; done
+}
+
+# run_suite NAME SCRIPT [run-vm.sh args...]
+run_suite() {
+    local name=$1 script=$2; shift 2
+    local dir=$OUT/$name log rc t0 console
+    rm -rf "$dir"; mkdir -p "$dir"
+    log=$dir/run-vm.log
+    local args=(--no-target --no-ublk --script "$script")
+    if [ $CAPTURE = 1 ]; then args+=(--capture "$dir"); else args+=(--share "$dir"); fi
+    echo "run.sh: [$name] $HERE/run-vm.sh ${args[*]} $* ${VMARGS[*]}  (log: $log)"
+    t0=$SECONDS
+    "$HERE/run-vm.sh" "${args[@]}" "$@" "${VMARGS[@]}" >"$log" 2>&1 </dev/null
+    rc=$?
+    local dt=$((SECONDS - t0))
+    local sum
+    sum=$(grep -a 'NVMEVM: ===== summary' "$log" | tail -n1 | sed 's/.*summary: \(.*\) =====.*/\1/')
+    if [ $rc = 0 ]; then
+        result PASS "$name" "${sum:-guest passed} (${dt}s)"
+    else
+        result FAIL "$name" "run-vm.sh rc=$rc; ${sum:-no guest summary} (${dt}s); log $log"
+        echo "----- [$name] failed checks:"
+        grep -a '^FAIL' "$log" | sed 's/^/    /'
+        console=$(sed -n 's/.*console_log=\([^ ]*\).*/\1/p' "$log" | tail -n1)
+        [ -n "$console" ] && [ -f "$console" ] || console=$log
+        echo "----- [$name] last 120 lines of $console:"
+        tail -n 120 "$console" | sed 's/^/    | /'
+        echo "----- [$name] end"
+    fi
+}
+
+for s in "${SUITES[@]}"; do
+    case $s in
+        selftest)
+            run_suite selftest "$HERE/guest/kernel-host-vs-nvmf-target.sh" --env NVMF_TARGET_MODE=kernel ;;
+        target|host)
+            if [ $BUILD_OK = 0 ]; then result FAIL "$s" "cargo build --release -p nvmf-cli failed"; continue; fi
+            if [ ! -x "$NVMF" ]; then
+                if [ $REQUIRE = 1 ]; then result FAIL "$s" "no $NVMF"; else result SKIP "$s" "no $NVMF"; fi
+                continue
+            fi
+            if [ $s = target ]; then
+                verbs=("target --listen --memory --file --subnqn")
+                script=$HERE/guest/kernel-host-vs-nvmf-target.sh
+            else
+                verbs=("discover -t -a -s -o" "io-check -t -a -s -n -g -G -i --nsid --bytes")
+                script=$HERE/guest/nvmf-host-vs-kernel-target.sh
+            fi
+            missing=""
+            for v in "${verbs[@]}"; do
+                # shellcheck disable=SC2086
+                implements $v || missing+="${missing:+; }nvmf $v"
+            done
+            if [ -n "$missing" ]; then
+                if [ $REQUIRE = 1 ]; then
+                    result FAIL "$s" "nvmf does not implement: $missing (per --help)"
+                else
+                    result SKIP "$s" "nvmf does not implement yet: $missing (per --help)"
+                fi
+                continue
+            fi
+            run_suite "$s" "$script" --extra "$NVMF" --env "NVMF_BIN=/extra/$(basename "$NVMF")" ;;
+    esac
+done
+
+echo "----- interop summary"
+printf '%s\n' "${RESULTS[@]}"
+echo "interop: $NPASS passed, $NFAIL failed, $NSKIP skipped"
+[ $NFAIL = 0 ]
