@@ -1,1 +1,47 @@
-fn main() {}
+//! `nvmf`: one binary for the NVMe over Fabrics target, host tools and load generator.
+//!
+//! Subcommands follow nvme-cli's verbs and flags where one exists, so habits carry
+//! over: `nvmf discover -t tcp -a 127.0.0.1 -s 4420`, `nvmf connect -n NQN ...`.
+
+mod host;
+mod target;
+
+use clap::{Parser, Subcommand};
+
+/// NVMe over Fabrics in user space: target, host and tools.
+#[derive(Debug, Parser)]
+#[command(name = "nvmf", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve NVMe/TCP subsystems (with no options: a 1 GiB memory namespace on 127.0.0.1:4420).
+    Target(target::TargetArgs),
+    #[command(flatten)]
+    Host(host::HostCommand),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NVMF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Target(a) => target::run(a),
+        Command::Host(h) => host::run(h),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nvmf: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

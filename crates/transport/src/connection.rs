@@ -1,0 +1,193 @@
+//! One socket bound to one sans-I/O queue, and the loop that moves bytes between them.
+
+use std::io::{self, IoSlice};
+
+use bytes::BytesMut;
+use nvmf_proto::tcp::{ControllerQueue, HostQueue, TxQueue};
+use tokio::io::{Interest, Ready};
+use tokio::net::TcpStream;
+
+use crate::error::TransportError;
+
+/// Most buffers handed to one `writev` (Linux IOV_MAX is 1024).
+const MAX_IOVECS: usize = 64;
+/// Smallest free space offered to one read: big enough for many small PDUs at once.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// What the I/O shell needs from a queue state machine.
+pub trait QueueIo {
+    /// Outgoing bytes.
+    fn tx(&mut self) -> &mut TxQueue;
+    /// The receive buffer.
+    fn rx(&mut self) -> &mut BytesMut;
+    /// How many bytes the decoder needs next.
+    fn wanted(&self) -> usize;
+    /// Processes received bytes.
+    fn process(&mut self);
+}
+
+impl QueueIo for HostQueue {
+    fn tx(&mut self) -> &mut TxQueue {
+        HostQueue::tx(self)
+    }
+    fn rx(&mut self) -> &mut BytesMut {
+        self.buffer_mut()
+    }
+    fn wanted(&self) -> usize {
+        HostQueue::wanted(self)
+    }
+    fn process(&mut self) {
+        HostQueue::process(self);
+    }
+}
+
+impl QueueIo for ControllerQueue {
+    fn tx(&mut self) -> &mut TxQueue {
+        ControllerQueue::tx(self)
+    }
+    fn rx(&mut self) -> &mut BytesMut {
+        self.buffer_mut()
+    }
+    fn wanted(&self) -> usize {
+        ControllerQueue::wanted(self)
+    }
+    fn process(&mut self) {
+        ControllerQueue::process(self);
+    }
+}
+
+/// A TCP socket and the queue it carries.
+#[derive(Debug)]
+pub struct Connection<Q> {
+    stream: TcpStream,
+    /// The queue state machine.
+    pub queue: Q,
+    eof: bool,
+}
+
+impl<Q: QueueIo> Connection<Q> {
+    /// Binds a connected socket to a queue. Sets TCP_NODELAY: PDUs are batched by
+    /// the queue, so Nagle's delay only adds latency.
+    pub fn new(stream: TcpStream, queue: Q) -> Self {
+        let _ = stream.set_nodelay(true);
+        Self {
+            stream,
+            queue,
+            eof: false,
+        }
+    }
+
+    /// The socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    /// True once the peer closed its side.
+    pub fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Waits until the socket is readable, or writable while bytes are queued.
+    /// Cancel safe, so it can sit in a `select!` beside other work.
+    pub async fn ready(&self, has_tx: bool) -> Result<Ready, TransportError> {
+        let interest = if has_tx {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        self.stream
+            .ready(interest)
+            .await
+            .map_err(|e| TransportError::io("waiting on the socket", e))
+    }
+
+    /// Moves bytes in the directions `ready` allows: reads all that is available
+    /// and processes it, then writes as much as the socket takes.
+    pub fn drive(&mut self, ready: Ready) -> Result<(), TransportError> {
+        if ready.is_readable() || ready.is_read_closed() {
+            self.read_available()?;
+        }
+        if ready.is_writable() {
+            self.write_available()?;
+        }
+        Ok(())
+    }
+
+    fn read_available(&mut self) -> Result<(), TransportError> {
+        loop {
+            let want = self.queue.wanted().max(READ_CHUNK);
+            let rx = self.queue.rx();
+            rx.reserve(want);
+            match self.stream.try_read_buf(rx) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.queue.process();
+                    return Ok(());
+                }
+                Ok(_) => {
+                    self.queue.process();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(TransportError::io("reading from the socket", e)),
+            }
+        }
+    }
+
+    /// Writes queued bytes until the socket would block or nothing is left.
+    pub fn write_available(&mut self) -> Result<(), TransportError> {
+        let tx = self.queue.tx();
+        while !tx.is_empty() {
+            let n = {
+                let chunks = tx.chunks();
+                let slices: Vec<IoSlice<'_>> = chunks
+                    .iter()
+                    .take(MAX_IOVECS)
+                    .map(|c| IoSlice::new(c))
+                    .collect();
+                match self.stream.try_write_vectored(&slices) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                    Err(e) => return Err(TransportError::io("writing to the socket", e)),
+                }
+            };
+            tx.advance(n);
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued, waiting for the socket as needed (reads are
+    /// processed meanwhile so the peer is never blocked on us).
+    pub async fn flush(&mut self) -> Result<(), TransportError> {
+        self.write_available()?;
+        while !self.queue.tx().is_empty() {
+            let r = self.ready(true).await?;
+            self.drive(r)?;
+            if self.eof {
+                return Err(TransportError::Closed);
+            }
+        }
+        Ok(())
+    }
+
+    /// One round: write what can be written, wait for the socket, move bytes.
+    pub async fn pump(&mut self) -> Result<(), TransportError> {
+        self.write_available()?;
+        let has_tx = !self.queue.tx().is_empty();
+        let r = self.ready(has_tx).await?;
+        self.drive(r)
+    }
+
+    /// Shuts the socket down after flushing (best effort, bounded by the caller).
+    pub async fn shutdown(&mut self) {
+        let _ = self.flush().await;
+        use tokio::io::AsyncWriteExt;
+        let _ = self.stream.shutdown().await;
+    }
+}
