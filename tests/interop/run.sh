@@ -80,7 +80,8 @@ fi
 implements() {
     local verb=$1 help f; shift
     help=$("$NVMF" "$verb" --help 2>&1) || return 1
-    for f in "$@"; do grep -q -- "$f" <<<"$help" || return 1; done
+    # a flag counts when it stands alone: "  -t, --transport <T>" has -t but not -r
+    for f in "$@"; do grep -qE -- "(^|[[:space:],[])$f([[:space:],=<]|\]|\$)" <<<"$help" || return 1; done
 }
 
 # run_suite NAME SCRIPT [run-vm.sh args...]

@@ -1,0 +1,55 @@
+#!/bin/bash
+# scripts/test.sh -- the project's test command (README; run by .ci/run).
+#
+#   1. unit/integration tests: cargo nextest run --workspace (if cargo-nextest
+#      is installed; plus cargo test --doc), else cargo test --workspace
+#   2. RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+#   3. tests/interop/run.sh all     (Linux-kernel interop in a QEMU guest;
+#      needs the packages of scripts/install-deps.sh)
+#   4. fuzz/run-bounded.sh, if it exists
+#
+# Every stage runs even if an earlier one failed; the exit status is non-zero
+# if any failed.  Last line: "test.sh: N passed, N failed".
+# Environment: NVMF_SKIP_INTEROP=1 skips stage 3 (counted as skipped).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+NPASS=0 NFAIL=0 NSKIP=0 SUMMARY=()
+stage() {   # stage NAME CMD...
+    local name=$1 t0=$SECONDS rc; shift
+    echo
+    echo "=== test.sh: $name: $*"
+    "$@"; rc=$?
+    if [ $rc = 0 ]; then
+        NPASS=$((NPASS+1)); SUMMARY+=("PASS: $name ($((SECONDS - t0))s)")
+    else
+        NFAIL=$((NFAIL+1)); SUMMARY+=("FAIL: $name (rc=$rc, $((SECONDS - t0))s)")
+    fi
+    echo "=== test.sh: $name: $([ $rc = 0 ] && echo PASS || echo "FAIL (rc=$rc)")"
+    return 0
+}
+skip_stage() { NSKIP=$((NSKIP+1)); SUMMARY+=("SKIP: $1 ($2)"); echo "=== test.sh: $1: SKIP ($2)"; }
+
+if cargo nextest --version >/dev/null 2>&1; then
+    stage "cargo nextest" cargo nextest run --workspace --no-tests=warn
+    stage "doc tests" cargo test --workspace --doc
+else
+    stage "cargo test" cargo test --workspace
+fi
+stage "cargo doc" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+if [ "${NVMF_SKIP_INTEROP:-0}" = 1 ]; then
+    skip_stage "interop" "NVMF_SKIP_INTEROP=1"
+else
+    stage "interop" tests/interop/run.sh all
+fi
+if [ -x fuzz/run-bounded.sh ] || [ -f fuzz/run-bounded.sh ]; then
+    stage "fuzz (bounded)" bash fuzz/run-bounded.sh
+fi
+
+echo
+echo "=== test.sh summary"
+printf '%s\n' "${SUMMARY[@]}"
+echo "test.sh: $NPASS passed, $NFAIL failed, $NSKIP skipped"
+[ $NFAIL = 0 ]
