@@ -13,7 +13,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-CACHE=${NVMEVM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nvmf-rs-vm}
+CACHE=${NVMEVM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/nvmf-rs-vm}
 BASE_FORMAT=3          # bump when the content of the base initramfs changes
 
 usage() {
