@@ -1,0 +1,110 @@
+//! Connection options, with nvme-cli's defaults.
+
+use std::time::Duration;
+
+use nvmf_proto::fabrics::DISCOVERY_NQN;
+use nvmf_transport::TransportAddr;
+
+/// Keep Alive Timeout for I/O controllers, as Linux (NVME_DEFAULT_KATO, 5 s).
+pub const DEFAULT_KATO_MS: u32 = 5000;
+/// I/O queue size, as nvme-cli (NVMF_DEF_QUEUE_SIZE 128).
+pub const DEFAULT_QUEUE_SIZE: u16 = 128;
+/// Controller loss timeout, as nvme-cli (600 s).
+pub const DEFAULT_CTRL_LOSS_TMO: Duration = Duration::from_secs(600);
+/// Delay between reconnect attempts, as nvme-cli (10 s).
+pub const DEFAULT_RECONNECT_DELAY: Duration = Duration::from_secs(10);
+/// Admin queue depth (SQSIZE 31 in Connect).
+pub const ADMIN_QUEUE_DEPTH: u16 = 32;
+
+/// How to reach and set up a controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Transport address (IP and port).
+    pub addr: TransportAddr,
+    /// Subsystem NQN.
+    pub subnqn: String,
+    /// Host NQN.
+    pub hostnqn: String,
+    /// Host identifier.
+    pub hostid: [u8; 16],
+    /// Number of I/O queues to ask for (0 for an admin-only association).
+    pub nr_io_queues: u16,
+    /// Entries per I/O queue (SQSIZE + 1).
+    pub queue_size: u16,
+    /// Keep Alive Timeout in milliseconds (0: no keep alive).
+    pub kato_ms: u32,
+    /// Ask for the NVMe/TCP header digest.
+    pub hdr_digest: bool,
+    /// Ask for the NVMe/TCP data digest.
+    pub data_digest: bool,
+    /// How long to keep trying to re-establish a lost association; `None`: forever.
+    pub ctrl_loss_tmo: Option<Duration>,
+    /// Delay between reconnect attempts.
+    pub reconnect_delay: Duration,
+}
+
+impl ConnectOptions {
+    /// Options for `subnqn` at `addr` with nvme-cli's defaults: host NQN and ID from
+    /// /etc/nvme/hostnqn and /etc/nvme/hostid when present, queue size 128,
+    /// KATO 5 s (0 for the discovery NQN), ctrl-loss-tmo 600 s, reconnect-delay 10 s,
+    /// one I/O queue per CPU (at most 8).
+    pub fn new(addr: TransportAddr, subnqn: impl Into<String>) -> Self {
+        let subnqn = subnqn.into();
+        let discovery = subnqn == DISCOVERY_NQN;
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8) as u16;
+        Self {
+            addr,
+            hostnqn: default_hostnqn(),
+            hostid: default_hostid(),
+            nr_io_queues: if discovery { 0 } else { cpus },
+            queue_size: DEFAULT_QUEUE_SIZE,
+            kato_ms: if discovery { 0 } else { DEFAULT_KATO_MS },
+            hdr_digest: false,
+            data_digest: false,
+            ctrl_loss_tmo: Some(DEFAULT_CTRL_LOSS_TMO),
+            reconnect_delay: DEFAULT_RECONNECT_DELAY,
+            subnqn,
+        }
+    }
+
+    /// True when this is the well-known discovery subsystem.
+    pub fn is_discovery(&self) -> bool {
+        self.subnqn == DISCOVERY_NQN
+    }
+}
+
+/// The host NQN: /etc/nvme/hostnqn if present, else a fresh
+/// `nqn.2014-08.org.nvmexpress:uuid:<uuid>` (stable for the life of the process).
+pub fn default_hostnqn() -> String {
+    if let Ok(s) = std::fs::read_to_string("/etc/nvme/hostnqn") {
+        let s = s.trim();
+        if !s.is_empty() {
+            return s.to_string();
+        }
+    }
+    format!("nqn.2014-08.org.nvmexpress:uuid:{}", process_uuid())
+}
+
+/// The host ID: /etc/nvme/hostid if present (a UUID), else the UUID in the generated host NQN.
+pub fn default_hostid() -> [u8; 16] {
+    if let Ok(s) = std::fs::read_to_string("/etc/nvme/hostid") {
+        if let Ok(u) = uuid::Uuid::parse_str(s.trim()) {
+            return *u.as_bytes();
+        }
+    }
+    if let Some(u) = default_hostnqn()
+        .rsplit_once(":uuid:")
+        .and_then(|(_, u)| uuid::Uuid::parse_str(u).ok())
+    {
+        return *u.as_bytes();
+    }
+    *process_uuid().as_bytes()
+}
+
+fn process_uuid() -> uuid::Uuid {
+    static U: std::sync::OnceLock<uuid::Uuid> = std::sync::OnceLock::new();
+    *U.get_or_init(uuid::Uuid::new_v4)
+}
