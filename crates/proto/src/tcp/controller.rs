@@ -386,7 +386,6 @@ impl ControllerQueue {
     fn on_command(&mut self, sqe: Sqe, data: Bytes, digest_ok: bool) -> Result<(), FatalError> {
         if self.cmds.contains_key(&sqe.cid) {
             // §3.3: a CID must be unique among outstanding commands on the queue.
-            self.advance_sq_head();
             self.complete_inner(Cqe::new(sqe.cid, Status::CID_CONFLICT.dnr()), false);
             return Ok(());
         }
@@ -401,7 +400,6 @@ impl ControllerQueue {
                 ),
             ));
         }
-        self.advance_sq_head();
         let sgl = sqe.sgl1;
         let status = if !digest_ok {
             Some(Status::TRANSIENT_TRANSPORT_ERROR)
@@ -449,6 +447,10 @@ impl ControllerQueue {
         Ok(())
     }
 
+    /// Frees the command's SQ slot. Done when the command completes, as Linux nvmet
+    /// (`__nvmet_req_complete` → `nvmet_update_sq_head`) and SPDK do: the SQHD a
+    /// host sees then never lets it have more than the SQ size outstanding, which
+    /// [`Self::on_command`] enforces.
     fn advance_sq_head(&mut self) {
         self.sq_head = (self.sq_head + 1) % self.sq_size.max(1);
     }
@@ -664,6 +666,7 @@ impl ControllerQueue {
         }
         if completed {
             self.cmds.remove(&cid);
+            self.advance_sq_head();
         }
         Ok(completed)
     }
@@ -685,6 +688,7 @@ impl ControllerQueue {
                 }
             }
         }
+        self.advance_sq_head();
         cqe.sqhd = self.sq_head;
         cqe.sqid = self.qid;
         let p = Pdu::CapsuleResp(cqe);
