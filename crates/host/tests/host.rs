@@ -1,0 +1,190 @@
+//! The host library against a tiny test controller over real TCP.
+
+mod support;
+
+use std::time::Duration;
+
+use nvmf_host::{discover, ConnectOptions, Controller, Error, LinkState};
+use support::{MiniTarget, NQN};
+
+fn opts(t: &MiniTarget) -> ConnectOptions {
+    let mut o = ConnectOptions::new(t.addr, NQN);
+    o.nr_io_queues = 2;
+    o.reconnect_delay = Duration::from_millis(200);
+    o.ctrl_loss_tmo = Some(Duration::from_secs(10));
+    o
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_identify_write_read() {
+    let t = MiniTarget::start("127.0.0.1:0", support::store(8 << 20)).await;
+    for (hd, dd) in [(false, false), (true, true)] {
+        let mut o = opts(&t);
+        o.hdr_digest = hd;
+        o.data_digest = dd;
+        let c = Controller::connect(o).await.unwrap();
+        let info = c.info();
+        assert_eq!(info.cntlid, 1);
+        assert_eq!(info.nr_io_queues, 2);
+        assert_eq!(info.max_transfer, 128 * 1024);
+        assert_eq!(info.io_icd, 8192);
+        assert_eq!(info.id.subnqn, NQN);
+        let ns = c.namespaces();
+        assert_eq!(ns.len(), 1);
+        assert_eq!(ns[0].block_size, 512);
+        assert_eq!(ns[0].size_bytes(), 8 << 20);
+        assert_eq!(c.active_namespaces().await.unwrap(), vec![1]);
+        assert_eq!(c.identify_controller().await.unwrap().sn, "mini0001");
+        // 1 MiB + 1 block: split by MDTS (128 KiB) over both queues, R2T path.
+        let data = pattern((1 << 20) + 512, 7);
+        c.write(1, 10, data.clone(), false).await.unwrap();
+        assert_eq!(c.read(1, 10, data.len() as u64 / 512).await.unwrap(), data);
+        // Small write: in-capsule path.
+        c.write(1, 0, vec![0xabu8; 512], true).await.unwrap();
+        assert_eq!(c.read(1, 0, 1).await.unwrap(), vec![0xab; 512]);
+        c.flush(1).await.unwrap();
+        // Errors carry the status or say what is wrong.
+        let e = c.read(1, (8 << 20) / 512, 1).await.unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+        let e = c.read(7, 0, 1).await.unwrap_err();
+        assert!(e.to_string().contains("namespace 7"), "{e}");
+        assert!(c.get_log_page(2, 0xffff_ffff, 512).await.unwrap().len() == 512);
+        c.disconnect().await.unwrap();
+        assert_eq!(c.state(), LinkState::Disconnected);
+        assert!(matches!(c.read(1, 0, 1).await, Err(Error::Disconnected)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_share_a_controller() {
+    let t = MiniTarget::start("127.0.0.1:0", support::store(4 << 20)).await;
+    let c = Controller::connect(opts(&t)).await.unwrap();
+    let mut hs = Vec::new();
+    for i in 0..16u64 {
+        let c = c.clone();
+        hs.push(tokio::spawn(async move {
+            let d = pattern(64 * 1024, i + 1);
+            c.write(1, i * 128, d.clone(), false).await.unwrap();
+            assert_eq!(c.read(1, i * 128, 128).await.unwrap(), d);
+        }));
+    }
+    for h in hs {
+        h.await.unwrap();
+    }
+    c.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_log() {
+    let t = MiniTarget::start("127.0.0.1:0", support::store(1 << 20)).await;
+    let log = discover(t.addr, None).await.unwrap();
+    assert_eq!(log.numrec, 1);
+    assert_eq!(log.entries[0].subnqn, NQN);
+    assert_eq!(log.entries[0].trsvcid, t.addr.trsvcid());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_to_fix() {
+    let t = MiniTarget::start("127.0.0.1:0", support::store(1 << 20)).await;
+    let mut o = opts(&t);
+    o.subnqn = "nqn.2024-01.io.test:nope".into();
+    let e = Controller::connect(o).await.unwrap_err();
+    assert!(e.status().is_some());
+    assert!(e.to_string().contains("no subsystem named"), "{e}");
+    let port = t.addr.socket.port();
+    t.kill();
+    drop(t);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let e = Controller::connect(ConnectOptions::new(addr, NQN)).await.unwrap_err();
+    assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+    assert!(e.to_string().contains("is a target listening there?"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_keeps_acknowledged_writes() {
+    let store = support::store(8 << 20);
+    let t = MiniTarget::start("127.0.0.1:0", store.clone()).await;
+    let addr = t.addr.to_string();
+    let c = Controller::connect(opts(&t)).await.unwrap();
+    let first = pattern(1 << 20, 3);
+    c.write(1, 0, first.clone(), false).await.unwrap();
+    // Writes keep going while the target dies and comes back.
+    let c2 = c.clone();
+    let writer = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..40u64 {
+            let d = pattern(64 * 1024, 100 + i);
+            c2.write(1, 4096 + i * 128, d.clone(), false).await.unwrap();
+            acked.push((4096 + i * 128, d));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    t.kill();
+    drop(t);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(matches!(c.state(), LinkState::Reconnecting { .. }), "{:?}", c.state());
+    let t = MiniTarget::start(&addr, store.clone()).await;
+    let acked = tokio::time::timeout(Duration::from_secs(30), writer).await.unwrap().unwrap();
+    assert_eq!(c.state(), LinkState::Live);
+    assert_eq!(c.read(1, 0, 2048).await.unwrap(), first);
+    for (lba, d) in acked {
+        assert_eq!(c.read(1, lba, 128).await.unwrap(), d, "lba {lba}");
+    }
+    c.disconnect().await.unwrap();
+    drop(t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_loss_tmo_fails_commands() {
+    let t = MiniTarget::start("127.0.0.1:0", support::store(1 << 20)).await;
+    let mut o = opts(&t);
+    o.ctrl_loss_tmo = Some(Duration::from_secs(1));
+    let c = Controller::connect(o).await.unwrap();
+    t.kill();
+    drop(t);
+    let start = std::time::Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(10), c.read(1, 0, 1)).await.unwrap().unwrap_err();
+    assert!(matches!(e, Error::ControllerLost(_)), "{e}");
+    assert!(e.to_string().contains("ctrl-loss-tmo"), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(matches!(c.state(), LinkState::Lost(_)));
+    // Later commands fail at once.
+    assert!(matches!(c.read(1, 0, 1).await, Err(Error::ControllerLost(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_io_queue() {
+    use nvmf_host::HostData;
+    use nvmf_proto::sqe::io_opcode;
+    use nvmf_proto::Sqe;
+    let t = MiniTarget::start("127.0.0.1:0", support::store(1 << 20)).await;
+    let mut o = opts(&t);
+    o.nr_io_queues = 1;
+    let c = Controller::connect(o).await.unwrap();
+    let mut q = c.connect_raw_io_queue(2).await.unwrap();
+    for i in 0..8u64 {
+        q.submit(Sqe::rw(io_opcode::WRITE, 1, i, 1, false), HostData::ToController(vec![i as u8; 512].into()))
+            .unwrap();
+    }
+    for _ in 0..8 {
+        assert!(q.next_completion().await.unwrap().cqe.status.is_success());
+    }
+    q.submit(Sqe::rw(io_opcode::READ, 1, 5, 1, false), HostData::FromController(512)).unwrap();
+    assert_eq!(q.next_completion().await.unwrap().data_contiguous(), vec![5u8; 512]);
+    q.close().await;
+    c.disconnect().await.unwrap();
+}
