@@ -6,7 +6,7 @@
 mod host;
 mod target;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// NVMe over Fabrics in user space: target, host and tools.
 #[derive(Debug, Parser)]
@@ -27,14 +27,21 @@ enum Command {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NVMF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     init_tracing();
     let result = match cli.command {
-        Command::Target(a) => target::run(a),
+        Command::Target(a) => target::run(a, matches.subcommand_matches("target")),
         Command::Host(h) => host::run(h),
     };
     match result {

@@ -1,1 +1,20 @@
-//! nvmf-controller
+//! # nvmf-controller: the NVMe-oF target
+//!
+//! Subsystems with namespaces on the backends of `nvmf-backend`, served over
+//! NVMe/TCP: the Fabrics commands (Connect, Property Get/Set, Disconnect), the
+//! admin commands a Linux or SPDK host uses (Identify, Get Log Page, Get/Set
+//! Features, Keep Alive, Asynchronous Event Request, Abort), the NVM I/O commands
+//! (Read, Write with FUA, Flush, Write Zeroes, Dataset Management, Compare) and a
+//! discovery controller. Configuration comes from a TOML file or flags
+//! ([`config`]) and can be reloaded while hosts stay connected.
+
+pub mod admin;
+pub mod config;
+pub mod discovery;
+pub mod io;
+mod queue;
+pub mod registry;
+pub mod server;
+
+pub use config::TargetConfig;
+pub use server::{Target, TargetError};

@@ -1,10 +1,301 @@
-//! `nvmf target`.
+//! `nvmf target`: serve NVMe/TCP subsystems.
+//!
+//! With no options it serves the embedded default (a 1 GiB memory namespace on
+//! 127.0.0.1:4420, discovery also on 127.0.0.1:8009). Quick-mode flags build one
+//! subsystem; `--config FILE` reads a TOML file (docs/target.md) and SIGHUP
+//! reloads it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::ArgMatches;
+use nvmf_backend::{parse_size, DirectIo};
+use nvmf_controller::config::{
+    default_serial, parse_direct, BackendSpec, NamespaceConfig, SubsystemConfig, DEFAULT_SUBNQN,
+};
+use nvmf_controller::{Target, TargetConfig};
+use nvmf_transport::TransportAddr;
+use tracing::{error, info, warn};
 
 /// Options of `nvmf target`.
 #[derive(Debug, clap::Args)]
-pub struct TargetArgs {}
+pub struct TargetArgs {
+    /// Address to listen on, ADDR:PORT (repeatable; IPv6 as [::1]:4420).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<String>,
+    /// NQN of the subsystem served in quick mode.
+    #[arg(long, value_name = "NQN")]
+    pub subnqn: Option<String>,
+    /// A memory-backed namespace of SIZE (e.g. 1G); volatile.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Vec<String>,
+    /// A file-backed namespace: PATH[,size=SIZE][,direct=auto|on|off]; created or extended to SIZE.
+    #[arg(long, value_name = "PATH[,size=SIZE]")]
+    pub file: Vec<String>,
+    /// A block-device-backed namespace.
+    #[arg(long, value_name = "PATH")]
+    pub device: Vec<String>,
+    /// Logical block size of quick-mode namespaces.
+    #[arg(long, default_value_t = 512, value_parser = parse_block_size)]
+    pub block_size: u32,
+    /// Host NQN allowed to connect (repeatable; default: any host).
+    #[arg(long, value_name = "NQN")]
+    pub allow_host: Vec<String>,
+    /// TOML configuration file (see docs/target.md); SIGHUP reloads it.
+    #[arg(long, short = 'C', value_name = "FILE", conflicts_with_all = ["subnqn", "memory", "file", "device", "allow_host"])]
+    pub config: Option<PathBuf>,
+    /// Also serve discovery on this address (default 127.0.0.1:8009 for the embedded default).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub discovery_listen: Vec<String>,
+    /// Worker threads (default: one per CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
 
-/// Runs the target until interrupted.
-pub fn run(_args: TargetArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+enum NsArg {
+    Memory(String),
+    File(String),
+    Device(String),
+}
+
+/// Namespace flags in command-line order, so `--file a --memory 1G` gives NSID 1 = a.
+fn ordered_namespaces(m: Option<&ArgMatches>, a: &TargetArgs) -> Vec<NsArg> {
+    let mut v: Vec<(usize, NsArg)> = Vec::new();
+    let mut add = |id: &str, vals: &[String], f: fn(String) -> NsArg| {
+        let idx: Vec<usize> = m
+            .and_then(|m| m.indices_of(id))
+            .map(|i| i.collect())
+            .unwrap_or_default();
+        for (k, val) in vals.iter().enumerate() {
+            v.push((
+                idx.get(k).copied().unwrap_or(usize::MAX - vals.len() + k),
+                f(val.clone()),
+            ));
+        }
+    };
+    add("memory", &a.memory, NsArg::Memory);
+    add("file", &a.file, NsArg::File);
+    add("device", &a.device, NsArg::Device);
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(_, n)| n).collect()
+}
+
+fn parse_file_arg(s: &str) -> anyhow::Result<(PathBuf, Option<u64>, DirectIo)> {
+    let mut parts = s.split(',');
+    let path = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .context("--file needs a path: --file PATH[,size=SIZE]")?;
+    let mut size = None;
+    let mut direct = DirectIo::Auto;
+    for p in parts {
+        match p.split_once('=') {
+            Some(("size", v)) => {
+                size = Some(
+                    parse_size(v)
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("--file {s}: size"))?,
+                )
+            }
+            Some(("direct", v)) => {
+                direct = parse_direct(v)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("--file {s}: direct"))?
+            }
+            _ => {
+                bail!("--file {s}: unknown option '{p}' (expected size=SIZE or direct=auto|on|off)")
+            }
+        }
+    }
+    Ok((PathBuf::from(path), size, direct))
+}
+
+fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(TargetConfig, bool)> {
+    if let Some(path) = &a.config {
+        let mut cfg = TargetConfig::from_file(path)?;
+        if !a.listen.is_empty() {
+            cfg.listen = parse_addrs(&a.listen, "--listen")?;
+        }
+        cfg.discovery_listen
+            .extend(parse_addrs(&a.discovery_listen, "--discovery-listen")?);
+        return Ok((cfg, true));
+    }
+    let mut cfg = TargetConfig::embedded_default();
+    let nss = ordered_namespaces(m, a);
+    let quick =
+        !nss.is_empty() || a.subnqn.is_some() || !a.listen.is_empty() || !a.allow_host.is_empty();
+    if !a.listen.is_empty() {
+        cfg.listen = parse_addrs(&a.listen, "--listen")?;
+        // The default discovery port follows the first listen address's IP.
+        let ip = cfg.listen[0].socket.ip();
+        cfg.discovery_listen = vec![TransportAddr {
+            socket: std::net::SocketAddr::new(ip, 8009),
+        }];
+    }
+    if !a.discovery_listen.is_empty() {
+        cfg.discovery_listen = parse_addrs(&a.discovery_listen, "--discovery-listen")?;
+    }
+    if quick {
+        let nqn = a
+            .subnqn
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SUBNQN.to_string());
+        let mut namespaces = Vec::new();
+        for (i, n) in nss.into_iter().enumerate() {
+            let nsid = i as u32 + 1;
+            let (backend, direct) = match n {
+                NsArg::Memory(s) => (
+                    BackendSpec::Memory {
+                        size: parse_size(&s)
+                            .map_err(anyhow::Error::msg)
+                            .with_context(|| format!("--memory {s}"))?,
+                    },
+                    DirectIo::Auto,
+                ),
+                NsArg::File(s) => {
+                    let (path, size, direct) = parse_file_arg(&s)?;
+                    (BackendSpec::File { path, size }, direct)
+                }
+                NsArg::Device(s) => (BackendSpec::Device { path: s.into() }, DirectIo::Auto),
+            };
+            namespaces.push(NamespaceConfig {
+                nsid,
+                backend,
+                block_size: a.block_size,
+                direct,
+                uuid: None,
+            });
+        }
+        if namespaces.is_empty() {
+            namespaces.push(NamespaceConfig {
+                nsid: 1,
+                backend: BackendSpec::Memory { size: 1 << 30 },
+                block_size: a.block_size,
+                direct: DirectIo::Auto,
+                uuid: None,
+            });
+        }
+        cfg.subsystems = vec![SubsystemConfig {
+            serial: default_serial(&nqn),
+            model: "nvmf-rs".into(),
+            nqn,
+            allowed_hosts: a.allow_host.clone(),
+            namespaces,
+        }];
+    }
+    cfg.validate("command line")?;
+    Ok((cfg, false))
+}
+
+fn parse_addrs(v: &[String], flag: &str) -> anyhow::Result<Vec<TransportAddr>> {
+    v.iter()
+        .map(|s| {
+            s.parse::<TransportAddr>()
+                .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+        })
+        .collect()
+}
+
+fn print_banner(target: &Target, cfg: &TargetConfig) {
+    for s in &cfg.subsystems {
+        for n in &s.namespaces {
+            let what = match &n.backend {
+                BackendSpec::Memory { size } => format!(
+                    "memory {} MiB (VOLATILE: data is lost when the target stops)",
+                    size >> 20
+                ),
+                BackendSpec::File { path, .. } => format!("file {}", path.display()),
+                BackendSpec::Device { path } => format!("device {}", path.display()),
+            };
+            println!(
+                "nvmf target: {} namespace {}: {what}, {}-byte blocks",
+                s.nqn, n.nsid, n.block_size
+            );
+        }
+    }
+    for p in target.ports() {
+        for s in &cfg.subsystems {
+            println!("nvmf target: listening on {p} (tcp), subsystem {}", s.nqn);
+            println!(
+                "  connect with the Linux kernel host:  nvme connect -t tcp -a {} -s {} -n {}",
+                p.traddr(),
+                p.trsvcid(),
+                s.nqn
+            );
+            println!(
+                "  connect with nvmf-rs:                nvmf connect -t tcp -a {} -s {} -n {}",
+                p.traddr(),
+                p.trsvcid(),
+                s.nqn
+            );
+        }
+    }
+    for b in target.bound() {
+        if !target.ports().contains(&b) {
+            println!(
+                "nvmf target: discovery service on {b}:  nvme discover -t tcp -a {} -s {}",
+                b.traddr(),
+                b.trsvcid()
+            );
+        }
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+/// Runs the target until SIGINT or SIGTERM.
+pub fn run(args: TargetArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()> {
+    let (cfg, from_file) = build_config(&args, matches)?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let target = Arc::new(Target::bind(&cfg).await?);
+        for s in &cfg.subsystems {
+            if s.namespaces.iter().any(|n| matches!(n.backend, BackendSpec::Memory { .. })) {
+                warn!(subnqn = %s.nqn, "memory namespaces are volatile: their data is lost when the target stops");
+            }
+        }
+        print_banner(&target, &cfg);
+        let server = tokio::spawn(target.clone().serve());
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { info!("interrupted; stopping"); break; }
+                _ = term.recv() => { info!("SIGTERM; stopping"); break; }
+                _ = hup.recv() => {
+                    let Some(path) = args.config.as_ref().filter(|_| from_file) else {
+                        warn!("SIGHUP ignored: the target was not started with --config");
+                        continue;
+                    };
+                    match TargetConfig::from_file(path).map_err(anyhow::Error::from).and_then(|c| target.reload(&c).map_err(anyhow::Error::from)) {
+                        Ok(s) => info!(added = ?s.added, removed = ?s.removed, changed = ?s.changed_namespaces, "configuration reloaded from {}", path.display()),
+                        Err(e) => error!("reload of {} failed, keeping the running configuration: {e:#}", path.display()),
+                    }
+                }
+            }
+        }
+        server.abort();
+        // Make file namespaces durable before exiting.
+        for s in target.registry().subsystems() {
+            for ns in s.namespaces().values() {
+                let _ = ns.backend.flush();
+            }
+        }
+        Ok(())
+    })
+}
+
+fn parse_block_size(s: &str) -> Result<u32, String> {
+    match s {
+        "512" => Ok(512),
+        "4096" => Ok(4096),
+        _ => Err(format!(
+            "'{s}' is not a supported block size: use 512 or 4096"
+        )),
+    }
 }

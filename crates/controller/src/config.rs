@@ -1,0 +1,526 @@
+//! Target configuration: the TOML file and the quick-mode flags both build a
+//! [`TargetConfig`]. Unknown fields are errors, so a typo never passes silently.
+
+use std::path::{Path, PathBuf};
+
+use nvmf_backend::{parse_size, DirectIo};
+use nvmf_proto::fabrics::{validate_nqn, DISCOVERY_NQN};
+use nvmf_transport::TransportAddr;
+use serde::Deserialize;
+
+/// Why a configuration is unusable. Messages name the file, the field and what is expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (with line and column).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{origin}: {field}: {message}")]
+    Invalid {
+        /// The file, or "command line".
+        origin: String,
+        /// The field.
+        field: String,
+        /// What is expected.
+        message: String,
+    },
+}
+
+/// Limits that keep one host from exhausting the target (docs/reliability.md).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections open at once, all hosts together.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_host: usize,
+    /// I/O queues one controller may create.
+    pub max_io_queues: u16,
+    /// Entries of an I/O submission queue (CAP.MQES + 1).
+    pub max_queue_depth: u16,
+    /// In-capsule data accepted on I/O queues, in bytes.
+    pub in_capsule_data_size: u32,
+    /// Largest data transfer of one command (MDTS), in bytes.
+    pub max_data_transfer: u32,
+    /// MAXH2CDATA: largest H2CData PDU.
+    pub max_h2c_data: u32,
+    /// Write data requested by R2T and not yet received, per connection.
+    pub max_pending_write_bytes: u32,
+    /// Time a new connection has to send ICReq, in milliseconds.
+    pub icreq_timeout_ms: u64,
+    /// Time an initialised connection has to send Connect, in milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_connections_per_host: 1024,
+            max_io_queues: 16,
+            max_queue_depth: 128,
+            in_capsule_data_size: 8192,
+            max_data_transfer: 1 << 20,
+            max_h2c_data: 128 * 1024,
+            max_pending_write_bytes: 32 << 20,
+            icreq_timeout_ms: 10_000,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Where a namespace keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendSpec {
+    /// Volatile memory of this size.
+    Memory {
+        /// Bytes.
+        size: u64,
+    },
+    /// A regular file, created or extended to `size` if given.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Size to create or extend to.
+        size: Option<u64>,
+    },
+    /// A block device.
+    Device {
+        /// The device node.
+        path: PathBuf,
+    },
+}
+
+/// One namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceConfig {
+    /// Namespace ID (1-based).
+    pub nsid: u32,
+    /// Backing store.
+    pub backend: BackendSpec,
+    /// Logical block size.
+    pub block_size: u32,
+    /// O_DIRECT policy for files and devices.
+    pub direct: DirectIo,
+    /// Namespace UUID; derived from the subsystem NQN and NSID when absent, so it is stable.
+    pub uuid: Option<uuid::Uuid>,
+}
+
+/// One subsystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubsystemConfig {
+    /// Its NQN.
+    pub nqn: String,
+    /// Serial number reported in Identify Controller.
+    pub serial: String,
+    /// Model number reported in Identify Controller.
+    pub model: String,
+    /// Host NQNs allowed; empty means any host.
+    pub allowed_hosts: Vec<String>,
+    /// Namespaces, by NSID.
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+/// The whole target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// Addresses to listen on. Every port serves every subsystem and the discovery service.
+    pub listen: Vec<TransportAddr>,
+    /// Extra addresses serving only discovery (8009 by default).
+    pub discovery_listen: Vec<TransportAddr>,
+    /// Subsystems.
+    pub subsystems: Vec<SubsystemConfig>,
+    /// Allow header digests.
+    pub header_digest: bool,
+    /// Allow data digests.
+    pub data_digest: bool,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+/// Default subsystem NQN of the embedded default and quick mode.
+pub const DEFAULT_SUBNQN: &str = "nqn.2024-01.io.nvmf-rs:default";
+
+impl TargetConfig {
+    /// The embedded default: one 1 GiB memory namespace on 127.0.0.1:4420, discovery
+    /// also on 127.0.0.1:8009.
+    pub fn embedded_default() -> Self {
+        Self {
+            listen: vec![TransportAddr::from_parts("127.0.0.1", "4420")
+                .unwrap_or_else(|_| unreachable_addr())],
+            discovery_listen: vec![TransportAddr::from_parts("127.0.0.1", "8009")
+                .unwrap_or_else(|_| unreachable_addr())],
+            subsystems: vec![SubsystemConfig {
+                nqn: DEFAULT_SUBNQN.into(),
+                serial: default_serial(DEFAULT_SUBNQN),
+                model: "nvmf-rs".into(),
+                allowed_hosts: vec![],
+                namespaces: vec![NamespaceConfig {
+                    nsid: 1,
+                    backend: BackendSpec::Memory { size: 1 << 30 },
+                    block_size: 512,
+                    direct: DirectIo::Auto,
+                    uuid: None,
+                }],
+            }],
+            header_digest: true,
+            data_digest: true,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Checks NQNs, NSIDs, sizes and limits.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let inv = |field: String, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field,
+            message,
+        };
+        if self.listen.is_empty() {
+            return Err(inv(
+                "listen".into(),
+                "at least one listen address is needed".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.subsystems.iter().enumerate() {
+            let f = format!("subsystem[{i}]");
+            validate_nqn(&s.nqn)
+                .map_err(|m| inv(format!("{f}.nqn"), format!("'{}': {m}", s.nqn)))?;
+            if s.nqn == DISCOVERY_NQN {
+                return Err(inv(
+                    format!("{f}.nqn"),
+                    "the discovery NQN is reserved for the discovery service".into(),
+                ));
+            }
+            if !seen.insert(s.nqn.clone()) {
+                return Err(inv(
+                    format!("{f}.nqn"),
+                    format!("'{}' is defined twice", s.nqn),
+                ));
+            }
+            for h in &s.allowed_hosts {
+                validate_nqn(h).map_err(|m| inv(format!("{f}.hosts"), format!("'{h}': {m}")))?;
+            }
+            let mut ids = std::collections::HashSet::new();
+            for (j, n) in s.namespaces.iter().enumerate() {
+                let g = format!("{f}.namespace[{j}]");
+                if n.nsid == 0 || n.nsid == u32::MAX {
+                    return Err(inv(
+                        format!("{g}.nsid"),
+                        "NSID must be between 1 and 4294967294".into(),
+                    ));
+                }
+                if !ids.insert(n.nsid) {
+                    return Err(inv(
+                        format!("{g}.nsid"),
+                        format!("NSID {} is used twice", n.nsid),
+                    ));
+                }
+                if !matches!(n.block_size, 512 | 4096) {
+                    return Err(inv(
+                        format!("{g}.block_size"),
+                        format!("{} is not 512 or 4096", n.block_size),
+                    ));
+                }
+            }
+        }
+        let l = &self.limits;
+        if l.max_queue_depth < 2 || l.max_queue_depth > 1024 {
+            return Err(inv(
+                "limits.max_queue_depth".into(),
+                "must be between 2 and 1024".into(),
+            ));
+        }
+        if l.max_io_queues == 0 || l.max_io_queues > 1024 {
+            return Err(inv(
+                "limits.max_io_queues".into(),
+                "must be between 1 and 1024".into(),
+            ));
+        }
+        if l.in_capsule_data_size > 131_072 || l.in_capsule_data_size % 16 != 0 {
+            return Err(inv(
+                "limits.in_capsule_data_size".into(),
+                "must be a multiple of 16 up to 131072".into(),
+            ));
+        }
+        if l.max_h2c_data < 4096 || l.max_h2c_data % 4 != 0 {
+            return Err(inv(
+                "limits.max_h2c_data".into(),
+                "must be a multiple of 4, at least 4096".into(),
+            ));
+        }
+        if l.max_data_transfer < 4096 || !l.max_data_transfer.is_power_of_two() {
+            return Err(inv(
+                "limits.max_data_transfer".into(),
+                "must be a power of two, at least 4096".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads and validates a TOML file (see docs/target.md for the schema).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses TOML text; `path` is used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let origin = path.display().to_string();
+        let cfg = file.into_config(&origin)?;
+        cfg.validate(&origin)?;
+        Ok(cfg)
+    }
+}
+
+fn unreachable_addr() -> TransportAddr {
+    TransportAddr {
+        socket: std::net::SocketAddr::from(([127, 0, 0, 1], 4420)),
+    }
+}
+
+/// A serial number derived from the NQN, so it is stable across restarts.
+pub fn default_serial(nqn: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in nqn.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:016x}", h)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    listen: Vec<String>,
+    #[serde(default)]
+    discovery_listen: Option<Vec<String>>,
+    #[serde(default = "yes")]
+    header_digest: bool,
+    #[serde(default = "yes")]
+    data_digest: bool,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default, rename = "subsystem")]
+    subsystems: Vec<FileSubsystem>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSubsystem {
+    nqn: String,
+    serial: Option<String>,
+    model: Option<String>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default, rename = "namespace")]
+    namespaces: Vec<FileNamespace>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNamespace {
+    nsid: Option<u32>,
+    memory: Option<String>,
+    file: Option<PathBuf>,
+    device: Option<PathBuf>,
+    size: Option<String>,
+    #[serde(default = "default_bs")]
+    block_size: u32,
+    #[serde(default)]
+    direct: Option<String>,
+    uuid: Option<String>,
+}
+
+fn default_bs() -> u32 {
+    512
+}
+
+/// Parses the O_DIRECT policy names used in the config file and on the command line.
+pub fn parse_direct(s: &str) -> Result<DirectIo, String> {
+    match s {
+        "auto" => Ok(DirectIo::Auto),
+        "on" | "true" | "yes" => Ok(DirectIo::On),
+        "off" | "false" | "no" => Ok(DirectIo::Off),
+        _ => Err(format!("'{s}' is not auto, on or off")),
+    }
+}
+
+impl FileConfig {
+    fn into_config(self, origin: &str) -> Result<TargetConfig, ConfigError> {
+        let inv = |field: String, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field,
+            message,
+        };
+        let parse_addr = |f: String, s: &str| s.parse::<TransportAddr>().map_err(|m| inv(f, m));
+        let listen = if self.listen.is_empty() {
+            vec![parse_addr("listen".into(), "127.0.0.1:4420")?]
+        } else {
+            self.listen
+                .iter()
+                .enumerate()
+                .map(|(i, s)| parse_addr(format!("listen[{i}]"), s))
+                .collect::<Result<_, _>>()?
+        };
+        let discovery_listen = match self.discovery_listen {
+            None => vec![],
+            Some(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| parse_addr(format!("discovery_listen[{i}]"), s))
+                .collect::<Result<_, _>>()?,
+        };
+        let mut subsystems = Vec::new();
+        for (i, s) in self.subsystems.into_iter().enumerate() {
+            let mut namespaces = Vec::new();
+            for (j, n) in s.namespaces.into_iter().enumerate() {
+                let f = format!("subsystem[{i}].namespace[{j}]");
+                let size = n
+                    .size
+                    .as_deref()
+                    .map(parse_size)
+                    .transpose()
+                    .map_err(|m| inv(format!("{f}.size"), m))?;
+                let backend = match (n.memory, n.file, n.device) {
+                    (Some(m), None, None) => BackendSpec::Memory {
+                        size: parse_size(&m).map_err(|e| inv(format!("{f}.memory"), e))?,
+                    },
+                    (None, Some(path), None) => BackendSpec::File { path, size },
+                    (None, None, Some(path)) => BackendSpec::Device { path },
+                    _ => {
+                        return Err(inv(f, "give exactly one of memory = \"SIZE\", file = \"PATH\" or device = \"PATH\"".into()))
+                    }
+                };
+                let direct = n
+                    .direct
+                    .as_deref()
+                    .map(parse_direct)
+                    .transpose()
+                    .map_err(|m| inv(format!("{f}.direct"), m))?
+                    .unwrap_or_default();
+                let uuid = n
+                    .uuid
+                    .as_deref()
+                    .map(uuid::Uuid::parse_str)
+                    .transpose()
+                    .map_err(|e| inv(format!("{f}.uuid"), e.to_string()))?;
+                namespaces.push(NamespaceConfig {
+                    nsid: n.nsid.unwrap_or(j as u32 + 1),
+                    backend,
+                    block_size: n.block_size,
+                    direct,
+                    uuid,
+                });
+            }
+            subsystems.push(SubsystemConfig {
+                serial: s.serial.unwrap_or_else(|| default_serial(&s.nqn)),
+                model: s.model.unwrap_or_else(|| "nvmf-rs".into()),
+                nqn: s.nqn,
+                allowed_hosts: s.hosts,
+                namespaces,
+            });
+        }
+        Ok(TargetConfig {
+            listen,
+            discovery_listen,
+            subsystems,
+            header_digest: self.header_digest,
+            data_digest: self.data_digest,
+            limits: self.limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_file() {
+        let t = r#"
+            listen = ["127.0.0.1:4420", "[::1]:4420"]
+            header_digest = false
+            [limits]
+            max_queue_depth = 256
+            [[subsystem]]
+            nqn = "nqn.2024-01.io.test:a"
+            hosts = ["nqn.2024-01.io.test:host1"]
+            [[subsystem.namespace]]
+            memory = "64M"
+            [[subsystem.namespace]]
+            nsid = 5
+            file = "/tmp/x.img"
+            size = "1G"
+            block_size = 4096
+            direct = "off"
+        "#;
+        let c = TargetConfig::from_toml(t, Path::new("t.toml")).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert!(!c.header_digest);
+        assert_eq!(c.limits.max_queue_depth, 256);
+        let s = &c.subsystems[0];
+        assert_eq!(s.namespaces[0].nsid, 1);
+        assert_eq!(
+            s.namespaces[0].backend,
+            BackendSpec::Memory { size: 64 << 20 }
+        );
+        assert_eq!(s.namespaces[1].nsid, 5);
+        assert_eq!(s.namespaces[1].direct, DirectIo::Off);
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let e = TargetConfig::from_toml("[[subsystem]]\nnqn = \"bad\"\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.toml") && e.contains("subsystem[0].nqn"),
+            "{e}"
+        );
+        let e = TargetConfig::from_toml("bogus = 1\n", Path::new("y.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("y.toml") && e.contains("bogus"), "{e}");
+        let e = TargetConfig::from_toml(
+            "[[subsystem]]\nnqn = \"nqn.2024-01.a:b\"\n[[subsystem.namespace]]\nmemory = \"1G\"\nfile = \"/x\"\n",
+            Path::new("z.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("exactly one"), "{e}");
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        TargetConfig::embedded_default()
+            .validate("default")
+            .unwrap();
+    }
+}

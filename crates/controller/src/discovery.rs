@@ -1,0 +1,52 @@
+//! The Discovery Log Page this target serves (NVMe Base 2.0 §5.16.1.23).
+
+use nvmf_proto::log::{adrfam, subtype, trtype, DiscoveryLog, DiscoveryLogEntry};
+use nvmf_transport::TransportAddr;
+
+use crate::registry::Registry;
+
+/// TREQ bits 1:0 = 10b (secure channel not required); bit 2: SQ flow control
+/// disable supported (TP 8005), so hosts may ask for the C2HData SUCCESS path.
+pub const TREQ: u8 = 0x02 | 0x04;
+
+/// Builds the log for `hostnqn`: one entry per subsystem the host may reach, on
+/// every port.
+pub fn build_log(
+    reg: &Registry,
+    ports: &[TransportAddr],
+    hostnqn: &str,
+    asqsz: u16,
+) -> DiscoveryLog {
+    let mut entries = Vec::new();
+    for s in reg.subsystems() {
+        if !s.host_allowed(hostnqn) {
+            continue;
+        }
+        for (i, p) in ports.iter().enumerate() {
+            entries.push(DiscoveryLogEntry {
+                trtype: trtype::TCP,
+                adrfam: if p.is_ipv6() {
+                    adrfam::IPV6
+                } else {
+                    adrfam::IPV4
+                },
+                subtype: subtype::NVME,
+                treq: TREQ,
+                portid: i as u16 + 1,
+                cntlid: 0xffff,
+                asqsz,
+                eflags: 0,
+                trsvcid: p.trsvcid(),
+                subnqn: s.nqn.clone(),
+                traddr: p.traddr(),
+                tsas: [0; 256],
+            });
+        }
+    }
+    DiscoveryLog {
+        genctr: reg.genctr(),
+        numrec: entries.len() as u64,
+        recfmt: 0,
+        entries,
+    }
+}

@@ -1,0 +1,211 @@
+//! NVM command set I/O commands (NVM Command Set Specification 1.0 §3) and the
+//! Fabrics commands allowed on an I/O queue.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use nvmf_backend::BackendError;
+use nvmf_proto::fabrics::fctype;
+use nvmf_proto::sqe::{admin_opcode, io_opcode};
+use nvmf_proto::{Cqe, Sqe, Status};
+
+use crate::queue::{Done, Outcome, QueueTask};
+use crate::registry::Namespace;
+
+/// Maps a backend failure to the NVMe status a host understands.
+pub fn backend_status(e: &BackendError, write: bool) -> Status {
+    match e {
+        BackendError::OutOfRange { .. } => Status::LBA_OUT_OF_RANGE.dnr(),
+        BackendError::Misaligned { .. } => Status::INVALID_FIELD.dnr(),
+        BackendError::Unsupported(_) => Status::INVALID_OPCODE.dnr(),
+        _ if e.is_media_error() => {
+            if write {
+                Status::WRITE_FAULT
+            } else {
+                Status::UNRECOVERED_READ_ERROR
+            }
+        }
+        _ => Status::INTERNAL_ERROR,
+    }
+}
+
+/// Checks an LBA range against the namespace and returns (byte offset, byte length).
+fn lba_range(ns: &Namespace, slba: u64, nlb: u64) -> Result<(u64, u64), Status> {
+    let info = ns.backend.info();
+    let end = slba
+        .checked_add(nlb)
+        .ok_or(Status::LBA_OUT_OF_RANGE.dnr())?;
+    if end > info.num_blocks {
+        return Err(Status::LBA_OUT_OF_RANGE.dnr());
+    }
+    let bs = u64::from(info.block_size);
+    Ok((slba * bs, nlb * bs))
+}
+
+/// Runs one I/O command against a namespace; returns read data for reads. Runs on
+/// the queue's task for memory namespaces and on the blocking pool for the others.
+pub fn run_io(
+    ns: &Namespace,
+    sqe: &Sqe,
+    data: &[Bytes],
+    buffer_len: u32,
+) -> Result<Option<Bytes>, Status> {
+    let be = &ns.backend;
+    match sqe.opcode {
+        io_opcode::READ => {
+            let (off, len) = lba_range(ns, sqe.slba(), u64::from(sqe.nlb()))?;
+            if len != u64::from(buffer_len) {
+                return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
+            }
+            let mut buf = vec![0u8; len as usize];
+            be.read_at(off, &mut buf)
+                .map_err(|e| backend_status(&e, false))?;
+            ns.stats.reads.fetch_add(1, Ordering::Relaxed);
+            ns.stats.bytes_read.fetch_add(len, Ordering::Relaxed);
+            Ok(Some(Bytes::from(buf)))
+        }
+        io_opcode::WRITE => {
+            let (off, len) = lba_range(ns, sqe.slba(), u64::from(sqe.nlb()))?;
+            let got: u64 = data.iter().map(|b| b.len() as u64).sum();
+            if got != len {
+                return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
+            }
+            let parts: Vec<&[u8]> = data.iter().map(|b| b.as_ref()).collect();
+            be.write_at(off, &parts, sqe.fua())
+                .map_err(|e| backend_status(&e, true))?;
+            ns.stats.writes.fetch_add(1, Ordering::Relaxed);
+            ns.stats.bytes_written.fetch_add(len, Ordering::Relaxed);
+            Ok(None)
+        }
+        io_opcode::FLUSH => {
+            be.flush().map_err(|e| backend_status(&e, true))?;
+            Ok(None)
+        }
+        io_opcode::WRITE_ZEROES => {
+            let (off, len) = lba_range(ns, sqe.slba(), u64::from(sqe.nlb()))?;
+            let deac = sqe.cdw12 & (1 << 25) != 0;
+            if deac && be.info().supports_discard {
+                be.discard(off, len).map_err(|e| backend_status(&e, true))?;
+            } else {
+                be.write_zeroes(off, len)
+                    .map_err(|e| backend_status(&e, true))?;
+            }
+            if sqe.fua() {
+                be.flush().map_err(|e| backend_status(&e, true))?;
+            }
+            Ok(None)
+        }
+        io_opcode::DATASET_MANAGEMENT => {
+            let nr = (sqe.cdw10 & 0xff) as usize + 1;
+            let raw: Vec<u8> = data.iter().flat_map(|b| b.iter().copied()).collect();
+            if raw.len() < nr * 16 {
+                return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
+            }
+            let deallocate = sqe.cdw11 & (1 << 2) != 0;
+            if !deallocate {
+                return Ok(None);
+            }
+            let mut ranges = Vec::with_capacity(nr);
+            for r in raw.chunks_exact(16).take(nr) {
+                let nlb = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+                let slba =
+                    u64::from_le_bytes([r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]]);
+                ranges.push(lba_range(ns, slba, u64::from(nlb))?);
+            }
+            if be.info().supports_discard {
+                for (off, len) in ranges.into_iter().filter(|r| r.1 > 0) {
+                    be.discard(off, len).map_err(|e| backend_status(&e, true))?;
+                }
+            }
+            Ok(None)
+        }
+        io_opcode::COMPARE => {
+            let (off, len) = lba_range(ns, sqe.slba(), u64::from(sqe.nlb()))?;
+            let got: Vec<u8> = data.iter().flat_map(|b| b.iter().copied()).collect();
+            if got.len() as u64 != len {
+                return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
+            }
+            let mut buf = vec![0u8; len as usize];
+            be.read_at(off, &mut buf)
+                .map_err(|e| backend_status(&e, false))?;
+            if buf != got {
+                return Err(Status::COMPARE_FAILURE);
+            }
+            Ok(None)
+        }
+        _ => Err(Status::INVALID_OPCODE.dnr()),
+    }
+}
+
+impl QueueTask {
+    pub(crate) fn io_command(&mut self, sqe: &Sqe, data: &[Bytes], buffer_len: u32) -> Outcome {
+        let cid = sqe.cid;
+        if sqe.opcode == admin_opcode::FABRICS {
+            return match sqe.fctype() {
+                fctype::DISCONNECT => {
+                    self.close_after_flush = true;
+                    Outcome::Complete(Cqe::new(cid, Status::SUCCESS))
+                }
+                _ => Outcome::Complete(Cqe::new(cid, Status::COMMAND_SEQUENCE_ERROR.dnr())),
+            };
+        }
+        if let Some(c) = &self.ctrl {
+            if !c.ready.load(Ordering::Relaxed) {
+                return Outcome::Complete(Cqe::new(cid, Status::COMMAND_SEQUENCE_ERROR));
+            }
+        }
+        self.refresh_ns();
+        if sqe.opcode == io_opcode::FLUSH && sqe.nsid == u32::MAX {
+            // Flush of all namespaces (NVM Command Set 1.0 §3.2.2).
+            let all: Vec<Arc<Namespace>> = self.ns.values().cloned().collect();
+            return self.dispatch(sqe, Vec::new(), 0, all);
+        }
+        let Some(ns) = self.ns.get(&sqe.nsid).cloned() else {
+            return Outcome::Complete(Cqe::new(cid, Status::INVALID_NS.dnr()));
+        };
+        self.dispatch(sqe, data.to_vec(), buffer_len, vec![ns])
+    }
+
+    fn dispatch(
+        &mut self,
+        sqe: &Sqe,
+        data: Vec<Bytes>,
+        buffer_len: u32,
+        nss: Vec<Arc<Namespace>>,
+    ) -> Outcome {
+        let cid = sqe.cid;
+        let blocking = nss.iter().any(|n| n.backend.info().may_block);
+        if !blocking {
+            let mut out = Ok(None);
+            for ns in &nss {
+                out = run_io(ns, sqe, &data, buffer_len);
+                if out.is_err() {
+                    break;
+                }
+            }
+            return match out {
+                Ok(Some(d)) => Outcome::Read(d, Cqe::new(cid, Status::SUCCESS)),
+                Ok(None) => Outcome::Complete(Cqe::new(cid, Status::SUCCESS)),
+                Err(st) => Outcome::Complete(Cqe::new(cid, st)),
+            };
+        }
+        let tx = self.done_tx.clone();
+        let sqe = *sqe;
+        tokio::task::spawn_blocking(move || {
+            let mut out = Ok(None);
+            for ns in &nss {
+                out = run_io(ns, &sqe, &data, buffer_len);
+                if out.is_err() {
+                    break;
+                }
+            }
+            let _ = tx.send(Done {
+                cid,
+                result: out,
+                sqe,
+            });
+        });
+        Outcome::Async
+    }
+}

@@ -1,0 +1,490 @@
+//! One connection's task: drives its [`ControllerQueue`], turns Connect into an
+//! admin or I/O queue of a controller, and runs commands.
+//!
+//! Everything a queue does happens on this task, so the I/O path takes no lock:
+//! memory namespaces are served inline; backends that may block (files, devices)
+//! run on tokio's blocking pool and report back over a channel, so a slow disk
+//! never stalls the queue's socket.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nvmf_proto::fabrics::{
+    connect_invalid_param_dw0, fctype, ConnectCommand, ConnectData, CNTLID_DYNAMIC, DISCOVERY_NQN,
+};
+use nvmf_proto::log::ErrorLogEntry;
+use nvmf_proto::registers::{Cc, Csts};
+use nvmf_proto::sqe::{admin_opcode, DataDirection};
+use nvmf_proto::tcp::{ControllerEvent, ControllerQueue, IncomingCommand};
+use nvmf_proto::{Cqe, Sqe, Status};
+use nvmf_transport::{Connection, TransportAddr};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::config::Limits;
+use crate::registry::{AdminSignal, CtrlShared, NsMap, Registry};
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub struct TargetCtx {
+    /// Subsystems and controllers.
+    pub registry: Arc<Registry>,
+    /// Limits.
+    pub limits: Limits,
+    /// Addresses served, for the discovery log.
+    pub ports: Vec<TransportAddr>,
+}
+
+/// The result of running a command.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Send this completion.
+    Complete(Cqe),
+    /// Send this data, then the completion (or C2HData SUCCESS).
+    Read(Bytes, Cqe),
+    /// Running on the blocking pool; a [`Done`] will follow.
+    Async,
+    /// Held (an Asynchronous Event Request).
+    Held,
+}
+
+/// A command finished on the blocking pool.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub cid: u16,
+    pub result: Result<Option<Bytes>, Status>,
+    pub sqe: Sqe,
+}
+
+/// Admin queue state that only its own task touches.
+#[derive(Debug)]
+pub(crate) struct AdminState {
+    pub cc: Cc,
+    pub csts: Csts,
+    pub discovery: bool,
+    pub aers: Vec<u16>,
+    pub pending_aens: Vec<u32>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Role {
+    New,
+    Admin(AdminState),
+    Io(u16),
+}
+
+pub(crate) struct QueueTask {
+    pub conn: Connection<ControllerQueue>,
+    pub ctx: Arc<TargetCtx>,
+    pub role: Role,
+    pub ctrl: Option<Arc<CtrlShared>>,
+    pub ns: Arc<NsMap>,
+    pub ns_gen: u64,
+    pub waiting_data: nvmf_proto_cidmap::Map<Sqe>,
+    pub done_tx: mpsc::UnboundedSender<Done>,
+    pub peer: SocketAddr,
+    pub close_after_flush: bool,
+    pub digests: nvmf_proto::tcp::Digests,
+    pub conn_initialised: bool,
+}
+
+/// A tiny CID map for commands waiting on data.
+pub(crate) mod nvmf_proto_cidmap {
+    /// CID-keyed map.
+    pub type Map<V> = std::collections::HashMap<u16, V>;
+}
+
+/// Asynchronous Event Request Limit, 0's based (AERL): four outstanding.
+pub(crate) const AERL: u8 = 3;
+
+impl QueueTask {
+    /// Runs the connection to its end.
+    pub(crate) async fn run(conn: Connection<ControllerQueue>, ctx: Arc<TargetCtx>) {
+        let peer = conn
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let mut t = QueueTask {
+            conn,
+            ctx,
+            role: Role::New,
+            ctrl: None,
+            ns: Arc::new(NsMap::new()),
+            ns_gen: 0,
+            waiting_data: Default::default(),
+            done_tx,
+            peer,
+            close_after_flush: false,
+            digests: Default::default(),
+            conn_initialised: false,
+        };
+        let started = Instant::now();
+        let mut admin_rx: Option<mpsc::UnboundedReceiver<AdminSignal>> = None;
+        let mut close_rx: Option<watch::Receiver<bool>> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut connected = false;
+        let reason: String = loop {
+            t.handle_events();
+            if close_rx.is_none() {
+                if let Some(c) = &t.ctrl {
+                    close_rx = Some(c.close_watch());
+                    if matches!(t.role, Role::Admin(_)) {
+                        admin_rx = c.take_admin_rx();
+                    }
+                }
+            }
+            if let Err(e) = t.conn.write_available() {
+                break format!("{e}");
+            }
+            if t.conn.queue.is_terminated() || t.close_after_flush {
+                let _ = tokio::time::timeout(Duration::from_secs(1), t.conn.flush()).await;
+                break "closed".into();
+            }
+            if t.conn.is_eof() {
+                break "host closed the connection".into();
+            }
+            let has_tx = !t.conn.queue.tx().is_empty();
+            let needs_tick = !matches!(t.role, Role::Io(_));
+            tokio::select! {
+                r = t.conn.ready(has_tx) => match r {
+                    Ok(r) => if let Err(e) = t.conn.drive(r) { break format!("{e}") },
+                    Err(e) => break format!("{e}"),
+                },
+                Some(d) = done_rx.recv() => t.on_done(d),
+                Some(sig) = async { match admin_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    t.on_admin_signal(sig);
+                }
+                _ = async { match close_rx.as_mut() { Some(r) => { let _ = r.wait_for(|v| *v).await; } None => std::future::pending().await } } => {
+                    break "controller closed".into();
+                }
+                _ = tick.tick(), if needs_tick => {
+                    if let Some(why) = t.on_tick(started, &mut connected) { break why; }
+                }
+            }
+        };
+        t.finish(&reason);
+    }
+
+    fn finish(&mut self, reason: &str) {
+        match (&self.role, &self.ctrl) {
+            (Role::Admin(a), Some(c)) => {
+                info!(peer = %self.peer, cntlid = c.cntlid, subnqn = %c.subsys.nqn, hostnqn = %c.hostnqn, discovery = a.discovery, "association ended: {reason}");
+                c.close();
+                c.subsys.remove_controller(c.cntlid);
+            }
+            (Role::Io(qid), Some(c)) => {
+                debug!(peer = %self.peer, cntlid = c.cntlid, qid, "I/O queue closed: {reason}");
+                c.remove_io_queue(*qid);
+            }
+            _ => debug!(peer = %self.peer, "connection closed before Connect: {reason}"),
+        }
+    }
+
+    /// Timers: ICReq and Connect deadlines, keep-alive expiry.
+    fn on_tick(&mut self, started: Instant, connected: &mut bool) -> Option<String> {
+        let elapsed = started.elapsed().as_millis() as u64;
+        match &self.role {
+            Role::New => {
+                let limit = if self.digests_known() {
+                    self.ctx.limits.connect_timeout_ms
+                } else {
+                    self.ctx.limits.icreq_timeout_ms
+                };
+                if elapsed > limit && !*connected {
+                    warn!(peer = %self.peer, "no {} within {limit} ms; closing", if self.digests_known() { "Connect" } else { "ICReq" });
+                    return Some("timeout before Connect".into());
+                }
+                None
+            }
+            Role::Admin(_) => {
+                *connected = true;
+                let c = self.ctrl.as_ref()?;
+                let kato = u64::from(c.kato_ms.load(Ordering::Relaxed));
+                // A grace of one tick interval plus 10% covers timer granularity.
+                if kato != 0 && c.idle_ms() > kato + kato / 10 + 500 {
+                    warn!(peer = %self.peer, cntlid = c.cntlid, hostnqn = %c.hostnqn, "keep-alive timeout ({kato} ms) expired; ending the association");
+                    return Some("keep-alive timeout".into());
+                }
+                None
+            }
+            Role::Io(_) => None,
+        }
+    }
+
+    fn digests_known(&self) -> bool {
+        self.conn_initialised
+    }
+
+    fn handle_events(&mut self) {
+        while let Some(ev) = self.conn.queue.poll_event() {
+            match ev {
+                ControllerEvent::Connected { digests, hpda, .. } => {
+                    self.digests = digests;
+                    self.conn_initialised = true;
+                    debug!(peer = %self.peer, ?digests, hpda, "connection initialised");
+                }
+                ControllerEvent::Command(cmd) => self.on_command(cmd),
+                ControllerEvent::Data { cid, data } => {
+                    if let Some(sqe) = self.waiting_data.remove(&cid) {
+                        self.execute(sqe, data, 0);
+                    }
+                }
+                ControllerEvent::Aborted { cid } => {
+                    self.waiting_data.remove(&cid);
+                }
+                ControllerEvent::Terminated { reason, fes } => match fes {
+                    Some(f) => {
+                        warn!(peer = %self.peer, ?f, "protocol error, terminating the connection: {reason}")
+                    }
+                    None => info!(peer = %self.peer, "connection terminated: {reason}"),
+                },
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: IncomingCommand) {
+        if let Some(c) = &self.ctrl {
+            c.touch();
+        }
+        let sqe = cmd.sqe;
+        let h2c = sqe.data_direction() == DataDirection::HostToController;
+        if cmd.buffer_len > 0 && h2c {
+            // Write data comes by R2T; run the command once it is all here.
+            match self.conn.queue.request_data(sqe.cid) {
+                Ok(()) => {
+                    self.waiting_data.insert(sqe.cid, sqe);
+                }
+                Err(e) => {
+                    warn!(peer = %self.peer, "cannot request data: {e}");
+                    self.finish_cmd(
+                        &sqe,
+                        Outcome::Complete(Cqe::new(sqe.cid, Status::INTERNAL_ERROR)),
+                    );
+                }
+            }
+            return;
+        }
+        let data = if cmd.data.is_empty() {
+            Vec::new()
+        } else {
+            vec![cmd.data]
+        };
+        self.execute(sqe, data, cmd.buffer_len);
+    }
+
+    /// Runs a command whose data (if it sends any) is all here.
+    fn execute(&mut self, sqe: Sqe, data: Vec<Bytes>, buffer_len: u32) {
+        let outcome = match &self.role {
+            Role::New => self.before_connect(&sqe, &data),
+            Role::Admin(_) => self.admin_command(&sqe, &data, buffer_len),
+            Role::Io(_) => self.io_command(&sqe, &data, buffer_len),
+        };
+        self.finish_cmd(&sqe, outcome);
+    }
+
+    /// Sends a command's result.
+    pub(crate) fn finish_cmd(&mut self, sqe: &Sqe, outcome: Outcome) {
+        match outcome {
+            Outcome::Complete(cqe) => {
+                self.note_error(sqe, &cqe);
+                self.conn.queue.complete(cqe);
+            }
+            Outcome::Read(data, cqe) => {
+                let plain = cqe.status.is_success() && cqe.dw0 == 0 && cqe.dw1 == 0;
+                match self.conn.queue.send_data(sqe.cid, data, plain) {
+                    Ok(true) => {}
+                    Ok(false) => self.conn.queue.complete(cqe),
+                    Err(e) => {
+                        warn!(peer = %self.peer, "sending data: {e}");
+                        self.conn
+                            .queue
+                            .complete(Cqe::new(sqe.cid, Status::INTERNAL_ERROR));
+                    }
+                }
+            }
+            Outcome::Async | Outcome::Held => {}
+        }
+    }
+
+    fn note_error(&self, sqe: &Sqe, cqe: &Cqe) {
+        if cqe.status.is_success() {
+            return;
+        }
+        if let Some(c) = &self.ctrl {
+            let sqid = match self.role {
+                Role::Io(q) => q,
+                _ => 0,
+            };
+            c.log_error(ErrorLogEntry {
+                error_count: 0,
+                sqid,
+                cid: sqe.cid,
+                status: cqe.status.to_field(),
+                param_error_location: 0xffff,
+                lba: if sqid != 0 { sqe.slba() } else { 0 },
+                nsid: sqe.nsid,
+            });
+        }
+    }
+
+    fn on_done(&mut self, d: Done) {
+        let outcome = match d.result {
+            Ok(Some(data)) => Outcome::Read(data, Cqe::new(d.cid, Status::SUCCESS)),
+            Ok(None) => Outcome::Complete(Cqe::new(d.cid, Status::SUCCESS)),
+            Err(st) => Outcome::Complete(Cqe::new(d.cid, st)),
+        };
+        self.finish_cmd(&d.sqe, outcome);
+    }
+
+    fn on_admin_signal(&mut self, sig: AdminSignal) {
+        let AdminSignal::Aen(dw0) = sig;
+        if let Role::Admin(a) = &mut self.role {
+            if let Some(cid) = a.aers.pop() {
+                let mut cqe = Cqe::new(cid, Status::SUCCESS);
+                cqe.dw0 = dw0;
+                self.conn.queue.complete(cqe);
+            } else {
+                a.pending_aens.push(dw0);
+            }
+        }
+    }
+
+    /// Before Connect, only Connect is allowed (NVMe-oF 1.1 §3.3).
+    fn before_connect(&mut self, sqe: &Sqe, data: &[Bytes]) -> Outcome {
+        if sqe.opcode != admin_opcode::FABRICS || sqe.fctype() != fctype::CONNECT {
+            return Outcome::Complete(Cqe::new(sqe.cid, Status::COMMAND_SEQUENCE_ERROR.dnr()));
+        }
+        Outcome::Complete(self.connect(sqe, data))
+    }
+
+    fn connect(&mut self, sqe: &Sqe, data: &[Bytes]) -> Cqe {
+        let cid = sqe.cid;
+        let invalid = |ipo: u16, in_data: bool| {
+            let mut c = Cqe::new(cid, Status::CONNECT_INVALID_PARAMETERS.dnr());
+            c.dw0 = connect_invalid_param_dw0(ipo, in_data);
+            c
+        };
+        let cmd = ConnectCommand::from_sqe(sqe);
+        let raw: Vec<u8> = data.iter().flat_map(|b| b.iter().copied()).collect();
+        let Some(cd) = ConnectData::decode(&raw) else {
+            return Cqe::new(cid, Status::DATA_SGL_LENGTH_INVALID.dnr());
+        };
+        if cmd.recfmt != 0 {
+            return Cqe::new(cid, Status::CONNECT_INCOMPATIBLE_FORMAT.dnr());
+        }
+        if nvmf_proto::fabrics::validate_nqn(&cd.hostnqn).is_err() {
+            return invalid(ConnectData::HOSTNQN_OFFSET, true);
+        }
+        let limits = &self.ctx.limits;
+        let sq_size = u32::from(cmd.sqsize) + 1;
+        let is_disc = cd.subnqn == DISCOVERY_NQN;
+        let subsys = if is_disc {
+            Some(self.ctx.registry.discovery.clone())
+        } else {
+            self.ctx.registry.subsystem(&cd.subnqn)
+        };
+        let Some(subsys) = subsys else {
+            warn!(peer = %self.peer, subnqn = %cd.subnqn, hostnqn = %cd.hostnqn, "Connect to an unknown subsystem");
+            return invalid(ConnectData::SUBNQN_OFFSET, true);
+        };
+        if !subsys.host_allowed(&cd.hostnqn) {
+            warn!(peer = %self.peer, subnqn = %cd.subnqn, hostnqn = %cd.hostnqn, "host not allowed");
+            return Cqe::new(cid, Status::CONNECT_INVALID_HOST.dnr());
+        }
+        let sqfc = !cmd.sq_flow_control_disabled();
+        if cmd.qid == 0 {
+            // Admin queue: 32 entries at most is what ASQSZ advertises, but hosts may ask for fewer.
+            if cmd.sqsize == 0 || sq_size > 32.max(u32::from(limits.max_queue_depth)) {
+                return invalid(44, false);
+            }
+            if cd.cntlid != CNTLID_DYNAMIC {
+                return invalid(ConnectData::CNTLID_OFFSET, true);
+            }
+            let Some(ctrl) =
+                subsys.add_controller(&cd.hostnqn, cd.hostid, if is_disc { 0 } else { cmd.kato })
+            else {
+                return Cqe::new(cid, Status::CONNECT_CONTROLLER_BUSY);
+            };
+            if is_disc {
+                // Discovery controllers keep the KATO the host asks for (persistent discovery), default none.
+                ctrl.kato_ms.store(cmd.kato, Ordering::Relaxed);
+                self.ctx.registry.add_discovery_ctrl(&ctrl);
+            }
+            ctrl.touch();
+            self.conn.queue.set_connected(0, sq_size as u16, sqfc, 8192);
+            self.role = Role::Admin(AdminState {
+                cc: Cc::default(),
+                csts: Csts::default(),
+                discovery: is_disc,
+                aers: Vec::new(),
+                pending_aens: Vec::new(),
+            });
+            info!(
+                peer = %self.peer, subnqn = %subsys.nqn, hostnqn = %cd.hostnqn, cntlid = ctrl.cntlid,
+                kato_ms = cmd.kato, sqsize = sq_size, digests = ?self.digests, sq_flow_control = sqfc,
+                "association created (admin queue)"
+            );
+            let mut c = Cqe::new(cid, Status::SUCCESS);
+            c.dw0 = u32::from(ctrl.cntlid);
+            self.ctrl = Some(ctrl);
+            self.refresh_ns();
+            return c;
+        }
+        // I/O queue.
+        if is_disc {
+            return invalid(42, false);
+        }
+        let Some(ctrl) = subsys.controller(cd.cntlid) else {
+            warn!(peer = %self.peer, cntlid = cd.cntlid, "I/O queue Connect for an unknown controller");
+            return invalid(ConnectData::CNTLID_OFFSET, true);
+        };
+        if ctrl.hostnqn != cd.hostnqn {
+            return invalid(ConnectData::HOSTNQN_OFFSET, true);
+        }
+        if ctrl.hostid != cd.hostid {
+            return invalid(ConnectData::HOSTID_OFFSET, true);
+        }
+        if !ctrl.ready.load(Ordering::Acquire) {
+            return Cqe::new(cid, Status::COMMAND_SEQUENCE_ERROR.dnr());
+        }
+        let granted = ctrl.granted_io_queues.load(Ordering::Acquire).max(1);
+        if u32::from(cmd.qid) > granted || u32::from(cmd.qid) > u32::from(limits.max_io_queues) {
+            return invalid(42, false);
+        }
+        if cmd.sqsize == 0 || sq_size > u32::from(limits.max_queue_depth) {
+            return invalid(44, false);
+        }
+        if !ctrl.add_io_queue(cmd.qid) {
+            return invalid(42, false);
+        }
+        self.conn
+            .queue
+            .set_connected(cmd.qid, sq_size as u16, sqfc, limits.in_capsule_data_size);
+        self.role = Role::Io(cmd.qid);
+        info!(
+            peer = %self.peer, subnqn = %subsys.nqn, cntlid = ctrl.cntlid, qid = cmd.qid, sqsize = sq_size,
+            digests = ?self.digests, sq_flow_control = sqfc, "I/O queue connected"
+        );
+        let mut c = Cqe::new(cid, Status::SUCCESS);
+        c.dw0 = u32::from(ctrl.cntlid);
+        ctrl.touch();
+        self.ctrl = Some(ctrl);
+        self.refresh_ns();
+        c
+    }
+
+    /// Picks up a new namespace snapshot after a reload.
+    pub(crate) fn refresh_ns(&mut self) {
+        if let Some(c) = &self.ctrl {
+            let g = c.subsys.ns_generation();
+            if g != self.ns_gen {
+                self.ns = c.subsys.namespaces();
+                self.ns_gen = g;
+            }
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! What the target serves: subsystems, their namespaces and the controllers
+//! (associations) hosts have created, shared by every connection task.
+//!
+//! Namespace maps are copy-on-write snapshots behind a generation number, so the
+//! I/O path reads a namespace without taking a lock once its queue has the current
+//! snapshot; a reload swaps the snapshot and bumps the generation.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use nvmf_backend::Backend;
+use nvmf_proto::features::{aec, aen_dw0, aen_notice, aen_type};
+use nvmf_proto::log::{lid, ErrorLogEntry};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{BackendSpec, NamespaceConfig, SubsystemConfig, TargetConfig};
+
+/// Errors opening what the configuration names.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A namespace's backend could not be opened.
+    #[error("subsystem {nqn} namespace {nsid}: {source}")]
+    Backend {
+        /// Subsystem.
+        nqn: String,
+        /// Namespace.
+        nsid: u32,
+        /// The backend's error.
+        #[source]
+        source: nvmf_backend::BackendError,
+    },
+}
+
+/// Per-namespace counters for the SMART log.
+#[derive(Debug, Default)]
+pub struct NsStats {
+    /// Read commands.
+    pub reads: AtomicU64,
+    /// Write commands.
+    pub writes: AtomicU64,
+    /// Bytes read.
+    pub bytes_read: AtomicU64,
+    /// Bytes written.
+    pub bytes_written: AtomicU64,
+}
+
+/// A namespace being served.
+#[derive(Debug)]
+pub struct Namespace {
+    /// Namespace ID.
+    pub nsid: u32,
+    /// Where the data lives.
+    pub backend: Arc<dyn Backend>,
+    /// The configuration it was made from (to tell on reload whether it changed).
+    pub config: NamespaceConfig,
+    /// Namespace UUID.
+    pub uuid: [u8; 16],
+    /// NGUID (the UUID's bytes).
+    pub nguid: [u8; 16],
+    /// EUI-64 (from the UUID).
+    pub eui64: [u8; 8],
+    /// Counters.
+    pub stats: NsStats,
+}
+
+impl Namespace {
+    /// Opens the backend a namespace configuration names.
+    pub fn open(subnqn: &str, cfg: &NamespaceConfig) -> Result<Self, RegistryError> {
+        let err = |source| RegistryError::Backend {
+            nqn: subnqn.to_string(),
+            nsid: cfg.nsid,
+            source,
+        };
+        let backend = match &cfg.backend {
+            BackendSpec::Memory { size } => {
+                nvmf_backend::open_memory(*size, cfg.block_size).map_err(err)?
+            }
+            BackendSpec::File { path, size } => {
+                nvmf_backend::open_file(path, *size, cfg.block_size, cfg.direct).map_err(err)?
+            }
+            BackendSpec::Device { path } => {
+                nvmf_backend::open_block_device(path, Some(cfg.block_size)).map_err(err)?
+            }
+        };
+        let uuid = cfg.uuid.unwrap_or_else(|| {
+            uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_OID,
+                format!("{subnqn}/{}", cfg.nsid).as_bytes(),
+            )
+        });
+        let b = *uuid.as_bytes();
+        let mut eui64 = [0u8; 8];
+        eui64.copy_from_slice(&b[8..16]);
+        Ok(Self {
+            nsid: cfg.nsid,
+            backend,
+            config: cfg.clone(),
+            uuid: b,
+            nguid: b,
+            eui64,
+            stats: NsStats::default(),
+        })
+    }
+}
+
+/// Namespaces of a subsystem, by NSID.
+pub type NsMap = BTreeMap<u32, Arc<Namespace>>;
+
+/// A subsystem being served.
+#[derive(Debug)]
+pub struct Subsystem {
+    /// NQN.
+    pub nqn: String,
+    /// Serial number.
+    pub serial: String,
+    /// Model number.
+    pub model: String,
+    allowed_hosts: RwLock<Vec<String>>,
+    namespaces: RwLock<Arc<NsMap>>,
+    ns_generation: AtomicU64,
+    controllers: Mutex<HashMap<u16, Arc<CtrlShared>>>,
+    next_cntlid: Mutex<u16>,
+}
+
+impl Subsystem {
+    fn new(cfg: &SubsystemConfig) -> Result<Self, RegistryError> {
+        let mut map = NsMap::new();
+        for n in &cfg.namespaces {
+            map.insert(n.nsid, Arc::new(Namespace::open(&cfg.nqn, n)?));
+        }
+        Ok(Self {
+            nqn: cfg.nqn.clone(),
+            serial: cfg.serial.clone(),
+            model: cfg.model.clone(),
+            allowed_hosts: RwLock::new(cfg.allowed_hosts.clone()),
+            namespaces: RwLock::new(Arc::new(map)),
+            ns_generation: AtomicU64::new(1),
+            controllers: Mutex::new(HashMap::new()),
+            next_cntlid: Mutex::new(1),
+        })
+    }
+
+    /// True if `hostnqn` may connect.
+    pub fn host_allowed(&self, hostnqn: &str) -> bool {
+        let h = self.allowed_hosts.read().unwrap_or_else(|e| e.into_inner());
+        h.is_empty() || h.iter().any(|a| a == hostnqn)
+    }
+
+    /// The current namespace snapshot.
+    pub fn namespaces(&self) -> Arc<NsMap> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The generation of the namespace snapshot; changes on every reload that
+    /// touches this subsystem.
+    pub fn ns_generation(&self) -> u64 {
+        self.ns_generation.load(Ordering::Acquire)
+    }
+
+    /// Registers a new controller and returns it (dynamic controller model: IDs
+    /// 1..=0xFFEF, NVMe-oF 1.1 §4.2). `None` when every ID is in use.
+    pub fn add_controller(
+        self: &Arc<Self>,
+        hostnqn: &str,
+        hostid: [u8; 16],
+        kato_ms: u32,
+    ) -> Option<Arc<CtrlShared>> {
+        let mut ctrls = self.controllers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.next_cntlid.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..0xFFEF {
+            let id = *next;
+            *next = if *next >= 0xFFEF { 1 } else { *next + 1 };
+            if ctrls.contains_key(&id) {
+                continue;
+            }
+            let c = Arc::new(CtrlShared::new(
+                id,
+                hostnqn.to_string(),
+                hostid,
+                self.clone(),
+                kato_ms,
+            ));
+            ctrls.insert(id, c.clone());
+            return Some(c);
+        }
+        None
+    }
+
+    /// Looks up a live controller.
+    pub fn controller(&self, cntlid: u16) -> Option<Arc<CtrlShared>> {
+        self.controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&cntlid)
+            .cloned()
+    }
+
+    /// Forgets a controller (its admin queue ended).
+    pub fn remove_controller(&self, cntlid: u16) {
+        self.controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&cntlid);
+    }
+
+    fn all_controllers(&self) -> Vec<Arc<CtrlShared>> {
+        self.controllers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Applies a new configuration of this subsystem: opens added namespaces, drops
+    /// removed ones, and tells every controller which NSIDs changed.
+    fn reconfigure(&self, cfg: &SubsystemConfig) -> Result<Vec<u32>, RegistryError> {
+        let old = self.namespaces();
+        let mut new = NsMap::new();
+        let mut changed = Vec::new();
+        for n in &cfg.namespaces {
+            match old.get(&n.nsid) {
+                Some(o) if o.config == *n => {
+                    new.insert(n.nsid, o.clone());
+                }
+                _ => {
+                    new.insert(n.nsid, Arc::new(Namespace::open(&cfg.nqn, n)?));
+                    changed.push(n.nsid);
+                }
+            }
+        }
+        changed.extend(old.keys().filter(|k| !new.contains_key(k)));
+        changed.sort_unstable();
+        *self
+            .allowed_hosts
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = cfg.allowed_hosts.clone();
+        if !changed.is_empty() {
+            *self.namespaces.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+            self.ns_generation.fetch_add(1, Ordering::AcqRel);
+            for c in self.all_controllers() {
+                c.namespaces_changed(&changed);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Ends every controller (the subsystem is being removed).
+    fn close_all(&self) {
+        for c in self.all_controllers() {
+            c.close();
+        }
+    }
+}
+
+/// An event for a controller's admin queue task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminSignal {
+    /// Complete an outstanding Asynchronous Event Request with this DW0.
+    Aen(u32),
+}
+
+/// State of one controller (association) that its admin queue and I/O queues share.
+#[derive(Debug)]
+pub struct CtrlShared {
+    /// Controller ID.
+    pub cntlid: u16,
+    /// The host's NQN.
+    pub hostnqn: String,
+    /// The host's identifier.
+    pub hostid: [u8; 16],
+    /// The subsystem.
+    pub subsys: Arc<Subsystem>,
+    /// CC.EN = 1 and CSTS.RDY = 1.
+    pub ready: AtomicBool,
+    /// I/O queues granted by Set Features Number of Queues.
+    pub granted_io_queues: AtomicU32,
+    /// Keep Alive Timeout in milliseconds (0 = none).
+    pub kato_ms: AtomicU32,
+    /// Asynchronous Event Configuration.
+    pub aec: AtomicU32,
+    last_activity_ms: AtomicU64,
+    epoch: Instant,
+    close_tx: watch::Sender<bool>,
+    admin_tx: mpsc::UnboundedSender<AdminSignal>,
+    admin_rx: Mutex<Option<mpsc::UnboundedReceiver<AdminSignal>>>,
+    changed_ns: Mutex<Vec<u32>>,
+    ns_aen_masked: AtomicBool,
+    errors: Mutex<VecDeque<ErrorLogEntry>>,
+    error_count: AtomicU64,
+    io_queues: Mutex<Vec<u16>>,
+}
+
+/// Error log entries kept per controller (ELPE + 1).
+pub const ERROR_LOG_ENTRIES: usize = 64;
+
+impl CtrlShared {
+    fn new(
+        cntlid: u16,
+        hostnqn: String,
+        hostid: [u8; 16],
+        subsys: Arc<Subsystem>,
+        kato_ms: u32,
+    ) -> Self {
+        let (close_tx, _) = watch::channel(false);
+        let (admin_tx, admin_rx) = mpsc::unbounded_channel();
+        Self {
+            cntlid,
+            hostnqn,
+            hostid,
+            subsys,
+            ready: AtomicBool::new(false),
+            granted_io_queues: AtomicU32::new(0),
+            kato_ms: AtomicU32::new(kato_ms),
+            aec: AtomicU32::new(0),
+            last_activity_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            close_tx,
+            admin_tx,
+            admin_rx: Mutex::new(Some(admin_rx)),
+            changed_ns: Mutex::new(Vec::new()),
+            ns_aen_masked: AtomicBool::new(false),
+            errors: Mutex::new(VecDeque::new()),
+            error_count: AtomicU64::new(0),
+            io_queues: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes the admin queue's signal receiver (once).
+    pub fn take_admin_rx(&self) -> Option<mpsc::UnboundedReceiver<AdminSignal>> {
+        self.admin_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// A receiver that turns true when the controller ends.
+    pub fn close_watch(&self) -> watch::Receiver<bool> {
+        self.close_tx.subscribe()
+    }
+
+    /// Ends the controller: every queue task closes its connection.
+    pub fn close(&self) {
+        self.ready.store(false, Ordering::Release);
+        self.close_tx.send_replace(true);
+    }
+
+    /// True once closed.
+    pub fn is_closed(&self) -> bool {
+        *self.close_tx.borrow()
+    }
+
+    /// Records host activity, which restarts the keep-alive timer (TBKAS-style:
+    /// any command counts, NVMe Base 2.0 §3.9.5).
+    pub fn touch(&self) {
+        self.last_activity_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last command.
+    pub fn idle_ms(&self) -> u64 {
+        (self.epoch.elapsed().as_millis() as u64)
+            .saturating_sub(self.last_activity_ms.load(Ordering::Relaxed))
+    }
+
+    /// Registers an I/O queue; false if it already exists.
+    pub fn add_io_queue(&self, qid: u16) -> bool {
+        let mut q = self.io_queues.lock().unwrap_or_else(|e| e.into_inner());
+        if q.contains(&qid) {
+            return false;
+        }
+        q.push(qid);
+        true
+    }
+
+    /// Forgets an I/O queue.
+    pub fn remove_io_queue(&self, qid: u16) {
+        self.io_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&x| x != qid);
+    }
+
+    /// Number of I/O queues connected.
+    pub fn io_queue_count(&self) -> usize {
+        self.io_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Adds to the changed namespace list and raises a Namespace Attribute Changed
+    /// notice if enabled and not masked (NVMe Base 2.0 §5.2: masked until the log is read).
+    pub fn namespaces_changed(&self, nsids: &[u32]) {
+        {
+            let mut l = self.changed_ns.lock().unwrap_or_else(|e| e.into_inner());
+            for n in nsids {
+                if !l.contains(n) {
+                    l.push(*n);
+                }
+            }
+        }
+        if self.aec.load(Ordering::Relaxed) & aec::NS_ATTRIBUTE != 0
+            && !self.ns_aen_masked.swap(true, Ordering::AcqRel)
+        {
+            let _ = self.admin_tx.send(AdminSignal::Aen(aen_dw0(
+                aen_type::NOTICE,
+                aen_notice::NS_ATTRIBUTE_CHANGED,
+                lid::CHANGED_NS,
+            )));
+        }
+    }
+
+    /// Raises a Discovery Log Page Change notice if the host enabled it.
+    pub fn discovery_changed(&self) {
+        if self.aec.load(Ordering::Relaxed) & aec::DISCOVERY_LOG_CHANGE != 0 {
+            let _ = self.admin_tx.send(AdminSignal::Aen(aen_dw0(
+                aen_type::NOTICE,
+                aen_notice::DISCOVERY_LOG_CHANGE,
+                lid::DISCOVERY,
+            )));
+        }
+    }
+
+    /// Takes the changed namespace list (reading the log clears it); `rae` keeps
+    /// the event masked (Retain Asynchronous Event).
+    pub fn take_changed_ns(&self, rae: bool) -> Vec<u32> {
+        let v = std::mem::take(&mut *self.changed_ns.lock().unwrap_or_else(|e| e.into_inner()));
+        if !rae {
+            self.ns_aen_masked.store(false, Ordering::Release);
+        }
+        v
+    }
+
+    /// Adds an Error Information log entry.
+    pub fn log_error(&self, mut e: ErrorLogEntry) {
+        e.error_count = self.error_count.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut l = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if l.len() == ERROR_LOG_ENTRIES {
+            l.pop_back();
+        }
+        l.push_front(e);
+    }
+
+    /// Error log entries, newest first.
+    pub fn errors(&self) -> Vec<ErrorLogEntry> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Total errors logged.
+    pub fn error_total(&self) -> u64 {
+        self.error_count.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything the target serves.
+#[derive(Debug)]
+pub struct Registry {
+    subsystems: RwLock<BTreeMap<String, Arc<Subsystem>>>,
+    genctr: AtomicU64,
+    /// Discovery controllers, to notify of log changes.
+    discovery_ctrls: Mutex<Vec<std::sync::Weak<CtrlShared>>>,
+    /// The discovery subsystem (holds discovery controllers).
+    pub discovery: Arc<Subsystem>,
+    /// When the target started, for SMART power-on hours.
+    pub started: Instant,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Subsystems added.
+    pub added: Vec<String>,
+    /// Subsystems removed.
+    pub removed: Vec<String>,
+    /// Namespaces added, removed or replaced, by subsystem.
+    pub changed_namespaces: Vec<(String, Vec<u32>)>,
+}
+
+impl Registry {
+    /// Opens every subsystem and namespace of `cfg`.
+    pub fn new(cfg: &TargetConfig) -> Result<Self, RegistryError> {
+        let mut map = BTreeMap::new();
+        for s in &cfg.subsystems {
+            map.insert(s.nqn.clone(), Arc::new(Subsystem::new(s)?));
+        }
+        let disc = SubsystemConfig {
+            nqn: nvmf_proto::fabrics::DISCOVERY_NQN.into(),
+            serial: crate::config::default_serial(nvmf_proto::fabrics::DISCOVERY_NQN),
+            model: "nvmf-rs discovery".into(),
+            allowed_hosts: vec![],
+            namespaces: vec![],
+        };
+        Ok(Self {
+            subsystems: RwLock::new(map),
+            genctr: AtomicU64::new(1),
+            discovery_ctrls: Mutex::new(Vec::new()),
+            discovery: Arc::new(Subsystem::new(&disc)?),
+            started: Instant::now(),
+        })
+    }
+
+    /// Looks up a subsystem by NQN.
+    pub fn subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
+        self.subsystems
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(nqn)
+            .cloned()
+    }
+
+    /// All subsystems.
+    pub fn subsystems(&self) -> Vec<Arc<Subsystem>> {
+        self.subsystems
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Discovery log generation counter.
+    pub fn genctr(&self) -> u64 {
+        self.genctr.load(Ordering::Acquire)
+    }
+
+    /// Remembers a discovery controller for change notices.
+    pub fn add_discovery_ctrl(&self, c: &Arc<CtrlShared>) {
+        let mut l = self
+            .discovery_ctrls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        l.retain(|w| w.strong_count() > 0);
+        l.push(Arc::downgrade(c));
+    }
+
+    /// Applies a new configuration without a restart: subsystems and namespaces are
+    /// added, removed or replaced; hosts get Namespace Attribute Changed and
+    /// Discovery Log Page Change notices. Listen addresses and limits need a restart.
+    pub fn reload(&self, cfg: &TargetConfig) -> Result<ReloadSummary, RegistryError> {
+        let mut summary = ReloadSummary::default();
+        // Open everything new first, so a bad namespace leaves the running set alone.
+        let mut fresh = Vec::new();
+        for s in &cfg.subsystems {
+            if self.subsystem(&s.nqn).is_none() {
+                fresh.push(Arc::new(Subsystem::new(s)?));
+            }
+        }
+        for s in &cfg.subsystems {
+            if let Some(existing) = self.subsystem(&s.nqn) {
+                let changed = existing.reconfigure(s)?;
+                if !changed.is_empty() {
+                    summary.changed_namespaces.push((s.nqn.clone(), changed));
+                }
+            }
+        }
+        {
+            let mut map = self.subsystems.write().unwrap_or_else(|e| e.into_inner());
+            for f in fresh {
+                summary.added.push(f.nqn.clone());
+                map.insert(f.nqn.clone(), f);
+            }
+            let keep: Vec<&str> = cfg.subsystems.iter().map(|s| s.nqn.as_str()).collect();
+            let gone: Vec<String> = map
+                .keys()
+                .filter(|k| !keep.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            for g in gone {
+                if let Some(s) = map.remove(&g) {
+                    s.close_all();
+                }
+                summary.removed.push(g);
+            }
+        }
+        if !summary.added.is_empty() || !summary.removed.is_empty() {
+            self.genctr.fetch_add(1, Ordering::AcqRel);
+            let l = self
+                .discovery_ctrls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for c in l.iter().filter_map(std::sync::Weak::upgrade) {
+                c.discovery_changed();
+            }
+        }
+        Ok(summary)
+    }
+}

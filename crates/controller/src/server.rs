@@ -1,0 +1,190 @@
+//! The NVMe/TCP server: listeners, connection admission and reload.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use nvmf_proto::tcp::{ControllerQueueConfig, Digests};
+use nvmf_transport::{Listener, TransportAddr, TransportError};
+use tracing::{info, warn};
+
+use crate::config::TargetConfig;
+use crate::queue::{QueueTask, TargetCtx};
+use crate::registry::{Registry, RegistryError, ReloadSummary};
+
+/// Why the target could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// A namespace could not be opened.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A listen address could not be bound.
+    #[error("{0} (is another target already listening there? choose another with --listen)")]
+    Listen(#[source] TransportError),
+}
+
+/// A running target.
+#[derive(Debug)]
+pub struct Target {
+    ctx: Arc<TargetCtx>,
+    listeners: Vec<Arc<Listener>>,
+    admission: Arc<Admission>,
+}
+
+#[derive(Debug, Default)]
+struct Admission {
+    per_host: Mutex<HashMap<IpAddr, usize>>,
+    total: Mutex<usize>,
+}
+
+struct Ticket {
+    adm: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut t = self.adm.total.lock().unwrap_or_else(|e| e.into_inner());
+        *t = t.saturating_sub(1);
+        let mut m = self.adm.per_host.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Target {
+    /// Opens every namespace and binds every listen address.
+    pub async fn bind(cfg: &TargetConfig) -> Result<Self, TargetError> {
+        let registry = Arc::new(Registry::new(cfg)?);
+        let l = &cfg.limits;
+        let qcfg = ControllerQueueConfig {
+            max_icd: 8192.max(l.in_capsule_data_size),
+            maxh2cdata: l.max_h2c_data,
+            allowed_digests: Digests {
+                header: cfg.header_digest,
+                data: cfg.data_digest,
+            },
+            cpda: 0,
+            max_data_len: l.max_data_transfer,
+            max_pending_r2t_bytes: l.max_pending_write_bytes,
+            max_c2h_pdu: 256 * 1024,
+            initial_queue_depth: 32,
+        };
+        let mut listeners = Vec::new();
+        let mut ports = Vec::new();
+        for a in &cfg.listen {
+            let lis = Listener::bind(a, qcfg).await.map_err(TargetError::Listen)?;
+            ports.push(lis.local_addr());
+            listeners.push(Arc::new(lis));
+        }
+        for a in &cfg.discovery_listen {
+            if cfg.listen.contains(a) {
+                continue;
+            }
+            match Listener::bind(a, qcfg).await {
+                Ok(lis) => listeners.push(Arc::new(lis)),
+                // The discovery port is a convenience; another target may hold it.
+                Err(e) => warn!("discovery service not started on {a}: {e}"),
+            }
+        }
+        let ctx = Arc::new(TargetCtx {
+            registry,
+            limits: cfg.limits.clone(),
+            ports,
+        });
+        Ok(Self {
+            ctx,
+            listeners,
+            admission: Arc::new(Admission::default()),
+        })
+    }
+
+    /// Addresses serving subsystems (with real ports when 0 was asked for).
+    pub fn ports(&self) -> &[TransportAddr] {
+        &self.ctx.ports
+    }
+
+    /// Every bound address, discovery-only ones included.
+    pub fn bound(&self) -> Vec<TransportAddr> {
+        self.listeners.iter().map(|l| l.local_addr()).collect()
+    }
+
+    /// Subsystems and namespaces being served.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.ctx.registry
+    }
+
+    /// Applies a new configuration (subsystems, namespaces, allowed hosts) without
+    /// a restart. Listen addresses and limits keep their start-up values.
+    pub fn reload(&self, cfg: &TargetConfig) -> Result<ReloadSummary, TargetError> {
+        Ok(self.ctx.registry.reload(cfg)?)
+    }
+
+    fn admit(&self, ip: IpAddr) -> Option<Ticket> {
+        let l = &self.ctx.limits;
+        let mut t = self
+            .admission
+            .total
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut m = self
+            .admission
+            .per_host
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *t >= l.max_connections || *n >= l.max_connections_per_host {
+            return None;
+        }
+        *t += 1;
+        *n += 1;
+        Some(Ticket {
+            adm: self.admission.clone(),
+            ip,
+        })
+    }
+
+    /// Accepts connections on every listener until the process ends; each
+    /// connection runs on its own task.
+    pub async fn serve(self: Arc<Self>) {
+        let mut tasks = Vec::new();
+        for lis in &self.listeners {
+            let lis = lis.clone();
+            let me = self.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match lis.accept().await {
+                        Ok(conn) => {
+                            let ip = conn
+                                .peer_addr()
+                                .map(|a| a.ip())
+                                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                            let Some(ticket) = me.admit(ip) else {
+                                warn!(%ip, "connection refused: connection limit reached");
+                                drop(conn);
+                                continue;
+                            };
+                            let ctx = me.ctx.clone();
+                            tokio::spawn(async move {
+                                QueueTask::run(conn, ctx).await;
+                                drop(ticket);
+                            });
+                        }
+                        Err(e) => {
+                            warn!("accept on {} failed: {e}", lis.local_addr());
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        info!("serving on {:?}", self.bound());
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
