@@ -1,0 +1,321 @@
+//! The target over real loopback TCP, driven by the protocol core's host queue.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use nvmf_controller::config::{BackendSpec, Limits, NamespaceConfig, SubsystemConfig};
+use nvmf_controller::{Target, TargetConfig};
+use nvmf_proto::fabrics::{
+    ConnectCommand, ConnectData, PropertyCommand, CNTLID_DYNAMIC, DISCOVERY_NQN,
+};
+use nvmf_proto::identify::{cns, decode_ns_list, IdentifyController, IdentifyNamespace};
+use nvmf_proto::log::{lid, DiscoveryLog};
+use nvmf_proto::registers::{self, Cap, Cc, Csts};
+use nvmf_proto::sqe::{admin_opcode, io_opcode};
+use nvmf_proto::tcp::{Digests, HostData, HostQueueConfig};
+use nvmf_proto::{Sqe, Status};
+use nvmf_transport::{HostConnection, TransportAddr};
+
+const NQN: &str = "nqn.2024-01.io.nvmf-rs:test";
+const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001";
+
+fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
+    let mut namespaces = vec![NamespaceConfig {
+        nsid: 1,
+        backend: BackendSpec::Memory { size: 64 << 20 },
+        block_size: 512,
+        direct: Default::default(),
+        uuid: None,
+    }];
+    if let Some(path) = file {
+        namespaces.push(NamespaceConfig {
+            nsid: 2,
+            backend: BackendSpec::File {
+                path,
+                size: Some(32 << 20),
+            },
+            block_size: 4096,
+            direct: Default::default(),
+            uuid: None,
+        });
+    }
+    TargetConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        discovery_listen: vec![],
+        subsystems: vec![SubsystemConfig {
+            nqn: NQN.into(),
+            serial: "sn1".into(),
+            model: "test".into(),
+            allowed_hosts: vec![],
+            namespaces,
+        }],
+        header_digest: true,
+        data_digest: true,
+        limits: Limits::default(),
+    }
+}
+
+async fn start(cfg: &TargetConfig) -> (Arc<Target>, TransportAddr) {
+    let t = Arc::new(Target::bind(cfg).await.unwrap());
+    let addr = t.ports()[0];
+    tokio::spawn(t.clone().serve());
+    (t, addr)
+}
+
+async fn connect_queue(
+    addr: &TransportAddr,
+    subnqn: &str,
+    qid: u16,
+    cntlid: u16,
+    digests: Digests,
+) -> (HostConnection, Result<u16, Status>) {
+    let depth = if qid == 0 { 32 } else { 128 };
+    let mut c = HostConnection::connect(
+        addr,
+        HostQueueConfig {
+            digests,
+            queue_depth: depth,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let cmd = ConnectCommand {
+        recfmt: 0,
+        qid,
+        sqsize: depth - 1,
+        cattr: 0,
+        kato: if qid == 0 { 30_000 } else { 0 },
+    };
+    let data = ConnectData {
+        hostid: [1; 16],
+        cntlid,
+        subnqn: subnqn.into(),
+        hostnqn: HOSTNQN.into(),
+    };
+    let r = c
+        .execute(
+            cmd.to_sqe(),
+            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
+        )
+        .await
+        .unwrap();
+    let res = if r.cqe.status.is_success() {
+        Ok(r.cqe.dw0 as u16)
+    } else {
+        Err(r.cqe.status)
+    };
+    (c, res)
+}
+
+async fn enable(c: &mut HostConnection) {
+    let cap = c
+        .execute(
+            PropertyCommand::get_sqe(registers::CAP, true),
+            HostData::None,
+        )
+        .await
+        .unwrap();
+    let cap = Cap::from_u64(cap.cqe.result64());
+    assert_eq!(cap.mqes, 127);
+    let cc = Cc {
+        en: true,
+        iosqes: 6,
+        iocqes: 4,
+        ..Default::default()
+    };
+    let r = c
+        .execute(
+            PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
+            HostData::None,
+        )
+        .await
+        .unwrap();
+    assert!(r.cqe.status.is_success());
+    let s = c
+        .execute(
+            PropertyCommand::get_sqe(registers::CSTS, false),
+            HostData::None,
+        )
+        .await
+        .unwrap();
+    assert!(Csts::from_u32(s.cqe.dw0).rdy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bring_up_identify_write_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(Some(dir.path().join("ns2.img")));
+    let (_t, addr) = start(&cfg).await;
+    for digests in [
+        Digests::default(),
+        Digests {
+            header: true,
+            data: true,
+        },
+    ] {
+        let (mut admin, cntlid) = connect_queue(&addr, NQN, 0, CNTLID_DYNAMIC, digests).await;
+        let cntlid = cntlid.unwrap();
+        // Admin commands before CC.EN fail with Command Sequence Error.
+        let early = admin
+            .execute(
+                Sqe::identify(cns::CONTROLLER, 0),
+                HostData::FromController(4096),
+            )
+            .await
+            .unwrap();
+        assert_eq!(early.cqe.status, Status::COMMAND_SEQUENCE_ERROR.dnr());
+        enable(&mut admin).await;
+        let id = admin
+            .execute(
+                Sqe::identify(cns::CONTROLLER, 0),
+                HostData::FromController(4096),
+            )
+            .await
+            .unwrap();
+        let id = IdentifyController::decode(&id.data_contiguous());
+        assert_eq!(id.subnqn, NQN);
+        assert_eq!(id.cntlid, cntlid);
+        assert_eq!(id.in_capsule_data_size(), 8192);
+        let list = admin
+            .execute(
+                Sqe::identify(cns::ACTIVE_NS_LIST, 0),
+                HostData::FromController(4096),
+            )
+            .await
+            .unwrap();
+        assert_eq!(decode_ns_list(&list.data_contiguous()), vec![1, 2]);
+        let ns2 = admin
+            .execute(
+                Sqe::identify(cns::NAMESPACE, 2),
+                HostData::FromController(4096),
+            )
+            .await
+            .unwrap();
+        let ns2 = IdentifyNamespace::decode(&ns2.data_contiguous());
+        assert_eq!(ns2.block_size(), 4096);
+        assert_eq!(ns2.nsze, 8192);
+        let mut nq = Sqe::new(admin_opcode::SET_FEATURES);
+        nq.cdw10 = 0x07;
+        nq.cdw11 = 0x0001_0001;
+        let r = admin.execute(nq, HostData::None).await.unwrap();
+        assert_eq!(r.cqe.dw0, 0x0001_0001);
+
+        let (mut io, r) = connect_queue(&addr, NQN, 1, cntlid, digests).await;
+        assert_eq!(r, Ok(cntlid));
+        io.queue().set_limits(8192, 128);
+        // In-capsule write (4 KiB), R2T write (256 KiB), on both namespaces, then read back.
+        for (nsid, bs) in [(1u32, 512u64), (2, 4096)] {
+            for len in [4096usize, 256 * 1024] {
+                let data: Vec<u8> = (0..len)
+                    .map(|i| (i * 7 + nsid as usize + len) as u8)
+                    .collect();
+                let slba = 64;
+                let nlb = (len as u64 / bs) as u32;
+                let w = io
+                    .execute(
+                        Sqe::rw(io_opcode::WRITE, nsid, slba, nlb, false),
+                        HostData::ToController(Bytes::from(data.clone())),
+                    )
+                    .await
+                    .unwrap();
+                assert!(w.cqe.status.is_success(), "{:?}", w.cqe.status);
+                let r = io
+                    .execute(
+                        Sqe::rw(io_opcode::READ, nsid, slba, nlb, false),
+                        HostData::FromController(len as u32),
+                    )
+                    .await
+                    .unwrap();
+                assert!(r.cqe.status.is_success());
+                assert_eq!(r.data_contiguous(), data);
+            }
+        }
+        // Out of range and bad namespace.
+        let r = io
+            .execute(
+                Sqe::rw(io_opcode::READ, 1, (64 << 20) / 512, 1, false),
+                HostData::FromController(512),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.cqe.status, Status::LBA_OUT_OF_RANGE.dnr());
+        let r = io
+            .execute(
+                Sqe::rw(io_opcode::READ, 9, 0, 1, false),
+                HostData::FromController(512),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.cqe.status, Status::INVALID_NS.dnr());
+        // Flush and the SMART log.
+        let mut f = Sqe::new(io_opcode::FLUSH);
+        f.nsid = 2;
+        assert!(io
+            .execute(f, HostData::None)
+            .await
+            .unwrap()
+            .cqe
+            .status
+            .is_success());
+        let smart = admin
+            .execute(
+                Sqe::get_log_page(lid::SMART, u32::MAX, 512, 0, false),
+                HostData::FromController(512),
+            )
+            .await
+            .unwrap();
+        let smart = nvmf_proto::log::SmartLog::decode(&smart.data_contiguous());
+        assert!(smart.host_writes >= 4);
+        io.close().await;
+        admin.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_and_connect_errors() {
+    let cfg = config(None);
+    let (_t, addr) = start(&cfg).await;
+    let (mut d, r) =
+        connect_queue(&addr, DISCOVERY_NQN, 0, CNTLID_DYNAMIC, Digests::default()).await;
+    r.unwrap();
+    let cc = Cc {
+        en: true,
+        ..Default::default()
+    };
+    d.execute(
+        PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
+        HostData::None,
+    )
+    .await
+    .unwrap();
+    let log = d
+        .execute(
+            Sqe::get_log_page(lid::DISCOVERY, 0, 4096, 0, false),
+            HostData::FromController(4096),
+        )
+        .await
+        .unwrap();
+    let log = DiscoveryLog::decode(&log.data_contiguous());
+    assert_eq!(log.numrec, 1);
+    assert_eq!(log.entries[0].subnqn, NQN);
+    assert_eq!(log.entries[0].trsvcid, addr.trsvcid());
+
+    // Unknown subsystem: Connect Invalid Parameters pointing at SUBNQN in the data.
+    let (_c, r) = connect_queue(
+        &addr,
+        "nqn.2024-01.io.nvmf-rs:nope",
+        0,
+        CNTLID_DYNAMIC,
+        Digests::default(),
+    )
+    .await;
+    assert_eq!(r, Err(Status::CONNECT_INVALID_PARAMETERS.dnr()));
+    // I/O queue for a controller that does not exist.
+    let (_c, r) = connect_queue(&addr, NQN, 1, 77, Digests::default()).await;
+    assert_eq!(r, Err(Status::CONNECT_INVALID_PARAMETERS.dnr()));
+    // I/O queue before the controller is enabled.
+    let (_a, r) = connect_queue(&addr, NQN, 0, CNTLID_DYNAMIC, Digests::default()).await;
+    let (_c, r2) = connect_queue(&addr, NQN, 1, r.unwrap(), Digests::default()).await;
+    assert_eq!(r2, Err(Status::COMMAND_SEQUENCE_ERROR.dnr()));
+}
