@@ -4,6 +4,7 @@
 //! over: `nvmf discover -t tcp -a 127.0.0.1 -s 4420`, `nvmf connect -n NQN ...`.
 
 mod host;
+mod perf;
 mod target;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Serve NVMe/TCP subsystems (with no options: a 1 GiB memory namespace on 127.0.0.1:4420).
     Target(target::TargetArgs),
+    /// Generate load and measure IOPS, bandwidth and latency (fio-style options).
+    Perf(perf::PerfArgs),
     #[command(flatten)]
     Host(host::HostCommand),
 }
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Target(a) => target::run(a, matches.subcommand_matches("target")),
+        Command::Perf(p) => perf::run(p),
         Command::Host(h) => host::run(h),
     };
     match result {
