@@ -1,0 +1,432 @@
+//! One job: one I/O queue on its own OS thread and current-thread runtime, keeping
+//! `iodepth` commands outstanding.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use nvmf_proto::sqe::io_opcode;
+use nvmf_proto::tcp::{Completion, Digests, HostData};
+use nvmf_proto::Sqe;
+use nvmf_transport::{HostConnection, TransportAddr};
+
+use super::session::{connect_queue, Controller};
+use super::Rw;
+
+/// What every job shares (read only).
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Where to connect.
+    pub addr: TransportAddr,
+    /// Subsystem NQN.
+    pub subnqn: String,
+    /// Namespace.
+    pub nsid: u32,
+    /// Workload.
+    pub rw: Rw,
+    /// Percentage of reads for randrw.
+    pub rwmixread: u32,
+    /// Bytes per I/O.
+    pub bs: u32,
+    /// Commands outstanding per queue.
+    pub iodepth: u16,
+    /// Number of jobs.
+    pub numjobs: u16,
+    /// Bytes of the namespace used.
+    pub size: u64,
+    /// Run time.
+    pub runtime: Duration,
+    /// Digests.
+    pub digests: Digests,
+    /// Write a pattern first, check every read.
+    pub verify: bool,
+    /// Set CATTR bit 2 (disable SQ flow control) in the I/O queues' Connect.
+    pub sqfc_disable: bool,
+    /// What the admin queue learnt.
+    pub ctrl: Controller,
+}
+
+/// Counters the main thread samples once a second.
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    /// Completed I/Os.
+    pub ios: AtomicU64,
+    /// Bytes moved.
+    pub bytes: AtomicU64,
+}
+
+/// What a job measured.
+#[derive(Debug)]
+pub struct JobResult {
+    /// Read latencies, ns.
+    pub read: Histogram<u64>,
+    /// Write latencies, ns.
+    pub write: Histogram<u64>,
+    /// I/Os whose data did not match the pattern.
+    pub verify_errors: u64,
+    /// Time from start to the last completion.
+    pub elapsed: Duration,
+}
+
+/// Latency histogram in nanoseconds (1 ns to 100 s, 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    start_ns: u64,
+    lba: u64,
+    read: bool,
+}
+
+/// xorshift64*: fast, good enough for offsets and the read/write mix.
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Fills `buf` with the pattern of the blocks starting at `lba`: every 8-byte word
+/// depends on its LBA and its place in the block, so misplaced data is caught too.
+pub fn fill_pattern(buf: &mut [u8], lba: u64, block_size: u32) {
+    let words_per_block = (block_size / 8) as u64;
+    for (i, w) in buf.chunks_exact_mut(8).enumerate() {
+        let i = i as u64;
+        let b = lba + i / words_per_block;
+        let v = mix(b) ^ (i % words_per_block).wrapping_mul(0x0100_0000_01B3);
+        w.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// True if the chunks hold exactly the pattern of `len` bytes at `lba`.
+/// `scratch` is reused to avoid an allocation per I/O.
+pub fn check_pattern(chunks: &[Bytes], lba: u64, block_size: u32, len: usize, scratch: &mut Vec<u8>) -> bool {
+    scratch.resize(len, 0);
+    fill_pattern(scratch, lba, block_size);
+    let mut off = 0;
+    for c in chunks {
+        if off + c.len() > len || scratch[off..off + c.len()] != c[..] {
+            return false;
+        }
+        off += c.len();
+    }
+    off == len
+}
+
+struct Job {
+    cfg: Arc<JobConfig>,
+    conn: HostConnection,
+    slots: Vec<Slot>,
+    rng: Rng,
+    /// The shared write payload (cloned by reference count per write).
+    write_buf: Bytes,
+    scratch: Vec<u8>,
+    nlb: u32,
+    /// This job's stripe, in I/O units.
+    stripe: (u64, u64),
+    seq_next: u64,
+    base: Instant,
+    read: Histogram<u64>,
+    write: Histogram<u64>,
+    verify_errors: u64,
+    live: Arc<LiveCounters>,
+}
+
+impl Job {
+    fn is_read(&mut self) -> bool {
+        match self.cfg.rw {
+            Rw::Read | Rw::RandRead => true,
+            Rw::Write | Rw::RandWrite => false,
+            Rw::RandRw => self.rng.below(100) < u64::from(self.cfg.rwmixread),
+        }
+    }
+
+    fn next_unit(&mut self) -> u64 {
+        let units = self.cfg.size / u64::from(self.cfg.bs);
+        if self.cfg.rw.is_random() {
+            self.rng.below(units)
+        } else {
+            let (lo, hi) = self.stripe;
+            let u = self.seq_next;
+            self.seq_next = if u + 1 >= hi { lo } else { u + 1 };
+            u
+        }
+    }
+
+    fn payload(&self, lba: u64) -> Bytes {
+        if self.cfg.verify {
+            let mut b = BytesMut::zeroed(self.cfg.bs as usize);
+            fill_pattern(&mut b, lba, self.cfg.ctrl.block_size);
+            b.freeze()
+        } else {
+            self.write_buf.clone()
+        }
+    }
+
+    fn issue_at(&mut self, lba: u64, read: bool, now_ns: u64) -> anyhow::Result<()> {
+        let (op, data) = if read {
+            (io_opcode::READ, HostData::FromController(self.cfg.bs))
+        } else {
+            (io_opcode::WRITE, HostData::ToController(self.payload(lba)))
+        };
+        let sqe = Sqe::rw(op, self.cfg.nsid, lba, self.nlb, false);
+        let cid = self.conn.submit(sqe, data)?;
+        self.slots[usize::from(cid)] = Slot {
+            start_ns: now_ns,
+            lba,
+            read,
+        };
+        Ok(())
+    }
+
+    fn issue(&mut self, now_ns: u64) -> anyhow::Result<()> {
+        let read = self.is_read();
+        let lba = self.next_unit() * u64::from(self.nlb);
+        self.issue_at(lba, read, now_ns)
+    }
+
+    /// Accounts one completion; returns its slot.
+    fn complete(&mut self, c: &Completion, now_ns: u64) -> anyhow::Result<Slot> {
+        let slot = self.slots[usize::from(c.cqe.cid)];
+        if !c.cqe.status.is_success() {
+            bail!(
+                "{} of LBA {} failed: {}",
+                if slot.read { "read" } else { "write" },
+                slot.lba,
+                c.cqe.status
+            );
+        }
+        let lat = now_ns.saturating_sub(slot.start_ns).max(1);
+        if slot.read {
+            self.read.saturating_record(lat);
+            if self.cfg.verify
+                && !check_pattern(
+                    &c.data,
+                    slot.lba,
+                    self.cfg.ctrl.block_size,
+                    self.cfg.bs as usize,
+                    &mut self.scratch,
+                )
+            {
+                if self.verify_errors < 5 {
+                    eprintln!("nvmf perf: verify: data mismatch at LBA {}", slot.lba);
+                }
+                self.verify_errors += 1;
+            }
+        } else {
+            self.write.saturating_record(lat);
+        }
+        self.live.ios.fetch_add(1, Ordering::Relaxed);
+        self.live
+            .bytes
+            .fetch_add(u64::from(self.cfg.bs), Ordering::Relaxed);
+        Ok(slot)
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    /// Writes the pattern over this job's stripe, `iodepth` at a time.
+    async fn prefill(&mut self) -> anyhow::Result<()> {
+        let (lo, hi) = self.stripe;
+        let mut next = lo;
+        let mut outstanding = 0u32;
+        loop {
+            while next < hi && outstanding < u32::from(self.cfg.iodepth) {
+                let now = self.now_ns();
+                self.issue_at(next * u64::from(self.nlb), false, now)?;
+                next += 1;
+                outstanding += 1;
+            }
+            if outstanding == 0 {
+                return Ok(());
+            }
+            let c = self.conn.next_completion().await?;
+            let slot = self.slots[usize::from(c.cqe.cid)];
+            if !c.cqe.status.is_success() {
+                bail!("verify prefill: write of LBA {} failed: {}", slot.lba, c.cqe.status);
+            }
+            outstanding -= 1;
+        }
+    }
+
+    async fn run(&mut self, stop: &AtomicBool) -> anyhow::Result<Duration> {
+        self.base = Instant::now();
+        self.live.ios.store(0, Ordering::Relaxed);
+        self.live.bytes.store(0, Ordering::Relaxed);
+        let deadline = self.cfg.runtime.as_nanos() as u64;
+        for _ in 0..self.cfg.iodepth {
+            self.issue(0)?;
+        }
+        self.conn.kick()?;
+        let mut stopping = false;
+        let mut outstanding = u32::from(self.cfg.iodepth);
+        let mut last = 0;
+        while outstanding > 0 {
+            let c = self.conn.next_completion().await?;
+            let now = self.now_ns();
+            last = now;
+            if !stopping && (now >= deadline || stop.load(Ordering::Relaxed)) {
+                stopping = true;
+            }
+            self.complete(&c, now)?;
+            if stopping {
+                outstanding -= 1;
+            } else {
+                self.issue(now)?;
+            }
+            while let Some(c) = self.conn.try_completion()? {
+                self.complete(&c, now)?;
+                if stopping {
+                    outstanding -= 1;
+                } else {
+                    self.issue(now)?;
+                }
+            }
+        }
+        Ok(Duration::from_nanos(last))
+    }
+}
+
+/// Messages from a job thread to the main thread.
+#[derive(Debug)]
+pub enum JobMsg {
+    /// Connected (and prefilled with `--verify`); waiting for the start signal.
+    Ready,
+    /// Finished.
+    Done(usize, anyhow::Result<JobResult>),
+}
+
+/// The body of job `index`'s thread.
+pub fn thread_main(
+    index: usize,
+    cfg: Arc<JobConfig>,
+    cpu: Option<usize>,
+    live: Arc<LiveCounters>,
+    stop: Arc<AtomicBool>,
+    tx: tokio::sync::mpsc::UnboundedSender<JobMsg>,
+    mut go: tokio::sync::watch::Receiver<u8>,
+) {
+    let result = (|| {
+        if let Some(cpu) = cpu {
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(cpu);
+            rustix::thread::sched_setaffinity(None, &set)
+                .with_context(|| format!("cannot pin job {index} to CPU {cpu}"))?;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a runtime")?;
+        rt.block_on(async {
+            let qid = index as u16 + 1;
+            let (mut conn, _) = connect_queue(
+                &cfg.addr,
+                &cfg.subnqn,
+                qid,
+                cfg.ctrl.cntlid,
+                cfg.iodepth,
+                cfg.digests,
+                cfg.sqfc_disable,
+            )
+            .await?;
+            conn.queue().set_limits(cfg.ctrl.max_icd, cfg.iodepth);
+            let units = cfg.size / u64::from(cfg.bs);
+            let n = u64::from(cfg.numjobs);
+            let i = index as u64;
+            let stripe = (units * i / n, (units * (i + 1) / n).max(units * i / n + 1).min(units));
+            let mut wb = vec![0u8; cfg.bs as usize];
+            fill_pattern(&mut wb, index as u64 * 0x1_0000_0000, cfg.ctrl.block_size);
+            let mut job = Job {
+                conn,
+                slots: vec![Slot::default(); 1 << 16],
+                rng: Rng(mix(0x5eed ^ (index as u64 + 1)) | 1),
+                write_buf: Bytes::from(wb),
+                scratch: Vec::with_capacity(cfg.bs as usize),
+                nlb: cfg.bs / cfg.ctrl.block_size,
+                seq_next: stripe.0,
+                stripe,
+                base: Instant::now(),
+                read: new_histogram(),
+                write: new_histogram(),
+                verify_errors: 0,
+                live,
+                cfg: cfg.clone(),
+            };
+            if cfg.verify {
+                job.prefill().await.context("verify prefill")?;
+            }
+            let _ = tx.send(JobMsg::Ready);
+            loop {
+                match *go.borrow_and_update() {
+                    1 => break,
+                    2 => bail!("aborted"),
+                    _ => {}
+                }
+                if go.changed().await.is_err() {
+                    bail!("aborted");
+                }
+            }
+            let elapsed = job.run(&stop).await?;
+            job.conn.close().await;
+            Ok(JobResult {
+                read: job.read,
+                write: job.write,
+                verify_errors: job.verify_errors,
+                elapsed,
+            })
+        })
+    })();
+    let _ = tx.send(JobMsg::Done(index, result.map_err(|e: anyhow::Error| e.context(format!("job {index}")))));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perf_pattern_roundtrip() {
+        let mut b = vec![0u8; 8192];
+        fill_pattern(&mut b, 100, 512);
+        let chunks = vec![Bytes::copy_from_slice(&b[..3000]), Bytes::copy_from_slice(&b[3000..])];
+        let mut s = Vec::new();
+        assert!(check_pattern(&chunks, 100, 512, 8192, &mut s));
+        assert!(!check_pattern(&chunks, 101, 512, 8192, &mut s));
+        // The second half of the buffer is the pattern of LBA 108 onwards.
+        assert!(check_pattern(&[Bytes::copy_from_slice(&b[4096..])], 108, 512, 4096, &mut s));
+        let mut bad = b.clone();
+        bad[5000] ^= 1;
+        assert!(!check_pattern(&[Bytes::from(bad)], 100, 512, 8192, &mut s));
+    }
+
+    #[test]
+    fn perf_rng_below_in_range() {
+        let mut r = Rng(12345);
+        for _ in 0..10_000 {
+            assert!(r.below(7) < 7);
+        }
+    }
+}
