@@ -135,9 +135,15 @@ async fn tcp_connect(opts: &ConnectOptions, depth: u16) -> Result<HostConnection
         ..HostQueueConfig::default()
     };
     HostConnection::connect(&opts.addr, cfg).await.map_err(|e| match e {
-        TransportError::Io { .. } | TransportError::Timeout(_) => Error::Unreachable {
+        TransportError::Io { ref source, .. } => Error::Unreachable {
             addr: opts.addr.to_string(),
-            source: e,
+            reason: source.to_string(),
+            transport: e,
+        },
+        TransportError::Timeout(ref m) => Error::Unreachable {
+            addr: opts.addr.to_string(),
+            reason: m.clone(),
+            transport: e,
         },
         e => Error::Transport(e),
     })

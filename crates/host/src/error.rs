@@ -10,17 +10,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The TCP connection could not be made (nothing listening, no route, ...).
-    #[error("could not reach {addr}: {source} — is a target listening there? (nvmf target --listen {addr} ...)")]
+    #[error("could not reach {addr}: {reason} — is a target listening there? (nvmf target --listen {addr} ...)")]
     Unreachable {
         /// The address tried.
         addr: String,
+        /// Why (the socket error).
+        reason: String,
         /// The transport error.
-        #[source]
-        source: TransportError,
+        transport: TransportError,
     },
-    /// The connection failed after it was made.
+    /// The connection failed after it was made. (The transport error is kept as a
+    /// field, not a `source`, so that `{:#}` does not print it twice.)
     #[error("transport error: {0}")]
-    Transport(#[from] TransportError),
+    Transport(TransportError),
     /// The controller completed a command with an error status.
     #[error("{what} failed: {status}")]
     Nvme {
@@ -56,6 +58,12 @@ pub enum Error {
     /// A bad argument (no such namespace, buffer not a multiple of the block size, ...).
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
+        Self::Transport(e)
+    }
 }
 
 impl Error {

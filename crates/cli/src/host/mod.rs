@@ -1,12 +1,585 @@
-//! Host subcommands (nvme-cli verbs).
+//! Host subcommands, with nvme-cli's verbs and flags. `discover` and `io-check`
+//! talk to the target directly; `connect` hands the association to the host
+//! daemon (`nvmf host-daemon`), which keeps it after the command returns, and the
+//! other verbs go through that daemon.
 
-use clap::Subcommand;
+mod daemon;
+mod fmt;
+mod iocheck;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use nvmf_host::{ConnectOptions, TransportAddr};
+use nvmf_proto::identify::{IdentifyController, IdentifyNamespace};
+use nvmf_proto::log::SmartLog;
+use serde_json::{json, Value};
+
+use self::fmt::unhex;
+
+/// Output format (`-o`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Human-readable text.
+    #[default]
+    Normal,
+    /// JSON, with nvme-cli's key names.
+    Json,
+}
+
+/// `-o json|normal`.
+#[derive(Debug, Clone, Args)]
+pub struct Out {
+    /// Output format: normal or json.
+    #[arg(short = 'o', long = "output-format", value_enum, default_value_t = OutputFormat::Normal)]
+    pub output: OutputFormat,
+}
+
+/// Where a target is (`-t -a -s`).
+#[derive(Debug, Clone, Args)]
+pub struct Fabric {
+    /// Transport type (only tcp).
+    #[arg(short = 't', long = "transport", default_value = "tcp")]
+    pub transport: String,
+    /// Transport address (IPv4 or IPv6).
+    #[arg(short = 'a', long = "traddr")]
+    pub traddr: String,
+    /// Transport service ID (TCP port).
+    #[arg(short = 's', long = "trsvcid")]
+    pub trsvcid: Option<String>,
+    /// Host NQN (default /etc/nvme/hostnqn or a generated one).
+    #[arg(short = 'q', long = "hostnqn")]
+    pub hostnqn: Option<String>,
+    /// Host ID, a UUID (default /etc/nvme/hostid or the one in the host NQN).
+    #[arg(short = 'I', long = "hostid")]
+    pub hostid: Option<String>,
+    /// Ask for the NVMe/TCP header digest.
+    #[arg(short = 'g', long = "hdr-digest")]
+    pub hdr_digest: bool,
+    /// Ask for the NVMe/TCP data digest.
+    #[arg(short = 'G', long = "data-digest")]
+    pub data_digest: bool,
+}
+
+impl Fabric {
+    fn addr(&self, default_port: u16) -> anyhow::Result<TransportAddr> {
+        if self.transport != "tcp" {
+            bail!("transport '{}' is not supported; use -t tcp", self.transport);
+        }
+        let port = self.trsvcid.clone().unwrap_or_else(|| default_port.to_string());
+        TransportAddr::from_parts(&self.traddr, &port).map_err(|e| anyhow!(e))
+    }
+
+    fn options(&self, subnqn: &str, default_port: u16) -> anyhow::Result<ConnectOptions> {
+        let mut o = ConnectOptions::new(self.addr(default_port)?, subnqn);
+        if let Some(h) = &self.hostnqn {
+            nvmf_proto::fabrics::validate_nqn(h).map_err(|e| anyhow!("host NQN '{h}': {e}"))?;
+            o.hostnqn = h.clone();
+        }
+        if let Some(h) = &self.hostid {
+            o.hostid = parse_uuid(h)?;
+        }
+        o.hdr_digest = self.hdr_digest;
+        o.data_digest = self.data_digest;
+        Ok(o)
+    }
+}
+
+fn parse_uuid(s: &str) -> anyhow::Result<[u8; 16]> {
+    let h: String = s.chars().filter(|c| *c != '-').collect();
+    unhex(&h)
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| anyhow!("host ID '{s}' is not a UUID (like 1b4e28ba-2fa1-11d2-883f-0016d3cca427)"))
+}
+
+/// Queue and timeout flags of `connect`.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectTuning {
+    /// Number of I/O queues (default: one per CPU, at most 8).
+    #[arg(short = 'i', long = "nr-io-queues")]
+    pub nr_io_queues: Option<u16>,
+    /// I/O queue size.
+    #[arg(short = 'Q', long = "queue-size")]
+    pub queue_size: Option<u16>,
+    /// Keep alive timeout in seconds.
+    #[arg(short = 'k', long = "keep-alive-tmo")]
+    pub keep_alive_tmo: Option<u32>,
+    /// Controller loss timeout in seconds (-1: reconnect forever).
+    #[arg(short = 'l', long = "ctrl-loss-tmo", allow_negative_numbers = true)]
+    pub ctrl_loss_tmo: Option<i64>,
+    /// Seconds between reconnect attempts.
+    #[arg(short = 'c', long = "reconnect-delay")]
+    pub reconnect_delay: Option<u64>,
+}
 
 /// Host-side commands.
 #[derive(Debug, Subcommand)]
-pub enum HostCommand {}
+pub enum HostCommand {
+    /// Read the discovery log of a discovery controller (default port 8009).
+    Discover {
+        #[command(flatten)]
+        fabric: Fabric,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Connect to a subsystem; the association is held by the host daemon.
+    Connect {
+        #[command(flatten)]
+        fabric: Fabric,
+        /// Subsystem NQN.
+        #[arg(short = 'n', long = "nqn")]
+        nqn: String,
+        #[command(flatten)]
+        tuning: ConnectTuning,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Discover, then connect to every NVM subsystem in the discovery log.
+    ConnectAll {
+        #[command(flatten)]
+        fabric: Fabric,
+        #[command(flatten)]
+        tuning: ConnectTuning,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// List the controllers and namespaces the host daemon holds.
+    List {
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Identify Controller.
+    IdCtrl {
+        /// Device (nvme0).
+        dev: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Identify Namespace.
+    IdNs {
+        /// Device (nvme0 or nvme0n1).
+        dev: String,
+        /// Namespace ID (default: from the device name, else 1).
+        #[arg(short = 'n', long = "namespace-id")]
+        nsid: Option<u32>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Get Log Page (raw bytes, hex dump or JSON array).
+    GetLog {
+        /// Device (nvme0).
+        dev: String,
+        /// Log page identifier.
+        #[arg(short = 'i', long = "log-id")]
+        log_id: u8,
+        /// Bytes to read.
+        #[arg(short = 'l', long = "log-len")]
+        log_len: u32,
+        /// Namespace ID.
+        #[arg(short = 'n', long = "namespace-id")]
+        nsid: Option<u32>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// SMART / Health Information log.
+    SmartLog {
+        /// Device (nvme0).
+        dev: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Read blocks to a file or stdout.
+    Read(RwArgs),
+    /// Write blocks from a file or stdin.
+    Write(RwArgs),
+    /// Disconnect controllers by subsystem NQN or device.
+    Disconnect {
+        /// Subsystem NQN: disconnect every controller of it.
+        #[arg(short = 'n', long = "nqn")]
+        nqn: Option<String>,
+        /// Device (nvme0).
+        #[arg(short = 'd', long = "device")]
+        device: Option<String>,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Disconnect every controller the host daemon holds.
+    DisconnectAll {
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Connect directly (no daemon), write a pattern over all I/O queues, read it back, compare.
+    IoCheck(iocheck::IoCheckArgs),
+    /// The host daemon (started by `nvmf connect`).
+    #[command(hide = true)]
+    HostDaemon {
+        /// Control socket (default: see docs/host.md).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Stop the running daemon.
+        #[arg(long)]
+        stop: bool,
+    },
+}
+
+/// Flags of `read` and `write`, as nvme-cli.
+#[derive(Debug, Args)]
+pub struct RwArgs {
+    /// Namespace device (nvme0n1).
+    dev: String,
+    /// Starting LBA.
+    #[arg(short = 's', long = "start-block", default_value_t = 0)]
+    start_block: u64,
+    /// Number of blocks, 0's based (0 = one block).
+    #[arg(short = 'c', long = "block-count", default_value_t = 0)]
+    block_count: u32,
+    /// Data size in bytes (at least (block-count + 1) × block size).
+    #[arg(short = 'z', long = "data-size")]
+    data_size: Option<u64>,
+    /// Data file (default stdin for write, stdout for read).
+    #[arg(short = 'd', long = "data")]
+    data: Option<PathBuf>,
+    /// Force unit access (write).
+    #[arg(short = 'f', long = "force-unit-access")]
+    fua: bool,
+    #[command(flatten)]
+    out: Out,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn emit(s: &str) {
+    let _ = std::io::stdout().lock().write_all(s.as_bytes());
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    emit(&(serde_json::to_string_pretty(v)? + "\n"));
+    Ok(())
+}
+
+fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
+    json!({
+        "op": "connect",
+        "traddr": o.addr.traddr(),
+        "trsvcid": o.addr.trsvcid(),
+        "subnqn": o.subnqn,
+        "hostnqn": o.hostnqn,
+        "hostid": fmt::hex(&o.hostid),
+        "hdr_digest": o.hdr_digest,
+        "data_digest": o.data_digest,
+        "nr_io_queues": t.nr_io_queues,
+        "queue_size": t.queue_size,
+        "kato_ms": t.keep_alive_tmo.map(|k| k.saturating_mul(1000)),
+        "ctrl_loss_tmo": t.ctrl_loss_tmo,
+        "reconnect_delay": t.reconnect_delay,
+    })
+}
 
 /// Runs a host command.
 pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        HostCommand::Discover { fabric, out } => {
+            let o = fabric.options(nvmf_proto::fabrics::DISCOVERY_NQN, nvmf_transport::addr::DISCOVERY_PORT)?;
+            let log = runtime()?.block_on(nvmf_host::discover_with(&o))?;
+            match out.output {
+                OutputFormat::Json => print_json(&fmt::discovery_json(&log))?,
+                OutputFormat::Normal => emit(&fmt::discovery_text(&log)),
+            }
+            Ok(())
+        }
+        HostCommand::Connect { fabric, nqn, tuning, out } => {
+            nvmf_proto::fabrics::validate_nqn(&nqn).map_err(|e| anyhow!("subsystem NQN '{nqn}': {e}"))?;
+            let o = fabric.options(&nqn, nvmf_transport::addr::DEFAULT_PORT)?;
+            daemon::ensure_running()?;
+            let r = daemon::request(&connect_req(&o, &tuning))?;
+            match out.output {
+                OutputFormat::Json => print_json(&json!({"device": r["name"]}))?,
+                OutputFormat::Normal => {
+                    if r["already"].as_bool() == Some(true) {
+                        println!("already connected: device: {}", r["name"].as_str().unwrap_or("?"));
+                    } else {
+                        println!("device: {}", r["name"].as_str().unwrap_or("?"));
+                    }
+                }
+            }
+            Ok(())
+        }
+        HostCommand::ConnectAll { fabric, tuning, out } => {
+            let d = fabric.options(nvmf_proto::fabrics::DISCOVERY_NQN, nvmf_transport::addr::DISCOVERY_PORT)?;
+            let log = runtime()?.block_on(nvmf_host::discover_with(&d))?;
+            let mut devices = Vec::new();
+            for e in log.entries.iter().filter(|e| e.subtype == nvmf_proto::log::subtype::NVME && e.trtype == 3) {
+                let addr = TransportAddr::from_parts(&e.traddr, &e.trsvcid).map_err(|x| anyhow!(x))?;
+                let mut o = d.clone();
+                o.addr = addr;
+                o.subnqn = e.subnqn.clone();
+                daemon::ensure_running()?;
+                match daemon::request(&connect_req(&o, &tuning)) {
+                    Ok(r) => devices.push(json!({"device": r["name"], "subnqn": e.subnqn, "traddr": e.traddr, "trsvcid": e.trsvcid})),
+                    Err(err) => eprintln!("nvmf: could not connect to {} at {}:{}: {err:#}", e.subnqn, e.traddr, e.trsvcid),
+                }
+            }
+            match out.output {
+                OutputFormat::Json => print_json(&Value::Array(devices))?,
+                OutputFormat::Normal => {
+                    for d in &devices {
+                        println!("device: {} ({} at {}:{})", d["device"].as_str().unwrap_or("?"), d["subnqn"].as_str().unwrap_or(""), d["traddr"].as_str().unwrap_or(""), d["trsvcid"].as_str().unwrap_or(""));
+                    }
+                }
+            }
+            Ok(())
+        }
+        HostCommand::List { out } => list(out),
+        HostCommand::IdCtrl { dev, out } => {
+            let r = daemon::request(&json!({"op": "id-ctrl", "dev": dev}))?;
+            let c = IdentifyController::decode(&data_of(&r)?);
+            match out.output {
+                OutputFormat::Json => print_json(&fmt::id_ctrl_json(&c)),
+                OutputFormat::Normal => {
+                    emit(&fmt::id_ctrl_text(&c));
+                    Ok(())
+                }
+            }
+        }
+        HostCommand::IdNs { dev, nsid, out } => {
+            let r = daemon::request(&json!({"op": "id-ns", "dev": dev, "nsid": nsid}))?;
+            let n = IdentifyNamespace::decode(&data_of(&r)?);
+            match out.output {
+                OutputFormat::Json => print_json(&fmt::id_ns_json(&n)),
+                OutputFormat::Normal => {
+                    emit(&fmt::id_ns_text(r["nsid"].as_u64().unwrap_or(0) as u32, &n));
+                    Ok(())
+                }
+            }
+        }
+        HostCommand::GetLog { dev, log_id, log_len, nsid, out } => {
+            let r = daemon::request(&json!({"op": "get-log", "dev": dev, "lid": log_id, "len": log_len, "nsid": nsid}))?;
+            let d = data_of(&r)?;
+            match out.output {
+                OutputFormat::Json => print_json(&json!({"log_id": log_id, "data": d})),
+                OutputFormat::Normal => {
+                    emit(&format!("Device:{dev} log-id:{log_id} namespace-id:{:#x}\n", nsid.unwrap_or(0xffff_ffff)));
+                    emit(&hexdump(&d));
+                    Ok(())
+                }
+            }
+        }
+        HostCommand::SmartLog { dev, out } => {
+            let r = daemon::request(&json!({"op": "get-log", "dev": dev, "lid": 2, "len": 512}))?;
+            let l = SmartLog::decode(&data_of(&r)?);
+            match out.output {
+                OutputFormat::Json => print_json(&fmt::smart_json(&l)),
+                OutputFormat::Normal => {
+                    emit(&fmt::smart_text(&dev, &l));
+                    Ok(())
+                }
+            }
+        }
+        HostCommand::Read(a) => rw(a, false),
+        HostCommand::Write(a) => rw(a, true),
+        HostCommand::Disconnect { nqn, device, out } => {
+            let req = match (&nqn, &device) {
+                (Some(n), None) => json!({"op": "disconnect", "subnqn": n}),
+                (None, Some(d)) => json!({"op": "disconnect", "dev": d}),
+                _ => bail!("give exactly one of -n NQN or -d DEVICE"),
+            };
+            if !daemon::running() {
+                bail!("no controllers are connected (no nvmf host daemon is running)");
+            }
+            let r = daemon::request(&req)?;
+            report_disconnect(&r, out, nqn.as_deref())
+        }
+        HostCommand::DisconnectAll { out } => {
+            if !daemon::running() {
+                return report_disconnect(&json!({"disconnected": []}), out, None);
+            }
+            let r = daemon::request(&json!({"op": "disconnect-all"}))?;
+            report_disconnect(&r, out, None)
+        }
+        HostCommand::IoCheck(a) => iocheck::run(a, runtime()?),
+        HostCommand::HostDaemon { socket, stop } => {
+            if stop {
+                if !daemon::running() {
+                    println!("no nvmf host daemon is running");
+                    return Ok(());
+                }
+                daemon::request(&json!({"op": "stop"}))?;
+                println!("nvmf host daemon stopped");
+                return Ok(());
+            }
+            let path = socket.unwrap_or_else(daemon::socket_path);
+            runtime()?.block_on(daemon::serve(path))
+        }
+    }
 }
+
+fn report_disconnect(r: &Value, out: Out, nqn: Option<&str>) -> anyhow::Result<()> {
+    let names: Vec<&str> = r["disconnected"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    match out.output {
+        OutputFormat::Json => print_json(&json!({"disconnected": names})),
+        OutputFormat::Normal => {
+            match nqn {
+                Some(n) => println!("NQN:{n} disconnected {} controller(s)", names.len()),
+                None => println!("disconnected {} controller(s){}{}", names.len(), if names.is_empty() { "" } else { ": " }, names.join(", ")),
+            }
+            if nqn.is_some() && names.is_empty() {
+                bail!("no controller of {} is connected (see nvmf list)", nqn.unwrap_or_default());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn data_of(r: &Value) -> anyhow::Result<Vec<u8>> {
+    r["data"].as_str().and_then(unhex).ok_or_else(|| anyhow!("the host daemon's answer has no data"))
+}
+
+fn hexdump(d: &[u8]) -> String {
+    let mut s = String::new();
+    for (i, c) in d.chunks(16).enumerate() {
+        let h: Vec<String> = c.iter().map(|b| format!("{b:02x}")).collect();
+        let a: String = c.iter().map(|b| if b.is_ascii_graphic() || *b == b' ' { *b as char } else { '.' }).collect();
+        s += &format!("{:04x}: {:<47} \"{a}\"\n", i * 16, h.join(" "));
+    }
+    s
+}
+
+fn list(out: Out) -> anyhow::Result<()> {
+    let ctrls = if daemon::running() { daemon::request(&json!({"op": "list"}))? } else { json!([]) };
+    let ctrls = ctrls.as_array().cloned().unwrap_or_default();
+    match out.output {
+        OutputFormat::Json => {
+            let mut devices = Vec::new();
+            for c in &ctrls {
+                for n in c["namespaces"].as_array().cloned().unwrap_or_default() {
+                    let bs = n["block_size"].as_u64().unwrap_or(0);
+                    devices.push(json!({
+                        "NameSpace": n["nsid"], "DevicePath": n["name"], "Firmware": c["fr"],
+                        "ModelNumber": c["mn"], "SerialNumber": c["sn"],
+                        "UsedBytes": n["nuse"].as_u64().unwrap_or(0) * bs,
+                        "MaximumLBA": n["blocks"], "PhysicalSize": n["size"], "SectorSize": bs,
+                        "Controller": c["name"], "SubsystemNQN": c["subnqn"],
+                        "Address": format!("traddr={},trsvcid={}", c["traddr"].as_str().unwrap_or(""), c["trsvcid"].as_str().unwrap_or("")),
+                        "State": c["state"],
+                    }));
+                }
+            }
+            let controllers: Vec<Value> = ctrls.iter().map(|c| {
+                json!({"Controller": c["name"], "Cntlid": c["cntlid"], "SerialNumber": c["sn"], "ModelNumber": c["mn"],
+                       "Firmware": c["fr"], "Transport": "tcp", "Address": format!("traddr={},trsvcid={}", c["traddr"].as_str().unwrap_or(""), c["trsvcid"].as_str().unwrap_or("")),
+                       "SubsystemNQN": c["subnqn"], "State": c["state"], "Namespaces": c["namespaces"]})
+            }).collect();
+            print_json(&json!({"Devices": devices, "Controllers": controllers}))
+        }
+        OutputFormat::Normal => {
+            let mut rows = Vec::new();
+            for c in &ctrls {
+                let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
+                let addr = format!("{}:{}", s("traddr"), s("trsvcid"));
+                let nss = c["namespaces"].as_array().cloned().unwrap_or_default();
+                if nss.is_empty() {
+                    rows.push(vec![s("name"), s("sn"), s("mn"), "-".into(), "-".into(), "-".into(), s("fr"), addr.clone(), s("state")]);
+                }
+                for n in nss {
+                    let bs = n["block_size"].as_u64().unwrap_or(0);
+                    let used = n["nuse"].as_u64().unwrap_or(0) * bs;
+                    let size = n["size"].as_u64().unwrap_or(0);
+                    rows.push(vec![
+                        n["name"].as_str().unwrap_or("").into(), s("sn"), s("mn"), n["nsid"].to_string(),
+                        format!("{} / {}", fmt::human_size(used), fmt::human_size(size)),
+                        format!("{bs} B + 0 B"), s("fr"), addr.clone(), s("state"),
+                    ]);
+                }
+            }
+            emit(&fmt::table(&["Node", "SN", "Model", "Namespace", "Usage", "Format", "FW Rev", "Address", "State"], &rows));
+            Ok(())
+        }
+    }
+}
+
+fn rw(a: RwArgs, write: bool) -> anyhow::Result<()> {
+    let (_, ns) = daemon::parse_dev(&a.dev)?;
+    if ns.is_none() {
+        bail!("'{}' is a controller; give a namespace device such as {}n1", a.dev, a.dev);
+    }
+    let info = daemon::request(&json!({"op": "namespace", "dev": a.dev}))?;
+    let bs = info["block_size"].as_u64().unwrap_or(512);
+    let nblocks = u64::from(a.block_count) + 1;
+    let need = nblocks * bs;
+    if let Some(z) = a.data_size {
+        if z < need {
+            bail!("--data-size {z} is smaller than {need} bytes ({nblocks} blocks of {bs} bytes; -c is 0's based)");
+        }
+    }
+    if write {
+        let mut buf = Vec::new();
+        match &a.data {
+            Some(p) => {
+                std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?.read_to_end(&mut buf)?;
+            }
+            None => {
+                std::io::stdin().read_to_end(&mut buf)?;
+            }
+        }
+        if buf.len() as u64 > need {
+            buf.truncate(need as usize);
+        }
+        buf.resize(need as usize, 0);
+        daemon::request(&json!({"op": "write", "dev": a.dev, "slba": a.start_block, "data": fmt::hex(&buf), "fua": a.fua}))?;
+        match a.out.output {
+            OutputFormat::Json => print_json(&json!({"result": "success", "blocks": nblocks}))?,
+            OutputFormat::Normal => eprintln!("write: Success"),
+        }
+    } else {
+        let r = daemon::request(&json!({"op": "read", "dev": a.dev, "slba": a.start_block, "nblocks": nblocks}))?;
+        let d = data_of(&r)?;
+        match &a.data {
+            Some(p) => std::fs::write(p, &d).with_context(|| format!("writing {}", p.display()))?,
+            None => {
+                let _ = std::io::stdout().lock().write_all(&d);
+            }
+        }
+        if a.data.is_some() {
+            match a.out.output {
+                OutputFormat::Json => print_json(&json!({"result": "success", "blocks": nblocks}))?,
+                OutputFormat::Normal => eprintln!("read: Success"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses sizes like `16M`, `4k`, `1G`, `512` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => {
+            let m = match s[i..].to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                "t" => 1 << 40,
+                u => return Err(format!("unknown size unit '{u}' (use k, M, G)")),
+            };
+            (&s[..i], m)
+        }
+        None => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("'{s}' is not a size like 16M or 4096"))
+}
+
+#[allow(dead_code)]
+fn _unused(_: Duration) {}

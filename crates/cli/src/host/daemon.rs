@@ -1,0 +1,399 @@
+//! The host daemon: holds controller associations after `nvmf connect` returns,
+//! like the kernel holds nvme-cli's. The CLI talks to it over a Unix socket with
+//! one JSON object per line each way (see docs/host.md).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use nvmf_host::{ConnectOptions, Controller, LinkState, TransportAddr};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+use super::fmt::{hex, unhex};
+
+/// The control socket path: `$NVMF_RUN_DIR/host.sock`, else `/run/nvmf/host.sock`
+/// when /run/nvmf is (or can be made) writable, else `$XDG_RUNTIME_DIR/nvmf/host.sock`,
+/// else `/tmp/nvmf-$UID/host.sock`.
+pub fn socket_path() -> PathBuf {
+    if let Some(d) = std::env::var_os("NVMF_RUN_DIR") {
+        return PathBuf::from(d).join("host.sock");
+    }
+    let run = Path::new("/run/nvmf");
+    if dir_usable(run) {
+        return run.join("host.sock");
+    }
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        let d = PathBuf::from(x).join("nvmf");
+        if dir_usable(&d) {
+            return d.join("host.sock");
+        }
+    }
+    PathBuf::from(format!("/tmp/nvmf-{}", uid())).join("host.sock")
+}
+
+fn uid() -> u32 {
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+}
+
+fn dir_usable(d: &Path) -> bool {
+    if d.is_dir() {
+        // Writable by us?
+        let probe = d.join(format!(".probe-{}", std::process::id()));
+        let ok = std::fs::write(&probe, b"").is_ok();
+        let _ = std::fs::remove_file(&probe);
+        return ok;
+    }
+    std::fs::create_dir_all(d).is_ok() && {
+        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700));
+        true
+    }
+}
+
+/// Sends one request to the daemon and returns its `result`, or its error.
+pub fn request(req: &Value) -> anyhow::Result<Value> {
+    let path = socket_path();
+    let s = UnixStream::connect(&path).map_err(|e| {
+        anyhow!(
+            "no nvmf host daemon is answering on {} ({e}) — connect a controller first (nvmf connect -t tcp -a ADDR -s PORT -n NQN)",
+            path.display()
+        )
+    })?;
+    call(s, req)
+}
+
+fn call(mut s: UnixStream, req: &Value) -> anyhow::Result<Value> {
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    s.write_all(&line)?;
+    let mut r = BufReader::new(s);
+    let mut resp = String::new();
+    r.read_line(&mut resp)
+        .context("reading the host daemon's answer")?;
+    if resp.is_empty() {
+        bail!("the host daemon closed the connection without answering (see its log next to {})", socket_path().display());
+    }
+    let v: Value = serde_json::from_str(&resp).context("the host daemon's answer is not JSON")?;
+    if v["ok"].as_bool() == Some(true) {
+        Ok(v["result"].clone())
+    } else {
+        bail!("{}", v["error"].as_str().unwrap_or("the host daemon reported an unknown error"))
+    }
+}
+
+/// True when a daemon answers on the socket.
+pub fn running() -> bool {
+    UnixStream::connect(socket_path())
+        .ok()
+        .and_then(|s| call(s, &json!({"op": "ping"})).ok())
+        .is_some()
+}
+
+/// Starts the daemon (if none answers) and waits until it does.
+pub fn ensure_running() -> anyhow::Result<()> {
+    if running() {
+        return Ok(());
+    }
+    let path = socket_path();
+    let dir = path.parent().unwrap_or(Path::new("/tmp"));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let log = dir.join("host-daemon.log");
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let exe = std::env::current_exe().context("finding the nvmf binary")?;
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(exe)
+        .arg("host-daemon")
+        .arg("--socket")
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(logf)
+        .env("NO_COLOR", "1")
+        .process_group(0)
+        .spawn()
+        .context("starting the nvmf host daemon")?;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(50));
+        if running() {
+            return Ok(());
+        }
+    }
+    bail!("the nvmf host daemon did not start; see {}", log.display())
+}
+
+struct Entry {
+    name: String,
+    ctrl: Controller,
+}
+
+#[derive(Default)]
+struct State {
+    ctrls: BTreeMap<u32, Entry>,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+/// Runs the daemon in the foreground until `stop` (or SIGTERM/SIGINT).
+pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if UnixStream::connect(&path).is_ok() {
+        bail!("a host daemon already answers on {}", path.display());
+    }
+    let _ = std::fs::remove_file(&path);
+    let l = tokio::net::UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!("nvmf host daemon listening on {}", path.display());
+    let st: Shared = Arc::default();
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            c = l.accept() => {
+                let Ok((s, _)) = c else { continue };
+                let st = st.clone();
+                let stop = stop_tx.clone();
+                tokio::spawn(async move { let _ = client(s, st, stop).await; });
+            }
+            _ = stop_rx.recv() => break,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {}
+        }
+    }
+    let all: Vec<Entry> = std::mem::take(&mut st.lock().await.ctrls).into_values().collect();
+    for e in all {
+        let _ = e.ctrl.disconnect().await;
+    }
+    let _ = std::fs::remove_file(&path);
+    tracing::info!("nvmf host daemon stopped");
+    Ok(())
+}
+
+async fn client(s: tokio::net::UnixStream, st: Shared, stop: tokio::sync::mpsc::Sender<()>) -> anyhow::Result<()> {
+    let (r, mut w) = s.into_split();
+    let mut lines = tokio::io::BufReader::new(r).lines();
+    while let Some(line) = lines.next_line().await? {
+        let resp = match serde_json::from_str::<Value>(&line) {
+            Ok(req) => match handle(&req, &st).await {
+                Ok(Some(v)) => json!({"ok": true, "result": v}),
+                Ok(None) => {
+                    w.write_all(b"{\"ok\":true,\"result\":null}\n").await?;
+                    let _ = stop.send(()).await;
+                    return Ok(());
+                }
+                Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+            },
+            Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+        };
+        let mut b = serde_json::to_vec(&resp)?;
+        b.push(b'\n');
+        w.write_all(&b).await?;
+    }
+    Ok(())
+}
+
+/// Splits `nvme0n1` / `/dev/nvme0n1` into (0, Some(1)), `nvme0` into (0, None).
+pub fn parse_dev(dev: &str) -> anyhow::Result<(u32, Option<u32>)> {
+    let d = dev.trim_start_matches("/dev/");
+    let bad = || anyhow!("'{dev}' is not a device name like nvme0 or nvme0n1 (see nvmf list)");
+    let rest = d.strip_prefix("nvme").ok_or_else(bad)?;
+    match rest.split_once('n') {
+        Some((c, n)) => Ok((c.parse().map_err(|_| bad())?, Some(n.parse().map_err(|_| bad())?))),
+        None => Ok((rest.parse().map_err(|_| bad())?, None)),
+    }
+}
+
+async fn get(st: &Shared, dev: &str) -> anyhow::Result<(Controller, Option<u32>)> {
+    let (i, ns) = parse_dev(dev)?;
+    let s = st.lock().await;
+    let e = s.ctrls.get(&i).ok_or_else(|| {
+        anyhow!("no controller nvme{i} (connected: {})", {
+            let v: Vec<&str> = s.ctrls.values().map(|e| e.name.as_str()).collect();
+            if v.is_empty() { "none".to_string() } else { v.join(", ") }
+        })
+    })?;
+    Ok((e.ctrl.clone(), ns))
+}
+
+fn state_str(s: &LinkState) -> String {
+    match s {
+        LinkState::Live => "live".into(),
+        LinkState::Reconnecting { attempt, last_error } => format!("connecting (attempt {attempt}; last error: {last_error})"),
+        LinkState::Lost(m) => format!("lost: {m}"),
+        LinkState::Disconnected => "deleting".into(),
+    }
+}
+
+fn u(v: &Value, k: &str) -> Option<u64> {
+    v.get(k).and_then(Value::as_u64)
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> anyhow::Result<&'a str> {
+    v.get(k).and_then(Value::as_str).ok_or_else(|| anyhow!("missing field '{k}'"))
+}
+
+/// Builds connect options from a request (also used by `io-check`'s callers).
+pub fn options_from(req: &Value) -> anyhow::Result<ConnectOptions> {
+    let addr = TransportAddr::from_parts(s(req, "traddr")?, s(req, "trsvcid")?).map_err(|e| anyhow!(e))?;
+    let mut o = ConnectOptions::new(addr, s(req, "subnqn")?);
+    if let Some(h) = req.get("hostnqn").and_then(Value::as_str) {
+        o.hostnqn = h.into();
+    }
+    if let Some(h) = req.get("hostid").and_then(Value::as_str) {
+        o.hostid = unhex(h).and_then(|v| v.try_into().ok()).ok_or_else(|| anyhow!("bad hostid"))?;
+    }
+    if let Some(n) = u(req, "nr_io_queues") {
+        o.nr_io_queues = n as u16;
+    }
+    if let Some(n) = u(req, "queue_size") {
+        o.queue_size = n as u16;
+    }
+    if let Some(n) = u(req, "kato_ms") {
+        o.kato_ms = n as u32;
+    }
+    if let Some(n) = req.get("ctrl_loss_tmo").and_then(Value::as_i64) {
+        o.ctrl_loss_tmo = (n >= 0).then(|| Duration::from_secs(n as u64));
+    }
+    if let Some(n) = u(req, "reconnect_delay") {
+        o.reconnect_delay = Duration::from_secs(n.max(1));
+    }
+    o.hdr_digest = req.get("hdr_digest").and_then(Value::as_bool).unwrap_or(false);
+    o.data_digest = req.get("data_digest").and_then(Value::as_bool).unwrap_or(false);
+    Ok(o)
+}
+
+fn ctrl_json(e: &Entry) -> Value {
+    let info = e.ctrl.info();
+    let o = e.ctrl.options();
+    let nss: Vec<Value> = e
+        .ctrl
+        .namespaces()
+        .iter()
+        .map(|n| {
+            json!({"name": format!("{}n{}", e.name, n.nsid), "nsid": n.nsid, "block_size": n.block_size,
+                   "blocks": n.blocks, "nuse": n.id.nuse, "size": n.size_bytes()})
+        })
+        .collect();
+    json!({
+        "name": e.name, "subnqn": o.subnqn, "traddr": o.addr.traddr(), "trsvcid": o.addr.trsvcid(),
+        "hostnqn": o.hostnqn, "cntlid": info.cntlid, "sn": info.id.sn, "mn": info.id.mn, "fr": info.id.fr,
+        "state": state_str(&e.ctrl.state()), "nr_io_queues": info.nr_io_queues,
+        "queue_size": info.io_queue_size, "namespaces": nss,
+    })
+}
+
+async fn handle(req: &Value, st: &Shared) -> anyhow::Result<Option<Value>> {
+    let op = s(req, "op")?;
+    Ok(Some(match op {
+        "ping" => json!({"pid": std::process::id()}),
+        "stop" => return Ok(None),
+        "connect" => {
+            let o = options_from(req)?;
+            {
+                let s = st.lock().await;
+                if let Some(e) = s.ctrls.values().find(|e| {
+                    let x = e.ctrl.options();
+                    x.addr == o.addr && x.subnqn == o.subnqn && x.hostnqn == o.hostnqn
+                }) {
+                    return Ok(Some(json!({"name": e.name, "already": true})));
+                }
+            }
+            let ctrl = Controller::connect(o).await?;
+            let mut s = st.lock().await;
+            let i = (0..).find(|i| !s.ctrls.contains_key(i)).unwrap_or(0);
+            let name = format!("nvme{i}");
+            tracing::info!("{name}: connected to {} at {}", ctrl.options().subnqn, ctrl.options().addr);
+            s.ctrls.insert(i, Entry { name: name.clone(), ctrl });
+            json!({"name": name, "already": false})
+        }
+        "list" => {
+            let s = st.lock().await;
+            Value::Array(s.ctrls.values().map(ctrl_json).collect())
+        }
+        "id-ctrl" => {
+            let (c, _) = get(st, s(req, "dev")?).await?;
+            let d = c.admin(nvmf_proto::Sqe::identify(1, 0), nvmf_host::HostData::FromController(4096)).await?;
+            json!({"data": hex(&d.data_contiguous())})
+        }
+        "id-ns" => {
+            let (c, ns) = get(st, s(req, "dev")?).await?;
+            let nsid = u(req, "nsid").map(|n| n as u32).or(ns).unwrap_or(1);
+            let d = c.admin(nvmf_proto::Sqe::identify(0, nsid), nvmf_host::HostData::FromController(4096)).await?;
+            json!({"nsid": nsid, "data": hex(&d.data_contiguous())})
+        }
+        "get-log" => {
+            let (c, ns) = get(st, s(req, "dev")?).await?;
+            let nsid = u(req, "nsid").map(|n| n as u32).or(ns).unwrap_or(0xffff_ffff);
+            let lid = u(req, "lid").ok_or_else(|| anyhow!("missing lid"))? as u8;
+            let len = u(req, "len").unwrap_or(512) as u32;
+            json!({"data": hex(&c.get_log_page(lid, nsid, len).await?)})
+        }
+        "read" | "write" => {
+            let dev = s(req, "dev")?;
+            let (c, ns) = get(st, dev).await?;
+            let nsid = u(req, "nsid").map(|n| n as u32).or(ns).ok_or_else(|| {
+                anyhow!("'{dev}' names a controller; read and write need a namespace such as {dev}n1")
+            })?;
+            let slba = u(req, "slba").unwrap_or(0);
+            if op == "read" {
+                let n = u(req, "nblocks").unwrap_or(1);
+                json!({"data": hex(&c.read(nsid, slba, n).await?)})
+            } else {
+                let data = unhex(s(req, "data")?).ok_or_else(|| anyhow!("bad data"))?;
+                let fua = req.get("fua").and_then(Value::as_bool).unwrap_or(false);
+                c.write(nsid, slba, data, fua).await?;
+                json!({})
+            }
+        }
+        "namespace" => {
+            let dev = s(req, "dev")?;
+            let (c, ns) = get(st, dev).await?;
+            let n = c.namespace(ns.unwrap_or(1))?;
+            json!({"nsid": n.nsid, "block_size": n.block_size, "blocks": n.blocks})
+        }
+        "disconnect" | "disconnect-all" => {
+            let victims: Vec<Entry> = {
+                let mut g = st.lock().await;
+                let keys: Vec<u32> = if op == "disconnect-all" {
+                    g.ctrls.keys().copied().collect()
+                } else if let Some(dev) = req.get("dev").and_then(Value::as_str) {
+                    let (i, _) = parse_dev(dev)?;
+                    if !g.ctrls.contains_key(&i) {
+                        bail!("no controller {dev} (see nvmf list)");
+                    }
+                    vec![i]
+                } else {
+                    let nqn = s(req, "subnqn")?;
+                    g.ctrls.iter().filter(|(_, e)| e.ctrl.options().subnqn == nqn).map(|(k, _)| *k).collect()
+                };
+                keys.iter().filter_map(|k| g.ctrls.remove(k)).collect()
+            };
+            let mut names = Vec::new();
+            for e in victims {
+                if let Err(err) = e.ctrl.disconnect().await {
+                    tracing::warn!("{}: shutdown: {err}", e.name);
+                }
+                tracing::info!("{}: disconnected", e.name);
+                names.push(e.name);
+            }
+            json!({"disconnected": names})
+        }
+        other => bail!("unknown request '{other}'"),
+    }))
+}

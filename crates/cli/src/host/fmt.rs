@@ -1,0 +1,334 @@
+//! Output of the host verbs: nvme-cli's JSON keys, aligned human text.
+
+use nvmf_proto::identify::{IdentifyController, IdentifyNamespace};
+use nvmf_proto::log::{DiscoveryLog, DiscoveryLogEntry, SmartLog};
+use serde_json::{json, Value};
+
+/// Hex of a byte string.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Parses hex; `None` on odd length or a non-hex character.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn trtype(v: u8) -> String {
+    match v {
+        1 => "rdma".into(),
+        2 => "fc".into(),
+        3 => "tcp".into(),
+        0xfe => "loop".into(),
+        x => format!("unknown ({x})"),
+    }
+}
+
+fn adrfam(v: u8) -> String {
+    match v {
+        1 => "ipv4".into(),
+        2 => "ipv6".into(),
+        3 => "infiniband".into(),
+        4 => "fibre-channel".into(),
+        0xfe => "loop".into(),
+        x => format!("unknown ({x})"),
+    }
+}
+
+fn subtype(v: u8) -> String {
+    match v {
+        1 => "discovery subsystem referral".into(),
+        2 => "nvme subsystem".into(),
+        3 => "current discovery subsystem".into(),
+        x => format!("unknown ({x})"),
+    }
+}
+
+fn treq(v: u8) -> String {
+    let mut s = match v & 3 {
+        0 => "not specified".to_string(),
+        1 => "required".into(),
+        2 => "not required".into(),
+        _ => "reserved".into(),
+    };
+    if v & 4 != 0 {
+        s.push_str(", sq flow control disable supported");
+    }
+    s
+}
+
+fn eflags(v: u16) -> String {
+    let mut f = Vec::new();
+    if v & 1 != 0 {
+        f.push("duplicate discovery information");
+    }
+    if v & 2 != 0 {
+        f.push("explicit discovery connections");
+    }
+    if v & 4 != 0 {
+        f.push("no cdc connectivity");
+    }
+    if f.is_empty() {
+        "none".into()
+    } else {
+        f.join(", ")
+    }
+}
+
+fn sectype(e: &DiscoveryLogEntry) -> String {
+    if e.trtype != 3 {
+        return "none".into();
+    }
+    match e.tsas[0] {
+        0 => "none".into(),
+        1 => "tls12".into(),
+        2 => "tls13".into(),
+        x => format!("unknown ({x})"),
+    }
+}
+
+/// `nvme discover -o json`.
+pub fn discovery_json(log: &DiscoveryLog) -> Value {
+    let records: Vec<Value> = log
+        .entries
+        .iter()
+        .map(|e| {
+            json!({
+                "trtype": trtype(e.trtype),
+                "adrfam": adrfam(e.adrfam),
+                "subtype": subtype(e.subtype),
+                "treq": treq(e.treq),
+                "portid": e.portid,
+                "trsvcid": e.trsvcid,
+                "subnqn": e.subnqn,
+                "traddr": e.traddr,
+                "eflags": eflags(e.eflags),
+                "sectype": sectype(e),
+                "cntlid": e.cntlid,
+                "asqsz": e.asqsz,
+            })
+        })
+        .collect();
+    json!({ "genctr": log.genctr, "records": records })
+}
+
+/// `nvme discover` text.
+pub fn discovery_text(log: &DiscoveryLog) -> String {
+    let mut s = format!(
+        "\nDiscovery Log Number of Records {}, Generation counter {}\n",
+        log.numrec, log.genctr
+    );
+    for (i, e) in log.entries.iter().enumerate() {
+        s += &format!("=====Discovery Log Entry {i}======\n");
+        for (k, v) in [
+            ("trtype", trtype(e.trtype)),
+            ("adrfam", adrfam(e.adrfam)),
+            ("subtype", subtype(e.subtype)),
+            ("treq", treq(e.treq)),
+            ("portid", e.portid.to_string()),
+            ("trsvcid", e.trsvcid.clone()),
+            ("subnqn", e.subnqn.clone()),
+            ("traddr", e.traddr.clone()),
+            ("eflags", eflags(e.eflags)),
+            ("sectype", sectype(e)),
+        ] {
+            s += &format!("{:<8} {v}\n", format!("{k}:"));
+        }
+    }
+    s
+}
+
+/// `nvme id-ctrl -o json` keys.
+pub fn id_ctrl_json(c: &IdentifyController) -> Value {
+    Value::Object(id_ctrl_fields(c).into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+fn id_ctrl_fields(c: &IdentifyController) -> Vec<(&'static str, Value)> {
+    let ieee = u32::from(c.ieee[0]) | (u32::from(c.ieee[1]) << 8) | (u32::from(c.ieee[2]) << 16);
+    let cntrltype = match c.cntrltype {
+        nvmf_proto::identify::ControllerType::NotReported => 0,
+        nvmf_proto::identify::ControllerType::Io => 1,
+        nvmf_proto::identify::ControllerType::Discovery => 2,
+        nvmf_proto::identify::ControllerType::Administrative => 3,
+    };
+    let fields: Vec<(&str, Value)> = vec![
+        ("vid", c.vid.into()), ("ssvid", c.ssvid.into()), ("sn", c.sn.clone().into()),
+        ("mn", c.mn.clone().into()), ("fr", c.fr.clone().into()), ("rab", c.rab.into()),
+        ("ieee", ieee.into()), ("cmic", c.cmic.into()), ("mdts", c.mdts.into()),
+        ("cntlid", c.cntlid.into()), ("ver", c.ver.into()), ("oaes", c.oaes.into()),
+        ("ctratt", c.ctratt.into()), ("cntrltype", cntrltype.into()), ("oacs", c.oacs.into()),
+        ("acl", c.acl.into()), ("aerl", c.aerl.into()), ("frmw", c.frmw.into()), ("lpa", c.lpa.into()),
+        ("elpe", c.elpe.into()), ("npss", c.npss.into()), ("wctemp", c.wctemp.into()),
+        ("cctemp", c.cctemp.into()), ("tnvmcap", u64::try_from(c.tnvmcap).unwrap_or(u64::MAX).into()),
+        ("kas", c.kas.into()), ("sqes", c.sqes.into()), ("cqes", c.cqes.into()),
+        ("maxcmd", c.maxcmd.into()), ("nn", c.nn.into()), ("oncs", c.oncs.into()),
+        ("fuses", c.fuses.into()), ("fna", c.fna.into()), ("vwc", c.vwc.into()),
+        ("awun", c.awun.into()), ("awupf", c.awupf.into()), ("sgls", c.sgls.into()),
+        ("mnan", c.mnan.into()), ("subnqn", c.subnqn.clone().into()), ("ioccsz", c.ioccsz.into()),
+        ("iorcsz", c.iorcsz.into()), ("icdoff", c.icdoff.into()), ("fcatt", c.fcatt.into()),
+        ("msdbd", c.msdbd.into()), ("ofcs", c.ofcs.into()),
+    ];
+    fields
+}
+
+fn kv_text(title: &str, fields: Vec<(&'static str, Value)>, keys_hex: &[&str]) -> String {
+    let mut s = format!("{title}\n");
+    {
+        for (k, v) in fields {
+            let val = match v {
+                Value::String(x) => x.clone(),
+                Value::Number(n) if keys_hex.contains(&k) => {
+                    format!("{:#x}", n.as_u64().unwrap_or(0))
+                }
+                other => other.to_string(),
+            };
+            s += &format!("{k:<10}: {val}\n");
+        }
+    }
+    s
+}
+
+/// `nvme id-ctrl` text.
+pub fn id_ctrl_text(c: &IdentifyController) -> String {
+    kv_text(
+        "NVME Identify Controller:",
+        id_ctrl_fields(c),
+        &["vid", "ssvid", "ieee", "cmic", "cntlid", "ver", "oaes", "ctratt", "oacs", "frmw", "lpa", "oncs", "fuses", "sgls", "vwc", "fcatt", "ofcs"],
+    )
+}
+
+/// `nvme id-ns -o json` keys.
+pub fn id_ns_json(n: &IdentifyNamespace) -> Value {
+    let lbafs: Vec<Value> = n
+        .lbaf
+        .iter()
+        .map(|f| json!({"ms": f.ms, "ds": f.lbads, "rp": f.rp}))
+        .collect();
+    json!({
+        "nsze": n.nsze, "ncap": n.ncap, "nuse": n.nuse, "nsfeat": n.nsfeat, "nlbaf": n.nlbaf,
+        "flbas": n.flbas, "nmic": n.nmic, "dlfeat": n.dlfeat, "noiob": n.noiob,
+        "nvmcap": n.nvmcap.to_string(), "anagrpid": n.anagrpid,
+        "nguid": hex(&n.nguid), "eui64": hex(&n.eui64), "lbafs": lbafs,
+    })
+}
+
+/// `nvme id-ns` text.
+pub fn id_ns_text(nsid: u32, n: &IdentifyNamespace) -> String {
+    let mut s = format!("NVME Identify Namespace {nsid}:\n");
+    for (k, v) in [
+        ("nsze", format!("{:#x}", n.nsze)),
+        ("ncap", format!("{:#x}", n.ncap)),
+        ("nuse", format!("{:#x}", n.nuse)),
+        ("nsfeat", format!("{:#x}", n.nsfeat)),
+        ("nlbaf", n.nlbaf.to_string()),
+        ("flbas", format!("{:#x}", n.flbas)),
+        ("nmic", n.nmic.to_string()),
+        ("dlfeat", n.dlfeat.to_string()),
+        ("noiob", n.noiob.to_string()),
+        ("nvmcap", n.nvmcap.to_string()),
+        ("anagrpid", n.anagrpid.to_string()),
+        ("nguid", hex(&n.nguid)),
+        ("eui64", hex(&n.eui64)),
+    ] {
+        s += &format!("{k:<10}: {v}\n");
+    }
+    for (i, f) in n.lbaf.iter().enumerate() {
+        let inuse = if usize::from(n.flbas & 0xf) == i { " (in use)" } else { "" };
+        s += &format!("lbaf {i:>2} : ms:{:<3} lbads:{:<2} rp:{:#x}{inuse}\n", f.ms, f.lbads, f.rp);
+    }
+    s
+}
+
+/// `nvme smart-log -o json` keys.
+pub fn smart_json(l: &SmartLog) -> Value {
+    Value::Object(smart_fields(l).into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+fn smart_fields(l: &SmartLog) -> Vec<(&'static str, Value)> {
+    let v = json!({
+        "critical_warning": l.critical_warning,
+        "temperature": l.temperature,
+        "avail_spare": l.avail_spare,
+        "spare_thresh": l.spare_thresh,
+        "percent_used": l.percent_used,
+        "data_units_read": u64::try_from(l.data_units_read).unwrap_or(u64::MAX),
+        "data_units_written": u64::try_from(l.data_units_written).unwrap_or(u64::MAX),
+        "host_read_commands": u64::try_from(l.host_reads).unwrap_or(u64::MAX),
+        "host_write_commands": u64::try_from(l.host_writes).unwrap_or(u64::MAX),
+        "controller_busy_time": u64::try_from(l.ctrl_busy_time).unwrap_or(u64::MAX),
+        "power_cycles": u64::try_from(l.power_cycles).unwrap_or(u64::MAX),
+        "power_on_hours": u64::try_from(l.power_on_hours).unwrap_or(u64::MAX),
+        "unsafe_shutdowns": u64::try_from(l.unsafe_shutdowns).unwrap_or(u64::MAX),
+        "media_errors": u64::try_from(l.media_errors).unwrap_or(u64::MAX),
+        "num_err_log_entries": u64::try_from(l.num_err_log_entries).unwrap_or(u64::MAX),
+    });
+    let order = [
+        "critical_warning", "temperature", "avail_spare", "spare_thresh", "percent_used",
+        "data_units_read", "data_units_written", "host_read_commands", "host_write_commands",
+        "controller_busy_time", "power_cycles", "power_on_hours", "unsafe_shutdowns",
+        "media_errors", "num_err_log_entries",
+    ];
+    order.iter().map(|k| (*k, v[*k].clone())).collect()
+}
+
+/// `nvme smart-log` text.
+pub fn smart_text(dev: &str, l: &SmartLog) -> String {
+    let mut s = format!("Smart Log for NVME device:{dev} namespace-id:ffffffff\n");
+    {
+        for (k, v) in smart_fields(l) {
+            let v = if k == "temperature" {
+                format!("{} °C ({} K)", i32::from(l.temperature) - 273, l.temperature)
+            } else {
+                v.to_string()
+            };
+            s += &format!("{k:<40}: {v}\n");
+        }
+    }
+    s
+}
+
+/// An aligned table: header row, a dashed rule, rows.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(x) = w.get_mut(i) {
+                *x = (*x).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        let mut s = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect::<Vec<_>>()
+            .join(" ");
+        s.truncate(s.trim_end().len());
+        s + "\n"
+    };
+    let mut s = line(header.iter().map(|h| h.to_string()).collect());
+    s += &line(w.iter().map(|n| "-".repeat(*n)).collect());
+    for r in rows {
+        s += &line(r.clone());
+    }
+    s
+}
+
+/// Human size with decimal units, as nvme-cli's list.
+pub fn human_size(b: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    format!("{v:.2} {}", units[i])
+}
