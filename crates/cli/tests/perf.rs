@@ -1,0 +1,103 @@
+//! `nvmf perf` against a real `nvmf target` process on loopback.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NVMF: &str = env!("CARGO_BIN_EXE_nvmf");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Target(Child);
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a target on a free port (retrying if another process takes the port).
+fn start_target() -> (Target, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = Command::new(NVMF)
+            .args(["target", "--listen", &format!("127.0.0.1:{port}"), "--memory", "64M"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nvmf target");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // exited: port taken, retry
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (Target(child), port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("could not start a target");
+}
+
+#[test]
+fn perf_randrw_verify_json() {
+    let (_t, port) = start_target();
+    let out = Command::new(NVMF)
+        .args([
+            "perf", "-t", "tcp", "-a", "127.0.0.1", "-s", &port.to_string(), "-n",
+            "nqn.2024-01.io.nvmf-rs:default", "--rw", "randrw", "--bs", "4k", "--iodepth", "8",
+            "--numjobs", "2", "--size", "8M", "--runtime", "2", "--verify", "-o", "json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "perf failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(v["total"]["ios"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["read"]["ios"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["write"]["ios"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["verify_errors"].as_u64(), Some(0), "{v}");
+    assert!(v["read"]["lat_us"]["p99"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn perf_seq_read_digests_json() {
+    let (_t, port) = start_target();
+    let out = Command::new(NVMF)
+        .args([
+            "perf", "-s", &port.to_string(), "--rw", "read", "--bs", "128k", "--iodepth", "4",
+            "--runtime", "1", "-g", "-G", "-o", "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["read"]["ios"].as_u64().unwrap() > 0);
+    assert!(v["write"].is_null());
+    assert_eq!(v["config"]["data_digest"], serde_json::json!(true));
+}
+
+#[test]
+fn perf_closed_port_fails_helpfully() {
+    let port = free_port();
+    let out = Command::new(NVMF)
+        .args(["perf", "-a", "127.0.0.1", "-s", &port.to_string(), "--runtime", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot connect to 127.0.0.1:"), "{stderr}");
+    assert!(stderr.contains("connection refused"), "{stderr}");
+    assert!(stderr.contains("nvmf target"), "{stderr}");
+}
