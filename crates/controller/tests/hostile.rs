@@ -1,0 +1,480 @@
+//! Hostile peers over raw TCP: each malformed input gets the termination request
+//! the spec names, only that connection closes, and a well-behaved host doing I/O
+//! at the same time sees no error. Cases and expected results: docs/reliability.md.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nvmf_controller::config::{BackendSpec, Limits, NamespaceConfig, SubsystemConfig};
+use nvmf_controller::{Target, TargetConfig};
+use nvmf_proto::fabrics::{ConnectCommand, ConnectData, PropertyCommand, CNTLID_DYNAMIC};
+use nvmf_proto::registers::{self, Cc};
+use nvmf_proto::sqe::io_opcode;
+use nvmf_proto::tcp::pdu::{CommonHeader, DataPdu, IcReq, Pdu, PduEncoder, TermReq, PFV_1_0};
+use nvmf_proto::tcp::{Digests, Fes, HostData, HostQueueConfig};
+use nvmf_proto::{Sqe, Status};
+use nvmf_transport::{HostConnection, TransportAddr};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const NQN: &str = "nqn.2024-01.io.nvmf-rs:hostile";
+const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-0000000000aa";
+
+async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
+    let cfg = TargetConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        discovery_listen: vec![],
+        subsystems: vec![SubsystemConfig {
+            nqn: NQN.into(),
+            serial: "h".into(),
+            model: "h".into(),
+            allowed_hosts: vec![],
+            namespaces: vec![NamespaceConfig {
+                nsid: 1,
+                backend: BackendSpec::Memory { size: 16 << 20 },
+                block_size: 512,
+                direct: Default::default(),
+                uuid: None,
+            }],
+        }],
+        header_digest: true,
+        data_digest: true,
+        limits,
+    };
+    let t = Arc::new(Target::bind(&cfg).await.unwrap());
+    let a = t.ports()[0];
+    tokio::spawn(t.clone().serve());
+    (t, a)
+}
+
+fn connect_sqe(qid: u16, kato: u32) -> (Sqe, Bytes) {
+    let cmd = ConnectCommand {
+        recfmt: 0,
+        qid,
+        sqsize: 31,
+        cattr: 0,
+        kato,
+    };
+    let data = ConnectData {
+        hostid: [9; 16],
+        cntlid: CNTLID_DYNAMIC,
+        subnqn: NQN.into(),
+        hostnqn: HOSTNQN.into(),
+    };
+    (cmd.to_sqe(), Bytes::copy_from_slice(&data.encode()))
+}
+
+/// A well-behaved host: connects and does writes and reads until told to stop,
+/// counting completions and errors.
+async fn good_host(
+    addr: TransportAddr,
+    stop: Arc<AtomicBool>,
+    ios: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+) {
+    let mut a = HostConnection::connect(&addr, HostQueueConfig::default())
+        .await
+        .unwrap();
+    let (s, d) = connect_sqe(0, 0);
+    let r = a.execute(s, HostData::ToController(d)).await.unwrap();
+    let cntlid = r.cqe.dw0 as u16;
+    let cc = Cc {
+        en: true,
+        iosqes: 6,
+        iocqes: 4,
+        ..Default::default()
+    };
+    a.execute(
+        PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
+        HostData::None,
+    )
+    .await
+    .unwrap();
+    let mut io = HostConnection::connect(&addr, HostQueueConfig::default())
+        .await
+        .unwrap();
+    let cmd = ConnectCommand {
+        recfmt: 0,
+        qid: 1,
+        sqsize: 31,
+        cattr: 0,
+        kato: 0,
+    };
+    let data = ConnectData {
+        hostid: [9; 16],
+        cntlid,
+        subnqn: NQN.into(),
+        hostnqn: HOSTNQN.into(),
+    };
+    let r = io
+        .execute(
+            cmd.to_sqe(),
+            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
+        )
+        .await
+        .unwrap();
+    assert!(r.cqe.status.is_success());
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let pat: Vec<u8> = (0..8192).map(|k| (k as u64 + i) as u8).collect();
+        let slba = (i % 1000) * 16;
+        let w = io
+            .execute(
+                Sqe::rw(io_opcode::WRITE, 1, slba, 16, false),
+                HostData::ToController(Bytes::from(pat.clone())),
+            )
+            .await;
+        let r = io
+            .execute(
+                Sqe::rw(io_opcode::READ, 1, slba, 16, false),
+                HostData::FromController(8192),
+            )
+            .await;
+        match (w, r) {
+            (Ok(w), Ok(r))
+                if w.cqe.status.is_success()
+                    && r.cqe.status.is_success()
+                    && r.data_contiguous() == pat =>
+            {
+                ios.fetch_add(2, Ordering::Relaxed);
+            }
+            _ => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        i += 1;
+    }
+}
+
+fn icreq() -> Vec<u8> {
+    PduEncoder::default()
+        .to_bytes(&Pdu::IcReq(IcReq {
+            pfv: PFV_1_0,
+            hpda: 0,
+            digests: Digests::default(),
+            maxr2t: 0,
+        }))
+        .to_vec()
+}
+
+/// Sends `prelude` then `bad`, and returns the C2HTermReq the target answered with
+/// (None if it closed without one), after checking that it closed the connection.
+async fn send_bad(addr: TransportAddr, prelude: &[u8], bad: &[u8]) -> Option<(Fes, u32)> {
+    let mut s = TcpStream::connect(addr.socket).await.unwrap();
+    s.write_all(prelude).await.unwrap();
+    s.write_all(bad).await.unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "the target did not close the connection");
+    // Skip ICResp and any responses, find the C2HTermReq (type 3).
+    let mut off = 0;
+    while off + 8 <= buf.len() {
+        let ch = CommonHeader::decode(&buf[off..]);
+        if ch.pdu_type == 3 {
+            let fes = u16::from_le_bytes([buf[off + 8], buf[off + 9]]);
+            let fei =
+                u32::from_le_bytes([buf[off + 10], buf[off + 11], buf[off + 12], buf[off + 13]]);
+            return Some((Fes::from_u16(fes), fei));
+        }
+        if ch.plen == 0 {
+            break;
+        }
+        off += ch.plen as usize;
+    }
+    None
+}
+
+fn raw_cmd(sqe: &Sqe, data: &[u8]) -> Vec<u8> {
+    PduEncoder::default()
+        .to_bytes(&Pdu::CapsuleCmd {
+            sqe: *sqe,
+            data: Bytes::copy_from_slice(data),
+        })
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_pdus_end_only_their_connection() {
+    let (_t, addr) = start(Limits::default()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ios = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let good = tokio::spawn(good_host(addr, stop.clone(), ios.clone(), errors.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let ic = icreq();
+    let (csqe, cdata) = connect_sqe(0, 0);
+    let connect = raw_cmd(&csqe, &cdata);
+    let mut after_connect = ic.clone();
+    after_connect.extend_from_slice(&connect);
+
+    // Unknown PDU type.
+    assert_eq!(
+        send_bad(addr, &ic, &[0x08, 0, 24, 0, 24, 0, 0, 0]).await,
+        Some((Fes::InvalidHeaderField, 0))
+    );
+    // A PDU type that flows the other way (CapsuleResp sent to a controller).
+    assert_eq!(
+        send_bad(addr, &ic, &[0x05, 0, 24, 0, 24, 0, 0, 0]).await,
+        Some((Fes::InvalidHeaderField, 0))
+    );
+    // A command before ICReq.
+    assert_eq!(
+        send_bad(addr, &[], &connect).await,
+        Some((Fes::PduSequenceError, 0))
+    );
+    // A second ICReq.
+    assert_eq!(
+        send_bad(addr, &ic, &ic).await,
+        Some((Fes::InvalidHeaderField, 0))
+    );
+    // Unsupported PFV.
+    let mut pfv = ic.clone();
+    pfv[8] = 1;
+    assert_eq!(
+        send_bad(addr, &[], &pfv).await,
+        Some((Fes::UnsupportedParameter, 8))
+    );
+    // Bad HLEN on a CapsuleCmd.
+    let mut h = connect.clone();
+    h[2] = 71;
+    assert_eq!(
+        send_bad(addr, &ic, &h).await,
+        Some((Fes::InvalidHeaderField, 2))
+    );
+    // PDO not past the header.
+    let mut p = connect.clone();
+    p[3] = 8;
+    assert_eq!(
+        send_bad(addr, &ic, &p).await,
+        Some((Fes::InvalidHeaderField, 3))
+    );
+    // PLEN smaller than the header.
+    let mut p = connect.clone();
+    p[4..8].copy_from_slice(&10u32.to_le_bytes());
+    p[3] = 0;
+    assert_eq!(
+        send_bad(addr, &ic, &p).await,
+        Some((Fes::InvalidHeaderField, 4))
+    );
+    // PLEN of 4 GiB: refused before anything is buffered.
+    let mut p = connect.clone();
+    p[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(
+        send_bad(addr, &ic, &p[..80]).await,
+        Some((Fes::DataLimitExceeded, 4))
+    );
+    // Header digest flag without negotiation.
+    let mut p = connect.clone();
+    p[1] |= 1;
+    assert_eq!(
+        send_bad(addr, &ic, &p).await,
+        Some((Fes::InvalidHeaderField, 1))
+    );
+    // Wrong header digest when digests are on.
+    let mut icd = ic.clone();
+    icd[11] = 1;
+    let mut hd = PduEncoder::negotiated(
+        Digests {
+            header: true,
+            data: false,
+        },
+        0,
+    )
+    .to_bytes(&Pdu::CapsuleCmd {
+        sqe: csqe,
+        data: cdata.clone(),
+    })
+    .to_vec();
+    hd[72] ^= 0xff;
+    assert_eq!(
+        send_bad(addr, &icd, &hd).await,
+        Some((Fes::HeaderDigestError, 0))
+    );
+    // H2CData for a command that does not exist, and H2CData without an R2T.
+    let h2c = PduEncoder::default()
+        .to_bytes(&Pdu::H2CData(DataPdu {
+            cccid: 77,
+            ttag: 0,
+            datao: 0,
+            datal: 4,
+            last: true,
+            success: false,
+            data: Bytes::from_static(&[1, 2, 3, 4]),
+        }))
+        .to_vec();
+    assert_eq!(
+        send_bad(addr, &after_connect, &h2c).await,
+        Some((Fes::InvalidHeaderField, 8))
+    );
+    // A malformed H2CTermReq (PLEN > 152) just closes.
+    let mut tr = PduEncoder::default()
+        .to_bytes(&Pdu::H2CTermReq(TermReq {
+            fes: Fes::PduSequenceError,
+            fei: 0,
+            data: Bytes::new(),
+        }))
+        .to_vec();
+    tr[4..8].copy_from_slice(&200u32.to_le_bytes());
+    assert_eq!(send_bad(addr, &ic, &tr).await, None);
+
+    stop.store(true, Ordering::Relaxed);
+    good.await.unwrap();
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "the well-behaved host saw an error"
+    );
+    assert!(ios.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_errors_and_sequence() {
+    let (_t, addr) = start(Limits::default()).await;
+    let mut c = HostConnection::connect(&addr, HostQueueConfig::default())
+        .await
+        .unwrap();
+    // A command before Connect.
+    let r = c
+        .execute(
+            PropertyCommand::get_sqe(registers::CAP, true),
+            HostData::None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.cqe.status, Status::COMMAND_SEQUENCE_ERROR.dnr());
+    // Connect with a malformed host NQN: invalid parameter at HOSTNQN (offset 512, in data).
+    let cmd = ConnectCommand {
+        recfmt: 0,
+        qid: 0,
+        sqsize: 31,
+        cattr: 0,
+        kato: 0,
+    };
+    let data = ConnectData {
+        hostid: [1; 16],
+        cntlid: CNTLID_DYNAMIC,
+        subnqn: NQN.into(),
+        hostnqn: "bogus".into(),
+    };
+    let r = c
+        .execute(
+            cmd.to_sqe(),
+            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.cqe.status, Status::CONNECT_INVALID_PARAMETERS.dnr());
+    assert_eq!(r.cqe.dw0, 512 | (1 << 16));
+    // A wrong record format.
+    let bad = ConnectCommand { recfmt: 1, ..cmd };
+    let data = ConnectData {
+        hostid: [1; 16],
+        cntlid: CNTLID_DYNAMIC,
+        subnqn: NQN.into(),
+        hostnqn: HOSTNQN.into(),
+    };
+    let r = c
+        .execute(
+            bad.to_sqe(),
+            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.cqe.status, Status::CONNECT_INCOMPATIBLE_FORMAT.dnr());
+    // A good Connect, then CC.EN with bad queue entry sizes reports CSTS.CFS.
+    let r = c
+        .execute(
+            cmd.to_sqe(),
+            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
+        )
+        .await
+        .unwrap();
+    assert!(r.cqe.status.is_success());
+    let cc = Cc {
+        en: true,
+        iosqes: 7,
+        iocqes: 4,
+        ..Default::default()
+    };
+    c.execute(
+        PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
+        HostData::None,
+    )
+    .await
+    .unwrap();
+    let s = c
+        .execute(
+            PropertyCommand::get_sqe(registers::CSTS, false),
+            HostData::None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.cqe.dw0 & 3, 2, "CSTS.CFS set, RDY clear");
+    // Property Set of a read-only property.
+    let r = c
+        .execute(
+            PropertyCommand::set_sqe(registers::CAP, true, 0),
+            HostData::None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.cqe.status, Status::INVALID_FIELD.dnr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_expiry_ends_the_association() {
+    let (_t, addr) = start(Limits::default()).await;
+    let mut c = HostConnection::connect(&addr, HostQueueConfig::default())
+        .await
+        .unwrap();
+    let (s, d) = connect_sqe(0, 1000);
+    assert!(c
+        .execute(s, HostData::ToController(d))
+        .await
+        .unwrap()
+        .cqe
+        .status
+        .is_success());
+    // Send nothing: the target must close within KATO plus its grace.
+    let t0 = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(6), c.next_completion()).await;
+    assert!(r.is_ok(), "the association outlived its keep-alive timeout");
+    assert!(r.unwrap().is_err());
+    assert!(t0.elapsed() >= Duration::from_millis(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_time_out_and_limits_hold() {
+    let limits = Limits {
+        icreq_timeout_ms: 300,
+        max_connections_per_host: 4,
+        ..Limits::default()
+    };
+    let (_t, addr) = start(limits).await;
+    // A connection that never sends ICReq is closed.
+    let mut s = TcpStream::connect(addr.socket).await.unwrap();
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "idle connection not closed"
+    );
+    // More than four connections from one address: the fifth is refused.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(addr.socket).await.unwrap();
+        s.write_all(&icreq()).await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fifth = TcpStream::connect(addr.socket).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(2), fifth.read(&mut b)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "fifth connection was not refused"
+    );
+}
