@@ -28,7 +28,13 @@ fn start_target() -> (Target, u16) {
     for _ in 0..5 {
         let port = free_port();
         let mut child = Command::new(NVMF)
-            .args(["target", "--listen", &format!("127.0.0.1:{port}"), "--memory", "64M"])
+            .args([
+                "target",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--memory",
+                "64M",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -54,9 +60,30 @@ fn perf_randrw_verify_json() {
     let (_t, port) = start_target();
     let out = Command::new(NVMF)
         .args([
-            "perf", "-t", "tcp", "-a", "127.0.0.1", "-s", &port.to_string(), "-n",
-            "nqn.2024-01.io.nvmf-rs:default", "--rw", "randrw", "--bs", "4k", "--iodepth", "8",
-            "--numjobs", "2", "--size", "8M", "--runtime", "2", "--verify", "-o", "json",
+            "perf",
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &port.to_string(),
+            "-n",
+            "nqn.2024-01.io.nvmf-rs:default",
+            "--rw",
+            "randrw",
+            "--bs",
+            "4k",
+            "--iodepth",
+            "8",
+            "--numjobs",
+            "2",
+            "--size",
+            "8M",
+            "--runtime",
+            "2",
+            "--verify",
+            "-o",
+            "json",
         ])
         .output()
         .unwrap();
@@ -76,12 +103,29 @@ fn perf_seq_read_digests_json() {
     let (_t, port) = start_target();
     let out = Command::new(NVMF)
         .args([
-            "perf", "-s", &port.to_string(), "--rw", "read", "--bs", "128k", "--iodepth", "4",
-            "--runtime", "1", "-g", "-G", "-o", "json",
+            "perf",
+            "-s",
+            &port.to_string(),
+            "--rw",
+            "read",
+            "--bs",
+            "128k",
+            "--iodepth",
+            "4",
+            "--runtime",
+            "1",
+            "-g",
+            "-G",
+            "-o",
+            "json",
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["read"]["ios"].as_u64().unwrap() > 0);
     assert!(v["write"].is_null());
@@ -92,7 +136,15 @@ fn perf_seq_read_digests_json() {
 fn perf_closed_port_fails_helpfully() {
     let port = free_port();
     let out = Command::new(NVMF)
-        .args(["perf", "-a", "127.0.0.1", "-s", &port.to_string(), "--runtime", "1"])
+        .args([
+            "perf",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &port.to_string(),
+            "--runtime",
+            "1",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

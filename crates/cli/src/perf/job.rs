@@ -122,7 +122,13 @@ pub fn fill_pattern(buf: &mut [u8], lba: u64, block_size: u32) {
 
 /// True if the chunks hold exactly the pattern of `len` bytes at `lba`.
 /// `scratch` is reused to avoid an allocation per I/O.
-pub fn check_pattern(chunks: &[Bytes], lba: u64, block_size: u32, len: usize, scratch: &mut Vec<u8>) -> bool {
+pub fn check_pattern(
+    chunks: &[Bytes],
+    lba: u64,
+    block_size: u32,
+    len: usize,
+    scratch: &mut Vec<u8>,
+) -> bool {
     scratch.resize(len, 0);
     fill_pattern(scratch, lba, block_size);
     let mut off = 0;
@@ -267,7 +273,11 @@ impl Job {
             let c = self.conn.next_completion().await?;
             let slot = self.slots[usize::from(c.cqe.cid)];
             if !c.cqe.status.is_success() {
-                bail!("verify prefill: write of LBA {} failed: {}", slot.lba, c.cqe.status);
+                bail!(
+                    "verify prefill: write of LBA {} failed: {}",
+                    slot.lba,
+                    c.cqe.status
+                );
             }
             outstanding -= 1;
         }
@@ -317,7 +327,7 @@ pub enum JobMsg {
     /// Connected (and prefilled with `--verify`); waiting for the start signal.
     Ready,
     /// Finished.
-    Done(usize, anyhow::Result<JobResult>),
+    Done(usize, Box<anyhow::Result<JobResult>>),
 }
 
 /// The body of job `index`'s thread.
@@ -357,7 +367,10 @@ pub fn thread_main(
             let units = cfg.size / u64::from(cfg.bs);
             let n = u64::from(cfg.numjobs);
             let i = index as u64;
-            let stripe = (units * i / n, (units * (i + 1) / n).max(units * i / n + 1).min(units));
+            let stripe = (
+                units * i / n,
+                (units * (i + 1) / n).max(units * i / n + 1).min(units),
+            );
             let mut wb = vec![0u8; cfg.bs as usize];
             fill_pattern(&mut wb, index as u64 * 0x1_0000_0000, cfg.ctrl.block_size);
             let mut job = Job {
@@ -400,7 +413,10 @@ pub fn thread_main(
             })
         })
     })();
-    let _ = tx.send(JobMsg::Done(index, result.map_err(|e: anyhow::Error| e.context(format!("job {index}")))));
+    let _ = tx.send(JobMsg::Done(
+        index,
+        Box::new(result.map_err(|e: anyhow::Error| e.context(format!("job {index}")))),
+    ));
 }
 
 #[cfg(test)]
@@ -411,12 +427,21 @@ mod tests {
     fn perf_pattern_roundtrip() {
         let mut b = vec![0u8; 8192];
         fill_pattern(&mut b, 100, 512);
-        let chunks = vec![Bytes::copy_from_slice(&b[..3000]), Bytes::copy_from_slice(&b[3000..])];
+        let chunks = vec![
+            Bytes::copy_from_slice(&b[..3000]),
+            Bytes::copy_from_slice(&b[3000..]),
+        ];
         let mut s = Vec::new();
         assert!(check_pattern(&chunks, 100, 512, 8192, &mut s));
         assert!(!check_pattern(&chunks, 101, 512, 8192, &mut s));
         // The second half of the buffer is the pattern of LBA 108 onwards.
-        assert!(check_pattern(&[Bytes::copy_from_slice(&b[4096..])], 108, 512, 4096, &mut s));
+        assert!(check_pattern(
+            &[Bytes::copy_from_slice(&b[4096..])],
+            108,
+            512,
+            4096,
+            &mut s
+        ));
         let mut bad = b.clone();
         bad[5000] ^= 1;
         assert!(!check_pattern(&[Bytes::from(bad)], 100, 512, 8192, &mut s));

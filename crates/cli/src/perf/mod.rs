@@ -24,6 +24,7 @@ use job::{JobConfig, JobMsg, LiveCounters};
 /// The I/O pattern (fio's `--rw`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[allow(clippy::enum_variant_names)]
 pub enum Rw {
     /// Sequential reads.
     Read,
@@ -135,7 +136,12 @@ pub struct PerfArgs {
     #[arg(long)]
     pub sq_flow_control: bool,
     /// Output format.
-    #[arg(short = 'o', long = "output-format", value_enum, default_value = "normal")]
+    #[arg(
+        short = 'o',
+        long = "output-format",
+        value_enum,
+        default_value = "normal"
+    )]
     pub output: Output,
 }
 
@@ -159,14 +165,18 @@ pub fn run(args: PerfArgs) -> anyhow::Result<()> {
     if !args.transport.eq_ignore_ascii_case("tcp") {
         bail!("transport '{}' is not supported (only tcp)", args.transport);
     }
-    let addr = TransportAddr::from_parts(&args.traddr, &args.trsvcid).map_err(anyhow::Error::msg)?;
+    let addr =
+        TransportAddr::from_parts(&args.traddr, &args.trsvcid).map_err(anyhow::Error::msg)?;
     if args.iodepth == 0 || args.numjobs == 0 {
         bail!("--iodepth and --numjobs must be at least 1");
     }
-    if !(args.runtime > 0.0) {
+    if args.runtime.is_nan() || args.runtime <= 0.0 {
         bail!("--runtime must be positive");
     }
-    let bs = u32::try_from(args.bs).ok().filter(|b| *b > 0).context("--bs out of range")?;
+    let bs = u32::try_from(args.bs)
+        .ok()
+        .filter(|b| *b > 0)
+        .context("--bs out of range")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -196,11 +206,17 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
     let ns_bytes = ctrl.nsze * u64::from(ctrl.block_size);
     let size = args.size.unwrap_or(ns_bytes);
     if size > ns_bytes {
-        bail!("--size {size} is larger than namespace {} ({ns_bytes} bytes)", args.nsid);
+        bail!(
+            "--size {size} is larger than namespace {} ({ns_bytes} bytes)",
+            args.nsid
+        );
     }
     let size = size / u64::from(bs) * u64::from(bs);
     if size < u64::from(bs) * u64::from(args.numjobs) {
-        bail!("--size is too small for --bs {bs} and --numjobs {}", args.numjobs);
+        bail!(
+            "--size is too small for --bs {bs} and --numjobs {}",
+            args.numjobs
+        );
     }
     let cfg = Arc::new(JobConfig {
         addr,
@@ -265,13 +281,12 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
     while ready < n && first_err.is_none() {
         match rx.recv().await {
             Some(JobMsg::Ready) => ready += 1,
-            Some(JobMsg::Done(_, Err(e))) => {
+            Some(JobMsg::Done(i, r)) => {
                 done += 1;
-                first_err = Some(e);
-            }
-            Some(JobMsg::Done(i, Ok(r))) => {
-                done += 1;
-                results[i] = Some(r);
+                match *r {
+                    Ok(r) => results[i] = Some(r),
+                    Err(e) => first_err = Some(e),
+                }
             }
             None => break,
         }
@@ -289,7 +304,8 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
     let (u0, s0) = cpu_times();
     let start = Instant::now();
     let _ = go_tx.send(1);
-    let show_progress = args.output == Output::Normal || std::env::var_os("NVMF_PERF_PROGRESS").is_some();
+    let show_progress =
+        args.output == Output::Normal || std::env::var_os("NVMF_PERF_PROGRESS").is_some();
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(1),
         Duration::from_secs(1),
@@ -302,7 +318,7 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
             m = rx.recv() => match m {
                 Some(JobMsg::Done(i, r)) => {
                     done += 1;
-                    match r {
+                    match *r {
                         Ok(r) => results[i] = Some(r),
                         Err(e) => {
                             stop.store(true, Ordering::Relaxed);
@@ -351,7 +367,10 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
         Output::Normal => print!("{}", rep.table()),
     }
     if rep.verify_errors > 0 {
-        bail!("{} reads did not match the written pattern", rep.verify_errors);
+        bail!(
+            "{} reads did not match the written pattern",
+            rep.verify_errors
+        );
     }
     Ok(())
 }

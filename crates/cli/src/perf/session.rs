@@ -110,7 +110,12 @@ pub async fn connect_queue(
     Ok((c, r.cqe.dw0 as u16))
 }
 
-async fn admin(c: &mut HostConnection, sqe: Sqe, data: HostData, what: &str) -> anyhow::Result<nvmf_proto::tcp::Completion> {
+async fn admin(
+    c: &mut HostConnection,
+    sqe: Sqe,
+    data: HostData,
+    what: &str,
+) -> anyhow::Result<nvmf_proto::tcp::Completion> {
     let r = c
         .execute(sqe, data)
         .await
@@ -182,7 +187,13 @@ pub async fn bring_up(
     nq.cdw10 = 0x07;
     let n = u32::from(nr_io_queues.saturating_sub(1));
     nq.cdw11 = (n << 16) | n;
-    let r = admin(&mut c, nq, HostData::None, "Set Features (Number of Queues)").await?;
+    let r = admin(
+        &mut c,
+        nq,
+        HostData::None,
+        "Set Features (Number of Queues)",
+    )
+    .await?;
     let granted = (r.cqe.dw0 & 0xffff).min(r.cqe.dw0 >> 16) + 1;
     if granted < u32::from(nr_io_queues) {
         bail!("the controller grants {granted} I/O queues, {nr_io_queues} asked for (--numjobs)");
