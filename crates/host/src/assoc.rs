@@ -69,7 +69,9 @@ pub(crate) fn what(sqe: &Sqe) -> String {
 
 fn what_admin(sqe: &Sqe) -> String {
     match sqe.opcode {
-        admin_opcode::IDENTIFY => format!("Identify (CNS {:#x}, NSID {})", sqe.cdw10 & 0xff, sqe.nsid),
+        admin_opcode::IDENTIFY => {
+            format!("Identify (CNS {:#x}, NSID {})", sqe.cdw10 & 0xff, sqe.nsid)
+        }
         admin_opcode::GET_LOG_PAGE => format!("Get Log Page {:#04x}", sqe.cdw10 & 0xff),
         admin_opcode::SET_FEATURES => format!("Set Features {:#04x}", sqe.cdw10 & 0xff),
         admin_opcode::GET_FEATURES => format!("Get Features {:#04x}", sqe.cdw10 & 0xff),
@@ -95,28 +97,61 @@ pub(crate) fn check(c: Completion, sqe: &Sqe, admin: bool) -> Result<Completion>
 fn io_what(sqe: &Sqe) -> String {
     use nvmf_proto::sqe::io_opcode;
     match sqe.opcode {
-        io_opcode::READ => format!("Read of {} blocks at LBA {} (NSID {})", sqe.nlb(), sqe.slba(), sqe.nsid),
-        io_opcode::WRITE => format!("Write of {} blocks at LBA {} (NSID {})", sqe.nlb(), sqe.slba(), sqe.nsid),
+        io_opcode::READ => format!(
+            "Read of {} blocks at LBA {} (NSID {})",
+            sqe.nlb(),
+            sqe.slba(),
+            sqe.nsid
+        ),
+        io_opcode::WRITE => format!(
+            "Write of {} blocks at LBA {} (NSID {})",
+            sqe.nlb(),
+            sqe.slba(),
+            sqe.nsid
+        ),
         io_opcode::FLUSH => format!("Flush (NSID {})", sqe.nsid),
         o => format!("I/O command {o:#04x}"),
     }
 }
 
 /// Executes one command on a connection the caller drives, with a timeout and status check.
-pub(crate) async fn exec(conn: &mut HostConnection, sqe: Sqe, data: HostData) -> Result<Completion> {
+pub(crate) async fn exec(
+    conn: &mut HostConnection,
+    sqe: Sqe,
+    data: HostData,
+) -> Result<Completion> {
     let c = tokio::time::timeout(ADMIN_TIMEOUT, conn.execute(sqe, data))
         .await
-        .map_err(|_| Error::Timeout(format!("{} got no answer within {ADMIN_TIMEOUT:?}", what_admin(&sqe))))??;
+        .map_err(|_| {
+            Error::Timeout(format!(
+                "{} got no answer within {ADMIN_TIMEOUT:?}",
+                what_admin(&sqe)
+            ))
+        })??;
     check(c, &sqe, true)
 }
 
 pub(crate) async fn prop_get(conn: &mut HostConnection, off: u32, eight: bool) -> Result<u64> {
     let c = exec(conn, PropertyCommand::get_sqe(off, eight), HostData::None).await?;
-    Ok(if eight { c.cqe.result64() } else { u64::from(c.cqe.dw0) })
+    Ok(if eight {
+        c.cqe.result64()
+    } else {
+        u64::from(c.cqe.dw0)
+    })
 }
 
-pub(crate) async fn prop_set(conn: &mut HostConnection, off: u32, eight: bool, v: u64) -> Result<()> {
-    exec(conn, PropertyCommand::set_sqe(off, eight, v), HostData::None).await?;
+pub(crate) async fn prop_set(
+    conn: &mut HostConnection,
+    off: u32,
+    eight: bool,
+    v: u64,
+) -> Result<()> {
+    exec(
+        conn,
+        PropertyCommand::set_sqe(off, eight, v),
+        HostData::None,
+    )
+    .await?;
     Ok(())
 }
 
@@ -134,24 +169,28 @@ async fn tcp_connect(opts: &ConnectOptions, depth: u16) -> Result<HostConnection
         queue_depth: depth,
         ..HostQueueConfig::default()
     };
-    HostConnection::connect(&opts.addr, cfg).await.map_err(|e| match e {
-        TransportError::Io { ref source, .. } => Error::Unreachable {
-            addr: opts.addr.to_string(),
-            reason: source.to_string(),
-            transport: e,
-        },
-        TransportError::Timeout(ref m) => Error::Unreachable {
-            addr: opts.addr.to_string(),
-            reason: m.clone(),
-            transport: e,
-        },
-        e => Error::Transport(e),
-    })
+    HostConnection::connect(&opts.addr, cfg)
+        .await
+        .map_err(|e| match e {
+            TransportError::Io { ref source, .. } => Error::Unreachable {
+                addr: opts.addr.to_string(),
+                reason: source.to_string(),
+                transport: e,
+            },
+            TransportError::Timeout(ref m) => Error::Unreachable {
+                addr: opts.addr.to_string(),
+                reason: m.clone(),
+                transport: e,
+            },
+            e => Error::Transport(e),
+        })
 }
 
 fn connect_hint(opts: &ConnectOptions, c: &Completion) -> String {
     let s = c.cqe.status;
-    if s.sct == Status::CONNECT_INVALID_PARAMETERS.sct && s.sc == Status::CONNECT_INVALID_PARAMETERS.sc {
+    if s.sct == Status::CONNECT_INVALID_PARAMETERS.sct
+        && s.sc == Status::CONNECT_INVALID_PARAMETERS.sc
+    {
         match c.cqe.dw0 & 0xffff {
             256 => format!(
                 " — the target has no subsystem named {} (list them with: nvmf discover -t tcp -a {} -s {})",
@@ -201,7 +240,11 @@ async fn fabrics_connect(
         conn.execute(sqe, HostData::ToController(Bytes::copy_from_slice(&data))),
     )
     .await
-    .map_err(|_| Error::Timeout(format!("Connect (QID {qid}) got no answer within {ADMIN_TIMEOUT:?}")))??;
+    .map_err(|_| {
+        Error::Timeout(format!(
+            "Connect (QID {qid}) got no answer within {ADMIN_TIMEOUT:?}"
+        ))
+    })??;
     if !c.cqe.status.is_success() {
         return Err(Error::ConnectRejected {
             addr: opts.addr.to_string(),
@@ -233,7 +276,9 @@ async fn enable(conn: &mut HostConnection) -> Result<(Cap, u32)> {
     loop {
         let csts = Csts::from_u32(prop_get(conn, registers::CSTS, false).await? as u32);
         if csts.cfs {
-            return Err(Error::NotReady("the controller reports Controller Fatal Status (CSTS.CFS)".into()));
+            return Err(Error::NotReady(
+                "the controller reports Controller Fatal Status (CSTS.CFS)".into(),
+            ));
         }
         if csts.rdy {
             return Ok((cap, vs));
@@ -263,16 +308,37 @@ pub(crate) async fn shutdown(conn: &mut HostConnection) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Err(Error::Timeout("shutdown did not complete (CSTS.SHST) within 5 s".into()))
+    Err(Error::Timeout(
+        "shutdown did not complete (CSTS.SHST) within 5 s".into(),
+    ))
 }
 
 /// Brings up the admin queue of an association: Connect, enable, Identify Controller.
-pub(crate) async fn admin_bringup(opts: &ConnectOptions) -> Result<(HostConnection, u16, Cap, u32, IdentifyController)> {
+pub(crate) async fn admin_bringup(
+    opts: &ConnectOptions,
+) -> Result<(HostConnection, u16, Cap, u32, IdentifyController)> {
     let mut admin = tcp_connect(opts, ADMIN_QUEUE_DEPTH).await?;
-    let kato = if opts.subnqn == DISCOVERY_NQN { 0 } else { opts.kato_ms };
-    let cntlid = fabrics_connect(&mut admin, opts, 0, ADMIN_QUEUE_DEPTH - 1, CNTLID_DYNAMIC, kato).await?;
+    let kato = if opts.subnqn == DISCOVERY_NQN {
+        0
+    } else {
+        opts.kato_ms
+    };
+    let cntlid = fabrics_connect(
+        &mut admin,
+        opts,
+        0,
+        ADMIN_QUEUE_DEPTH - 1,
+        CNTLID_DYNAMIC,
+        kato,
+    )
+    .await?;
     let (cap, vs) = enable(&mut admin).await?;
-    let c = exec(&mut admin, Sqe::identify(cns::CONTROLLER, 0), HostData::FromController(4096)).await?;
+    let c = exec(
+        &mut admin,
+        Sqe::identify(cns::CONTROLLER, 0),
+        HostData::FromController(4096),
+    )
+    .await?;
     let id = IdentifyController::decode(&c.data_contiguous());
     Ok((admin, cntlid, cap, vs, id))
 }
@@ -293,7 +359,10 @@ pub(crate) async fn establish(opts: &ConnectOptions) -> Result<Association> {
             .min(nsqa.saturating_add(1))
             .min(ncqa.saturating_add(1));
     }
-    let mut qsize = opts.queue_size.max(2).min(cap.mqes.saturating_add(1).max(2));
+    let mut qsize = opts
+        .queue_size
+        .max(2)
+        .min(cap.mqes.saturating_add(1).max(2));
     if id.maxcmd > 1 {
         qsize = qsize.min(id.maxcmd);
     }
@@ -327,12 +396,24 @@ pub(crate) async fn establish(opts: &ConnectOptions) -> Result<Association> {
 }
 
 /// Reads the active namespace list and each namespace's Identify data.
-pub(crate) async fn read_namespaces_direct(conn: &mut HostConnection) -> Result<Vec<(u32, IdentifyNamespace)>> {
-    let c = exec(conn, Sqe::identify(cns::ACTIVE_NS_LIST, 0), HostData::FromController(4096)).await?;
+pub(crate) async fn read_namespaces_direct(
+    conn: &mut HostConnection,
+) -> Result<Vec<(u32, IdentifyNamespace)>> {
+    let c = exec(
+        conn,
+        Sqe::identify(cns::ACTIVE_NS_LIST, 0),
+        HostData::FromController(4096),
+    )
+    .await?;
     let ids = nvmf_proto::identify::decode_ns_list(&c.data_contiguous());
     let mut out = Vec::new();
     for nsid in ids {
-        let c = exec(conn, Sqe::identify(cns::NAMESPACE, nsid), HostData::FromController(4096)).await?;
+        let c = exec(
+            conn,
+            Sqe::identify(cns::NAMESPACE, nsid),
+            HostData::FromController(4096),
+        )
+        .await?;
         out.push((nsid, IdentifyNamespace::decode(&c.data_contiguous())));
     }
     Ok(out)

@@ -138,12 +138,11 @@ impl Controller {
         };
         let admin = spawn_queue(0, a.admin, 32);
         let qsize = usize::from(a.info.io_queue_size);
-        let io: Vec<_> = a
-            .io
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| spawn_queue(i as u16 + 1, c, qsize))
-            .collect();
+        let io: Vec<_> =
+            a.io.into_iter()
+                .enumerate()
+                .map(|(i, c)| spawn_queue(i as u16 + 1, c, qsize))
+                .collect();
         let (ev_tx, ev_rx) = mpsc::channel(64);
         let aers = if opts.is_discovery() {
             0
@@ -168,12 +167,18 @@ impl Controller {
             }),
         };
         let mut t = Vec::new();
-        t.push(tokio::spawn(supervise(Arc::downgrade(&ctrl.inner), fail_rx)));
+        t.push(tokio::spawn(supervise(
+            Arc::downgrade(&ctrl.inner),
+            fail_rx,
+        )));
         if kato > 0 {
             t.push(tokio::spawn(keep_alive(Arc::downgrade(&ctrl.inner), kato)));
         }
         for _ in 0..aers {
-            t.push(tokio::spawn(aer_loop(Arc::downgrade(&ctrl.inner), ev_tx.clone())));
+            t.push(tokio::spawn(aer_loop(
+                Arc::downgrade(&ctrl.inner),
+                ev_tx.clone(),
+            )));
         }
         lock(&ctrl.inner.tasks).extend(t);
         Ok(ctrl)
@@ -216,15 +221,27 @@ impl Controller {
             .find(|n| n.nsid == nsid)
             .cloned()
             .ok_or_else(|| {
-                let have: Vec<String> = self.namespaces().iter().map(|n| n.nsid.to_string()).collect();
+                let have: Vec<String> = self
+                    .namespaces()
+                    .iter()
+                    .map(|n| n.nsid.to_string())
+                    .collect();
                 Error::Invalid(format!(
                     "namespace {nsid} is not active on this controller (active: {})",
-                    if have.is_empty() { "none".into() } else { have.join(", ") }
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
                 ))
             })
     }
 
-    async fn send(tx: &mpsc::Sender<Request>, sqe: Sqe, data: HostData) -> Result<oneshot::Receiver<Result<Completion>>> {
+    async fn send(
+        tx: &mpsc::Sender<Request>,
+        sqe: Sqe,
+        data: HostData,
+    ) -> Result<oneshot::Receiver<Result<Completion>>> {
         let (reply, rx) = oneshot::channel();
         tx.send(Request { sqe, data, reply })
             .await
@@ -276,7 +293,10 @@ impl Controller {
             let n = per.min(slba + nblocks - lba);
             let sqe = Sqe::rw(io_opcode::READ, nsid, lba, n as u32, false);
             let len = (n * u64::from(ns.block_size)) as u32;
-            rxs.push((sqe, Self::send(self.io_tx(None)?, sqe, HostData::FromController(len)).await?));
+            rxs.push((
+                sqe,
+                Self::send(self.io_tx(None)?, sqe, HostData::FromController(len)).await?,
+            ));
             lba += n;
         }
         let mut out = Vec::with_capacity((nblocks * u64::from(ns.block_size)) as usize);
@@ -291,7 +311,13 @@ impl Controller {
 
     /// Writes `data` (a whole number of blocks) at `slba`, split by MDTS and spread
     /// over the I/O queues. Returns once every part was acknowledged by the controller.
-    pub async fn write(&self, nsid: u32, slba: u64, data: impl Into<Bytes>, fua: bool) -> Result<()> {
+    pub async fn write(
+        &self,
+        nsid: u32,
+        slba: u64,
+        data: impl Into<Bytes>,
+        fua: bool,
+    ) -> Result<()> {
         let data: Bytes = data.into();
         let ns = self.namespace(nsid)?;
         let bs = u64::from(ns.block_size);
@@ -310,7 +336,10 @@ impl Controller {
             let n = per.min(nblocks - off);
             let sqe = Sqe::rw(io_opcode::WRITE, nsid, slba + off, n as u32, fua);
             let part = data.slice((off * bs) as usize..((off + n) * bs) as usize);
-            rxs.push((sqe, Self::send(self.io_tx(None)?, sqe, HostData::ToController(part)).await?));
+            rxs.push((
+                sqe,
+                Self::send(self.io_tx(None)?, sqe, HostData::ToController(part)).await?,
+            ));
             off += n;
         }
         let mut first_err = None;
@@ -331,19 +360,34 @@ impl Controller {
 
     /// Identify Controller, read now.
     pub async fn identify_controller(&self) -> Result<IdentifyController> {
-        let c = self.admin(Sqe::identify(cns::CONTROLLER, 0), HostData::FromController(4096)).await?;
+        let c = self
+            .admin(
+                Sqe::identify(cns::CONTROLLER, 0),
+                HostData::FromController(4096),
+            )
+            .await?;
         Ok(IdentifyController::decode(&c.data_contiguous()))
     }
 
     /// Identify Namespace, read now.
     pub async fn identify_namespace(&self, nsid: u32) -> Result<IdentifyNamespace> {
-        let c = self.admin(Sqe::identify(cns::NAMESPACE, nsid), HostData::FromController(4096)).await?;
+        let c = self
+            .admin(
+                Sqe::identify(cns::NAMESPACE, nsid),
+                HostData::FromController(4096),
+            )
+            .await?;
         Ok(IdentifyNamespace::decode(&c.data_contiguous()))
     }
 
     /// The active namespace list (first 1024), read now.
     pub async fn active_namespaces(&self) -> Result<Vec<u32>> {
-        let c = self.admin(Sqe::identify(cns::ACTIVE_NS_LIST, 0), HostData::FromController(4096)).await?;
+        let c = self
+            .admin(
+                Sqe::identify(cns::ACTIVE_NS_LIST, 0),
+                HostData::FromController(4096),
+            )
+            .await?;
         Ok(decode_ns_list(&c.data_contiguous()))
     }
 
@@ -367,7 +411,10 @@ impl Controller {
         while off < len4 {
             let n = (len4 - off).min(max);
             let c = self
-                .admin(Sqe::get_log_page(lid, nsid, n, u64::from(off), false), HostData::FromController(n))
+                .admin(
+                    Sqe::get_log_page(lid, nsid, n, u64::from(off), false),
+                    HostData::FromController(n),
+                )
                 .await?;
             out.extend_from_slice(&c.data_contiguous());
             off += n;
@@ -379,9 +426,16 @@ impl Controller {
     /// Property Get (4 or 8 bytes).
     pub async fn property_get(&self, offset: u32, eight_bytes: bool) -> Result<u64> {
         let c = self
-            .admin(nvmf_proto::fabrics::PropertyCommand::get_sqe(offset, eight_bytes), HostData::None)
+            .admin(
+                nvmf_proto::fabrics::PropertyCommand::get_sqe(offset, eight_bytes),
+                HostData::None,
+            )
             .await?;
-        Ok(if eight_bytes { c.cqe.result64() } else { u64::from(c.cqe.dw0) })
+        Ok(if eight_bytes {
+            c.cqe.result64()
+        } else {
+            u64::from(c.cqe.dw0)
+        })
     }
 
     /// Property Set (4 or 8 bytes).
@@ -402,7 +456,14 @@ impl Controller {
     /// `qid` values above [`Self::nr_io_queues`] only if the controller allows them.
     pub async fn connect_raw_io_queue(&self, qid: u16) -> Result<crate::IoQueue> {
         let info = self.info();
-        crate::connect_io_queue(&self.inner.opts, info.cntlid, qid, info.io_icd, info.io_queue_size).await
+        crate::connect_io_queue(
+            &self.inner.opts,
+            info.cntlid,
+            qid,
+            info.io_icd,
+            info.io_queue_size,
+        )
+        .await
     }
 
     /// Shuts the controller down (CC.SHN, bounded wait for CSTS.SHST) and closes
@@ -447,13 +508,18 @@ impl Controller {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Err(Error::Timeout("CSTS.SHST did not report shutdown complete within 5 s".into()))
+        Err(Error::Timeout(
+            "CSTS.SHST did not report shutdown complete within 5 s".into(),
+        ))
     }
 }
 
 fn check_range(ns: &Namespace, slba: u64, nblocks: u64) -> Result<()> {
     if ns.block_size == 0 {
-        return Err(Error::Invalid(format!("namespace {} has an unusable LBA format", ns.nsid)));
+        return Err(Error::Invalid(format!(
+            "namespace {} has an unusable LBA format",
+            ns.nsid
+        )));
     }
     if slba.checked_add(nblocks).is_none_or(|e| e > ns.blocks) {
         return Err(Error::Invalid(format!(
@@ -499,7 +565,9 @@ async fn keep_alive(w: std::sync::Weak<Inner>, kato_ms: u32) {
             Ok(Err(_)) => {}
             Err(_) => {
                 if *lock(&ctrl.inner.state) == LinkState::Live {
-                    tracing::warn!("Keep Alive unanswered within {kato_ms} ms; resetting the association");
+                    tracing::warn!(
+                        "Keep Alive unanswered within {kato_ms} ms; resetting the association"
+                    );
                     let _ = ctrl.inner.fail_tx.send((0, gen));
                 }
             }
@@ -512,7 +580,13 @@ async fn aer_loop(w: std::sync::Weak<Inner>, tx: mpsc::Sender<AsyncEvent>) {
     loop {
         let Some(inner) = w.upgrade() else { return };
         let ctrl = Controller { inner };
-        let rx = match Controller::send(&ctrl.inner.admin, Sqe::new(admin_opcode::ASYNC_EVENT_REQUEST), HostData::None).await {
+        let rx = match Controller::send(
+            &ctrl.inner.admin,
+            Sqe::new(admin_opcode::ASYNC_EVENT_REQUEST),
+            HostData::None,
+        )
+        .await
+        {
             Ok(rx) => rx,
             Err(_) => return,
         };
@@ -539,8 +613,12 @@ async fn aer_loop(w: std::sync::Weak<Inner>, tx: mpsc::Sender<AsyncEvent>) {
                     let _ = ctrl.rescan_namespaces().await;
                 }
             }
-            Ok(c) if c.cqe.status.sct == Status::AER_LIMIT_EXCEEDED.sct
-                && c.cqe.status.sc == Status::AER_LIMIT_EXCEEDED.sc => return,
+            Ok(c)
+                if c.cqe.status.sct == Status::AER_LIMIT_EXCEEDED.sct
+                    && c.cqe.status.sc == Status::AER_LIMIT_EXCEEDED.sc =>
+            {
+                return
+            }
             Ok(c) => {
                 tracing::debug!("Asynchronous Event Request completed with {}", c.cqe.status);
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -559,7 +637,11 @@ async fn supervise(w: std::sync::Weak<Inner>, mut fail_rx: mpsc::UnboundedReceiv
         }
         let opts = inner.opts.clone();
         let mut last_error = format!("queue {qid} lost its connection");
-        tracing::warn!("{}: {last_error}; reconnecting every {:?}", opts.subnqn, opts.reconnect_delay);
+        tracing::warn!(
+            "{}: {last_error}; reconnecting every {:?}",
+            opts.subnqn,
+            opts.reconnect_delay
+        );
         *lock(&inner.state) = LinkState::Reconnecting {
             attempt: 0,
             last_error: last_error.clone(),
@@ -577,7 +659,9 @@ async fn supervise(w: std::sync::Weak<Inner>, mut fail_rx: mpsc::UnboundedReceiv
             if *lock(&inner.state) == LinkState::Disconnected {
                 return;
             }
-            let r = match tokio::time::timeout(Duration::from_secs(30), assoc::establish(&opts)).await {
+            let r = match tokio::time::timeout(Duration::from_secs(30), assoc::establish(&opts))
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(Error::Timeout("association bring-up took over 30 s".into())),
             };
@@ -596,7 +680,8 @@ async fn supervise(w: std::sync::Weak<Inner>, mut fail_rx: mpsc::UnboundedReceiv
                     let gen = inner.gen.fetch_add(1, Ordering::SeqCst) + 1;
                     *write(&inner.info) = a.info;
                     if let Some(n) = nss {
-                        *write(&inner.namespaces) = n.into_iter().map(|(n, id)| ns_from(n, id)).collect();
+                        *write(&inner.namespaces) =
+                            n.into_iter().map(|(n, id)| ns_from(n, id)).collect();
                     }
                     let _ = inner.ctl[0].send(Ctl::Conn(Box::new(a.admin), gen));
                     for (i, c) in a.io.into_iter().enumerate() {
@@ -610,10 +695,21 @@ async fn supervise(w: std::sync::Weak<Inner>, mut fail_rx: mpsc::UnboundedReceiv
                     last_error = e.to_string();
                     let max = opts
                         .ctrl_loss_tmo
-                        .map(|t| format!("{}", (t.as_millis() / opts.reconnect_delay.as_millis().max(1)).max(1)))
+                        .map(|t| {
+                            format!(
+                                "{}",
+                                (t.as_millis() / opts.reconnect_delay.as_millis().max(1)).max(1)
+                            )
+                        })
                         .unwrap_or_else(|| "unlimited".into());
-                    tracing::warn!("{}: reconnect attempt {attempt} of {max} failed: {last_error}", opts.subnqn);
-                    if opts.ctrl_loss_tmo.is_some_and(|t| start.elapsed() + opts.reconnect_delay > t) {
+                    tracing::warn!(
+                        "{}: reconnect attempt {attempt} of {max} failed: {last_error}",
+                        opts.subnqn
+                    );
+                    if opts
+                        .ctrl_loss_tmo
+                        .is_some_and(|t| start.elapsed() + opts.reconnect_delay > t)
+                    {
                         let msg = format!(
                             "could not re-establish the association with {} at {} within ctrl-loss-tmo {:?} ({attempt} attempts; last error: {last_error})",
                             opts.subnqn,

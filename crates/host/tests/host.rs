@@ -107,9 +107,14 @@ async fn errors_say_what_to_fix() {
     t.kill();
     drop(t);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let e = Controller::connect(ConnectOptions::new(addr, NQN)).await.unwrap_err();
+    let e = Controller::connect(ConnectOptions::new(addr, NQN))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Unreachable { .. }), "{e}");
-    assert!(e.to_string().contains("is a target listening there?"), "{e}");
+    assert!(
+        e.to_string().contains("is a target listening there?"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,9 +141,16 @@ async fn reconnect_keeps_acknowledged_writes() {
     t.kill();
     drop(t);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(matches!(c.state(), LinkState::Reconnecting { .. }), "{:?}", c.state());
+    assert!(
+        matches!(c.state(), LinkState::Reconnecting { .. }),
+        "{:?}",
+        c.state()
+    );
     let t = MiniTarget::start(&addr, store.clone()).await;
-    let acked = tokio::time::timeout(Duration::from_secs(30), writer).await.unwrap().unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(30), writer)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(c.state(), LinkState::Live);
     assert_eq!(c.read(1, 0, 2048).await.unwrap(), first);
     for (lba, d) in acked {
@@ -157,13 +169,19 @@ async fn ctrl_loss_tmo_fails_commands() {
     t.kill();
     drop(t);
     let start = std::time::Instant::now();
-    let e = tokio::time::timeout(Duration::from_secs(10), c.read(1, 0, 1)).await.unwrap().unwrap_err();
+    let e = tokio::time::timeout(Duration::from_secs(10), c.read(1, 0, 1))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(e, Error::ControllerLost(_)), "{e}");
     assert!(e.to_string().contains("ctrl-loss-tmo"), "{e}");
     assert!(start.elapsed() < Duration::from_secs(5));
     assert!(matches!(c.state(), LinkState::Lost(_)));
     // Later commands fail at once.
-    assert!(matches!(c.read(1, 0, 1).await, Err(Error::ControllerLost(_))));
+    assert!(matches!(
+        c.read(1, 0, 1).await,
+        Err(Error::ControllerLost(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,14 +195,24 @@ async fn raw_io_queue() {
     let c = Controller::connect(o).await.unwrap();
     let mut q = c.connect_raw_io_queue(2).await.unwrap();
     for i in 0..8u64 {
-        q.submit(Sqe::rw(io_opcode::WRITE, 1, i, 1, false), HostData::ToController(vec![i as u8; 512].into()))
-            .unwrap();
+        q.submit(
+            Sqe::rw(io_opcode::WRITE, 1, i, 1, false),
+            HostData::ToController(vec![i as u8; 512].into()),
+        )
+        .unwrap();
     }
     for _ in 0..8 {
         assert!(q.next_completion().await.unwrap().cqe.status.is_success());
     }
-    q.submit(Sqe::rw(io_opcode::READ, 1, 5, 1, false), HostData::FromController(512)).unwrap();
-    assert_eq!(q.next_completion().await.unwrap().data_contiguous(), vec![5u8; 512]);
+    q.submit(
+        Sqe::rw(io_opcode::READ, 1, 5, 1, false),
+        HostData::FromController(512),
+    )
+    .unwrap();
+    assert_eq!(
+        q.next_completion().await.unwrap().data_contiguous(),
+        vec![5u8; 512]
+    );
     q.close().await;
     c.disconnect().await.unwrap();
 }

@@ -67,9 +67,15 @@ pub struct Fabric {
 impl Fabric {
     fn addr(&self, default_port: u16) -> anyhow::Result<TransportAddr> {
         if self.transport != "tcp" {
-            bail!("transport '{}' is not supported; use -t tcp", self.transport);
+            bail!(
+                "transport '{}' is not supported; use -t tcp",
+                self.transport
+            );
         }
-        let port = self.trsvcid.clone().unwrap_or_else(|| default_port.to_string());
+        let port = self
+            .trsvcid
+            .clone()
+            .unwrap_or_else(|| default_port.to_string());
         TransportAddr::from_parts(&self.traddr, &port).map_err(|e| anyhow!(e))
     }
 
@@ -90,9 +96,9 @@ impl Fabric {
 
 fn parse_uuid(s: &str) -> anyhow::Result<[u8; 16]> {
     let h: String = s.chars().filter(|c| *c != '-').collect();
-    unhex(&h)
-        .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| anyhow!("host ID '{s}' is not a UUID (like 1b4e28ba-2fa1-11d2-883f-0016d3cca427)"))
+    unhex(&h).and_then(|v| v.try_into().ok()).ok_or_else(|| {
+        anyhow!("host ID '{s}' is not a UUID (like 1b4e28ba-2fa1-11d2-883f-0016d3cca427)")
+    })
 }
 
 /// Queue and timeout flags of `connect`.
@@ -289,7 +295,10 @@ fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
 pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
     match cmd {
         HostCommand::Discover { fabric, out } => {
-            let o = fabric.options(nvmf_proto::fabrics::DISCOVERY_NQN, nvmf_transport::addr::DISCOVERY_PORT)?;
+            let o = fabric.options(
+                nvmf_proto::fabrics::DISCOVERY_NQN,
+                nvmf_transport::addr::DISCOVERY_PORT,
+            )?;
             let log = runtime()?.block_on(nvmf_host::discover_with(&o))?;
             match out.output {
                 OutputFormat::Json => print_json(&fmt::discovery_json(&log))?,
@@ -297,8 +306,14 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        HostCommand::Connect { fabric, nqn, tuning, out } => {
-            nvmf_proto::fabrics::validate_nqn(&nqn).map_err(|e| anyhow!("subsystem NQN '{nqn}': {e}"))?;
+        HostCommand::Connect {
+            fabric,
+            nqn,
+            tuning,
+            out,
+        } => {
+            nvmf_proto::fabrics::validate_nqn(&nqn)
+                .map_err(|e| anyhow!("subsystem NQN '{nqn}': {e}"))?;
             let o = fabric.options(&nqn, nvmf_transport::addr::DEFAULT_PORT)?;
             daemon::ensure_running()?;
             let r = daemon::request(&connect_req(&o, &tuning))?;
@@ -306,7 +321,10 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
                 OutputFormat::Json => print_json(&json!({"device": r["name"]}))?,
                 OutputFormat::Normal => {
                     if r["already"].as_bool() == Some(true) {
-                        println!("already connected: device: {}", r["name"].as_str().unwrap_or("?"));
+                        println!(
+                            "already connected: device: {}",
+                            r["name"].as_str().unwrap_or("?")
+                        );
                     } else {
                         println!("device: {}", r["name"].as_str().unwrap_or("?"));
                     }
@@ -314,12 +332,24 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        HostCommand::ConnectAll { fabric, tuning, out } => {
-            let d = fabric.options(nvmf_proto::fabrics::DISCOVERY_NQN, nvmf_transport::addr::DISCOVERY_PORT)?;
+        HostCommand::ConnectAll {
+            fabric,
+            tuning,
+            out,
+        } => {
+            let d = fabric.options(
+                nvmf_proto::fabrics::DISCOVERY_NQN,
+                nvmf_transport::addr::DISCOVERY_PORT,
+            )?;
             let log = runtime()?.block_on(nvmf_host::discover_with(&d))?;
             let mut devices = Vec::new();
-            for e in log.entries.iter().filter(|e| e.subtype == nvmf_proto::log::subtype::NVME && e.trtype == 3) {
-                let addr = TransportAddr::from_parts(&e.traddr, &e.trsvcid).map_err(|x| anyhow!(x))?;
+            for e in log
+                .entries
+                .iter()
+                .filter(|e| e.subtype == nvmf_proto::log::subtype::NVME && e.trtype == 3)
+            {
+                let addr =
+                    TransportAddr::from_parts(&e.traddr, &e.trsvcid).map_err(|x| anyhow!(x))?;
                 let mut o = d.clone();
                 o.addr = addr;
                 o.subnqn = e.subnqn.clone();
@@ -333,7 +363,13 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
                 OutputFormat::Json => print_json(&Value::Array(devices))?,
                 OutputFormat::Normal => {
                     for d in &devices {
-                        println!("device: {} ({} at {}:{})", d["device"].as_str().unwrap_or("?"), d["subnqn"].as_str().unwrap_or(""), d["traddr"].as_str().unwrap_or(""), d["trsvcid"].as_str().unwrap_or(""));
+                        println!(
+                            "device: {} ({} at {}:{})",
+                            d["device"].as_str().unwrap_or("?"),
+                            d["subnqn"].as_str().unwrap_or(""),
+                            d["traddr"].as_str().unwrap_or(""),
+                            d["trsvcid"].as_str().unwrap_or("")
+                        );
                     }
                 }
             }
@@ -362,13 +398,24 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        HostCommand::GetLog { dev, log_id, log_len, nsid, out } => {
-            let r = daemon::request(&json!({"op": "get-log", "dev": dev, "lid": log_id, "len": log_len, "nsid": nsid}))?;
+        HostCommand::GetLog {
+            dev,
+            log_id,
+            log_len,
+            nsid,
+            out,
+        } => {
+            let r = daemon::request(
+                &json!({"op": "get-log", "dev": dev, "lid": log_id, "len": log_len, "nsid": nsid}),
+            )?;
             let d = data_of(&r)?;
             match out.output {
                 OutputFormat::Json => print_json(&json!({"log_id": log_id, "data": d})),
                 OutputFormat::Normal => {
-                    emit(&format!("Device:{dev} log-id:{log_id} namespace-id:{:#x}\n", nsid.unwrap_or(0xffff_ffff)));
+                    emit(&format!(
+                        "Device:{dev} log-id:{log_id} namespace-id:{:#x}\n",
+                        nsid.unwrap_or(0xffff_ffff)
+                    ));
                     emit(&hexdump(&d));
                     Ok(())
                 }
@@ -424,16 +471,27 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
 }
 
 fn report_disconnect(r: &Value, out: Out, nqn: Option<&str>) -> anyhow::Result<()> {
-    let names: Vec<&str> = r["disconnected"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let names: Vec<&str> = r["disconnected"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     match out.output {
         OutputFormat::Json => print_json(&json!({"disconnected": names})),
         OutputFormat::Normal => {
             match nqn {
                 Some(n) => println!("NQN:{n} disconnected {} controller(s)", names.len()),
-                None => println!("disconnected {} controller(s){}{}", names.len(), if names.is_empty() { "" } else { ": " }, names.join(", ")),
+                None => println!(
+                    "disconnected {} controller(s){}{}",
+                    names.len(),
+                    if names.is_empty() { "" } else { ": " },
+                    names.join(", ")
+                ),
             }
             if nqn.is_some() && names.is_empty() {
-                bail!("no controller of {} is connected (see nvmf list)", nqn.unwrap_or_default());
+                bail!(
+                    "no controller of {} is connected (see nvmf list)",
+                    nqn.unwrap_or_default()
+                );
             }
             Ok(())
         }
@@ -441,21 +499,37 @@ fn report_disconnect(r: &Value, out: Out, nqn: Option<&str>) -> anyhow::Result<(
 }
 
 fn data_of(r: &Value) -> anyhow::Result<Vec<u8>> {
-    r["data"].as_str().and_then(unhex).ok_or_else(|| anyhow!("the host daemon's answer has no data"))
+    r["data"]
+        .as_str()
+        .and_then(unhex)
+        .ok_or_else(|| anyhow!("the host daemon's answer has no data"))
 }
 
 fn hexdump(d: &[u8]) -> String {
     let mut s = String::new();
     for (i, c) in d.chunks(16).enumerate() {
         let h: Vec<String> = c.iter().map(|b| format!("{b:02x}")).collect();
-        let a: String = c.iter().map(|b| if b.is_ascii_graphic() || *b == b' ' { *b as char } else { '.' }).collect();
+        let a: String = c
+            .iter()
+            .map(|b| {
+                if b.is_ascii_graphic() || *b == b' ' {
+                    *b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
         s += &format!("{:04x}: {:<47} \"{a}\"\n", i * 16, h.join(" "));
     }
     s
 }
 
 fn list(out: Out) -> anyhow::Result<()> {
-    let ctrls = if daemon::running() { daemon::request(&json!({"op": "list"}))? } else { json!([]) };
+    let ctrls = if daemon::running() {
+        daemon::request(&json!({"op": "list"}))?
+    } else {
+        json!([])
+    };
     let ctrls = ctrls.as_array().cloned().unwrap_or_default();
     match out.output {
         OutputFormat::Json => {
@@ -488,20 +562,49 @@ fn list(out: Out) -> anyhow::Result<()> {
                 let addr = format!("{}:{}", s("traddr"), s("trsvcid"));
                 let nss = c["namespaces"].as_array().cloned().unwrap_or_default();
                 if nss.is_empty() {
-                    rows.push(vec![s("name"), s("sn"), s("mn"), "-".into(), "-".into(), "-".into(), s("fr"), addr.clone(), s("state")]);
+                    rows.push(vec![
+                        s("name"),
+                        s("sn"),
+                        s("mn"),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        s("fr"),
+                        addr.clone(),
+                        s("state"),
+                    ]);
                 }
                 for n in nss {
                     let bs = n["block_size"].as_u64().unwrap_or(0);
                     let used = n["nuse"].as_u64().unwrap_or(0) * bs;
                     let size = n["size"].as_u64().unwrap_or(0);
                     rows.push(vec![
-                        n["name"].as_str().unwrap_or("").into(), s("sn"), s("mn"), n["nsid"].to_string(),
+                        n["name"].as_str().unwrap_or("").into(),
+                        s("sn"),
+                        s("mn"),
+                        n["nsid"].to_string(),
                         format!("{} / {}", fmt::human_size(used), fmt::human_size(size)),
-                        format!("{bs} B + 0 B"), s("fr"), addr.clone(), s("state"),
+                        format!("{bs} B + 0 B"),
+                        s("fr"),
+                        addr.clone(),
+                        s("state"),
                     ]);
                 }
             }
-            emit(&fmt::table(&["Node", "SN", "Model", "Namespace", "Usage", "Format", "FW Rev", "Address", "State"], &rows));
+            emit(&fmt::table(
+                &[
+                    "Node",
+                    "SN",
+                    "Model",
+                    "Namespace",
+                    "Usage",
+                    "Format",
+                    "FW Rev",
+                    "Address",
+                    "State",
+                ],
+                &rows,
+            ));
             Ok(())
         }
     }
@@ -510,7 +613,11 @@ fn list(out: Out) -> anyhow::Result<()> {
 fn rw(a: RwArgs, write: bool) -> anyhow::Result<()> {
     let (_, ns) = daemon::parse_dev(&a.dev)?;
     if ns.is_none() {
-        bail!("'{}' is a controller; give a namespace device such as {}n1", a.dev, a.dev);
+        bail!(
+            "'{}' is a controller; give a namespace device such as {}n1",
+            a.dev,
+            a.dev
+        );
     }
     let info = daemon::request(&json!({"op": "namespace", "dev": a.dev}))?;
     let bs = info["block_size"].as_u64().unwrap_or(512);
@@ -525,7 +632,9 @@ fn rw(a: RwArgs, write: bool) -> anyhow::Result<()> {
         let mut buf = Vec::new();
         match &a.data {
             Some(p) => {
-                std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?.read_to_end(&mut buf)?;
+                std::fs::File::open(p)
+                    .with_context(|| format!("opening {}", p.display()))?
+                    .read_to_end(&mut buf)?;
             }
             None => {
                 std::io::stdin().read_to_end(&mut buf)?;
@@ -535,13 +644,17 @@ fn rw(a: RwArgs, write: bool) -> anyhow::Result<()> {
             buf.truncate(need as usize);
         }
         buf.resize(need as usize, 0);
-        daemon::request(&json!({"op": "write", "dev": a.dev, "slba": a.start_block, "data": fmt::hex(&buf), "fua": a.fua}))?;
+        daemon::request(
+            &json!({"op": "write", "dev": a.dev, "slba": a.start_block, "data": fmt::hex(&buf), "fua": a.fua}),
+        )?;
         match a.out.output {
             OutputFormat::Json => print_json(&json!({"result": "success", "blocks": nblocks}))?,
             OutputFormat::Normal => eprintln!("write: Success"),
         }
     } else {
-        let r = daemon::request(&json!({"op": "read", "dev": a.dev, "slba": a.start_block, "nblocks": nblocks}))?;
+        let r = daemon::request(
+            &json!({"op": "read", "dev": a.dev, "slba": a.start_block, "nblocks": nblocks}),
+        )?;
         let d = data_of(&r)?;
         match &a.data {
             Some(p) => std::fs::write(p, &d).with_context(|| format!("writing {}", p.display()))?,
@@ -564,7 +677,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => {
-            let m = match s[i..].to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+            let m = match s[i..]
+                .to_ascii_lowercase()
+                .trim_end_matches("ib")
+                .trim_end_matches('b')
+            {
                 "" => 1,
                 "k" => 1 << 10,
                 "m" => 1 << 20,

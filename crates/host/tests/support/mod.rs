@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use nvmf_proto::fabrics::{fctype, ConnectCommand, ConnectData, PropertyCommand, DISCOVERY_NQN};
 use nvmf_proto::features::{fid, number_of_queues};
-use nvmf_proto::identify::{cns, encode_ns_list, ControllerType, IdentifyController, IdentifyNamespace, LbaFormat};
+use nvmf_proto::identify::{
+    cns, encode_ns_list, ControllerType, IdentifyController, IdentifyNamespace, LbaFormat,
+};
 use nvmf_proto::log::{adrfam, lid, subtype, trtype, DiscoveryLog, DiscoveryLogEntry};
 use nvmf_proto::registers::{self, Cap, Cc, Csts};
 use nvmf_proto::sqe::{admin_opcode, io_opcode};
@@ -38,7 +40,9 @@ impl MiniTarget {
     /// Serves `store` on `addr` ("127.0.0.1:0" for any port).
     pub async fn start(addr: &str, store: Store) -> Self {
         let addr: TransportAddr = addr.parse().unwrap();
-        let l = Listener::bind(&addr, ControllerQueueConfig::default()).await.unwrap();
+        let l = Listener::bind(&addr, ControllerQueueConfig::default())
+            .await
+            .unwrap();
         let addr = l.local_addr();
         let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -52,7 +56,11 @@ impl MiniTarget {
             }
         });
         tasks.lock().unwrap().push(h.abort_handle());
-        Self { addr, tasks, writes }
+        Self {
+            addr,
+            tasks,
+            writes,
+        }
     }
 
     /// Drops every socket at once, like SIGKILL.
@@ -78,8 +86,20 @@ struct St {
     writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
-async fn serve(mut c: Connection<ControllerQueue>, store: Store, addr: TransportAddr, writes: Arc<std::sync::atomic::AtomicU64>) {
-    let mut st = St { cc: 0, store, addr, pending: HashMap::new(), writes, qid: 0 };
+async fn serve(
+    mut c: Connection<ControllerQueue>,
+    store: Store,
+    addr: TransportAddr,
+    writes: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut st = St {
+        cc: 0,
+        store,
+        addr,
+        pending: HashMap::new(),
+        writes,
+        qid: 0,
+    };
     loop {
         while let Some(ev) = c.queue.poll_event() {
             match ev {
@@ -158,12 +178,27 @@ fn handle(q: &mut ControllerQueue, st: &mut St, cmd: IncomingCommand) {
             fctype::PROPERTY_GET => {
                 let p = PropertyCommand::from_sqe(&s);
                 let v: u64 = match p.offset {
-                    registers::CAP => Cap { mqes: 127, cqr: true, to: 2, css: 1, mpsmin: 0, mpsmax: 0 }.to_u64(),
+                    registers::CAP => Cap {
+                        mqes: 127,
+                        cqr: true,
+                        to: 2,
+                        css: 1,
+                        mpsmin: 0,
+                        mpsmax: 0,
+                    }
+                    .to_u64(),
                     registers::VS => u64::from(registers::version(1, 3, 0)),
                     registers::CC => u64::from(st.cc),
                     registers::CSTS => {
                         let cc = Cc::from_u32(st.cc);
-                        u64::from(Csts { rdy: cc.en, cfs: false, shst: if cc.shn != 0 { 2 } else { 0 } }.to_u32())
+                        u64::from(
+                            Csts {
+                                rdy: cc.en,
+                                cfs: false,
+                                shst: if cc.shn != 0 { 2 } else { 0 },
+                            }
+                            .to_u32(),
+                        )
                     }
                     _ => 0,
                 };
@@ -226,7 +261,11 @@ fn admin(q: &mut ControllerQueue, st: &mut St, cmd: IncomingCommand, nsze: u64) 
                     ncap: nsze,
                     nuse: nsze,
                     nlbaf: 0,
-                    lbaf: vec![LbaFormat { ms: 0, lbads: 9, rp: 0 }],
+                    lbaf: vec![LbaFormat {
+                        ms: 0,
+                        lbads: 9,
+                        rp: 0,
+                    }],
                     ..Default::default()
                 }
                 .encode(),
