@@ -649,6 +649,17 @@ async fn supervise(w: std::sync::Weak<Inner>, mut fail_rx: mpsc::UnboundedReceiv
         for c in &inner.ctl {
             let _ = c.send(Ctl::Reset);
         }
+        if opts.ctrl_loss_tmo == Some(Duration::ZERO) {
+            let msg = format!(
+                "the association with {} at {} failed ({last_error}) and ctrl-loss-tmo is 0 (no reconnect)",
+                opts.subnqn, opts.addr
+            );
+            *lock(&inner.state) = LinkState::Lost(msg.clone());
+            for c in &inner.ctl {
+                let _ = c.send(Ctl::Dead(msg.clone()));
+            }
+            return;
+        }
         drop(inner);
         let start = tokio::time::Instant::now();
         let mut attempt = 0u32;
