@@ -91,7 +91,7 @@ run_suite() {
     rm -rf "$dir"; mkdir -p "$dir"
     log=$dir/run-vm.log
     local args=(--no-target --no-ublk --script "$script")
-    if [ $CAPTURE = 1 ]; then args+=(--capture "$dir"); else args+=(--share "$dir"); fi
+    if [ $CAPTURE = 1 ] && [ "$name" != selftest ]; then args+=(--capture "$dir"); else args+=(--share "$dir"); fi
     echo "run.sh: [$name] $HERE/run-vm.sh ${args[*]} $* ${VMARGS[*]}  (log: $log)"
     t0=$SECONDS
     "$HERE/run-vm.sh" "${args[@]}" "$@" "${VMARGS[@]}" >"$log" 2>&1 </dev/null
@@ -99,6 +99,15 @@ run_suite() {
     local dt=$((SECONDS - t0))
     local sum
     sum=$(grep -a 'NVMEVM: ===== summary' "$log" | tail -n1 | sed 's/.*summary: \(.*\) =====.*/\1/')
+    if [ $rc = 0 ] && [ -f "$dir/capture.pcap" ]; then
+        # What went on the wire must decode cleanly (tshark, digests checked).
+        if ! "$HERE/check-capture.sh" "$dir/capture.pcap" >"$dir/check-capture.log" 2>&1; then
+            rc=1; sum="capture check failed: $(head -c 300 "$dir/check-capture.log")"
+        else
+            sum="${sum:-guest passed}; $(grep -a '^check-capture' "$dir/check-capture.log")"
+        fi
+        rm -f "$dir/capture.pcap"
+    fi
     if [ $rc = 0 ]; then
         result PASS "$name" "${sum:-guest passed} (${dt}s)"
     else

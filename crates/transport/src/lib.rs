@@ -2,7 +2,7 @@
 //!
 //! The thin I/O shell around [`nvmf_proto`]'s sans-I/O queues: it moves bytes
 //! between a socket and a queue state machine and nothing more. [`Transport`] is
-//! the seam for more transports (RDMA later); [`tcp`] is NVMe/TCP over tokio.
+//! the seam for more transports (RDMA later); [`TcpTransport`] is NVMe/TCP over tokio.
 //!
 //! A connection is driven by one task: [`Connection::ready`] waits until the
 //! socket can move bytes in the direction needed, [`Connection::drive`] reads every

@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 /// Options of `nvmf target`.
 #[derive(Debug, clap::Args)]
 pub struct TargetArgs {
-    /// Address to listen on, ADDR:PORT (repeatable; IPv6 as [::1]:4420).
+    /// Address to listen on, `ADDR:PORT` (repeatable; IPv6 as `[::1]:4420`).
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<String>,
     /// NQN of the subsystem served in quick mode.
@@ -30,7 +30,7 @@ pub struct TargetArgs {
     /// A memory-backed namespace of SIZE (e.g. 1G); volatile.
     #[arg(long, value_name = "SIZE")]
     pub memory: Vec<String>,
-    /// A file-backed namespace: PATH[,size=SIZE][,direct=auto|on|off]; created or extended to SIZE.
+    /// A file-backed namespace: `PATH[,size=SIZE][,direct=auto|on|off]`; created or extended to SIZE.
     #[arg(long, value_name = "PATH[,size=SIZE]")]
     pub file: Vec<String>,
     /// A block-device-backed namespace.
