@@ -11,8 +11,12 @@ use crate::error::TransportError;
 
 /// Most buffers handed to one `writev` (Linux IOV_MAX is 1024).
 const MAX_IOVECS: usize = 64;
-/// Smallest free space offered to one read: big enough for many small PDUs at once.
-const READ_CHUNK: usize = 256 * 1024;
+/// Free space first offered to one read: an idle or stalled connection holds little
+/// (1,000 stalled connections cost about 16 KB each; tests/stall.rs in the cli crate).
+const READ_CHUNK_MIN: usize = 4 * 1024;
+/// Most free space offered to one read: a busy queue doubles its read size each
+/// time a read fills all the space offered, so many PDUs share one system call.
+const READ_CHUNK_MAX: usize = 256 * 1024;
 
 /// What the I/O shell needs from a queue state machine.
 pub trait QueueIo {
@@ -63,6 +67,7 @@ pub struct Connection<Q> {
     /// The queue state machine.
     pub queue: Q,
     eof: bool,
+    read_chunk: usize,
 }
 
 impl<Q: QueueIo> Connection<Q> {
@@ -74,6 +79,7 @@ impl<Q: QueueIo> Connection<Q> {
             stream,
             queue,
             eof: false,
+            read_chunk: READ_CHUNK_MIN,
         }
     }
 
@@ -120,16 +126,20 @@ impl<Q: QueueIo> Connection<Q> {
 
     fn read_available(&mut self) -> Result<(), TransportError> {
         loop {
-            let want = self.queue.wanted().max(READ_CHUNK);
+            let want = self.queue.wanted().max(self.read_chunk);
             let rx = self.queue.rx();
             rx.reserve(want);
+            let offered = rx.capacity() - rx.len();
             match self.stream.try_read_buf(rx) {
                 Ok(0) => {
                     self.eof = true;
                     self.queue.process();
                     return Ok(());
                 }
-                Ok(_) => {
+                Ok(n) => {
+                    if n == offered {
+                        self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK_MAX);
+                    }
                     self.queue.process();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

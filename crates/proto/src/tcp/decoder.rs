@@ -88,7 +88,7 @@ impl Decoder {
             side,
             cfg,
             negotiated: false,
-            buf: BytesMut::with_capacity(64 * 1024),
+            buf: BytesMut::new(),
             pending_plen: None,
         }
     }

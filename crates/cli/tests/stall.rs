@@ -1,0 +1,83 @@
+//! 1,000 connections that send half a PDU and stall: the target's memory stays
+//! bounded and a well-behaved host is still served. Measured on the real binary
+//! (its VmRSS from /proc), not in-process.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn icreq() -> [u8; 128] {
+    let mut b = [0u8; 128];
+    b[2] = 128;
+    b[4] = 128;
+    b
+}
+
+fn wait_listening(port: u16) {
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "target did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn thousand_stalled_connections_stay_bounded() {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_nvmf"))
+        .args(["target", "--listen", &format!("127.0.0.1:{port}"), "--memory", "64M", "--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _guard = Kill(child);
+    wait_listening(port);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kib(pid);
+    // ICReq, then the first 40 bytes of a 1096-byte CapsuleCmd, then silence.
+    let mut half = vec![0x04u8, 0, 72, 72];
+    half.extend_from_slice(&1096u32.to_le_bytes());
+    half.resize(40, 0);
+    let mut conns = Vec::new();
+    for _ in 0..1000 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&icreq()).unwrap();
+        s.write_all(&half).unwrap();
+        conns.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let after = rss_kib(pid);
+    let per_conn = (after.saturating_sub(before) * 1024) / 1000;
+    eprintln!("target VmRSS {before} KiB -> {after} KiB with 1000 stalled connections ({per_conn} bytes each)");
+    assert!(per_conn < 64 * 1024, "each stalled connection costs {per_conn} bytes of RSS");
+    // A well-behaved connection is still answered.
+    let mut good = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    good.write_all(&icreq()).unwrap();
+    let mut resp = [0u8; 128];
+    good.read_exact(&mut resp).unwrap();
+    assert_eq!(resp[0], 0x01, "ICResp");
+}
