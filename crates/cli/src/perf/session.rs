@@ -64,6 +64,8 @@ pub async fn connect_queue(
     digests: Digests,
     sqfc_disable: bool,
 ) -> anyhow::Result<(HostConnection, u16)> {
+    // SQSIZE is 0's based and must be at least 1 (a queue of 2 entries).
+    let depth = depth.max(2);
     let mut c = HostConnection::connect(
         addr,
         HostQueueConfig {
@@ -102,9 +104,17 @@ pub async fn connect_queue(
         .await
         .with_context(|| format!("Connect (QID {qid}) to {addr}"))?;
     if !r.cqe.status.is_success() {
+        if qid == 0 {
+            bail!(
+                "Connect (admin queue) to {subnqn} at {addr} failed: {} — is the NQN right? (-n)",
+                r.cqe.status
+            );
+        }
         bail!(
-            "Connect (QID {qid}) to {subnqn} at {addr} failed: {} — is the NQN right? (-n)",
-            r.cqe.status
+            "Connect (I/O queue {qid}, SQSIZE {}) to {subnqn} at {addr} failed: {} (attribute info 0x{:08x})",
+            depth - 1,
+            r.cqe.status,
+            r.cqe.dw0
         );
     }
     Ok((c, r.cqe.dw0 as u16))
