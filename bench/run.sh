@@ -11,6 +11,7 @@
 #   BENCH_REPEAT    runs per case (default 3)
 #   BENCH_PORT      first TCP port to try (default 44200)
 #   BENCH_ONLY      regex: only run cases whose name matches
+#   BENCH_PREFILL   0: skip writing the namespace once before the reads
 #   BENCH_EXTRA     1: also run the SQ-flow-control comparison (CATTR bit 2 off)
 #   NVMF            path to the nvmf binary (default target/release/nvmf)
 #
@@ -106,6 +107,13 @@ for c in "${CASES[@]}"; do
             start_target "" 2
         fi
         current=$mode
+        # Write the whole namespace once so reads copy real data (as SPDK's Malloc
+        # bdev does) instead of zero-filling never-written chunks.
+        if [[ ${BENCH_PREFILL:-1} == 1 ]]; then
+            echo "== prefill 1 GiB" >&2
+            "$NVMF" perf -a 127.0.0.1 -s "$PORT" --rw write --bs 128k --iodepth 16 \
+                --verify --runtime 0.001 -o json >"$RAW/prefill-$PORT.json" 2>&1 || true
+        fi
     fi
     if [[ $mode == pinned ]]; then pin="taskset -c 1"; else pin=""; fi
     for r in $(seq "$REPEAT"); do
