@@ -197,6 +197,13 @@ fn decoder_err(side: Side, negotiated: Option<DecoderConfig>, input: &[u8]) -> F
     }
 }
 
+/// A 24-byte PDU of type `t` with HLEN = PLEN = 24 and zero fields.
+fn hdr24(t: u8) -> Vec<u8> {
+    let mut v = vec![t, 0, 24, 0, 24, 0, 0, 0];
+    v.resize(24, 0);
+    v
+}
+
 fn plain() -> DecoderConfig {
     DecoderConfig::default()
 }
@@ -209,7 +216,7 @@ fn unknown_pdu_type_is_fes1_fei0() {
     for t in [0x08u8, 0x0a, 0x0b, 0x10, 0x7f, 0xff] {
         for side in [Side::Controller, Side::Host] {
             for negotiated in [None, Some(plain())] {
-                let e = decoder_err(side, negotiated, &[t, 0, 24, 0, 24, 0, 0, 0]);
+                let e = decoder_err(side, negotiated, &hdr24(t));
                 assert_eq!(
                     (e.fes, e.fei),
                     (Some(Fes::InvalidHeaderField), 0),
@@ -226,7 +233,7 @@ fn unknown_pdu_type_is_fes1_fei0() {
 fn wrong_direction_is_fes1_fei0() {
     // A controller receives only even types, a host only odd ones.
     for t in [0x01u8, 0x03, 0x05, 0x07, 0x09] {
-        let e = decoder_err(Side::Controller, Some(plain()), &[t, 0, 24, 0, 24, 0, 0, 0]);
+        let e = decoder_err(Side::Controller, Some(plain()), &hdr24(t));
         assert_eq!(
             (e.fes, e.fei),
             (Some(Fes::InvalidHeaderField), 0),
@@ -234,7 +241,7 @@ fn wrong_direction_is_fes1_fei0() {
         );
     }
     for t in [0x00u8, 0x02, 0x04, 0x06] {
-        let e = decoder_err(Side::Host, Some(plain()), &[t, 0, 24, 0, 24, 0, 0, 0]);
+        let e = decoder_err(Side::Host, Some(plain()), &hdr24(t));
         assert_eq!(
             (e.fes, e.fei),
             (Some(Fes::InvalidHeaderField), 0),
@@ -403,8 +410,8 @@ fn bad_plen_and_no_allocation() {
         let mut d = Decoder::new(side, DecoderConfig::default());
         d.set_negotiated(DecoderConfig::default());
         let cap0 = d.buffer_mut().capacity();
-        // Only the first 8..=24 bytes: the header alone must be judged.
-        d.feed(&p[..24]);
+        // Only the header (at most 128 bytes): no data is needed to judge it.
+        d.feed(&p[..p.len().min(72)]);
         let e = d.next_pdu().expect_err(&format!("PLEN {plen:#x}"));
         assert_eq!(e.fes, Some(want), "PLEN {plen:#x}: {e}");
         assert_eq!(e.fei, 4, "PLEN {plen:#x}");
@@ -416,6 +423,7 @@ fn bad_plen_and_no_allocation() {
     // A TermReq with PLEN 0xFFFFFFFF closes silently, without allocating.
     let mut d = Decoder::new(Side::Controller, DecoderConfig::default());
     d.feed(&[0x02, 0, 24, 0, 0xff, 0xff, 0xff, 0xff]);
+    d.feed(&[0; 16]);
     let e = d.next_pdu().unwrap_err();
     assert_eq!(e.fes, None);
     assert!(d.buffer_mut().capacity() <= 64 * 1024);
@@ -423,7 +431,7 @@ fn bad_plen_and_no_allocation() {
     let mut q = icreq(0, 0, Digests::default());
     q[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
     let mut c = ControllerQueue::new(ControllerQueueConfig::default());
-    let (fes, fei, _) = controller_fails(&mut c, &q[..8]);
+    let (fes, fei, _) = controller_fails(&mut c, &q);
     assert_eq!((fes, fei), (Some(Fes::InvalidHeaderField), 4));
 }
 
@@ -546,7 +554,9 @@ fn oversized_or_short_termreq_closes_silently() {
     }
     // HLEN other than 24 too.
     let mut c = ControllerQueue::new(ControllerQueueConfig::default());
-    let (fes, _, _) = controller_fails(&mut c, &[0x02, 0, 128, 0, 128, 0, 0, 0]);
+    let mut t = vec![0x02, 0, 128, 0, 128, 0, 0, 0];
+    t.resize(128, 0);
+    let (fes, _, _) = controller_fails(&mut c, &t);
     assert_eq!(fes, None);
 }
 

@@ -477,7 +477,9 @@ impl ControllerQueue {
 
     fn issue_r2ts(&mut self) {
         while let Some(&cid) = self.r2t_wait.front() {
-            let Some(cmd) = self.cmds.get_mut(&cid) else {
+            // Skip commands completed while they waited: their CID may already
+            // belong to a new command, which did not ask for data.
+            let Some(cmd) = self.cmds.get_mut(&cid).filter(|c| c.waiting_r2t) else {
                 self.r2t_wait.pop_front();
                 continue;
             };
@@ -672,8 +674,14 @@ impl ControllerQueue {
     }
 
     /// Sends the response capsule for a command and forgets the command. SQHD and
-    /// SQID are filled in here.
+    /// SQID are filled in here. A CQE for a CID that is not outstanding (never
+    /// received, already completed, or reported as [`ControllerEvent::Aborted`]) is
+    /// dropped: sending it would be a protocol violation the host ends the
+    /// connection for.
     pub fn complete(&mut self, cqe: Cqe) {
+        if !self.cmds.contains_key(&cqe.cid) {
+            return;
+        }
         self.complete_inner(cqe, true);
     }
 

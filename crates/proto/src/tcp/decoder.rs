@@ -124,7 +124,23 @@ impl Decoder {
     pub fn wanted(&self) -> usize {
         match self.pending_plen {
             Some(p) => p.saturating_sub(self.buf.len()).max(1),
-            None => CH_LEN.saturating_sub(self.buf.len()).max(1),
+            None => self.header_len().saturating_sub(self.buf.len()).max(1),
+        }
+    }
+
+    /// How much of the next PDU must be buffered before its header is judged: the
+    /// common header, then HLEN bytes (at most PLEN, at most the 128 bytes a
+    /// TermReq carries). Judging only then makes the outcome, and the header
+    /// echoed in the TermReq, independent of how the bytes were segmented.
+    fn header_len(&self) -> usize {
+        match self.buf.get(..CH_LEN) {
+            Some(raw) => {
+                let ch = CommonHeader::decode(raw);
+                usize::from(ch.hlen)
+                    .min(ch.plen as usize)
+                    .clamp(CH_LEN, TERM_MAX_PLEN - TERM_HLEN)
+            }
+            None => CH_LEN,
         }
     }
 
@@ -134,7 +150,7 @@ impl Decoder {
         let plen = match self.pending_plen {
             Some(p) => p,
             None => {
-                if self.buf.len() < CH_LEN {
+                if self.buf.len() < self.header_len() {
                     return Ok(None);
                 }
                 let p = self.check_header()?;
@@ -157,11 +173,8 @@ impl Decoder {
     fn check_header(&self) -> Result<usize, FatalError> {
         let raw = self.buf.get(..CH_LEN).unwrap_or(&[]);
         let ch = CommonHeader::decode(raw);
-        // The error data is the header received so far (up to HLEN, at most 128 bytes).
-        let hdr_for_err = self
-            .buf
-            .get(..self.buf.len().min(usize::from(ch.hlen)).max(CH_LEN))
-            .unwrap_or(raw);
+        // The error data is the header: min(HLEN, PLEN) bytes, at least 8, at most 128.
+        let hdr_for_err = self.buf.get(..self.header_len()).unwrap_or(raw);
         let err = |fes, fei, why: &str| FatalError::new(fes, fei, hdr_for_err, why.to_string());
 
         let Some(t) = PduType::from_u8(ch.pdu_type) else {
