@@ -216,3 +216,19 @@ async fn raw_io_queue() {
     q.close().await;
     c.disconnect().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_loss_tmo_zero_fails_at_once() {
+    let t = MiniTarget::start("127.0.0.1:0", support::store(1 << 20)).await;
+    let mut o = opts(&t);
+    o.ctrl_loss_tmo = Some(Duration::ZERO);
+    o.reconnect_delay = Duration::from_secs(10);
+    let c = Controller::connect(o).await.unwrap();
+    t.kill();
+    drop(t);
+    let e = tokio::time::timeout(Duration::from_secs(3), c.read(1, 0, 1))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::ControllerLost(_)), "{e}");
+}
