@@ -10,7 +10,11 @@ const NVMF: &str = env!("CARGO_BIN_EXE_nvmf");
 const NQN: &str = "nqn.2024-01.io.nvmf-rs:default";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Target(Child);
@@ -24,13 +28,22 @@ impl Drop for Target {
 
 fn target(port: u16, disc: u16, ns: &[&str]) -> Target {
     let mut c = Command::new(NVMF);
-    c.args(["target", "--listen", &format!("127.0.0.1:{port}"), "--discovery-listen", &format!("127.0.0.1:{disc}")]);
+    c.args([
+        "target",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--discovery-listen",
+        &format!("127.0.0.1:{disc}"),
+    ]);
     c.args(ns);
     c.stdout(Stdio::null()).stderr(Stdio::null());
     let child = c.spawn().unwrap();
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "target did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "target did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Target(child)
@@ -47,7 +60,11 @@ fn nvmf(run_dir: &Path, args: &[&str]) -> Output {
 
 fn ok(run_dir: &Path, args: &[&str]) -> String {
     let o = nvmf(run_dir, args);
-    assert!(o.status.success(), "nvmf {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "nvmf {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -60,35 +77,135 @@ fn host_verbs_through_the_daemon() {
     let p = port.to_string();
     let d = disc.to_string();
 
-    let out = ok(run, &["discover", "-t", "tcp", "-a", "127.0.0.1", "-s", &d, "-o", "json"]);
+    let out = ok(
+        run,
+        &[
+            "discover",
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &d,
+            "-o",
+            "json",
+        ],
+    );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(v["records"].as_array().unwrap().iter().any(|r| r["subnqn"] == NQN), "{out}");
+    assert!(
+        v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["subnqn"] == NQN),
+        "{out}"
+    );
     assert!(ok(run, &["discover", "-t", "tcp", "-a", "127.0.0.1", "-s", &p]).contains(NQN));
 
-    let out = ok(run, &["io-check", "-t", "tcp", "-a", "127.0.0.1", "-s", &p, "-n", NQN, "-g", "-G", "-i", "2", "--bytes", "4M"]);
+    let out = ok(
+        run,
+        &[
+            "io-check",
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &p,
+            "-n",
+            NQN,
+            "-g",
+            "-G",
+            "-i",
+            "2",
+            "--bytes",
+            "4M",
+        ],
+    );
     assert!(out.contains("PASS"), "{out}");
-    let o = nvmf(run, &["io-check", "-t", "tcp", "-a", "127.0.0.1", "-s", &p, "-n", "nqn.2024-01.io.test:nope", "--bytes", "4k"]);
+    let o = nvmf(
+        run,
+        &[
+            "io-check",
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &p,
+            "-n",
+            "nqn.2024-01.io.test:nope",
+            "--bytes",
+            "4k",
+        ],
+    );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("nqn.2024-01.io.test:nope"));
 
-    assert!(ok(run, &["connect", "-t", "tcp", "-a", "127.0.0.1", "-s", &p, "-n", NQN, "-i", "2"]).contains("nvme0"));
+    assert!(ok(
+        run,
+        &[
+            "connect",
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &p,
+            "-n",
+            NQN,
+            "-i",
+            "2"
+        ]
+    )
+    .contains("nvme0"));
     assert!(run.join("host.sock").exists());
     let v: serde_json::Value = serde_json::from_str(&ok(run, &["list", "-o", "json"])).unwrap();
     assert_eq!(v["Devices"][0]["DevicePath"], "nvme0n1");
     assert_eq!(v["Devices"][0]["SectorSize"], 512);
-    let v: serde_json::Value = serde_json::from_str(&ok(run, &["id-ctrl", "nvme0", "-o", "json"])).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(run, &["id-ctrl", "nvme0", "-o", "json"])).unwrap();
     assert_eq!(v["subnqn"], NQN);
     assert!(v["ioccsz"].as_u64().unwrap() >= 4);
-    let v: serde_json::Value = serde_json::from_str(&ok(run, &["id-ns", "nvme0n1", "-o", "json"])).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(run, &["id-ns", "nvme0n1", "-o", "json"])).unwrap();
     assert_eq!(v["nsze"], 131072);
     ok(run, &["smart-log", "nvme0", "-o", "json"]);
 
     let data: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 3) as u8).collect();
     let f = run.join("in.bin");
     std::fs::write(&f, &data).unwrap();
-    ok(run, &["write", "nvme0n1", "-s", "10", "-c", "15", "-z", "8192", "-d", f.to_str().unwrap()]);
+    ok(
+        run,
+        &[
+            "write",
+            "nvme0n1",
+            "-s",
+            "10",
+            "-c",
+            "15",
+            "-z",
+            "8192",
+            "-d",
+            f.to_str().unwrap(),
+        ],
+    );
     let g = run.join("out.bin");
-    ok(run, &["read", "nvme0n1", "-s", "10", "-c", "15", "-z", "8192", "-d", g.to_str().unwrap()]);
+    ok(
+        run,
+        &[
+            "read",
+            "nvme0n1",
+            "-s",
+            "10",
+            "-c",
+            "15",
+            "-z",
+            "8192",
+            "-d",
+            g.to_str().unwrap(),
+        ],
+    );
     assert_eq!(std::fs::read(&g).unwrap(), data);
 
     let o = nvmf(run, &["id-ctrl", "nvme9"]);
@@ -107,7 +224,11 @@ fn reconnect_after_target_sigkill() {
     let spec = format!("{},size=64M", file.display());
     let (port, disc) = (free_port(), free_port());
     let mut t = target(port, disc, &["--file", &spec]);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut o = ConnectOptions::new(format!("127.0.0.1:{port}").parse().unwrap(), NQN);
         o.nr_io_queues = 2;
@@ -118,7 +239,9 @@ fn reconnect_after_target_sigkill() {
         let writer = tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..60u64 {
-                let d: Vec<u8> = (0..65536u32).map(|j| (j as u64 * 31 + i * 17) as u8).collect();
+                let d: Vec<u8> = (0..65536u32)
+                    .map(|j| (j as u64 * 31 + i * 17) as u8)
+                    .collect();
                 let lba = i * 128;
                 c2.write(1, lba, d.clone(), false).await.unwrap();
                 acked.push((lba, d));
@@ -130,9 +253,16 @@ fn reconnect_after_target_sigkill() {
         t.0.kill().unwrap(); // SIGKILL
         t.0.wait().unwrap();
         tokio::time::sleep(Duration::from_millis(800)).await;
-        assert!(matches!(c.state(), LinkState::Reconnecting { .. }), "{:?}", c.state());
+        assert!(
+            matches!(c.state(), LinkState::Reconnecting { .. }),
+            "{:?}",
+            c.state()
+        );
         let t2 = target(port, disc, &["--file", &spec]);
-        let acked = tokio::time::timeout(Duration::from_secs(60), writer).await.unwrap().unwrap();
+        let acked = tokio::time::timeout(Duration::from_secs(60), writer)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(c.state(), LinkState::Live);
         assert_eq!(acked.len(), 60);
         for (lba, d) in acked {

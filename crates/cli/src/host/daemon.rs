@@ -39,7 +39,9 @@ pub fn socket_path() -> PathBuf {
 }
 
 fn uid() -> u32 {
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
 }
 
 fn dir_usable(d: &Path) -> bool {
@@ -77,13 +79,21 @@ fn call(mut s: UnixStream, req: &Value) -> anyhow::Result<Value> {
     r.read_line(&mut resp)
         .context("reading the host daemon's answer")?;
     if resp.is_empty() {
-        bail!("the host daemon closed the connection without answering (see its log next to {})", socket_path().display());
+        bail!(
+            "the host daemon closed the connection without answering (see its log next to {})",
+            socket_path().display()
+        );
     }
     let v: Value = serde_json::from_str(&resp).context("the host daemon's answer is not JSON")?;
     if v["ok"].as_bool() == Some(true) {
         Ok(v["result"].clone())
     } else {
-        bail!("{}", v["error"].as_str().unwrap_or("the host daemon reported an unknown error"))
+        bail!(
+            "{}",
+            v["error"]
+                .as_str()
+                .unwrap_or("the host daemon reported an unknown error")
+        )
     }
 }
 
@@ -153,7 +163,8 @@ pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
         bail!("a host daemon already answers on {}", path.display());
     }
     let _ = std::fs::remove_file(&path);
-    let l = tokio::net::UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    let l = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!("nvmf host daemon listening on {}", path.display());
     let st: Shared = Arc::default();
@@ -176,7 +187,9 @@ pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
             _ = hup.recv() => {}
         }
     }
-    let all: Vec<Entry> = std::mem::take(&mut st.lock().await.ctrls).into_values().collect();
+    let all: Vec<Entry> = std::mem::take(&mut st.lock().await.ctrls)
+        .into_values()
+        .collect();
     for e in all {
         let _ = e.ctrl.disconnect().await;
     }
@@ -185,7 +198,11 @@ pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client(s: tokio::net::UnixStream, st: Shared, stop: tokio::sync::mpsc::Sender<()>) -> anyhow::Result<()> {
+async fn client(
+    s: tokio::net::UnixStream,
+    st: Shared,
+    stop: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<()> {
     let (r, mut w) = s.into_split();
     let mut lines = tokio::io::BufReader::new(r).lines();
     while let Some(line) = lines.next_line().await? {
@@ -214,7 +231,10 @@ pub fn parse_dev(dev: &str) -> anyhow::Result<(u32, Option<u32>)> {
     let bad = || anyhow!("'{dev}' is not a device name like nvme0 or nvme0n1 (see nvmf list)");
     let rest = d.strip_prefix("nvme").ok_or_else(bad)?;
     match rest.split_once('n') {
-        Some((c, n)) => Ok((c.parse().map_err(|_| bad())?, Some(n.parse().map_err(|_| bad())?))),
+        Some((c, n)) => Ok((
+            c.parse().map_err(|_| bad())?,
+            Some(n.parse().map_err(|_| bad())?),
+        )),
         None => Ok((rest.parse().map_err(|_| bad())?, None)),
     }
 }
@@ -225,7 +245,11 @@ async fn get(st: &Shared, dev: &str) -> anyhow::Result<(Controller, Option<u32>)
     let e = s.ctrls.get(&i).ok_or_else(|| {
         anyhow!("no controller nvme{i} (connected: {})", {
             let v: Vec<&str> = s.ctrls.values().map(|e| e.name.as_str()).collect();
-            if v.is_empty() { "none".to_string() } else { v.join(", ") }
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
         })
     })?;
     Ok((e.ctrl.clone(), ns))
@@ -234,7 +258,10 @@ async fn get(st: &Shared, dev: &str) -> anyhow::Result<(Controller, Option<u32>)
 fn state_str(s: &LinkState) -> String {
     match s {
         LinkState::Live => "live".into(),
-        LinkState::Reconnecting { attempt, last_error } => format!("connecting (attempt {attempt}; last error: {last_error})"),
+        LinkState::Reconnecting {
+            attempt,
+            last_error,
+        } => format!("connecting (attempt {attempt}; last error: {last_error})"),
         LinkState::Lost(m) => format!("lost: {m}"),
         LinkState::Disconnected => "deleting".into(),
     }
@@ -245,18 +272,23 @@ fn u(v: &Value, k: &str) -> Option<u64> {
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> anyhow::Result<&'a str> {
-    v.get(k).and_then(Value::as_str).ok_or_else(|| anyhow!("missing field '{k}'"))
+    v.get(k)
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("missing field '{k}'"))
 }
 
 /// Builds connect options from a request (also used by `io-check`'s callers).
 pub fn options_from(req: &Value) -> anyhow::Result<ConnectOptions> {
-    let addr = TransportAddr::from_parts(s(req, "traddr")?, s(req, "trsvcid")?).map_err(|e| anyhow!(e))?;
+    let addr =
+        TransportAddr::from_parts(s(req, "traddr")?, s(req, "trsvcid")?).map_err(|e| anyhow!(e))?;
     let mut o = ConnectOptions::new(addr, s(req, "subnqn")?);
     if let Some(h) = req.get("hostnqn").and_then(Value::as_str) {
         o.hostnqn = h.into();
     }
     if let Some(h) = req.get("hostid").and_then(Value::as_str) {
-        o.hostid = unhex(h).and_then(|v| v.try_into().ok()).ok_or_else(|| anyhow!("bad hostid"))?;
+        o.hostid = unhex(h)
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| anyhow!("bad hostid"))?;
     }
     if let Some(n) = u(req, "nr_io_queues") {
         o.nr_io_queues = n as u16;
@@ -273,8 +305,14 @@ pub fn options_from(req: &Value) -> anyhow::Result<ConnectOptions> {
     if let Some(n) = u(req, "reconnect_delay") {
         o.reconnect_delay = Duration::from_secs(n.max(1));
     }
-    o.hdr_digest = req.get("hdr_digest").and_then(Value::as_bool).unwrap_or(false);
-    o.data_digest = req.get("data_digest").and_then(Value::as_bool).unwrap_or(false);
+    o.hdr_digest = req
+        .get("hdr_digest")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    o.data_digest = req
+        .get("data_digest")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     Ok(o)
 }
 
@@ -318,8 +356,18 @@ async fn handle(req: &Value, st: &Shared) -> anyhow::Result<Option<Value>> {
             let mut s = st.lock().await;
             let i = (0..).find(|i| !s.ctrls.contains_key(i)).unwrap_or(0);
             let name = format!("nvme{i}");
-            tracing::info!("{name}: connected to {} at {}", ctrl.options().subnqn, ctrl.options().addr);
-            s.ctrls.insert(i, Entry { name: name.clone(), ctrl });
+            tracing::info!(
+                "{name}: connected to {} at {}",
+                ctrl.options().subnqn,
+                ctrl.options().addr
+            );
+            s.ctrls.insert(
+                i,
+                Entry {
+                    name: name.clone(),
+                    ctrl,
+                },
+            );
             json!({"name": name, "already": false})
         }
         "list" => {
@@ -328,18 +376,31 @@ async fn handle(req: &Value, st: &Shared) -> anyhow::Result<Option<Value>> {
         }
         "id-ctrl" => {
             let (c, _) = get(st, s(req, "dev")?).await?;
-            let d = c.admin(nvmf_proto::Sqe::identify(1, 0), nvmf_host::HostData::FromController(4096)).await?;
+            let d = c
+                .admin(
+                    nvmf_proto::Sqe::identify(1, 0),
+                    nvmf_host::HostData::FromController(4096),
+                )
+                .await?;
             json!({"data": hex(&d.data_contiguous())})
         }
         "id-ns" => {
             let (c, ns) = get(st, s(req, "dev")?).await?;
             let nsid = u(req, "nsid").map(|n| n as u32).or(ns).unwrap_or(1);
-            let d = c.admin(nvmf_proto::Sqe::identify(0, nsid), nvmf_host::HostData::FromController(4096)).await?;
+            let d = c
+                .admin(
+                    nvmf_proto::Sqe::identify(0, nsid),
+                    nvmf_host::HostData::FromController(4096),
+                )
+                .await?;
             json!({"nsid": nsid, "data": hex(&d.data_contiguous())})
         }
         "get-log" => {
             let (c, ns) = get(st, s(req, "dev")?).await?;
-            let nsid = u(req, "nsid").map(|n| n as u32).or(ns).unwrap_or(0xffff_ffff);
+            let nsid = u(req, "nsid")
+                .map(|n| n as u32)
+                .or(ns)
+                .unwrap_or(0xffff_ffff);
             let lid = u(req, "lid").ok_or_else(|| anyhow!("missing lid"))? as u8;
             let len = u(req, "len").unwrap_or(512) as u32;
             json!({"data": hex(&c.get_log_page(lid, nsid, len).await?)})
@@ -348,7 +409,9 @@ async fn handle(req: &Value, st: &Shared) -> anyhow::Result<Option<Value>> {
             let dev = s(req, "dev")?;
             let (c, ns) = get(st, dev).await?;
             let nsid = u(req, "nsid").map(|n| n as u32).or(ns).ok_or_else(|| {
-                anyhow!("'{dev}' names a controller; read and write need a namespace such as {dev}n1")
+                anyhow!(
+                    "'{dev}' names a controller; read and write need a namespace such as {dev}n1"
+                )
             })?;
             let slba = u(req, "slba").unwrap_or(0);
             if op == "read" {
@@ -380,7 +443,11 @@ async fn handle(req: &Value, st: &Shared) -> anyhow::Result<Option<Value>> {
                     vec![i]
                 } else {
                     let nqn = s(req, "subnqn")?;
-                    g.ctrls.iter().filter(|(_, e)| e.ctrl.options().subnqn == nqn).map(|(k, _)| *k).collect()
+                    g.ctrls
+                        .iter()
+                        .filter(|(_, e)| e.ctrl.options().subnqn == nqn)
+                        .map(|(k, _)| *k)
+                        .collect()
                 };
                 keys.iter().filter_map(|k| g.ctrls.remove(k)).collect()
             };

@@ -146,7 +146,12 @@ pub fn discovery_text(log: &DiscoveryLog) -> String {
 
 /// `nvme id-ctrl -o json` keys.
 pub fn id_ctrl_json(c: &IdentifyController) -> Value {
-    Value::Object(id_ctrl_fields(c).into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    Value::Object(
+        id_ctrl_fields(c)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 fn id_ctrl_fields(c: &IdentifyController) -> Vec<(&'static str, Value)> {
@@ -158,21 +163,53 @@ fn id_ctrl_fields(c: &IdentifyController) -> Vec<(&'static str, Value)> {
         nvmf_proto::identify::ControllerType::Administrative => 3,
     };
     let fields: Vec<(&str, Value)> = vec![
-        ("vid", c.vid.into()), ("ssvid", c.ssvid.into()), ("sn", c.sn.clone().into()),
-        ("mn", c.mn.clone().into()), ("fr", c.fr.clone().into()), ("rab", c.rab.into()),
-        ("ieee", ieee.into()), ("cmic", c.cmic.into()), ("mdts", c.mdts.into()),
-        ("cntlid", c.cntlid.into()), ("ver", c.ver.into()), ("oaes", c.oaes.into()),
-        ("ctratt", c.ctratt.into()), ("cntrltype", cntrltype.into()), ("oacs", c.oacs.into()),
-        ("acl", c.acl.into()), ("aerl", c.aerl.into()), ("frmw", c.frmw.into()), ("lpa", c.lpa.into()),
-        ("elpe", c.elpe.into()), ("npss", c.npss.into()), ("wctemp", c.wctemp.into()),
-        ("cctemp", c.cctemp.into()), ("tnvmcap", u64::try_from(c.tnvmcap).unwrap_or(u64::MAX).into()),
-        ("kas", c.kas.into()), ("sqes", c.sqes.into()), ("cqes", c.cqes.into()),
-        ("maxcmd", c.maxcmd.into()), ("nn", c.nn.into()), ("oncs", c.oncs.into()),
-        ("fuses", c.fuses.into()), ("fna", c.fna.into()), ("vwc", c.vwc.into()),
-        ("awun", c.awun.into()), ("awupf", c.awupf.into()), ("sgls", c.sgls.into()),
-        ("mnan", c.mnan.into()), ("subnqn", c.subnqn.clone().into()), ("ioccsz", c.ioccsz.into()),
-        ("iorcsz", c.iorcsz.into()), ("icdoff", c.icdoff.into()), ("fcatt", c.fcatt.into()),
-        ("msdbd", c.msdbd.into()), ("ofcs", c.ofcs.into()),
+        ("vid", c.vid.into()),
+        ("ssvid", c.ssvid.into()),
+        ("sn", c.sn.clone().into()),
+        ("mn", c.mn.clone().into()),
+        ("fr", c.fr.clone().into()),
+        ("rab", c.rab.into()),
+        ("ieee", ieee.into()),
+        ("cmic", c.cmic.into()),
+        ("mdts", c.mdts.into()),
+        ("cntlid", c.cntlid.into()),
+        ("ver", c.ver.into()),
+        ("oaes", c.oaes.into()),
+        ("ctratt", c.ctratt.into()),
+        ("cntrltype", cntrltype.into()),
+        ("oacs", c.oacs.into()),
+        ("acl", c.acl.into()),
+        ("aerl", c.aerl.into()),
+        ("frmw", c.frmw.into()),
+        ("lpa", c.lpa.into()),
+        ("elpe", c.elpe.into()),
+        ("npss", c.npss.into()),
+        ("wctemp", c.wctemp.into()),
+        ("cctemp", c.cctemp.into()),
+        (
+            "tnvmcap",
+            u64::try_from(c.tnvmcap).unwrap_or(u64::MAX).into(),
+        ),
+        ("kas", c.kas.into()),
+        ("sqes", c.sqes.into()),
+        ("cqes", c.cqes.into()),
+        ("maxcmd", c.maxcmd.into()),
+        ("nn", c.nn.into()),
+        ("oncs", c.oncs.into()),
+        ("fuses", c.fuses.into()),
+        ("fna", c.fna.into()),
+        ("vwc", c.vwc.into()),
+        ("awun", c.awun.into()),
+        ("awupf", c.awupf.into()),
+        ("sgls", c.sgls.into()),
+        ("mnan", c.mnan.into()),
+        ("subnqn", c.subnqn.clone().into()),
+        ("ioccsz", c.ioccsz.into()),
+        ("iorcsz", c.iorcsz.into()),
+        ("icdoff", c.icdoff.into()),
+        ("fcatt", c.fcatt.into()),
+        ("msdbd", c.msdbd.into()),
+        ("ofcs", c.ofcs.into()),
     ];
     fields
 }
@@ -199,7 +236,10 @@ pub fn id_ctrl_text(c: &IdentifyController) -> String {
     kv_text(
         "NVME Identify Controller:",
         id_ctrl_fields(c),
-        &["vid", "ssvid", "ieee", "cmic", "cntlid", "ver", "oaes", "ctratt", "oacs", "frmw", "lpa", "oncs", "fuses", "sgls", "vwc", "fcatt", "ofcs"],
+        &[
+            "vid", "ssvid", "ieee", "cmic", "cntlid", "ver", "oaes", "ctratt", "oacs", "frmw",
+            "lpa", "oncs", "fuses", "sgls", "vwc", "fcatt", "ofcs",
+        ],
     )
 }
 
@@ -239,15 +279,27 @@ pub fn id_ns_text(nsid: u32, n: &IdentifyNamespace) -> String {
         s += &format!("{k:<10}: {v}\n");
     }
     for (i, f) in n.lbaf.iter().enumerate() {
-        let inuse = if usize::from(n.flbas & 0xf) == i { " (in use)" } else { "" };
-        s += &format!("lbaf {i:>2} : ms:{:<3} lbads:{:<2} rp:{:#x}{inuse}\n", f.ms, f.lbads, f.rp);
+        let inuse = if usize::from(n.flbas & 0xf) == i {
+            " (in use)"
+        } else {
+            ""
+        };
+        s += &format!(
+            "lbaf {i:>2} : ms:{:<3} lbads:{:<2} rp:{:#x}{inuse}\n",
+            f.ms, f.lbads, f.rp
+        );
     }
     s
 }
 
 /// `nvme smart-log -o json` keys.
 pub fn smart_json(l: &SmartLog) -> Value {
-    Value::Object(smart_fields(l).into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    Value::Object(
+        smart_fields(l)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 fn smart_fields(l: &SmartLog) -> Vec<(&'static str, Value)> {
@@ -269,10 +321,21 @@ fn smart_fields(l: &SmartLog) -> Vec<(&'static str, Value)> {
         "num_err_log_entries": u64::try_from(l.num_err_log_entries).unwrap_or(u64::MAX),
     });
     let order = [
-        "critical_warning", "temperature", "avail_spare", "spare_thresh", "percent_used",
-        "data_units_read", "data_units_written", "host_read_commands", "host_write_commands",
-        "controller_busy_time", "power_cycles", "power_on_hours", "unsafe_shutdowns",
-        "media_errors", "num_err_log_entries",
+        "critical_warning",
+        "temperature",
+        "avail_spare",
+        "spare_thresh",
+        "percent_used",
+        "data_units_read",
+        "data_units_written",
+        "host_read_commands",
+        "host_write_commands",
+        "controller_busy_time",
+        "power_cycles",
+        "power_on_hours",
+        "unsafe_shutdowns",
+        "media_errors",
+        "num_err_log_entries",
     ];
     order.iter().map(|k| (*k, v[*k].clone())).collect()
 }
@@ -283,7 +346,11 @@ pub fn smart_text(dev: &str, l: &SmartLog) -> String {
     {
         for (k, v) in smart_fields(l) {
             let v = if k == "temperature" {
-                format!("{} °C ({} K)", i32::from(l.temperature) - 273, l.temperature)
+                format!(
+                    "{} °C ({} K)",
+                    i32::from(l.temperature) - 273,
+                    l.temperature
+                )
             } else {
                 v.to_string()
             };

@@ -58,8 +58,11 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 
 /// Runs `io-check`.
 pub fn run(a: IoCheckArgs, rt: tokio::runtime::Runtime) -> anyhow::Result<()> {
-    nvmf_proto::fabrics::validate_nqn(&a.nqn).map_err(|e| anyhow!("subsystem NQN '{}': {e}", a.nqn))?;
-    let mut o = a.fabric.options(&a.nqn, nvmf_transport::addr::DEFAULT_PORT)?;
+    nvmf_proto::fabrics::validate_nqn(&a.nqn)
+        .map_err(|e| anyhow!("subsystem NQN '{}': {e}", a.nqn))?;
+    let mut o = a
+        .fabric
+        .options(&a.nqn, nvmf_transport::addr::DEFAULT_PORT)?;
     o.nr_io_queues = a.nr_io_queues.max(1);
     o.queue_size = a.queue_size;
     o.ctrl_loss_tmo = Some(std::time::Duration::from_secs(0));
@@ -110,7 +113,13 @@ async fn check(c: &Controller, a: &IoCheckArgs, seed: u64) -> anyhow::Result<(f6
         bail!("--bytes {} and --offset {} must be multiples of the {bs}-byte block size (and bytes > 0)", a.bytes, a.offset);
     }
     if a.offset + a.bytes > ns.size_bytes() {
-        bail!("{} bytes at offset {} do not fit namespace {} ({} bytes)", a.bytes, a.offset, a.nsid, ns.size_bytes());
+        bail!(
+            "{} bytes at offset {} do not fit namespace {} ({} bytes)",
+            a.bytes,
+            a.offset,
+            a.nsid,
+            ns.size_bytes()
+        );
     }
     let data = pattern(a.bytes as usize, seed);
     if let Some(p) = &a.pattern_out {
@@ -133,7 +142,11 @@ async fn check(c: &Controller, a: &IoCheckArgs, seed: u64) -> anyhow::Result<(f6
         let got = c.read(a.nsid, (a.offset + off) / bs, n / bs).await?;
         let want = &data[off as usize..(off + n) as usize];
         if got != want {
-            let i = got.iter().zip(want).position(|(x, y)| x != y).unwrap_or(got.len().min(want.len()));
+            let i = got
+                .iter()
+                .zip(want)
+                .position(|(x, y)| x != y)
+                .unwrap_or(got.len().min(want.len()));
             let bad = got.iter().zip(want).filter(|(x, y)| x != y).count();
             bail!(
                 "MISMATCH: byte {} (LBA {}) reads {:#04x}, {:#04x} was written; {bad} bytes differ in this {n}-byte segment",
