@@ -66,11 +66,16 @@ pub(crate) fn put_u128(b: &mut [u8], off: usize, v: u128) {
 }
 
 /// Writes `s` as a fixed-width ASCII field padded with `pad` (spaces for SN/MN/FR,
-/// NUL for NQNs and discovery-log strings), truncating at the field width.
+/// NUL for NQNs and discovery-log strings), truncating at the field width (at a
+/// character boundary, so the field stays valid UTF-8).
 pub(crate) fn put_str(b: &mut [u8], off: usize, width: usize, s: &str, pad: u8) {
     if let Some(field) = b.get_mut(off..off.saturating_add(width)) {
         field.fill(pad);
-        let n = s.len().min(width);
+        // Cut at a character boundary: never emit half of a UTF-8 sequence.
+        let mut n = s.len().min(width);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
         if let (Some(dst), Some(src)) = (field.get_mut(..n), s.as_bytes().get(..n)) {
             dst.copy_from_slice(src);
         }

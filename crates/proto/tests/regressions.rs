@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use nvmf_proto::cqe::Cqe;
+use nvmf_proto::identify::IdentifyController;
 use nvmf_proto::sqe::{io_opcode, SglDescriptor, Sqe};
 use nvmf_proto::status::Status;
 use nvmf_proto::tcp::pdu::{DataPdu, IcReq};
@@ -184,4 +185,54 @@ fn termreq_error_data_does_not_depend_on_segmentation() {
     let e2 = e2.unwrap();
     assert_eq!(e1, e2);
     assert_eq!(&e1.header[..], &pdu[..24]);
+}
+
+/// fuzz structures, crash-94d1d601b72e937160e0ea683b791a343a792fa9 (the 522-byte
+/// input below): Identify Controller decode → encode → decode → encode was not
+/// stable. FR held non-UTF-8 bytes; decoding replaced them with U+FFFD (3 bytes
+/// each) and encoding cut the 8-byte field in the middle of a character, emitting
+/// invalid UTF-8 that decoded differently. `put_str` now cuts at a character
+/// boundary.
+#[test]
+fn identify_string_fields_encode_stably() {
+    let input = hex("000010babababababababababababababababafdbabababababababa7272727272727272727272727272727272721818181818181818e88d8d8d8d8d8d92727272727272727272727272727272727272727272b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b300b3b3b3b3b3b3727272727272727272727272727272727272727272727272727272727272727272727272727202ffffffffffffffffffffff25ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa4ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffbabababa00000010babababababababababababababababafdbaffffffffffffff17bababababababa727272727272722b7272727272727272727218181818181818181872727272727272727272727272727272727272727272727272727272b3b3b3b3b3b3b3b3b3b3b3b3b321b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b372727272727272727272727272727272181818181818181818727272727272727272727272727272727272727272727272727272b3b3b3b3b3b372b3b3b3b3b3b3b3b3b3b3b3b3b3bababababababababababababababababababa1e80");
+    assert_eq!(input.len(), 522);
+    let x = IdentifyController::decode(&input);
+    let e1 = x.encode();
+    let e2 = IdentifyController::decode(&e1).encode();
+    assert_eq!(e1, e2);
+    // The field alone: "荍" then invalid bytes.
+    let mut page = vec![0u8; 4096];
+    page[64..72].copy_from_slice(&[0xe8, 0x8d, 0x8d, 0x8d, 0x8d, 0x8d, 0x8d, 0x92]);
+    let x = IdentifyController::decode(&page);
+    let e1 = x.encode();
+    assert!(
+        std::str::from_utf8(&e1[64..72]).is_ok(),
+        "FR is not UTF-8: {:02x?}",
+        &e1[64..72]
+    );
+    assert_eq!(IdentifyController::decode(&e1).encode(), e1);
+    // Every string field, with multi-byte characters straddling the field end.
+    let c = IdentifyController {
+        sn: "ééééééééééé".into(),
+        mn: "€".repeat(14),
+        fr: "日本語".into(),
+        subnqn: "nqn.2024-01.é:".to_string() + &"ü".repeat(200),
+        ..Default::default()
+    };
+    let e = c.encode();
+    for (off, w) in [(4, 20), (24, 40), (64, 8), (768, 256)] {
+        assert!(
+            std::str::from_utf8(&e[off..off + w]).is_ok(),
+            "field at {off}"
+        );
+    }
+    assert_eq!(IdentifyController::decode(&e).encode(), e);
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
