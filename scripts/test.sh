@@ -4,7 +4,8 @@
 #   1. unit/integration tests: cargo nextest run --workspace (if cargo-nextest
 #      is installed; plus cargo test --doc), else cargo test --workspace
 #   2. RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
-#   3. tests/interop/run.sh all     (Linux-kernel interop in a QEMU guest;
+#   3. tests/interop/run.sh --capture --require all  (Linux-kernel interop in a
+#      QEMU guest, every suite required, captures checked with tshark;
 #      needs the packages of scripts/install-deps.sh)
 #   4. fuzz/run-bounded.sh, if it exists
 #
@@ -42,7 +43,7 @@ stage "cargo doc" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 if [ "${NVMF_SKIP_INTEROP:-0}" = 1 ]; then
     skip_stage "interop" "NVMF_SKIP_INTEROP=1"
 else
-    stage "interop" tests/interop/run.sh all
+    stage "interop" tests/interop/run.sh --capture --require all
 fi
 if [ -x fuzz/run-bounded.sh ] || [ -f fuzz/run-bounded.sh ]; then
     stage "fuzz (bounded)" bash fuzz/run-bounded.sh
