@@ -14,7 +14,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${NVMEVM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/nvmf-rs-vm}
-BASE_FORMAT=3          # bump when the content of the base initramfs changes
+BASE_FORMAT=4          # bump when the content of the base initramfs changes
 
 usage() {
     cat <<'EOF'
@@ -140,6 +140,7 @@ ensure_packages() {
     pkg_installed xz-utils || need+=(xz-utils)
     pkg_installed zstd || need+=(zstd)
     pkg_installed e2fsprogs || need+=(e2fsprogs)          # mke2fs/e2fsck for the guest
+    pkg_installed iproute2 || need+=(iproute2)            # ip (netns, veth) + tc (netem) for the guest
     [ $TCPDUMP = 0 ] || pkg_installed tcpdump || need+=(tcpdump)
     [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
     if ! command -v qemu-system-x86_64 >/dev/null; then
@@ -238,7 +239,7 @@ copy_libs() {
 }
 
 MODULES_WANTED="configfs nvme-core nvme-fabrics nvme-tcp nvmet nvmet-tcp null_blk loop ublk_drv
- crc32c-intel crc32c_generic libcrc32c virtio_pci 9pnet_virtio 9p ext4 xfs nbd"
+ crc32c-intel crc32c_generic libcrc32c virtio_pci 9pnet_virtio 9p ext4 xfs nbd sch_netem veth"
 
 build_base() {
     BASE=$CACHE/initramfs/base-$KV-v$BASE_FORMAT.cpio
@@ -262,6 +263,13 @@ build_base() {
     for f in mkfs.ext4 mkfs.ext3 mkfs.ext2; do ln -sf mke2fs "$st/usr/sbin/$f"; done
     for f in fsck.ext4 fsck.ext3 fsck.ext2; do ln -sf e2fsck "$st/usr/sbin/$f"; done
     [ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$st/etc/mke2fs.conf"
+    # iproute2: busybox's ip has no netns / veth and there is no busybox tc;
+    # guest/netfault.sh needs both (ip netns needs /var/run/netns)
+    for f in ip tc; do
+        cp /usr/sbin/$f "$st/usr/sbin/$f"
+        copy_libs /usr/sbin/$f "$st"
+    done
+    mkdir -p "$st/var"; ln -sfn ../run "$st/var/run"
     # kernel modules: the dependency closure of MODULES_WANTED, decompressed
     local mods=() missing=()
     for m in $MODULES_WANTED; do

@@ -12,6 +12,10 @@
 #             (guest/kernel-host-vs-nvmf-target.sh)
 #   host      OUR host (`nvmf discover`, `nvmf io-check`) against the kernel
 #             nvmet target (guest/nvmf-host-vs-kernel-target.sh)
+#   netfault  OUR target in a guest netns behind a veth pair with netem (delay,
+#             jitter, loss, reordering) and a cut link, with the kernel host and
+#             ours (io-check; connect + write/read through the host daemon)
+#             (guest/netfault.sh); opt-in, not part of all
 #   all       selftest target host (default)
 #
 # options:
@@ -46,7 +50,7 @@ while [ $# -gt 0 ]; do
         --require) REQUIRE=1; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; VMARGS=("$@"); break ;;
-        selftest|target|host) SUITES+=("$1"); shift ;;
+        selftest|target|host|netfault) SUITES+=("$1"); shift ;;
         all) SUITES+=(selftest target host); shift ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -62,7 +66,7 @@ result() {   # result PASS|FAIL|SKIP SUITE MSG
     case $1 in PASS) NPASS=$((NPASS+1)) ;; FAIL) NFAIL=$((NFAIL+1)) ;; SKIP) NSKIP=$((NSKIP+1)) ;; esac
 }
 
-need_nvmf() { [[ " ${SUITES[*]} " == *" target "* || " ${SUITES[*]} " == *" host "* ]]; }
+need_nvmf() { [[ " ${SUITES[*]} " == *" target "* || " ${SUITES[*]} " == *" host "* || " ${SUITES[*]} " == *" netfault "* ]]; }
 
 BUILD_OK=1
 if need_nvmf && [ $BUILD = 1 ] && [ -z "${NVMF_BIN:-}" ]; then
@@ -126,7 +130,7 @@ for s in "${SUITES[@]}"; do
     case $s in
         selftest)
             run_suite selftest "$HERE/guest/kernel-host-vs-nvmf-target.sh" --env NVMF_TARGET_MODE=kernel ;;
-        target|host)
+        target|host|netfault)
             if [ $BUILD_OK = 0 ]; then result FAIL "$s" "cargo build --release -p nvmf-cli failed"; continue; fi
             if [ ! -x "$NVMF" ]; then
                 if [ $REQUIRE = 1 ]; then result FAIL "$s" "no $NVMF"; else result SKIP "$s" "no $NVMF"; fi
@@ -135,6 +139,10 @@ for s in "${SUITES[@]}"; do
             if [ $s = target ]; then
                 verbs=("target --listen --memory --file --subnqn")
                 script=$HERE/guest/kernel-host-vs-nvmf-target.sh
+            elif [ $s = netfault ]; then
+                verbs=("target --listen --file --subnqn" "io-check -t -a -s -n -i -g -G --bytes --offset"
+                       "connect -t -a -s -n -l -c" "write -s -c -d" "read -s -c -d" "disconnect -n" "list")
+                script=$HERE/guest/netfault.sh
             else
                 verbs=("discover -t -a -s -o" "io-check -t -a -s -n -g -G -i --nsid --bytes")
                 script=$HERE/guest/nvmf-host-vs-kernel-target.sh

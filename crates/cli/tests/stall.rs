@@ -8,7 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -38,7 +42,10 @@ fn icreq() -> [u8; 128] {
 fn wait_listening(port: u16) {
     let t0 = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "target did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "target did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -47,7 +54,15 @@ fn wait_listening(port: u16) {
 fn thousand_stalled_connections_stay_bounded() {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_nvmf"))
-        .args(["target", "--listen", &format!("127.0.0.1:{port}"), "--memory", "64M", "--threads", "1"])
+        .args([
+            "target",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--memory",
+            "64M",
+            "--threads",
+            "1",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -72,7 +87,10 @@ fn thousand_stalled_connections_stay_bounded() {
     let after = rss_kib(pid);
     let per_conn = (after.saturating_sub(before) * 1024) / 1000;
     eprintln!("target VmRSS {before} KiB -> {after} KiB with 1000 stalled connections ({per_conn} bytes each)");
-    assert!(per_conn < 64 * 1024, "each stalled connection costs {per_conn} bytes of RSS");
+    assert!(
+        per_conn < 64 * 1024,
+        "each stalled connection costs {per_conn} bytes of RSS"
+    );
     // A well-behaved connection is still answered.
     let mut good = TcpStream::connect(("127.0.0.1", port)).unwrap();
     good.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
