@@ -111,7 +111,7 @@ fn perf_seq_read_digests_json() {
             "--bs",
             "128k",
             "--iodepth",
-            "4",
+            "1",
             "--runtime",
             "1",
             "-g",
