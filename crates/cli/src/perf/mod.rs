@@ -60,6 +60,14 @@ fn parse_size(s: &str) -> Result<u64, String> {
     nvmf_backend::parse_size(s)
 }
 
+/// A CPU list (`0,1` or `2-3`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
+    parse_cpus(s).map(CpuList)
+}
+
 fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
     let mut v = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -111,8 +119,8 @@ pub struct PerfArgs {
     #[arg(long, default_value_t = 1)]
     pub numjobs: u16,
     /// Pin job i to the i-th CPU of this list (e.g. 0,1 or 2-3).
-    #[arg(long, value_parser = parse_cpus)]
-    pub cpus: Option<Vec<usize>>,
+    #[arg(long, value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
     /// Seconds to run.
     #[arg(long, default_value_t = 10.0)]
     pub runtime: f64,
@@ -263,7 +271,7 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
     for i in 0..n {
         let live = Arc::new(LiveCounters::default());
         lives.push(live.clone());
-        let cpu = args.cpus.as_ref().map(|c| c[i % c.len()]);
+        let cpu = args.cpus.as_ref().map(|c| c.0[i % c.0.len()]);
         let (cfg, stop, tx, go) = (cfg.clone(), stop.clone(), tx.clone(), go_rx.clone());
         threads.push(
             std::thread::Builder::new()
@@ -385,6 +393,54 @@ mod tests {
         assert_eq!(parse_cpus("2-4,7").unwrap(), vec![2, 3, 4, 7]);
         assert!(parse_cpus("x").is_err());
         assert!(parse_cpus("").is_err());
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct T {
+        #[command(flatten)]
+        a: PerfArgs,
+    }
+
+    #[test]
+    fn perf_args_parse() {
+        use clap::Parser;
+        let t = T::try_parse_from([
+            "t",
+            "-a",
+            "10.0.0.1",
+            "-s",
+            "4421",
+            "--rw",
+            "randrw",
+            "--rwmixread",
+            "70",
+            "--bs",
+            "128k",
+            "--iodepth",
+            "16",
+            "--numjobs",
+            "2",
+            "--cpus",
+            "0,1",
+            "--runtime",
+            "2.5",
+            "--size",
+            "1G",
+            "-g",
+            "-G",
+            "--verify",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(t.a.cpus, Some(CpuList(vec![0, 1])));
+        assert_eq!(t.a.bs, 128 << 10);
+        assert_eq!(t.a.size, Some(1 << 30));
+        assert_eq!(t.a.rw, Rw::RandRw);
+        assert!(t.a.hdr_digest && t.a.data_digest && t.a.verify);
+        assert_eq!(t.a.output, Output::Json);
+        assert!(T::try_parse_from(["t", "--rwmixread", "101"]).is_err());
+        assert!(T::try_parse_from(["t", "--rw", "trim"]).is_err());
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl Report {
             "data_digest": cfg.digests.data,
             "verify": cfg.verify,
             "sq_flow_control_disabled": cfg.sqfc_disable,
-            "cpus": args.cpus,
+            "cpus": args.cpus.as_ref().map(|c| c.0.clone()),
         });
         Self {
             config,
