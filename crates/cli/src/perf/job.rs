@@ -16,6 +16,9 @@ use nvmf_transport::{HostConnection, TransportAddr};
 use super::session::{connect_queue, Controller};
 use super::Rw;
 
+/// How long a job waits for any completion before giving up.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What every job shares (read only).
 #[derive(Debug, Clone)]
 pub struct JobConfig {
@@ -251,6 +254,19 @@ impl Job {
         Ok(slot)
     }
 
+    /// The next completion, or an error if the target goes quiet for
+    /// [`STALL_TIMEOUT`] (the timer is only armed when the call has to wait).
+    async fn next_completion(&mut self) -> anyhow::Result<Completion> {
+        let outstanding = self.conn.queue().outstanding();
+        match tokio::time::timeout(STALL_TIMEOUT, self.conn.next_completion()).await {
+            Ok(r) => Ok(r?),
+            Err(_) => bail!(
+                "no completion from the target in {} s ({outstanding} commands outstanding)",
+                STALL_TIMEOUT.as_secs()
+            ),
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         self.base.elapsed().as_nanos() as u64
     }
@@ -270,7 +286,7 @@ impl Job {
             if outstanding == 0 {
                 return Ok(());
             }
-            let c = self.conn.next_completion().await?;
+            let c = self.next_completion().await?;
             let slot = self.slots[usize::from(c.cqe.cid)];
             if !c.cqe.status.is_success() {
                 bail!(
@@ -296,7 +312,7 @@ impl Job {
         let mut outstanding = u32::from(self.cfg.iodepth);
         let mut last = 0;
         while outstanding > 0 {
-            let c = self.conn.next_completion().await?;
+            let c = self.next_completion().await?;
             let now = self.now_ns();
             last = now;
             if !stopping && (now >= deadline || stop.load(Ordering::Relaxed)) {
