@@ -167,8 +167,12 @@ async fn send_bad(addr: TransportAddr, prelude: &[u8], bad: &[u8]) -> Option<(Fe
     s.write_all(prelude).await.unwrap();
     s.write_all(bad).await.unwrap();
     let mut buf = Vec::new();
-    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    assert!(r.is_ok(), "the target did not close the connection");
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(
+        r.is_ok(),
+        "the target did not close the connection after {:02x?}",
+        &bad[..bad.len().min(16)]
+    );
     // Skip ICResp and any responses, find the C2HTermReq (type 3).
     let mut off = 0;
     while off + 8 <= buf.len() {
@@ -185,6 +189,16 @@ async fn send_bad(addr: TransportAddr, prelude: &[u8], bad: &[u8]) -> Option<(Fe
         off += ch.plen as usize;
     }
     None
+}
+
+/// A whole 24-byte header (HLEN = PLEN = 24) of the given PDU type: the decoder
+/// judges a header once min(HLEN, PLEN) bytes are in, so the whole header is sent.
+fn header24(pdu_type: u8) -> Vec<u8> {
+    let mut h = vec![0u8; 24];
+    h[0] = pdu_type;
+    h[2] = 24;
+    h[4] = 24;
+    h
 }
 
 fn raw_cmd(sqe: &Sqe, data: &[u8]) -> Vec<u8> {
@@ -213,12 +227,12 @@ async fn malformed_pdus_end_only_their_connection() {
 
     // Unknown PDU type.
     assert_eq!(
-        send_bad(addr, &ic, &[0x08, 0, 24, 0, 24, 0, 0, 0]).await,
+        send_bad(addr, &ic, &header24(0x08)).await,
         Some((Fes::InvalidHeaderField, 0))
     );
     // A PDU type that flows the other way (CapsuleResp sent to a controller).
     assert_eq!(
-        send_bad(addr, &ic, &[0x05, 0, 24, 0, 24, 0, 0, 0]).await,
+        send_bad(addr, &ic, &header24(0x05)).await,
         Some((Fes::InvalidHeaderField, 0))
     );
     // A command before ICReq.
