@@ -319,3 +319,87 @@ async fn discovery_and_connect_errors() {
     let (_c, r2) = connect_queue(&addr, NQN, 1, r.unwrap(), Digests::default()).await;
     assert_eq!(r2, Err(Status::COMMAND_SEQUENCE_ERROR.dnr()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_a_namespace_and_raises_an_event() {
+    let mut cfg = config(None);
+    let (t, addr) = start(&cfg).await;
+    let (mut admin, cntlid) =
+        connect_queue(&addr, NQN, 0, CNTLID_DYNAMIC, Digests::default()).await;
+    cntlid.unwrap();
+    enable(&mut admin).await;
+    // Enable Namespace Attribute notices and leave an Asynchronous Event Request outstanding.
+    let mut aec = Sqe::new(admin_opcode::SET_FEATURES);
+    aec.cdw10 = 0x0B;
+    aec.cdw11 = nvmf_proto::features::aec::NS_ATTRIBUTE;
+    assert!(admin
+        .execute(aec, HostData::None)
+        .await
+        .unwrap()
+        .cqe
+        .status
+        .is_success());
+    let aer = admin
+        .submit(Sqe::new(admin_opcode::ASYNC_EVENT_REQUEST), HostData::None)
+        .unwrap();
+    admin.kick().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    cfg.subsystems[0].namespaces.push(NamespaceConfig {
+        nsid: 7,
+        backend: BackendSpec::Memory { size: 8 << 20 },
+        block_size: 4096,
+        direct: Default::default(),
+        uuid: None,
+    });
+    let summary = t.reload(&cfg).unwrap();
+    assert_eq!(summary.changed_namespaces, vec![(NQN.to_string(), vec![7])]);
+
+    let c = tokio::time::timeout(std::time::Duration::from_secs(5), admin.next_completion())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.cqe.cid, aer);
+    assert_eq!(
+        nvmf_proto::features::aen_fields(c.cqe.dw0),
+        (2, 0, lid::CHANGED_NS)
+    );
+    let log = admin
+        .execute(
+            Sqe::get_log_page(lid::CHANGED_NS, 0, 4096, 0, false),
+            HostData::FromController(4096),
+        )
+        .await
+        .unwrap();
+    assert_eq!(decode_ns_list(&log.data_contiguous()), vec![7]);
+    let list = admin
+        .execute(
+            Sqe::identify(cns::ACTIVE_NS_LIST, 0),
+            HostData::FromController(4096),
+        )
+        .await
+        .unwrap();
+    assert_eq!(decode_ns_list(&list.data_contiguous()), vec![1, 7]);
+
+    // Removing it again is a change too; the log was read, so the event fires again.
+    cfg.subsystems[0].namespaces.pop();
+    let summary = t.reload(&cfg).unwrap();
+    assert_eq!(summary.changed_namespaces, vec![(NQN.to_string(), vec![7])]);
+    let aer2 = admin
+        .submit(Sqe::new(admin_opcode::ASYNC_EVENT_REQUEST), HostData::None)
+        .unwrap();
+    admin.kick().unwrap();
+    let c = tokio::time::timeout(std::time::Duration::from_secs(5), admin.next_completion())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.cqe.cid, aer2);
+    let list = admin
+        .execute(
+            Sqe::identify(cns::ACTIVE_NS_LIST, 0),
+            HostData::FromController(4096),
+        )
+        .await
+        .unwrap();
+    assert_eq!(decode_ns_list(&list.data_contiguous()), vec![1]);
+}
