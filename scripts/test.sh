@@ -33,6 +33,11 @@ stage() {   # stage NAME CMD...
 }
 skip_stage() { NSKIP=$((NSKIP+1)); SUMMARY+=("SKIP: $1 ($2)"); echo "=== test.sh: $1: SKIP ($2)"; }
 
+# The packages the interop suites need (qemu, nvme-cli, tshark, ...): idempotent,
+# so the README's test command works on a fresh machine without .ci/run.
+if [ "$(id -u)" = 0 ]; then
+    stage "install-deps" bash scripts/install-deps.sh
+fi
 if cargo nextest --version >/dev/null 2>&1; then
     stage "cargo nextest" cargo nextest run --workspace --no-tests=warn
     stage "doc tests" cargo test --workspace --doc
