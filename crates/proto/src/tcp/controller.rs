@@ -296,8 +296,7 @@ impl ControllerQueue {
                 fei: e.fei,
                 data: e.header.clone(),
             });
-            PduEncoder::default().encode(&p, self.tx.cur_mut());
-            self.tx.wrote(TERM_HLEN + e.header.len());
+            self.tx.push_pdu(&PduEncoder::default(), p);
         }
         self.state = State::Closed;
         self.events.push_back(ControllerEvent::Terminated {
@@ -354,8 +353,7 @@ impl ControllerQueue {
             digests,
             maxh2cdata: self.cfg.maxh2cdata,
         };
-        PduEncoder::default().encode(&Pdu::IcResp(resp), self.tx.cur_mut());
-        self.tx.wrote(IC_HLEN);
+        self.tx.push_pdu(&PduEncoder::default(), Pdu::IcResp(resp));
         self.enc = PduEncoder::negotiated(digests, req.hpda);
         self.decoder.set_negotiated(DecoderConfig {
             hdgst: digests.header,
@@ -507,8 +505,7 @@ impl ControllerQueue {
                 r2to: 0,
                 r2tl: len,
             });
-            let n = self.enc.encode_prefix(&p, self.tx.cur_mut()).prefix_len;
-            self.tx.wrote(n);
+            self.tx.push_pdu(&self.enc, p);
         }
     }
 
@@ -656,14 +653,7 @@ impl ControllerQueue {
                 success: succ,
                 data: chunk,
             });
-            let layout = self.enc.encode_prefix(&p, self.tx.cur_mut());
-            self.tx.wrote(layout.prefix_len);
-            if let Pdu::C2HData(d) = p {
-                self.tx.put_bytes(d.data);
-            }
-            if let Some(dd) = layout.ddgst {
-                self.tx.put_slice(&dd);
-            }
+            self.tx.push_pdu(&self.enc, p);
             off += n;
         }
         if completed {
@@ -699,8 +689,6 @@ impl ControllerQueue {
         self.advance_sq_head();
         cqe.sqhd = self.sq_head;
         cqe.sqid = self.qid;
-        let p = Pdu::CapsuleResp(cqe);
-        let n = self.enc.encode_prefix(&p, self.tx.cur_mut()).prefix_len;
-        self.tx.wrote(n);
+        self.tx.push_pdu(&self.enc, Pdu::CapsuleResp(cqe));
     }
 }

@@ -161,8 +161,7 @@ impl HostQueue {
             digests: cfg.digests,
             maxr2t: cfg.maxr2t,
         };
-        PduEncoder::default().encode(&Pdu::IcReq(req), tx.cur_mut());
-        tx.wrote(IC_HLEN);
+        tx.push_pdu(&PduEncoder::default(), Pdu::IcReq(req));
         let dcfg = DecoderConfig {
             max_data: cfg.max_c2h_data,
             ..DecoderConfig::default()
@@ -267,8 +266,7 @@ impl HostQueue {
                 fei: e.fei,
                 data: e.header.clone(),
             });
-            PduEncoder::default().encode(&p, self.tx.cur_mut());
-            self.tx.wrote(TERM_HLEN + e.header.len());
+            self.tx.push_pdu(&PduEncoder::default(), p);
         }
         self.state = State::Closed;
         self.events.push_back(HostEvent::Terminated {
@@ -355,17 +353,8 @@ impl HostQueue {
             }
         };
         self.cmds.insert(cid, cmd);
-        let p = Pdu::CapsuleCmd { sqe, data: icd };
-        let layout = self.enc.encode_prefix(&p, self.tx.cur_mut());
-        self.tx.wrote(layout.prefix_len);
-        if let Pdu::CapsuleCmd { data, .. } = p {
-            if !data.is_empty() {
-                self.tx.put_bytes(data);
-            }
-        }
-        if let Some(dd) = layout.ddgst {
-            self.tx.put_slice(&dd);
-        }
+        self.tx
+            .push_pdu(&self.enc, Pdu::CapsuleCmd { sqe, data: icd });
         Ok(cid)
     }
 
@@ -507,14 +496,7 @@ impl HostQueue {
                 success: false,
                 data: data.slice(off..off + n),
             });
-            let layout = self.enc.encode_prefix(&p, self.tx.cur_mut());
-            self.tx.wrote(layout.prefix_len);
-            if let Pdu::H2CData(d) = p {
-                self.tx.put_bytes(d.data);
-            }
-            if let Some(dd) = layout.ddgst {
-                self.tx.put_slice(&dd);
-            }
+            self.tx.push_pdu(&self.enc, p);
             off += n;
         }
         Ok(())

@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::pdu::{Pdu, PduEncoder};
+
 /// Data shorter than this is copied behind the header instead of queued on its own:
 /// an extra iovec costs more than copying a few hundred bytes.
 const COPY_BELOW: usize = 512;
@@ -28,14 +30,24 @@ impl TxQueue {
         self.len += b.len();
     }
 
-    /// The buffer headers are encoded into; call [`Self::wrote`] with how much was added.
-    pub(crate) fn cur_mut(&mut self) -> &mut BytesMut {
-        &mut self.cur
-    }
-
-    /// Records `n` bytes appended through [`Self::cur_mut`].
-    pub(crate) fn wrote(&mut self, n: usize) {
-        self.len += n;
+    /// Queues one PDU as `enc` writes it: header, header digest and padding are
+    /// copied into the current buffer, the data is queued by reference (see
+    /// [`Self::put_bytes`]) and the data digest follows it.
+    pub fn push_pdu(&mut self, enc: &PduEncoder, pdu: Pdu) {
+        let layout = enc.encode_prefix(&pdu, &mut self.cur);
+        self.len += layout.prefix_len;
+        let data = match pdu {
+            Pdu::CapsuleCmd { data, .. } => data,
+            Pdu::H2CData(d) | Pdu::C2HData(d) => d.data,
+            Pdu::H2CTermReq(t) | Pdu::C2HTermReq(t) => t.data,
+            _ => Bytes::new(),
+        };
+        if !data.is_empty() {
+            self.put_bytes(data);
+        }
+        if let Some(dd) = layout.ddgst {
+            self.put_slice(&dd);
+        }
     }
 
     /// Appends a buffer without copying it (small ones are copied).
