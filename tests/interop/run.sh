@@ -15,8 +15,8 @@
 #   netfault  OUR target in a guest netns behind a veth pair with netem (delay,
 #             jitter, loss, reordering) and a cut link, with the kernel host and
 #             ours (io-check; connect + write/read through the host daemon)
-#             (guest/netfault.sh); opt-in, not part of all
-#   all       selftest target host (default)
+#             (guest/netfault.sh)
+#   all       selftest target host netfault (default)
 #
 # options:
 #   --no-build        do not run cargo build; use $NVMF_BIN or target/release/nvmf
@@ -51,11 +51,11 @@ while [ $# -gt 0 ]; do
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; VMARGS=("$@"); break ;;
         selftest|target|host|netfault) SUITES+=("$1"); shift ;;
-        all) SUITES+=(selftest target host); shift ;;
+        all) SUITES+=(selftest target host netfault); shift ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault)
 
 NVMF=${NVMF_BIN:-$ROOT/target/release/nvmf}
 NPASS=0 NFAIL=0 NSKIP=0
