@@ -64,6 +64,13 @@ pub struct Limits {
     pub icreq_timeout_ms: u64,
     /// Time an initialised connection has to send Connect, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// Response bytes queued for a host that is not reading them, per
+    /// connection, above which the target stops reading that connection's
+    /// commands (backpressure: its memory stays bounded).
+    pub max_pending_send_bytes: u32,
+    /// Time a connection may make no progress sending queued responses before
+    /// the target closes it (a host that stopped reading), in milliseconds.
+    pub send_stall_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -79,6 +86,8 @@ impl Default for Limits {
             max_pending_write_bytes: 32 << 20,
             icreq_timeout_ms: 10_000,
             connect_timeout_ms: 10_000,
+            max_pending_send_bytes: 8 << 20,
+            send_stall_timeout_ms: 30_000,
         }
     }
 }

@@ -89,6 +89,9 @@ pub(crate) struct QueueTask {
     pub close_after_flush: bool,
     pub digests: nvmf_proto::tcp::Digests,
     pub conn_initialised: bool,
+    /// Send progress: bytes written at the last check, and since when nothing
+    /// more was written while responses waited.
+    pub send_progress: (u64, Instant),
 }
 
 /// A tiny CID map for commands waiting on data.
@@ -120,6 +123,7 @@ impl QueueTask {
             close_after_flush: false,
             digests: Default::default(),
             conn_initialised: false,
+            send_progress: (0, Instant::now()),
         };
         let started = Instant::now();
         let mut admin_rx: Option<mpsc::UnboundedReceiver<AdminSignal>> = None;
@@ -148,9 +152,12 @@ impl QueueTask {
                 break "host closed the connection".into();
             }
             let has_tx = !t.conn.queue.tx().is_empty();
-            let needs_tick = !matches!(t.role, Role::Io(_));
+            // Backpressure: while the host leaves responses unread, take no new
+            // commands (they wait in the socket, in the host's send buffer).
+            let read = !t.backlogged() && !t.conn.queue.has_events();
+            let needs_tick = !matches!(t.role, Role::Io(_)) || has_tx;
             tokio::select! {
-                r = t.conn.ready(has_tx) => match r {
+                r = t.conn.ready_for(read, has_tx) => match r {
                     Ok(r) => if let Err(e) = t.conn.drive(r) { break format!("{e}") },
                     Err(e) => break format!("{e}"),
                 },
@@ -184,8 +191,26 @@ impl QueueTask {
         }
     }
 
-    /// Timers: ICReq and Connect deadlines, keep-alive expiry.
+    /// True while more response bytes wait to be sent than the limit allows.
+    fn backlogged(&mut self) -> bool {
+        self.conn.queue.tx().len() > self.ctx.limits.max_pending_send_bytes as usize
+    }
+
+    /// Timers: ICReq and Connect deadlines, keep-alive expiry, a host that
+    /// stopped reading.
     fn on_tick(&mut self, started: Instant, connected: &mut bool) -> Option<String> {
+        let written = self.conn.bytes_written();
+        let waiting = self.conn.queue.tx().len();
+        if waiting == 0 || written != self.send_progress.0 {
+            self.send_progress = (written, Instant::now());
+        } else {
+            let stalled = self.send_progress.1.elapsed().as_millis() as u64;
+            let limit = self.ctx.limits.send_stall_timeout_ms;
+            if stalled > limit {
+                warn!(peer = %self.peer, "the host read no response for {stalled} ms ({waiting} bytes waiting); closing");
+                return Some("host stopped reading responses".into());
+            }
+        }
         let elapsed = started.elapsed().as_millis() as u64;
         match &self.role {
             Role::New => {
@@ -222,8 +247,12 @@ impl QueueTask {
         self.conn_initialised
     }
 
+    /// Takes the queue's events, stopping early while backlogged.
     fn handle_events(&mut self) {
-        while let Some(ev) = self.conn.queue.poll_event() {
+        while !self.backlogged() {
+            let Some(ev) = self.conn.queue.poll_event() else {
+                break;
+            };
             match ev {
                 ControllerEvent::Connected { digests, hpda, .. } => {
                     self.digests = digests;

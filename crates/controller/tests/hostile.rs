@@ -492,3 +492,166 @@ async fn idle_connections_time_out_and_limits_hold() {
         "fifth connection was not refused"
     );
 }
+
+/// This process's peak resident set (VmHWM), in KiB.
+fn peak_rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Reads one whole PDU (header and all) from a raw connection.
+async fn read_pdu(s: &mut TcpStream) -> Vec<u8> {
+    let mut h = vec![0u8; 8];
+    s.read_exact(&mut h).await.unwrap();
+    let plen = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    h.resize(plen, 0);
+    s.read_exact(&mut h[8..]).await.unwrap();
+    h
+}
+
+/// Status of the CapsuleResp `pdu` (its CQE's status field, phase bit dropped).
+fn resp_status(pdu: &[u8]) -> u16 {
+    assert_eq!(
+        pdu[0], 0x05,
+        "expected a CapsuleResp, got PDU type {:#x}",
+        pdu[0]
+    );
+    u16::from_le_bytes([pdu[8 + 14], pdu[8 + 15]]) >> 1
+}
+
+/// Brings up an association by hand (ICReq, Connect, CC.EN, I/O queue Connect)
+/// and returns the admin and I/O sockets; the I/O socket's receive buffer is
+/// small, so what the target can park in the kernel is small too.
+async fn raw_association(addr: TransportAddr) -> (TcpStream, TcpStream) {
+    let mut admin = TcpStream::connect(addr.socket).await.unwrap();
+    admin.write_all(&icreq()).await.unwrap();
+    assert_eq!(read_pdu(&mut admin).await[0], 0x01, "ICResp");
+    let (s, d) = connect_sqe(0, 0);
+    admin.write_all(&raw_cmd(&s, &d)).await.unwrap();
+    let r = read_pdu(&mut admin).await;
+    assert_eq!(resp_status(&r), 0);
+    let cntlid = u16::from_le_bytes([r[8], r[9]]);
+    let cc = Cc {
+        en: true,
+        iosqes: 6,
+        iocqes: 4,
+        ..Default::default()
+    };
+    let set = PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32()));
+    admin.write_all(&raw_cmd(&set, &[])).await.unwrap();
+    assert_eq!(resp_status(&read_pdu(&mut admin).await), 0);
+
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut io = sock.connect(addr.socket).await.unwrap();
+    io.write_all(&icreq()).await.unwrap();
+    assert_eq!(read_pdu(&mut io).await[0], 0x01, "ICResp");
+    let cmd = ConnectCommand {
+        recfmt: 0,
+        qid: 1,
+        sqsize: 31,
+        cattr: 0,
+        kato: 0,
+    };
+    let data = ConnectData {
+        hostid: [9; 16],
+        cntlid,
+        subnqn: NQN.into(),
+        hostnqn: HOSTNQN.into(),
+    };
+    io.write_all(&raw_cmd(&cmd.to_sqe(), &data.encode()))
+        .await
+        .unwrap();
+    assert_eq!(resp_status(&read_pdu(&mut io).await), 0);
+    (admin, io)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_stops_reading_is_held_back_then_closed() {
+    let limits = Limits {
+        max_pending_send_bytes: 1 << 20,
+        send_stall_timeout_ms: 1500,
+        ..Limits::default()
+    };
+    let (_t, addr) = start(limits).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ios = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let good = tokio::spawn(good_host(addr, stop.clone(), ios.clone(), errors.clone()));
+
+    let (_admin, mut io) = raw_association(addr).await;
+    let peak_before = peak_rss_kib();
+    // 4,000 reads of 128 KiB (500 MiB of responses) and never a byte read back,
+    // in bursts of a queue's worth, paced so that a target that kept executing
+    // them would have freed their command IDs before they come round again.
+    let cmds = 4000u32;
+    let mut sent = 0u32;
+    for i in 0..cmds {
+        if i % 32 == 0 && i > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut s = Sqe::rw(io_opcode::READ, 1, u64::from(i % 128) * 256, 256, false);
+        s.cid = (i % 32) as u16;
+        s.sgl1 = nvmf_proto::sqe::SglDescriptor::transport(128 * 1024);
+        match tokio::time::timeout(Duration::from_secs(2), io.write_all(&raw_cmd(&s, &[]))).await {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(_)) => break,
+            Err(_) => break, // our writes block: the target stopped reading them
+        }
+    }
+    let ios_before = ios.load(Ordering::Relaxed);
+    // Past the stall limit the target gives up on the connection.
+    tokio::time::sleep(Duration::from_millis(1500 + 2500)).await;
+    let ios_during = ios.load(Ordering::Relaxed) - ios_before;
+    let peak_growth = peak_rss_kib() - peak_before;
+
+    // Now read: what the target queued is bounded, then the connection is closed.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => {
+                got += n;
+                if got > 64 << 20 {
+                    break false;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    eprintln!(
+        "sent {sent} reads; peak RSS grew {peak_growth} KiB; read back {} KiB before the close; \
+         good host did {ios_during} I/Os meanwhile",
+        got / 1024
+    );
+    // (This process is the target: its peak RSS is the target's memory.)
+    assert!(
+        peak_growth < 48 * 1024,
+        "the target's peak RSS grew {peak_growth} KiB for a host that was not reading"
+    );
+    assert!(
+        closed,
+        "the target kept a connection whose host read nothing for 4 s (read back {got} bytes)"
+    );
+    assert!(
+        sent >= 32,
+        "the target took fewer commands than the queue holds"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    good.await.unwrap();
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "the well-behaved host saw an error"
+    );
+    assert!(
+        ios_during > 0,
+        "the well-behaved host made no progress meanwhile"
+    );
+}

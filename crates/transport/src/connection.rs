@@ -68,6 +68,7 @@ pub struct Connection<Q> {
     pub queue: Q,
     eof: bool,
     read_chunk: usize,
+    written: u64,
 }
 
 impl<Q: QueueIo> Connection<Q> {
@@ -80,6 +81,7 @@ impl<Q: QueueIo> Connection<Q> {
             queue,
             eof: false,
             read_chunk: READ_CHUNK_MIN,
+            written: 0,
         }
     }
 
@@ -98,13 +100,25 @@ impl<Q: QueueIo> Connection<Q> {
         self.eof
     }
 
+    /// Bytes written to the socket so far (progress, for stall detection).
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
     /// Waits until the socket is readable, or writable while bytes are queued.
     /// Cancel safe, so it can sit in a `select!` beside other work.
     pub async fn ready(&self, has_tx: bool) -> Result<Ready, TransportError> {
-        let interest = if has_tx {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
+        self.ready_for(true, has_tx).await
+    }
+
+    /// Like [`Connection::ready`], but may leave reading out: a controller whose
+    /// peer is not reading its responses stops taking new commands until the
+    /// backlog drains (`read` false, `write` true), which bounds its memory.
+    pub async fn ready_for(&self, read: bool, write: bool) -> Result<Ready, TransportError> {
+        let interest = match (read, write) {
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            (false, true) => Interest::WRITABLE,
+            _ => Interest::READABLE,
         };
         self.stream
             .ready(interest)
@@ -168,6 +182,7 @@ impl<Q: QueueIo> Connection<Q> {
                 }
             };
             tx.advance(n);
+            self.written += n as u64;
         }
         Ok(())
     }

@@ -285,6 +285,12 @@ impl ControllerQueue {
         self.events.pop_front()
     }
 
+    /// True while events wait to be taken: a shell that defers them (for
+    /// backpressure) should not read more bytes until they are taken.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Ends the connection: queues a C2HTermReq (if the error has a status) and reports it.
     pub fn fail(&mut self, e: FatalError) {
         if self.state == State::Closed {
