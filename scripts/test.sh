@@ -4,14 +4,17 @@
 #   1. unit/integration tests: cargo nextest run --workspace (if cargo-nextest
 #      is installed; plus cargo test --doc), else cargo test --workspace
 #   2. RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
-#   3. tests/interop/run.sh --capture --require all  (Linux-kernel interop in a
+#   3. the malformed-PDU flood (crates/cli/tests/flood.rs, 80 s, alone on the
+#      machine because it compares a good host's IOPS with and without the flood;
+#      release nvmf binary)
+#   4. tests/interop/run.sh --capture --require all  (Linux-kernel interop in a
 #      QEMU guest, every suite required, captures checked with tshark;
 #      needs the packages of scripts/install-deps.sh)
-#   4. fuzz/run-bounded.sh, if it exists
+#   5. fuzz/run-bounded.sh, if it exists
 #
 # Every stage runs even if an earlier one failed; the exit status is non-zero
 # if any failed.  Last line: "test.sh: N passed, N failed".
-# Environment: NVMF_SKIP_INTEROP=1 skips stage 3 (counted as skipped).
+# Environment: NVMF_SKIP_INTEROP=1 skips stage 4 (counted as skipped).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,6 +48,12 @@ else
     stage "cargo test" cargo test --workspace
 fi
 stage "cargo doc" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+flood() {
+    cargo build --release -p nvmf-cli || return 1
+    NVMF_FLOOD_BIN=$ROOT/target/release/nvmf \
+        cargo test -p nvmf-cli --test flood -- --ignored --nocapture
+}
+stage "flood (malformed PDUs for 60 s vs a good host)" flood
 if [ "${NVMF_SKIP_INTEROP:-0}" = 1 ]; then
     skip_stage "interop" "NVMF_SKIP_INTEROP=1"
 else

@@ -9,6 +9,7 @@
 //! ([`config`]) and can be reloaded while hosts stay connected.
 
 pub mod admin;
+pub mod admission;
 pub mod config;
 pub mod discovery;
 pub mod io;

@@ -92,6 +92,8 @@ pub(crate) struct QueueTask {
     /// Send progress: bytes written at the last check, and since when nothing
     /// more was written while responses waited.
     pub send_progress: (u64, Instant),
+    /// The host sent a malformed PDU or missed a deadline.
+    pub misbehaved: bool,
 }
 
 /// A tiny CID map for commands waiting on data.
@@ -105,7 +107,10 @@ pub(crate) const AERL: u8 = 3;
 
 impl QueueTask {
     /// Runs the connection to its end.
-    pub(crate) async fn run(conn: Connection<ControllerQueue>, ctx: Arc<TargetCtx>) {
+    /// Returns true if the host misbehaved: a protocol error (the connection
+    /// ended with a C2HTermReq) or no ICReq/Connect in time. The server counts
+    /// these per address and slows down addresses that keep doing it.
+    pub(crate) async fn run(conn: Connection<ControllerQueue>, ctx: Arc<TargetCtx>) -> bool {
         let peer = conn
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -124,6 +129,7 @@ impl QueueTask {
             digests: Default::default(),
             conn_initialised: false,
             send_progress: (0, Instant::now()),
+            misbehaved: false,
         };
         let started = Instant::now();
         let mut admin_rx: Option<mpsc::UnboundedReceiver<AdminSignal>> = None;
@@ -174,6 +180,7 @@ impl QueueTask {
             }
         };
         t.finish(&reason);
+        t.misbehaved
     }
 
     fn finish(&mut self, reason: &str) {
@@ -221,6 +228,7 @@ impl QueueTask {
                 };
                 if elapsed > limit && !*connected {
                     warn!(peer = %self.peer, "no {} within {limit} ms; closing", if self.digests_known() { "Connect" } else { "ICReq" });
+                    self.misbehaved = true;
                     return Some("timeout before Connect".into());
                 }
                 None
@@ -270,6 +278,7 @@ impl QueueTask {
                 }
                 ControllerEvent::Terminated { reason, fes } => match fes {
                     Some(f) => {
+                        self.misbehaved = true;
                         warn!(peer = %self.peer, ?f, "protocol error, terminating the connection: {reason}")
                     }
                     None => info!(peer = %self.peer, "connection terminated: {reason}"),

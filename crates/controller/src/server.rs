@@ -1,13 +1,14 @@
 //! The NVMe/TCP server: listeners, connection admission and reload.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Instant;
 
 use nvmf_proto::tcp::{ControllerQueueConfig, Digests};
 use nvmf_transport::{Listener, TransportAddr, TransportError};
 use tracing::{info, warn};
 
+use crate::admission::{Admission, Ticket, STRIKE_WINDOW};
 use crate::config::TargetConfig;
 use crate::queue::{QueueTask, TargetCtx};
 use crate::registry::{Registry, RegistryError, ReloadSummary};
@@ -29,31 +30,6 @@ pub struct Target {
     ctx: Arc<TargetCtx>,
     listeners: Vec<Arc<Listener>>,
     admission: Arc<Admission>,
-}
-
-#[derive(Debug, Default)]
-struct Admission {
-    per_host: Mutex<HashMap<IpAddr, usize>>,
-    total: Mutex<usize>,
-}
-
-struct Ticket {
-    adm: Arc<Admission>,
-    ip: IpAddr,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        let mut t = self.adm.total.lock().unwrap_or_else(|e| e.into_inner());
-        *t = t.saturating_sub(1);
-        let mut m = self.adm.per_host.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
 }
 
 impl Target {
@@ -126,26 +102,12 @@ impl Target {
 
     fn admit(&self, ip: IpAddr) -> Option<Ticket> {
         let l = &self.ctx.limits;
-        let mut t = self
-            .admission
-            .total
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut m = self
-            .admission
-            .per_host
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *t >= l.max_connections || *n >= l.max_connections_per_host {
-            return None;
-        }
-        *t += 1;
-        *n += 1;
-        Some(Ticket {
-            adm: self.admission.clone(),
+        self.admission.admit(
             ip,
-        })
+            l.max_connections,
+            l.max_connections_per_host,
+            Instant::now(),
+        )
     }
 
     /// Accepts connections on every listener until the process ends; each
@@ -169,8 +131,16 @@ impl Target {
                                 continue;
                             };
                             let ctx = me.ctx.clone();
+                            let adm = me.admission.clone();
                             tokio::spawn(async move {
-                                QueueTask::run(conn, ctx).await;
+                                if !ticket.delay.is_zero() {
+                                    tokio::time::sleep(ticket.delay).await;
+                                }
+                                if QueueTask::run(conn, ctx).await {
+                                    if let Some(n) = adm.strike(ip, Instant::now()) {
+                                        warn!(%ip, "{n} connections from this address sent malformed PDUs or missed deadlines within {} s; its new connections are now served one at a time, at growing intervals", STRIKE_WINDOW.as_secs());
+                                    }
+                                }
                                 drop(ticket);
                             });
                         }
