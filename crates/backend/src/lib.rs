@@ -156,7 +156,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Static information about the namespace (size, block size, features).
     fn info(&self) -> &BackendInfo;
 
-    /// Read `buf.len()` bytes at byte `offset` (multiple of block size).
+    /// Read `buf.len()` bytes at byte `offset` (multiple of block size):
+    /// every byte of `buf` is overwritten, or an error is returned (the
+    /// controller reuses read buffers and relies on this, so that no data of
+    /// an earlier read can leak).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
 
     /// Write the concatenation of `data` chunks at `offset`; if `fua`,

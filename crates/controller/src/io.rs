@@ -10,6 +10,7 @@ use nvmf_proto::fabrics::fctype;
 use nvmf_proto::sqe::{admin_opcode, io_opcode};
 use nvmf_proto::{Cqe, Sqe, Status};
 
+use crate::bufpool::PoolBuf;
 use crate::queue::{Done, Outcome, QueueTask};
 use crate::registry::Namespace;
 
@@ -58,12 +59,13 @@ pub fn run_io(
             if len != u64::from(buffer_len) {
                 return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
             }
-            let mut buf = vec![0u8; len as usize];
-            be.read_at(off, &mut buf)
+            // A reused buffer: read_at overwrites all of it or fails.
+            let mut buf = PoolBuf::take(len as usize);
+            be.read_at(off, buf.as_mut_slice())
                 .map_err(|e| backend_status(&e, false))?;
             ns.stats.reads.fetch_add(1, Ordering::Relaxed);
             ns.stats.bytes_read.fetch_add(len, Ordering::Relaxed);
-            Ok(Some(Bytes::from(buf)))
+            Ok(Some(buf.freeze()))
         }
         io_opcode::WRITE => {
             let (off, len) = lba_range(ns, sqe.slba(), u64::from(sqe.nlb()))?;
@@ -126,10 +128,10 @@ pub fn run_io(
             if got.len() as u64 != len {
                 return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
             }
-            let mut buf = vec![0u8; len as usize];
-            be.read_at(off, &mut buf)
+            let mut buf = PoolBuf::take(len as usize);
+            be.read_at(off, buf.as_mut_slice())
                 .map_err(|e| backend_status(&e, false))?;
-            if buf != got {
+            if buf.as_ref() != got.as_slice() {
                 return Err(Status::COMPARE_FAILURE);
             }
             Ok(None)

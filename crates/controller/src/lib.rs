@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod admission;
+mod bufpool;
 pub mod config;
 pub mod discovery;
 pub mod io;
