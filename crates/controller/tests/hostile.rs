@@ -527,6 +527,12 @@ fn resp_status(pdu: &[u8]) -> u16 {
 /// and returns the admin and I/O sockets; the I/O socket's receive buffer is
 /// small, so what the target can park in the kernel is small too.
 async fn raw_association(addr: TransportAddr) -> (TcpStream, TcpStream) {
+    raw_association_with(addr, PduEncoder::default()).await
+}
+
+/// [`raw_association`] with the digests of `enc` asked for in both ICReqs and
+/// used on the I/O queue.
+async fn raw_association_with(addr: TransportAddr, enc: PduEncoder) -> (TcpStream, TcpStream) {
     let mut admin = TcpStream::connect(addr.socket).await.unwrap();
     admin.write_all(&icreq()).await.unwrap();
     assert_eq!(read_pdu(&mut admin).await[0], 0x01, "ICResp");
@@ -548,7 +554,16 @@ async fn raw_association(addr: TransportAddr) -> (TcpStream, TcpStream) {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(64 * 1024).unwrap();
     let mut io = sock.connect(addr.socket).await.unwrap();
-    io.write_all(&icreq()).await.unwrap();
+    let ic = PduEncoder::default().to_bytes(&Pdu::IcReq(IcReq {
+        pfv: PFV_1_0,
+        hpda: 0,
+        digests: Digests {
+            header: enc.hdgst,
+            data: enc.ddgst,
+        },
+        maxr2t: 0,
+    }));
+    io.write_all(&ic).await.unwrap();
     assert_eq!(read_pdu(&mut io).await[0], 0x01, "ICResp");
     let cmd = ConnectCommand {
         recfmt: 0,
@@ -563,9 +578,11 @@ async fn raw_association(addr: TransportAddr) -> (TcpStream, TcpStream) {
         subnqn: NQN.into(),
         hostnqn: HOSTNQN.into(),
     };
-    io.write_all(&raw_cmd(&cmd.to_sqe(), &data.encode()))
-        .await
-        .unwrap();
+    let capsule = enc.to_bytes(&Pdu::CapsuleCmd {
+        sqe: cmd.to_sqe(),
+        data: Bytes::copy_from_slice(&data.encode()),
+    });
+    io.write_all(&capsule).await.unwrap();
     assert_eq!(resp_status(&read_pdu(&mut io).await), 0);
     (admin, io)
 }
@@ -654,4 +671,171 @@ async fn a_host_that_stops_reading_is_held_back_then_closed() {
         ios_during > 0,
         "the well-behaved host made no progress meanwhile"
     );
+}
+
+/// A Write of `len` bytes at LBA `slba` with command ID `cid`, its data to come by R2T
+/// (or in the capsule if `data` is not empty).
+fn write_capsule(enc: &PduEncoder, cid: u16, slba: u64, len: u32, data: &[u8]) -> Vec<u8> {
+    let mut s = Sqe::rw(io_opcode::WRITE, 1, slba, len / 512, false);
+    s.cid = cid;
+    s.sgl1 = if data.is_empty() {
+        nvmf_proto::sqe::SglDescriptor::transport(len)
+    } else {
+        nvmf_proto::sqe::SglDescriptor::in_capsule(len)
+    };
+    enc.to_bytes(&Pdu::CapsuleCmd {
+        sqe: s,
+        data: Bytes::copy_from_slice(data),
+    })
+    .to_vec()
+}
+
+fn h2c(cid: u16, ttag: u16, datao: u32, data: &[u8]) -> Vec<u8> {
+    PduEncoder::default()
+        .to_bytes(&Pdu::H2CData(DataPdu {
+            cccid: cid,
+            ttag,
+            datao,
+            datal: data.len() as u32,
+            last: true,
+            success: false,
+            data: Bytes::copy_from_slice(data),
+        }))
+        .to_vec()
+}
+
+/// Reads PDUs until one of type `t`, skipping others; panics on a C2HTermReq
+/// unless that is what is wanted.
+async fn read_until(s: &mut TcpStream, t: u8) -> Vec<u8> {
+    loop {
+        let p = tokio::time::timeout(Duration::from_secs(10), read_pdu(s))
+            .await
+            .expect("no PDU from the target");
+        if p[0] == t {
+            return p;
+        }
+        assert_ne!(p[0], 0x03, "unexpected C2HTermReq: {:02x?}", &p[..16]);
+    }
+}
+
+/// Expects a C2HTermReq with `fes` (and `fei` if given), then the close.
+async fn expect_termreq(s: &mut TcpStream, fes: u16, fei: Option<u32>, what: &str) {
+    let p = read_until(s, 0x03).await;
+    let got_fes = u16::from_le_bytes([p[8], p[9]]);
+    let got_fei = u32::from_le_bytes([p[10], p[11], p[12], p[13]]);
+    assert_eq!(got_fes, fes, "{what}: FES");
+    if let Some(fei) = fei {
+        assert_eq!(got_fei, fei, "{what}: FEI");
+    }
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "{what}: the connection was not closed");
+}
+
+/// The data-phase and command-ID rules, against the real target over raw TCP on
+/// an I/O queue (the same cases as crates/proto/tests/violations.rs, end to end),
+/// while a well-behaved host does I/O.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_phase_and_command_id_violations_end_to_end() {
+    let (_t, addr) = start(Limits::default()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ios = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let good = tokio::spawn(good_host(addr, stop.clone(), ios.clone(), errors.clone()));
+    let enc = PduEncoder::default();
+    let r2t_of = |p: &[u8]| {
+        (
+            u16::from_le_bytes([p[8], p[9]]),
+            u16::from_le_bytes([p[10], p[11]]),
+            u32::from_le_bytes([p[16], p[17], p[18], p[19]]),
+        )
+    };
+
+    // H2CData with a transfer tag the R2T did not give: FES 01h, FEI 10 (TTAG).
+    let (_a, mut io) = raw_association(addr).await;
+    io.write_all(&write_capsule(&enc, 1, 0, 4096, &[]))
+        .await
+        .unwrap();
+    let (cid, ttag, len) = r2t_of(&read_until(&mut io, 0x09).await);
+    assert_eq!((cid, len), (1, 4096));
+    io.write_all(&h2c(1, ttag ^ 0x5a5a, 0, &[0; 4096]))
+        .await
+        .unwrap();
+    expect_termreq(&mut io, 0x01, Some(10), "wrong TTAG").await;
+
+    // More data than the R2T asked for: FES 04h (data transfer out of range).
+    let (_a, mut io) = raw_association(addr).await;
+    io.write_all(&write_capsule(&enc, 1, 0, 4096, &[]))
+        .await
+        .unwrap();
+    let (_, ttag, _) = r2t_of(&read_until(&mut io, 0x09).await);
+    io.write_all(&h2c(1, ttag, 0, &[0; 8192])).await.unwrap();
+    expect_termreq(&mut io, 0x04, None, "data past the R2T").await;
+
+    // A command ID reused while its command waits for data: that command is
+    // answered Command ID Conflict (DNR), the first one still completes, and the
+    // connection stays.
+    let (_a, mut io) = raw_association(addr).await;
+    io.write_all(&write_capsule(&enc, 7, 8, 4096, &[]))
+        .await
+        .unwrap();
+    let (_, ttag, _) = r2t_of(&read_until(&mut io, 0x09).await);
+    let mut rd = Sqe::rw(io_opcode::READ, 1, 8, 8, false);
+    rd.cid = 7;
+    rd.sgl1 = nvmf_proto::sqe::SglDescriptor::transport(4096);
+    io.write_all(&raw_cmd(&rd, &[])).await.unwrap();
+    let p = read_until(&mut io, 0x05).await;
+    assert_eq!(u16::from_le_bytes([p[8 + 12], p[8 + 13]]), 7, "CID");
+    assert_eq!(resp_status(&p), 0x4003, "Command ID Conflict, DNR");
+    io.write_all(&h2c(7, ttag, 0, &[0xab; 4096])).await.unwrap();
+    let p = read_until(&mut io, 0x05).await;
+    assert_eq!(resp_status(&p), 0, "the first command completes");
+
+    // More commands than the submission queue holds (SQSIZE 31: 32 entries), all
+    // waiting for data: FES 02h (PDU sequence error).
+    let (_a, mut io) = raw_association(addr).await;
+    let mut burst = Vec::new();
+    for cid in 0..33u16 {
+        burst.extend(write_capsule(&enc, cid, u64::from(cid) * 8, 4096, &[]));
+    }
+    io.write_all(&burst).await.unwrap();
+    expect_termreq(&mut io, 0x02, None, "33 commands in a 32-entry queue").await;
+
+    // A data digest that does not match: that command completes with Transient
+    // Transport Error, its data is not written, and the connection stays.
+    let dd = PduEncoder {
+        ddgst: true,
+        ..PduEncoder::default()
+    };
+    let (_a, mut io) = raw_association_with(addr, dd).await;
+    io.write_all(&write_capsule(&dd, 1, 16, 4096, &[0x11; 4096]))
+        .await
+        .unwrap();
+    assert_eq!(resp_status(&read_until(&mut io, 0x05).await), 0);
+    let mut bad = write_capsule(&dd, 2, 16, 4096, &[0x22; 4096]);
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    io.write_all(&bad).await.unwrap();
+    let p = read_until(&mut io, 0x05).await;
+    assert_eq!(resp_status(&p), 0x0022, "Transient Transport Error");
+    let mut rd = Sqe::rw(io_opcode::READ, 1, 16, 8, false);
+    rd.cid = 3;
+    rd.sgl1 = nvmf_proto::sqe::SglDescriptor::transport(4096);
+    io.write_all(&raw_cmd(&rd, &[])).await.unwrap();
+    let p = read_until(&mut io, 0x07).await;
+    let pdo = p[3] as usize;
+    assert_eq!(p.len(), pdo + 4096 + 4, "C2HData with a data digest");
+    assert!(
+        p[pdo..pdo + 4096].iter().all(|&b| b == 0x11),
+        "the write with the bad digest changed the data"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    good.await.unwrap();
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "the well-behaved host saw an error"
+    );
+    assert!(ios.load(Ordering::Relaxed) > 0);
 }
