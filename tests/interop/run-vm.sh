@@ -33,6 +33,9 @@ usage: run-vm.sh [--extra FILE]... [--script GUEST_SCRIPT] [options]
   --capture DIR       capture all NVMe/TCP traffic on the guest's lo (tcp port 4420-4430)
                       for the whole run into DIR/capture.pcap on the host; implies
                       --tcpdump and --share DIR
+  --with-fio          add fio (Debian's package + the libraries it needs, fetched with
+                      apt-get download and unpacked with dpkg -x into the cache; nothing
+                      is installed on the host) to the guest as /usr/bin/fio
   --no-target         do not configure the kernel nvmet target (frees 127.0.0.1:4420 for a
                       userspace target); implies --no-builtin-test
   --no-builtin-test   configure the nvmet target but skip the nvme-cli loopback test
@@ -63,7 +66,7 @@ die() { echo "run-vm: ERROR: $*" >&2; exit 125; }
 
 EXTRAS=() ENVS=() SCRIPT="" SHARE="" CAPTURE=0 TCPDUMP=0 TARGET=1 BUILTIN=1 UBLK=1 SHELL_MODE=0
 TRACK=stable ACCEL=auto MEM=2048 SMP=$(( $(nproc) > 4 ? 4 : $(nproc) )) TIMEOUT=900
-APPEND="" LOGLEVEL=4 REBUILD=0 INSTALL=1 CPU_MODEL="" BZIMAGE=0
+APPEND="" LOGLEVEL=4 REBUILD=0 INSTALL=1 CPU_MODEL="" BZIMAGE=0 WITH_FIO=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --extra) EXTRAS+=("$2"); shift 2 ;;
@@ -73,6 +76,7 @@ while [ $# -gt 0 ]; do
         --share) SHARE=$2; shift 2 ;;
         --env) ENVS+=("$2"); shift 2 ;;
         --tcpdump) TCPDUMP=1; shift ;;
+        --with-fio) WITH_FIO=1; shift ;;
         --capture) SHARE=$2; CAPTURE=1; TCPDUMP=1; shift 2 ;;
         --no-target) TARGET=0; BUILTIN=0; shift ;;
         --no-builtin-test) BUILTIN=0; shift ;;
@@ -225,6 +229,85 @@ extract_vmlinux() {
     rm -f "$out.tmp"; log "could not extract vmlinux from $in; booting the bzImage"; return 1
 }
 
+# --------------------------------------------------------------------- fio --
+# --with-fio: Debian's fio and the shared libraries it needs that the host does
+# not have (gluster, rbd/rados, nbd, pmem, ...: fio links them all), fetched with
+# apt-get download and unpacked with dpkg -x into $CACHE/fio/<version>/root.
+# Only packages whose libraries are missing are fetched: starting from fio, the
+# Depends of what was fetched so far that are not installed on the host, until
+# ldd finds every library.  Sets FIO_ROOT.
+fio_libpath() {   # every directory under FIO_ROOT that holds a shared library
+    find "$FIO_ROOT" -name '*.so*' \( -type f -o -type l \) -printf '%h\n' 2>/dev/null | sort -u | paste -sd: -
+}
+fio_ldd() { LD_LIBRARY_PATH=$(fio_libpath) ldd "$FIO_ROOT/usr/bin/fio"; }
+fio_missing_libs() { fio_ldd 2>/dev/null | awk '/not found/{print $1}' | sort -u | paste -sd' ' -; }
+
+ensure_fio() {
+    local ver dir p deb d round missing got=() want=(fio) next=()
+    ver=$(apt-cache policy fio 2>/dev/null | awk '/Candidate:/{print $2; exit}') || true
+    if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then
+        apt_update
+        ver=$(apt-cache policy fio 2>/dev/null | awk '/Candidate:/{print $2; exit}') || true
+    fi
+    if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then   # offline: newest cached fio
+        dir=$(ls -d "$CACHE"/fio/*/.ready 2>/dev/null | sort -V | tail -n1) || true
+        [ -n "$dir" ] || die "cannot resolve the fio package and nothing cached"
+        FIO_ROOT=$(dirname "$dir")/root; log "apt metadata unavailable; using cached $FIO_ROOT"; return
+    fi
+    dir=$CACHE/fio/${ver//:/%3a}; FIO_ROOT=$dir/root
+    [ -e "$dir/.ready" ] && return
+    log "fetching fio $ver and the libraries it needs (apt-get download + dpkg -x into $FIO_ROOT; nothing is installed on the host)"
+    rm -rf "$dir"; mkdir -p "$FIO_ROOT"
+    for round in 1 2 3 4 5 6 7 8; do
+        for p in "${want[@]}"; do
+            deb=$(ls "$CACHE"/debs/"${p}"_*.deb 2>/dev/null | tail -n1) || true
+            if [ -z "$deb" ]; then
+                (cd "$CACHE/debs" && apt-get download "$p" 2>&1 | { grep -v unsandboxed >&2 || true; }) || die "apt-get download $p failed"
+                deb=$(ls "$CACHE"/debs/"${p}"_*.deb 2>/dev/null | tail -n1) || true
+                [ -n "$deb" ] || die "apt-get download $p gave no .deb"
+            fi
+            dpkg -x "$deb" "$FIO_ROOT"
+            got+=("$p")
+        done
+        [ -x "$FIO_ROOT/usr/bin/fio" ] || die "no usr/bin/fio in the fio package"
+        missing=$(fio_missing_libs)
+        [ -z "$missing" ] && break
+        # the next round: library packages that what we have depends on and the
+        # host lacks (alternatives and virtual packages are not followed)
+        next=()
+        for p in "${got[@]}"; do
+            for d in $(apt-cache depends "$p" 2>/dev/null | awk '$1=="Depends:" && $2 !~ /^</ {print $2}'); do
+                d=${d%%:*}
+                case "$d" in lib*) ;; *) continue ;; esac
+                pkg_installed "$d" && continue
+                case " ${got[*]} ${next[*]} " in *" $d "*) continue ;; esac
+                next+=("$d")
+            done
+        done
+        [ ${#next[@]} -gt 0 ] || die "fio: libraries not found and no package left to fetch: $missing"
+        log "fio still misses: $missing; fetching ${next[*]}"
+        want=("${next[@]}")
+    done
+    missing=$(fio_missing_libs)
+    [ -z "$missing" ] || die "fio: libraries still not found: $missing"
+    touch "$dir/.ready"
+    log "fio $ver ready ($(du -sh "$FIO_ROOT" | cut -f1) unpacked, packages: ${got[*]})"
+}
+
+# copy fio and every library ldd lists (from the host or FIO_ROOT, at its guest
+# path) into root $1
+copy_fio() {
+    local rr=$1 lib dest
+    mkdir -p "$rr/usr/bin"
+    install -m 755 "$FIO_ROOT/usr/bin/fio" "$rr/usr/bin/fio"
+    for lib in $(fio_ldd | awk '/=> \//{print $3} /^\t\//{print $1}'); do
+        dest=${lib#"$FIO_ROOT"}
+        [ -e "$rr$dest" ] && continue
+        mkdir -p "$rr$(dirname "$dest")"
+        cp -L "$lib" "$rr$dest"
+    done
+}
+
 # --------------------------------------------------------------- initramfs --
 # copy the shared libraries (and ELF interpreter) of ELF file $1 into root $2
 copy_libs() {
@@ -319,6 +402,7 @@ build_initrd() {
         copy_libs "$f" "$rr"
     done
     [ -n "$SCRIPT" ] && script_guest=/extra/$(basename "$SCRIPT")
+    [ $WITH_FIO = 1 ] && [ "$mode" = test ] && copy_fio "$rr"
     ublk_cfg=$(sed -n 's/^CONFIG_BLK_DEV_UBLK=\(.\)$/\1/p' "$KCONFIG"); ublk_cfg=${ublk_cfg:-n}
     cat >"$rr/etc/nvme-vm.conf" <<EOF
 NVMEVM_MODE=$mode
@@ -411,6 +495,7 @@ if [ $TCPDUMP = 1 ]; then
 fi
 ensure_kernel
 log "kernel $KV (booting $BOOT_KERNEL)"
+[ $WITH_FIO = 0 ] || ensure_fio
 build_base
 [ "$ACCEL" = auto ] && probe_accel
 
