@@ -102,6 +102,10 @@ pub(crate) mod nvmf_proto_cidmap {
     pub type Map<V> = std::collections::HashMap<u16, V>;
 }
 
+/// While working through a batch of commands, responses go out every this many
+/// (the host works on them meanwhile instead of waiting for the whole batch).
+const SEND_EVERY: u32 = 16;
+
 /// Asynchronous Event Request Limit, 0's based (AERL): four outstanding.
 pub(crate) const AERL: u8 = 3;
 
@@ -257,10 +261,16 @@ impl QueueTask {
 
     /// Takes the queue's events, stopping early while backlogged.
     fn handle_events(&mut self) {
+        let mut n = 0u32;
         while !self.backlogged() {
             let Some(ev) = self.conn.queue.poll_event() else {
                 break;
             };
+            n += 1;
+            if n % SEND_EVERY == 0 {
+                // Let the host start on the first responses while the rest run.
+                let _ = self.conn.write_available();
+            }
             match ev {
                 ControllerEvent::Connected { digests, hpda, .. } => {
                     self.digests = digests;
