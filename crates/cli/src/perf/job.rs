@@ -324,6 +324,7 @@ impl Job {
             } else {
                 self.issue(now)?;
             }
+            let mut n = 0u32;
             while let Some(c) = self.conn.try_completion()? {
                 self.complete(&c, now)?;
                 if stopping {
@@ -331,11 +332,20 @@ impl Job {
                 } else {
                     self.issue(now)?;
                 }
+                n += 1;
+                if n % KICK_EVERY == 0 {
+                    // Send these while the rest are handled: the target starts
+                    // on them instead of waiting for the whole batch.
+                    self.conn.kick()?;
+                }
             }
         }
         Ok(Duration::from_nanos(last))
     }
 }
+
+/// While draining a batch of completions, new commands go out every this many.
+const KICK_EVERY: u32 = 16;
 
 /// Messages from a job thread to the main thread.
 #[derive(Debug)]
