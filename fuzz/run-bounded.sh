@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of nvmf-proto for a bounded time against the seed
-# corpus in fuzz/corpus/<target>/ and exits non-zero if any target crashes.
+# Runs every cargo-fuzz target (`cargo fuzz list`: the nvmf-proto targets and
+# target_controller, the whole target over loopback TCP) for a bounded time
+# against the seed corpus in fuzz/corpus/<target>/ and exits non-zero if any
+# target crashes.
 #
-#   fuzz/run-bounded.sh [SECONDS_PER_TARGET]   (default 30)
+#   fuzz/run-bounded.sh [SECONDS_PER_TARGET]   (default 30; five targets, so
+#                                              about 2.5 min plus the build)
 #
 # Needs only a stable toolchain: RUSTC_BOOTSTRAP=1 lets stable rustc accept the
 # -Z flags cargo-fuzz passes (sanitizer, coverage). New corpus entries go to a
@@ -10,7 +13,9 @@
 # written to fuzz/artifacts/<target>/ (git-ignored) and reproduce with
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run -a <target> fuzz/artifacts/<target>/<file>
 # A crash should become a regression test in crates/proto/tests/regressions.rs
-# and its input a seed in fuzz/corpus/<target>/.
+# (crates/controller/tests/hostile.rs for target_controller) and its input a
+# seed in fuzz/corpus/<target>/. TC_DEBUG=1 makes target_controller print what
+# the target sent while it reproduces.
 set -u
 secs=${1:-30}
 cd "$(dirname "$0")"
