@@ -544,10 +544,18 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 /// Sends Keep Alive every KATO/2; a Keep Alive unanswered within KATO counts as a
 /// failed association.
+///
+/// The period runs from one send to the next, not from an answer to the next
+/// send: a Keep Alive answered late (TCP retransmission under loss) must not push
+/// the next one back, or the controller sees KATO/2 plus the round trip between
+/// them (the netfault suite saw our target end a live association that way).
+/// Linux's host likewise subtracts the round trip from its period.
 async fn keep_alive(w: std::sync::Weak<Inner>, kato_ms: u32) {
     let period = Duration::from_millis(u64::from(kato_ms / 2).max(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(period).await;
+        tick.tick().await;
         let Some(inner) = w.upgrade() else { return };
         if *lock(&inner.state) != LinkState::Live {
             continue;
