@@ -18,11 +18,14 @@
 //! 127.0.0.2 so it is a different host) is not pinned.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{free_port, icreq, wait_listening, KillOnDrop};
 
 const NQN: &str = "nqn.2024-01.io.nvmf-rs:default";
 /// Seconds of `nvmf perf`; the flood runs from FLOOD_FROM to FLOOD_TO.
@@ -34,29 +37,6 @@ const FLOODERS: usize = 4;
 
 fn nvmf() -> String {
     std::env::var("NVMF_FLOOD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nvmf").to_string())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn icreq() -> Vec<u8> {
-    let mut b = vec![0u8; 128];
-    b[2] = 128;
-    b[4] = 128;
-    b
 }
 
 /// A 24-byte common header + PSH of `pdu_type` with HLEN `hlen` and PLEN `plen`.
@@ -87,7 +67,7 @@ fn cases() -> Vec<(bool, Vec<u8>)> {
         (true, huge),                    // PLEN 4 GiB
         (true, bad_pdo),                 // PDO inside the header
         (true, header(0x06, 0, 24, 24)), // H2CData for no command
-        (true, icreq()),                 // a second ICReq
+        (true, icreq().to_vec()),        // a second ICReq
         (false, capsule),                // a command before ICReq
         (true, hdgst),                   // HDGSTF not negotiated
         (true, header(0x05, 0, 24, 24)), // a C2H PDU type from a host
@@ -146,15 +126,8 @@ fn malformed_pdu_flood_leaves_a_good_host_within_20_percent() {
         .stderr(log.reopen().unwrap())
         .spawn()
         .expect("start nvmf target under taskset");
-    let mut target = Kill(target);
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "target did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut target = KillOnDrop(target);
+    wait_listening(port);
 
     let perf = Command::new(&bin)
         .args(["perf", "-t", "tcp", "-a", "127.0.0.1", "-s"])
@@ -185,7 +158,7 @@ fn malformed_pdu_flood_leaves_a_good_host_within_20_percent() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start nvmf perf");
-    let mut perf = Kill(perf);
+    let mut perf = KillOnDrop(perf);
 
     // Per-second IOPS from perf's progress lines ("[  12s]     123456 IOPS ...").
     let samples: Arc<Mutex<Vec<(u64, f64)>>> = Arc::default();

@@ -1,32 +1,17 @@
 //! The host verbs and library against the real `nvmf target` binary, including
 //! reconnect across a SIGKILL of the target.
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+mod common;
+use common::{free_port, wait_listening, KillOnDrop};
 
 const NVMF: &str = env!("CARGO_BIN_EXE_nvmf");
 const NQN: &str = "nqn.2024-01.io.nvmf-rs:default";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Target(Child);
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn target(port: u16, disc: u16, ns: &[&str]) -> Target {
+fn target(port: u16, disc: u16, ns: &[&str]) -> KillOnDrop {
     let mut c = Command::new(NVMF);
     c.args([
         "target",
@@ -38,15 +23,8 @@ fn target(port: u16, disc: u16, ns: &[&str]) -> Target {
     c.args(ns);
     c.stdout(Stdio::null()).stderr(Stdio::null());
     let child = c.spawn().unwrap();
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "target did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Target(child)
+    wait_listening(port);
+    KillOnDrop(child)
 }
 
 fn nvmf(run_dir: &Path, args: &[&str]) -> Output {

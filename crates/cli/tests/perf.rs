@@ -1,30 +1,16 @@
 //! `nvmf perf` against a real `nvmf target` process on loopback.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{free_port, KillOnDrop};
 
 const NVMF: &str = env!("CARGO_BIN_EXE_nvmf");
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Target(Child);
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts a target on a free port (retrying if another process takes the port).
-fn start_target() -> (Target, u16) {
+fn start_target() -> (KillOnDrop, u16) {
     for _ in 0..5 {
         let port = free_port();
         let mut child = Command::new(NVMF)
@@ -45,7 +31,7 @@ fn start_target() -> (Target, u16) {
                 break; // exited: port taken, retry
             }
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return (Target(child), port);
+                return (KillOnDrop(child), port);
             }
             std::thread::sleep(Duration::from_millis(50));
         }

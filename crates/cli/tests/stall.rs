@@ -3,17 +3,12 @@
 //! (its VmRSS from /proc), not in-process.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{free_port, icreq, wait_listening, KillOnDrop};
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -22,32 +17,6 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap()
-}
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn icreq() -> [u8; 128] {
-    let mut b = [0u8; 128];
-    b[2] = 128;
-    b[4] = 128;
-    b
-}
-
-fn wait_listening(port: u16) {
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "target did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -68,7 +37,7 @@ fn thousand_stalled_connections_stay_bounded() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let _guard = Kill(child);
+    let _guard = KillOnDrop(child);
     wait_listening(port);
     std::thread::sleep(Duration::from_millis(200));
     let before = rss_kib(pid);
