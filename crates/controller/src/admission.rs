@@ -103,17 +103,14 @@ impl Admission {
             g.strikes
                 .retain(|_, s| now.duration_since(s.window_start) < STRIKE_WINDOW);
         }
-        let s = g.strikes.entry(ip).or_insert(Strikes {
+        let fresh = Strikes {
             count: 0,
             window_start: now,
             next_slot: now,
-        });
+        };
+        let s = g.strikes.entry(ip).or_insert(fresh);
         if now.duration_since(s.window_start) >= STRIKE_WINDOW {
-            *s = Strikes {
-                count: 0,
-                window_start: now,
-                next_slot: now,
-            };
+            *s = fresh;
         }
         s.count += 1;
         (s.count == STRIKES_BEFORE_SLOWDOWN).then_some(s.count)

@@ -50,6 +50,12 @@ async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
 }
 
 fn connect_sqe(qid: u16, kato: u32) -> (Sqe, Bytes) {
+    connect_sqe_for(qid, kato, CNTLID_DYNAMIC)
+}
+
+/// Connect for queue `qid` of controller `cntlid` (an I/O queue joins the admin
+/// queue's controller), SQSIZE 31.
+fn connect_sqe_for(qid: u16, kato: u32, cntlid: u16) -> (Sqe, Bytes) {
     let cmd = ConnectCommand {
         recfmt: 0,
         qid,
@@ -59,7 +65,7 @@ fn connect_sqe(qid: u16, kato: u32) -> (Sqe, Bytes) {
     };
     let data = ConnectData {
         hostid: [9; 16],
-        cntlid: CNTLID_DYNAMIC,
+        cntlid,
         subnqn: NQN.into(),
         hostnqn: HOSTNQN.into(),
     };
@@ -95,26 +101,8 @@ async fn good_host(
     let mut io = HostConnection::connect(&addr, HostQueueConfig::default())
         .await
         .unwrap();
-    let cmd = ConnectCommand {
-        recfmt: 0,
-        qid: 1,
-        sqsize: 31,
-        cattr: 0,
-        kato: 0,
-    };
-    let data = ConnectData {
-        hostid: [9; 16],
-        cntlid,
-        subnqn: NQN.into(),
-        hostnqn: HOSTNQN.into(),
-    };
-    let r = io
-        .execute(
-            cmd.to_sqe(),
-            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
-        )
-        .await
-        .unwrap();
+    let (s, d) = connect_sqe_for(1, 0, cntlid);
+    let r = io.execute(s, HostData::ToController(d)).await.unwrap();
     assert!(r.cqe.status.is_success());
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -150,11 +138,15 @@ async fn good_host(
 }
 
 fn icreq() -> Vec<u8> {
+    icreq_with(Digests::default())
+}
+
+fn icreq_with(digests: Digests) -> Vec<u8> {
     PduEncoder::default()
         .to_bytes(&Pdu::IcReq(IcReq {
             pfv: PFV_1_0,
             hpda: 0,
-            digests: Digests::default(),
+            digests,
             maxr2t: 0,
         }))
         .to_vec()
@@ -178,9 +170,7 @@ async fn send_bad(addr: TransportAddr, prelude: &[u8], bad: &[u8]) -> Option<(Fe
     while off + 8 <= buf.len() {
         let ch = CommonHeader::decode(&buf[off..]);
         if ch.pdu_type == 3 {
-            let fes = u16::from_le_bytes([buf[off + 8], buf[off + 9]]);
-            let fei =
-                u32::from_le_bytes([buf[off + 10], buf[off + 11], buf[off + 12], buf[off + 13]]);
+            let (fes, fei) = termreq_fields(&buf[off..]);
             return Some((Fes::from_u16(fes), fei));
         }
         if ch.plen == 0 {
@@ -189,6 +179,14 @@ async fn send_bad(addr: TransportAddr, prelude: &[u8], bad: &[u8]) -> Option<(Fe
         off += ch.plen as usize;
     }
     None
+}
+
+/// FES and FEI of the C2HTermReq at the start of `p`.
+fn termreq_fields(p: &[u8]) -> (u16, u32) {
+    (
+        u16::from_le_bytes([p[8], p[9]]),
+        u32::from_le_bytes([p[10], p[11], p[12], p[13]]),
+    )
 }
 
 /// A whole 24-byte header (HLEN = PLEN = 24) of the given PDU type: the decoder
@@ -554,34 +552,14 @@ async fn raw_association_with(addr: TransportAddr, enc: PduEncoder) -> (TcpStrea
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(64 * 1024).unwrap();
     let mut io = sock.connect(addr.socket).await.unwrap();
-    let ic = PduEncoder::default().to_bytes(&Pdu::IcReq(IcReq {
-        pfv: PFV_1_0,
-        hpda: 0,
-        digests: Digests {
-            header: enc.hdgst,
-            data: enc.ddgst,
-        },
-        maxr2t: 0,
-    }));
+    let ic = icreq_with(Digests {
+        header: enc.hdgst,
+        data: enc.ddgst,
+    });
     io.write_all(&ic).await.unwrap();
     assert_eq!(read_pdu(&mut io).await[0], 0x01, "ICResp");
-    let cmd = ConnectCommand {
-        recfmt: 0,
-        qid: 1,
-        sqsize: 31,
-        cattr: 0,
-        kato: 0,
-    };
-    let data = ConnectData {
-        hostid: [9; 16],
-        cntlid,
-        subnqn: NQN.into(),
-        hostnqn: HOSTNQN.into(),
-    };
-    let capsule = enc.to_bytes(&Pdu::CapsuleCmd {
-        sqe: cmd.to_sqe(),
-        data: Bytes::copy_from_slice(&data.encode()),
-    });
+    let (sqe, data) = connect_sqe_for(1, 0, cntlid);
+    let capsule = enc.to_bytes(&Pdu::CapsuleCmd { sqe, data });
     io.write_all(&capsule).await.unwrap();
     assert_eq!(resp_status(&read_pdu(&mut io).await), 0);
     (admin, io)
@@ -720,9 +698,7 @@ async fn read_until(s: &mut TcpStream, t: u8) -> Vec<u8> {
 
 /// Expects a C2HTermReq with `fes` (and `fei` if given), then the close.
 async fn expect_termreq(s: &mut TcpStream, fes: u16, fei: Option<u32>, what: &str) {
-    let p = read_until(s, 0x03).await;
-    let got_fes = u16::from_le_bytes([p[8], p[9]]);
-    let got_fei = u32::from_le_bytes([p[10], p[11], p[12], p[13]]);
+    let (got_fes, got_fei) = termreq_fields(&read_until(s, 0x03).await);
     assert_eq!(got_fes, fes, "{what}: FES");
     if let Some(fei) = fei {
         assert_eq!(got_fei, fei, "{what}: FEI");
