@@ -72,6 +72,9 @@ fn connect_sqe_for(qid: u16, kato: u32, cntlid: u16) -> (Sqe, Bytes) {
     (cmd.to_sqe(), Bytes::copy_from_slice(&data.encode()))
 }
 
+/// First LBA of the region only the well-behaved host touches.
+const GOOD_HOST_FIRST_LBA: u64 = 16384;
+
 /// A well-behaved host: connects and does writes and reads until told to stop,
 /// counting completions and errors.
 async fn good_host(
@@ -107,7 +110,10 @@ async fn good_host(
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let pat: Vec<u8> = (0..8192).map(|k| (k as u64 + i) as u8).collect();
-        let slba = (i % 1000) * 16;
+        // The upper half of the 16 MiB namespace (LBAs 16384..32383) is the good
+        // host's alone: the hostile peers write below it, so its read-back check
+        // cannot race their writes.
+        let slba = GOOD_HOST_FIRST_LBA + (i % 1000) * 16;
         let w = io
             .execute(
                 Sqe::rw(io_opcode::WRITE, 1, slba, 16, false),
@@ -128,7 +134,16 @@ async fn good_host(
             {
                 ios.fetch_add(2, Ordering::Relaxed);
             }
-            _ => {
+            (w, r) => {
+                eprintln!(
+                    "good host: I/O {i} at LBA {slba} failed: write {:?}, read {:?}, data {}",
+                    w.as_ref().map(|w| w.cqe.status),
+                    r.as_ref().map(|r| r.cqe.status),
+                    match &r {
+                        Ok(r) if r.data_contiguous() != pat => "differs",
+                        _ => "-",
+                    }
+                );
                 errors.fetch_add(1, Ordering::Relaxed);
                 return;
             }
