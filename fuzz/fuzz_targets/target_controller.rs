@@ -157,6 +157,7 @@ fn env() -> &'static Env {
                 max_pending_write_bytes: 256 * 1024,
                 ..Limits::default()
             },
+            busy_poll_us: 0,
         };
         cfg.validate("fuzz").expect("valid configuration");
         let target = rt.block_on(async {

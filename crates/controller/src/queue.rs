@@ -36,6 +36,8 @@ pub struct TargetCtx {
     pub limits: Limits,
     /// Addresses served, for the discovery log.
     pub ports: Vec<TransportAddr>,
+    /// Socket polling budget of every queue (zero: none).
+    pub busy_poll: Duration,
 }
 
 /// The result of running a command.
@@ -92,6 +94,9 @@ pub(crate) struct QueueTask {
     /// Send progress: bytes written at the last check, and since when nothing
     /// more was written while responses waited.
     pub send_progress: (u64, Instant),
+    /// Receive progress: bytes read at the last tick, and when that count last
+    /// changed (reported when the keep-alive timer expires).
+    pub recv_progress: (u64, Instant),
     /// The host sent a malformed PDU or missed a deadline.
     pub misbehaved: bool,
 }
@@ -114,7 +119,8 @@ impl QueueTask {
     /// Returns true if the host misbehaved: a protocol error (the connection
     /// ended with a C2HTermReq) or no ICReq/Connect in time. The server counts
     /// these per address and slows down addresses that keep doing it.
-    pub(crate) async fn run(conn: Connection<ControllerQueue>, ctx: Arc<TargetCtx>) -> bool {
+    pub(crate) async fn run(mut conn: Connection<ControllerQueue>, ctx: Arc<TargetCtx>) -> bool {
+        conn.set_busy_poll(ctx.busy_poll);
         let peer = conn
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -133,6 +139,7 @@ impl QueueTask {
             digests: Default::default(),
             conn_initialised: false,
             send_progress: (0, Instant::now()),
+            recv_progress: (0, Instant::now()),
             misbehaved: false,
         };
         let started = Instant::now();
@@ -222,6 +229,10 @@ impl QueueTask {
                 return Some("host stopped reading responses".into());
             }
         }
+        let read = self.conn.bytes_read();
+        if read != self.recv_progress.0 {
+            self.recv_progress = (read, Instant::now());
+        }
         let elapsed = started.elapsed().as_millis() as u64;
         match &self.role {
             Role::New => {
@@ -245,8 +256,20 @@ impl QueueTask {
                 // retransmission under loss must not end a live association (the
                 // netfault suite saw 5 s KATO expire at +10 %); nvmet's timer
                 // likewise allows up to about twice KATO.
-                if kato != 0 && c.idle_ms() > kato + kato / 2 + 1000 {
-                    warn!(peer = %self.peer, cntlid = c.cntlid, hostnqn = %c.hostnqn, "keep-alive timeout ({kato} ms) expired; ending the association");
+                let idle = c.idle_ms();
+                if kato != 0 && idle > kato + kato / 2 + 1000 {
+                    // What the admin connection saw, so that a log tells a host that
+                    // sent nothing from one whose bytes did not make a command.
+                    let quiet = self.recv_progress.1.elapsed().as_millis();
+                    warn!(
+                        peer = %self.peer, cntlid = c.cntlid, hostnqn = %c.hostnqn,
+                        "keep-alive timeout ({kato} ms) expired: no command for {idle} ms, \
+                         nothing received on the admin queue for {quiet} ms \
+                         ({} commands outstanding there, {} bytes waiting to be sent); \
+                         ending the association",
+                        self.conn.queue.outstanding(),
+                        self.conn.queue.tx().len()
+                    );
                     return Some("keep-alive timeout".into());
                 }
                 None

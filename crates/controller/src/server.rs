@@ -71,6 +71,7 @@ impl Target {
             registry,
             limits: cfg.limits.clone(),
             ports,
+            busy_poll: std::time::Duration::from_micros(u64::from(cfg.busy_poll_us)),
         });
         Ok(Self {
             ctx,

@@ -42,6 +42,7 @@ async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
         header_digest: true,
         data_digest: true,
         limits,
+        busy_poll_us: 0,
     };
     let t = Arc::new(Target::bind(&cfg).await.unwrap());
     let a = t.ports()[0];

@@ -52,6 +52,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
         header_digest: true,
         data_digest: true,
         limits: Limits::default(),
+        busy_poll_us: 0,
     }
 }
 

@@ -562,15 +562,22 @@ async fn keep_alive(w: std::sync::Weak<Inner>, kato_ms: u32) {
         }
         let gen = inner.gen.load(Ordering::SeqCst);
         let ctrl = Controller { inner };
+        let sent = tokio::time::Instant::now();
         let r = tokio::time::timeout(
             Duration::from_millis(u64::from(kato_ms)),
             ctrl.admin(Sqe::new(admin_opcode::KEEP_ALIVE), HostData::None),
         )
         .await;
+        let rtt = sent.elapsed();
         match r {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) if rtt > period => {
+                tracing::warn!("Keep Alive answered after {rtt:?} (more than KATO/2)")
+            }
+            Ok(Ok(_)) => tracing::trace!("Keep Alive answered after {rtt:?}"),
             Ok(Err(e)) if e.status().is_some() => tracing::warn!("Keep Alive failed: {e}"),
-            Ok(Err(_)) => {}
+            // The association is being re-established or was closed: the
+            // supervisor reports that; a Keep Alive is not sent meanwhile.
+            Ok(Err(e)) => tracing::debug!("Keep Alive not sent: {e}"),
             Err(_) => {
                 if *lock(&ctrl.inner.state) == LinkState::Live {
                     tracing::warn!(

@@ -1,6 +1,7 @@
 //! One socket bound to one sans-I/O queue, and the loop that moves bytes between them.
 
 use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use nvmf_proto::tcp::{ControllerQueue, HostQueue, TxQueue};
@@ -81,8 +82,11 @@ pub struct Connection<Q> {
     eof: bool,
     read_chunk: usize,
     written: u64,
+    read: u64,
     /// Header-sized reads left before chunked reads resume (large-PDU mode).
     large_mode: u8,
+    /// How long [`Connection::ready_for`] polls before it sleeps (zero: never polls).
+    busy_poll: Duration,
 }
 
 impl<Q: QueueIo> Connection<Q> {
@@ -96,8 +100,23 @@ impl<Q: QueueIo> Connection<Q> {
             eof: false,
             read_chunk: READ_CHUNK_MIN,
             written: 0,
+            read: 0,
             large_mode: 0,
+            busy_poll: Duration::ZERO,
         }
+    }
+
+    /// Makes [`Connection::ready_for`] poll the socket for up to `budget` before
+    /// it sleeps in the reactor (zero, the default: sleep at once;
+    /// `Duration::MAX`: never sleep).
+    ///
+    /// Why: a thread asleep in `epoll_wait` must be woken by the peer's send and
+    /// scheduled again, which is most of a queue-depth-1 round trip on loopback.
+    /// Polling trades CPU for that latency, as SPDK (which always polls) does.
+    /// Between polls the task yields to the runtime, which polls its reactor
+    /// without sleeping, so other connections on the same thread keep running.
+    pub fn set_busy_poll(&mut self, budget: Duration) {
+        self.busy_poll = budget;
     }
 
     /// The socket.
@@ -120,6 +139,12 @@ impl<Q: QueueIo> Connection<Q> {
         self.written
     }
 
+    /// Bytes read from the socket so far (for diagnostics: did the peer send
+    /// anything lately?).
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
     /// Waits until the socket is readable, or writable while bytes are queued.
     /// Cancel safe, so it can sit in a `select!` beside other work.
     pub async fn ready(&self, has_tx: bool) -> Result<Ready, TransportError> {
@@ -135,10 +160,23 @@ impl<Q: QueueIo> Connection<Q> {
             (false, true) => Interest::WRITABLE,
             _ => Interest::READABLE,
         };
-        self.stream
-            .ready(interest)
-            .await
-            .map_err(|e| TransportError::io("waiting on the socket", e))
+        let err = |e| TransportError::io("waiting on the socket", e);
+        if !self.busy_poll.is_zero() {
+            // Duration::MAX (or any budget past the end of time): poll forever.
+            let deadline = Instant::now().checked_add(self.busy_poll);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = self.stream.ready(interest) => return r.map_err(err),
+                    _ = std::future::ready(()) => {}
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        self.stream.ready(interest).await.map_err(err)
     }
 
     /// Moves bytes in the directions `ready` allows: reads all that is available
@@ -182,6 +220,7 @@ impl<Q: QueueIo> Connection<Q> {
                     return Ok(());
                 }
                 Ok(n) => {
+                    self.read += n as u64;
                     if chunked && n >= offered {
                         self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK_MAX);
                     }

@@ -48,6 +48,8 @@ pub struct JobConfig {
     pub verify: bool,
     /// Set CATTR bit 2 (disable SQ flow control) in the I/O queues' Connect.
     pub sqfc_disable: bool,
+    /// Poll the socket instead of sleeping (`--hipri`).
+    pub hipri: bool,
     /// What the admin queue learnt.
     pub ctrl: Controller,
 }
@@ -390,6 +392,9 @@ pub fn thread_main(
             )
             .await?;
             conn.queue().set_limits(cfg.ctrl.max_icd, cfg.iodepth);
+            if cfg.hipri {
+                conn.connection().set_busy_poll(Duration::MAX);
+            }
             let units = cfg.size / u64::from(cfg.bs);
             let n = u64::from(cfg.numjobs);
             let i = index as u64;

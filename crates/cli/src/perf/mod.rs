@@ -143,6 +143,11 @@ pub struct PerfArgs {
     /// response capsule for every command instead of C2HData with SUCCESS.
     #[arg(long)]
     pub sq_flow_control: bool,
+    /// Poll for completions instead of sleeping until they arrive (fio's option
+    /// of the same name; spdk_nvme_perf always polls): each job's thread spins
+    /// at 100 % of its CPU and a round trip saves the wakeup.
+    #[arg(long)]
+    pub hipri: bool,
     /// Output format.
     #[arg(
         short = 'o',
@@ -240,6 +245,7 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
         digests,
         verify: args.verify,
         sqfc_disable: !args.sq_flow_control,
+        hipri: args.hipri,
         ctrl: ctrl.clone(),
     });
 

@@ -51,6 +51,10 @@ pub struct TargetArgs {
     /// Worker threads (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Poll each queue's socket for up to this many microseconds before sleeping
+    /// (lower latency, more CPU; 0: never poll). Overrides busy_poll_us of --config.
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub busy_poll_us: Option<u32>,
 }
 
 enum NsArg {
@@ -119,6 +123,10 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
         }
         cfg.discovery_listen
             .extend(parse_addrs(&a.discovery_listen, "--discovery-listen")?);
+        if let Some(us) = a.busy_poll_us {
+            cfg.busy_poll_us = us;
+        }
+        cfg.validate("command line")?;
         return Ok((cfg, true));
     }
     let mut cfg = TargetConfig::embedded_default();
@@ -183,6 +191,9 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
             allowed_hosts: a.allow_host.clone(),
             namespaces,
         }];
+    }
+    if let Some(us) = a.busy_poll_us {
+        cfg.busy_poll_us = us;
     }
     cfg.validate("command line")?;
     Ok((cfg, false))
