@@ -347,7 +347,7 @@ fn run_pair(p: &Params) {
                             let v = Bytes::from(v);
                             app.served.insert(cid, v.clone());
                             let success = rng.chance(50);
-                            // In one to three pieces.
+                            // In one or more pieces.
                             let mut off = 0;
                             let mut done = false;
                             while off < v.len() {
@@ -356,7 +356,25 @@ fn run_pair(p: &Params) {
                                 } else {
                                     1 + rng.below(v.len() - off)
                                 };
-                                done = ctrl.send_data(cid, v.slice(off..off + n), success).unwrap();
+                                let piece = v.slice(off..off + n);
+                                done = if rng.chance(50) {
+                                    ctrl.send_data(cid, piece, success).unwrap()
+                                } else {
+                                    // The same piece from several buffers (as a
+                                    // namespace's pages): empty parts included.
+                                    let mut parts = Vec::new();
+                                    let mut k = 0;
+                                    while k < n {
+                                        let m = if rng.chance(30) {
+                                            0
+                                        } else {
+                                            1 + rng.below(n - k)
+                                        };
+                                        parts.push(piece.slice(k..k + m));
+                                        k += m;
+                                    }
+                                    ctrl.send_data_parts(cid, &parts, success).unwrap()
+                                };
                                 off += n;
                             }
                             assert_eq!(done, success && p.sqfc_disabled);

@@ -622,6 +622,18 @@ impl ControllerQueue {
     /// control is off, the last PDU carries SUCCESS and the command is complete
     /// (§3.5.1: no CapsuleResp follows). Returns true in that case.
     pub fn send_data(&mut self, cid: u16, data: Bytes, success: bool) -> Result<bool, UsageError> {
+        self.send_data_parts(cid, std::slice::from_ref(&data), success)
+    }
+
+    /// Like [`Self::send_data`] for data held in several buffers (`parts`, in
+    /// order), which go to the socket by reference: C2HData PDUs of up to
+    /// `max_c2h_pdu` bytes each take their data from whichever parts they span.
+    pub fn send_data_parts(
+        &mut self,
+        cid: u16,
+        parts: &[Bytes],
+        success: bool,
+    ) -> Result<bool, UsageError> {
         if self.state == State::Closed {
             return Err(UsageError::Terminated);
         }
@@ -630,7 +642,8 @@ impl ControllerQueue {
             .cmds
             .get_mut(&cid)
             .ok_or(UsageError::UnknownCommand(cid))?;
-        let len = data.len() as u64;
+        let total: usize = parts.iter().map(Bytes::len).sum();
+        let len = total as u64;
         if cmd.buffer_len == 0 || u64::from(cmd.c2h_sent) + len > u64::from(cmd.buffer_len) {
             return Err(UsageError::Overrun {
                 cid,
@@ -642,14 +655,13 @@ impl ControllerQueue {
         let max = self.cfg.max_c2h_pdu.max(4096) as usize;
         let mut off = 0usize;
         let mut completed = false;
-        while off < data.len() {
-            let n = (data.len() - off).min(max);
+        while off < total {
+            let n = (total - off).min(max);
             let datao = cmd.c2h_sent;
             cmd.c2h_sent += n as u32;
             let last = cmd.c2h_sent == cmd.buffer_len;
             let succ = last && success && !sqfc;
             completed |= succ;
-            let chunk = data.slice(off..off + n);
             let p = Pdu::C2HData(DataPdu {
                 cccid: cid,
                 ttag: 0,
@@ -657,9 +669,10 @@ impl ControllerQueue {
                 datal: n as u32,
                 last,
                 success: succ,
-                data: chunk,
+                data: Bytes::new(),
             });
-            self.tx.push_pdu(&self.enc, p);
+            self.tx
+                .push_pdu_parts(&self.enc, &p, n, byte_window(parts, off, off + n));
             off += n;
         }
         if completed {
@@ -697,4 +710,16 @@ impl ControllerQueue {
         cqe.sqid = self.qid;
         self.tx.push_pdu(&self.enc, Pdu::CapsuleResp(cqe));
     }
+}
+
+/// The bytes `start..end` of the concatenation of `parts`, as slices of them (no copy).
+fn byte_window(parts: &[Bytes], start: usize, end: usize) -> impl Iterator<Item = Bytes> + '_ {
+    let mut pos = 0usize;
+    parts.iter().filter_map(move |p| {
+        let (lo, hi) = (pos, pos + p.len());
+        pos = hi;
+        let a = start.max(lo);
+        let b = end.min(hi);
+        (a < b).then(|| p.slice(a - lo..b - lo))
+    })
 }

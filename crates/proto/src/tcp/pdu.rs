@@ -410,16 +410,28 @@ impl PduEncoder {
     /// `out` and returns where the data goes and its digest. The caller sends
     /// `pdu.data()` next and then the digest: this is how data is sent without a copy.
     pub fn encode_prefix(&self, pdu: &Pdu, out: &mut BytesMut) -> EncodedLayout {
+        let data = pdu.data();
+        let (prefix_len, dd) = self.encode_header(pdu, data.len(), out);
+        EncodedLayout {
+            prefix_len,
+            ddgst: dd.then(|| crc32c(data).to_le_bytes()),
+        }
+    }
+
+    /// Encodes the header, header digest and padding of `pdu` as if it carried
+    /// `data_len` bytes of data (its own data is not looked at), for data sent from
+    /// several buffers. Returns the prefix length and whether a data digest must
+    /// follow the data.
+    pub fn encode_header(&self, pdu: &Pdu, data_len: usize, out: &mut BytesMut) -> (usize, bool) {
         let t = pdu.pdu_type();
         let hlen = t.hlen();
-        let data = pdu.data();
         let is_term = matches!(t, PduType::H2CTermReq | PduType::C2HTermReq);
         let hd = if self.hdgst && t.may_have_hdgst() {
             DIGEST_LEN
         } else {
             0
         };
-        let has_data = !data.is_empty() && t.may_have_data();
+        let has_data = data_len != 0 && t.may_have_data();
         let dd = if self.ddgst && has_data {
             DIGEST_LEN
         } else {
@@ -433,9 +445,9 @@ impl PduEncoder {
             (0, 0)
         };
         let plen = if is_term {
-            hlen + data.len()
+            hlen + data_len
         } else {
-            hlen + hd + pad + if has_data { data.len() + dd } else { 0 }
+            hlen + hd + pad + if has_data { data_len + dd } else { 0 }
         };
         let mut fl = 0u8;
         if hd != 0 {
@@ -498,9 +510,6 @@ impl PduEncoder {
             out.put_u32_le(crc32c(hdr));
         }
         out.put_bytes(0, pad);
-        EncodedLayout {
-            prefix_len: hlen + hd + pad,
-            ddgst: (dd != 0).then(|| crc32c(data).to_le_bytes()),
-        }
+        (hlen + hd + pad, dd != 0)
     }
 }

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::digest::crc32c_append;
 use super::pdu::{Pdu, PduEncoder};
 
 /// Data shorter than this is copied behind the header instead of queued on its own:
@@ -47,6 +48,38 @@ impl TxQueue {
         }
         if let Some(dd) = layout.ddgst {
             self.put_slice(&dd);
+        }
+    }
+
+    /// Queues one PDU whose data is `parts` in order, `len` bytes in all (the PDU's
+    /// own data field is ignored): header, header digest and padding are copied
+    /// into the current buffer, each part is queued by reference, and the data
+    /// digest is computed over the parts as they are queued. This is how read data
+    /// goes out straight from the namespace's memory, without being gathered into
+    /// one buffer first.
+    pub fn push_pdu_parts(
+        &mut self,
+        enc: &PduEncoder,
+        pdu: &Pdu,
+        len: usize,
+        parts: impl Iterator<Item = Bytes>,
+    ) {
+        let (prefix_len, ddgst) = enc.encode_header(pdu, len, &mut self.cur);
+        self.len += prefix_len;
+        let mut crc = 0u32;
+        let mut queued = 0usize;
+        for p in parts {
+            if ddgst {
+                crc = crc32c_append(crc, &p);
+            }
+            queued += p.len();
+            if !p.is_empty() {
+                self.put_bytes(p);
+            }
+        }
+        debug_assert_eq!(queued, len, "parts must hold the length in the header");
+        if ddgst {
+            self.put_slice(&crc.to_le_bytes());
         }
     }
 
