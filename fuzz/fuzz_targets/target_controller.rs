@@ -158,6 +158,7 @@ fn env() -> &'static Env {
                 ..Limits::default()
             },
             busy_poll_us: 0,
+            tcp_congestion: None,
         };
         cfg.validate("fuzz").expect("valid configuration");
         let target = rt.block_on(async {

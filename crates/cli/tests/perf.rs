@@ -11,6 +11,11 @@ const NVMF: &str = env!("CARGO_BIN_EXE_nvmf");
 
 /// Starts a target on a free port (retrying if another process takes the port).
 fn start_target() -> (KillOnDrop, u16) {
+    start_target_with(&[])
+}
+
+/// Like [`start_target`] with extra `nvmf target` options.
+fn start_target_with(extra: &[&str]) -> (KillOnDrop, u16) {
     for _ in 0..5 {
         let port = free_port();
         let mut child = Command::new(NVMF)
@@ -21,6 +26,7 @@ fn start_target() -> (KillOnDrop, u16) {
                 "--memory",
                 "64M",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -82,6 +88,51 @@ fn perf_randrw_verify_json() {
     assert!(v["write"]["ios"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["verify_errors"].as_u64(), Some(0), "{v}");
     assert!(v["read"]["lat_us"]["p99"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+/// Polling on both ends (`--busy-poll-us`, `--hipri`) and a chosen congestion
+/// control: the data still verifies and the report says what was asked.
+#[test]
+fn perf_polling_and_congestion_control_verify() {
+    let (_t, port) = start_target_with(&["--busy-poll-us", "100", "--tcp-congestion", "reno"]);
+    let out = Command::new(NVMF)
+        .args([
+            "perf",
+            "-s",
+            &port.to_string(),
+            "--rw",
+            "randrw",
+            "--bs",
+            "8k",
+            "--iodepth",
+            "4",
+            "--size",
+            "4M",
+            "--runtime",
+            "1",
+            "--verify",
+            "--hipri",
+            "--tcp-congestion",
+            "reno",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["total"]["ios"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["verify_errors"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["config"]["hipri"], serde_json::json!(true), "{v}");
+    assert_eq!(
+        v["config"]["tcp_congestion"],
+        serde_json::json!("reno"),
+        "{v}"
+    );
 }
 
 #[test]

@@ -163,6 +163,9 @@ pub struct TargetConfig {
     /// never). Polling cuts the wakeup out of a round trip at the price of CPU
     /// time (docs/performance.md).
     pub busy_poll_us: u32,
+    /// TCP congestion control of the connections accepted (tcp(7)
+    /// `TCP_CONGESTION`); `None`: the system default.
+    pub tcp_congestion: Option<String>,
 }
 
 /// Default subsystem NQN of the embedded default and quick mode.
@@ -194,6 +197,7 @@ impl TargetConfig {
             data_digest: true,
             limits: Limits::default(),
             busy_poll_us: 0,
+            tcp_congestion: None,
         }
     }
 
@@ -258,6 +262,17 @@ impl TargetConfig {
                 "busy_poll_us".into(),
                 "must be at most 1000000 (one second)".into(),
             ));
+        }
+        if let Some(cc) = &self.tcp_congestion {
+            if cc.is_empty()
+                || cc.len() > 15
+                || !cc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(inv(
+                    "tcp_congestion".into(),
+                    format!("'{cc}' is not a congestion control name (e.g. cubic, bbr, reno)"),
+                ));
+            }
         }
         let l = &self.limits;
         if l.max_queue_depth < 2 || l.max_queue_depth > 1024 {
@@ -345,6 +360,8 @@ struct FileConfig {
     limits: Limits,
     #[serde(default)]
     busy_poll_us: u32,
+    #[serde(default)]
+    tcp_congestion: Option<String>,
     #[serde(default, rename = "subsystem")]
     subsystems: Vec<FileSubsystem>,
 }
@@ -477,6 +494,7 @@ impl FileConfig {
             data_digest: self.data_digest,
             limits: self.limits,
             busy_poll_us: self.busy_poll_us,
+            tcp_congestion: self.tcp_congestion,
         })
     }
 }
@@ -490,6 +508,8 @@ mod tests {
         let t = r#"
             listen = ["127.0.0.1:4420", "[::1]:4420"]
             header_digest = false
+            busy_poll_us = 50
+            tcp_congestion = "cubic"
             [limits]
             max_queue_depth = 256
             [[subsystem]]
@@ -507,6 +527,8 @@ mod tests {
         let c = TargetConfig::from_toml(t, Path::new("t.toml")).unwrap();
         assert_eq!(c.listen.len(), 2);
         assert!(!c.header_digest);
+        assert_eq!(c.busy_poll_us, 50);
+        assert_eq!(c.tcp_congestion.as_deref(), Some("cubic"));
         assert_eq!(c.limits.max_queue_depth, 256);
         let s = &c.subsystems[0];
         assert_eq!(s.namespaces[0].nsid, 1);
@@ -538,6 +560,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("exactly one"), "{e}");
+    }
+
+    #[test]
+    fn tuning_values_are_checked() {
+        for (t, field) in [
+            ("busy_poll_us = 2000000\n", "busy_poll_us"),
+            ("tcp_congestion = \"cu bic\"\n", "tcp_congestion"),
+            ("tcp_congestion = \"\"\n", "tcp_congestion"),
+        ] {
+            let e = TargetConfig::from_toml(t, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{t}: {e}");
+        }
     }
 
     #[test]

@@ -20,8 +20,13 @@ pub enum TargetError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     /// A listen address could not be bound.
+    // The message holds the transport error's whole text, so it is not also
+    // given as the source (the chain would print it twice).
     #[error("{0} (is another target already listening there? choose another with --listen)")]
-    Listen(#[source] TransportError),
+    Listen(TransportError),
+    /// A socket option of the configuration could not be set.
+    #[error("tcp_congestion: {0}")]
+    SocketOption(TransportError),
 }
 
 /// A running target.
@@ -54,6 +59,10 @@ impl Target {
         let mut ports = Vec::new();
         for a in &cfg.listen {
             let lis = Listener::bind(a, qcfg).await.map_err(TargetError::Listen)?;
+            if let Some(cc) = &cfg.tcp_congestion {
+                lis.set_tcp_congestion(cc)
+                    .map_err(TargetError::SocketOption)?;
+            }
             ports.push(lis.local_addr());
             listeners.push(Arc::new(lis));
         }
@@ -62,7 +71,13 @@ impl Target {
                 continue;
             }
             match Listener::bind(a, qcfg).await {
-                Ok(lis) => listeners.push(Arc::new(lis)),
+                Ok(lis) => {
+                    if let Some(cc) = &cfg.tcp_congestion {
+                        lis.set_tcp_congestion(cc)
+                            .map_err(TargetError::SocketOption)?;
+                    }
+                    listeners.push(Arc::new(lis))
+                }
                 // The discovery port is a convenience; another target may hold it.
                 Err(e) => warn!("discovery service not started on {a}: {e}"),
             }

@@ -43,6 +43,7 @@ async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
         data_digest: true,
         limits,
         busy_poll_us: 0,
+        tcp_congestion: None,
     };
     let t = Arc::new(Target::bind(&cfg).await.unwrap());
     let a = t.ports()[0];

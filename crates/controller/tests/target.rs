@@ -53,6 +53,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
         data_digest: true,
         limits: Limits::default(),
         busy_poll_us: 0,
+        tcp_congestion: None,
     }
 }
 
@@ -403,4 +404,89 @@ async fn reload_adds_a_namespace_and_raises_an_event() {
         .await
         .unwrap();
     assert_eq!(decode_ns_list(&list.data_contiguous()), vec![1]);
+}
+
+/// CPU time (user + system) of this process, which is the target here.
+fn process_cpu() -> std::time::Duration {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 (here 11 and 12), in clock ticks.
+    let hz = 100; // USER_HZ on Linux
+    std::time::Duration::from_millis((f[11] + f[12]) * 1000 / hz)
+}
+
+/// The congestion control `ss` reports for the established connection(s) on
+/// local port `port` (iproute2's ss prints the algorithm's name in its -i info).
+fn congestion_of(port: u16) -> String {
+    let out = std::process::Command::new("ss")
+        .args(
+            ["-tinH", "state", "established", "( sport = :PORT )"]
+                .map(|a| a.replace("PORT", &port.to_string())),
+        )
+        .output()
+        .expect("ss (iproute2) is needed: scripts/install-deps.sh installs it");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `busy_poll_us` and `tcp_congestion`: I/O works with both; accepted
+/// connections use the configured congestion control; a polling queue that goes
+/// idle stops polling (the target's CPU time stays flat while nothing happens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_poll_and_congestion_control() {
+    let mut cfg = config(None);
+    cfg.busy_poll_us = 200;
+    cfg.tcp_congestion = Some("reno".into());
+    let (_t, addr) = start(&cfg).await;
+    let (mut admin, cntlid) =
+        connect_queue(&addr, NQN, 0, CNTLID_DYNAMIC, Digests::default()).await;
+    let cntlid = cntlid.unwrap();
+    enable(&mut admin).await;
+    let (mut io, r) = connect_queue(&addr, NQN, 1, cntlid, Digests::default()).await;
+    r.unwrap();
+    for i in 0..200u64 {
+        let data: Vec<u8> = (0..4096).map(|k| (k as u64 * 7 + i) as u8).collect();
+        let w = io
+            .execute(
+                Sqe::rw(io_opcode::WRITE, 1, i * 8, 8, false),
+                HostData::ToController(Bytes::from(data.clone())),
+            )
+            .await
+            .unwrap();
+        assert!(w.cqe.status.is_success());
+        let r = io
+            .execute(
+                Sqe::rw(io_opcode::READ, 1, i * 8, 8, false),
+                HostData::FromController(4096),
+            )
+            .await
+            .unwrap();
+        assert!(r.cqe.status.is_success());
+        assert_eq!(r.data_contiguous(), data);
+    }
+    let ss = congestion_of(addr.socket.port());
+    assert!(
+        ss.contains("reno") && !ss.contains("cubic") && !ss.contains("bbr"),
+        "accepted connections should use reno; ss -ti says:\n{ss}"
+    );
+    // Idle: both queues (admin and I/O) stop polling within their budget.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let before = process_cpu();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let used = process_cpu() - before;
+    assert!(
+        used < std::time::Duration::from_millis(300),
+        "the target used {used:?} of CPU in 1.5 s with nothing to do: is a queue still polling?"
+    );
+    io.close().await;
+    admin.close().await;
+
+    // A congestion control the kernel lacks is refused at start with a clear error.
+    let mut bad = config(None);
+    bad.tcp_congestion = Some("nosuchcc".into());
+    let e = Target::bind(&bad).await.unwrap_err().to_string();
+    assert!(e.contains("nosuchcc") && e.contains("available"), "{e}");
 }

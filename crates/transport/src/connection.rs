@@ -119,6 +119,12 @@ impl<Q: QueueIo> Connection<Q> {
         self.busy_poll = budget;
     }
 
+    /// Sets the socket's TCP congestion control (see
+    /// [`crate::sockopt::set_tcp_congestion`]).
+    pub fn set_tcp_congestion(&self, name: &str) -> Result<(), TransportError> {
+        crate::sockopt::set_tcp_congestion(&self.stream, name)
+    }
+
     /// The socket.
     pub fn stream(&self) -> &TcpStream {
         &self.stream

@@ -14,6 +14,7 @@ pub mod connection;
 pub mod error;
 pub mod host;
 pub mod listener;
+pub mod sockopt;
 
 pub use addr::TransportAddr;
 pub use connection::{Connection, QueueIo};

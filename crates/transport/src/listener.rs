@@ -46,6 +46,12 @@ impl Listener {
         })
     }
 
+    /// Sets the TCP congestion control of the connections accepted from now on
+    /// (see [`crate::sockopt::set_tcp_congestion`]).
+    pub fn set_tcp_congestion(&self, name: &str) -> Result<(), TransportError> {
+        crate::sockopt::set_tcp_congestion(&self.inner, name)
+    }
+
     /// The bound address (with the real port if 0 was asked for).
     pub fn local_addr(&self) -> TransportAddr {
         self.addr

@@ -50,6 +50,8 @@ pub struct JobConfig {
     pub sqfc_disable: bool,
     /// Poll the socket instead of sleeping (`--hipri`).
     pub hipri: bool,
+    /// TCP congestion control of the I/O connection, if not the system's.
+    pub tcp_congestion: Option<String>,
     /// What the admin queue learnt.
     pub ctrl: Controller,
 }
@@ -392,6 +394,9 @@ pub fn thread_main(
             )
             .await?;
             conn.queue().set_limits(cfg.ctrl.max_icd, cfg.iodepth);
+            if let Some(cc) = &cfg.tcp_congestion {
+                conn.connection().set_tcp_congestion(cc)?;
+            }
             if cfg.hipri {
                 conn.connection().set_busy_poll(Duration::MAX);
             }

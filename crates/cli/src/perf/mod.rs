@@ -148,6 +148,10 @@ pub struct PerfArgs {
     /// at 100 % of its CPU and a round trip saves the wakeup.
     #[arg(long)]
     pub hipri: bool,
+    /// TCP congestion control of the I/O queues' connections (e.g. cubic; see
+    /// /proc/sys/net/ipv4/tcp_available_congestion_control). Default: the system's.
+    #[arg(long, value_name = "NAME")]
+    pub tcp_congestion: Option<String>,
     /// Output format.
     #[arg(
         short = 'o',
@@ -246,6 +250,7 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
         verify: args.verify,
         sqfc_disable: !args.sq_flow_control,
         hipri: args.hipri,
+        tcp_congestion: args.tcp_congestion.clone(),
         ctrl: ctrl.clone(),
     });
 

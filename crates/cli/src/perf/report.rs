@@ -124,6 +124,8 @@ impl Report {
             "data_digest": cfg.digests.data,
             "verify": cfg.verify,
             "sq_flow_control_disabled": cfg.sqfc_disable,
+            "hipri": cfg.hipri,
+            "tcp_congestion": cfg.tcp_congestion,
             "cpus": args.cpus.as_ref().map(|c| c.0.clone()),
         });
         Self {

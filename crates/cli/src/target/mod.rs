@@ -55,6 +55,11 @@ pub struct TargetArgs {
     /// (lower latency, more CPU; 0: never poll). Overrides busy_poll_us of --config.
     #[arg(long, value_name = "MICROSECONDS")]
     pub busy_poll_us: Option<u32>,
+    /// TCP congestion control of accepted connections (e.g. cubic; see
+    /// /proc/sys/net/ipv4/tcp_available_congestion_control). Overrides
+    /// tcp_congestion of --config. Default: the system's.
+    #[arg(long, value_name = "NAME")]
+    pub tcp_congestion: Option<String>,
 }
 
 enum NsArg {
@@ -126,6 +131,9 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
         if let Some(us) = a.busy_poll_us {
             cfg.busy_poll_us = us;
         }
+        if a.tcp_congestion.is_some() {
+            cfg.tcp_congestion = a.tcp_congestion.clone();
+        }
         cfg.validate("command line")?;
         return Ok((cfg, true));
     }
@@ -194,6 +202,9 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
     }
     if let Some(us) = a.busy_poll_us {
         cfg.busy_poll_us = us;
+    }
+    if a.tcp_congestion.is_some() {
+        cfg.tcp_congestion = a.tcp_congestion.clone();
     }
     cfg.validate("command line")?;
     Ok((cfg, false))
