@@ -147,6 +147,36 @@ impl BackendError {
 /// Result type used throughout this crate.
 pub type Result<T> = std::result::Result<T, BackendError>;
 
+/// Read data that shares the backend's own memory instead of a copy of it
+/// ([`Backend::read_shared`]): the buffers, in order.
+#[derive(Debug, Clone)]
+pub enum SharedData {
+    /// One buffer (a read within one page).
+    One(bytes::Bytes),
+    /// Several buffers, to be sent one after another.
+    Parts(Vec<bytes::Bytes>),
+}
+
+impl SharedData {
+    /// The buffers, in order.
+    pub fn parts(&self) -> &[bytes::Bytes] {
+        match self {
+            Self::One(b) => std::slice::from_ref(b),
+            Self::Parts(v) => v,
+        }
+    }
+
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.parts().iter().map(|b| b.len()).sum()
+    }
+
+    /// True if there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Storage behind one NVMe namespace.
 ///
 /// Offsets and lengths are in bytes and must be multiples of
@@ -161,6 +191,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// controller reuses read buffers and relies on this, so that no data of
     /// an earlier read can leak).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Reads `len` bytes at `offset` as buffers that share the backend's memory,
+    /// for backends that keep their data in memory: no copy is made, and the
+    /// data stays as it was at this call however long the buffers are held
+    /// (later writes do not change it). `Ok(None)`: this backend cannot, use
+    /// [`Backend::read_at`]. The default is `Ok(None)`.
+    fn read_shared(&self, offset: u64, len: u64) -> Result<Option<SharedData>> {
+        let _ = (offset, len);
+        Ok(None)
+    }
 
     /// Write the concatenation of `data` chunks at `offset`; if `fua`,
     /// durable before returning.

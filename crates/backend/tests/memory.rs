@@ -162,20 +162,22 @@ fn concurrent_writers_distinct_regions() {
     const THREADS: u64 = 8;
     const ROUNDS: u64 = 64;
     const IO: u64 = 8192;
-    let m: Arc<dyn Backend> = Arc::new(MemoryBackend::new(16 * CHUNK, 512).unwrap());
-    // Region A: each thread owns a contiguous 2 MiB slab (different chunks).
-    // Region B: threads interleave 512-byte blocks inside the same chunks,
-    // so writers constantly share chunk locks.
+    // Region A: each thread owns ROUNDS * IO bytes (many pages of its own).
+    // Region B: threads interleave 512-byte blocks inside the same pages, so
+    // writers constantly share page locks.
+    const REGION: u64 = ROUNDS * IO;
+    let b_start = THREADS * REGION;
+    let size = b_start + (ROUNDS * THREADS * 512).div_ceil(CHUNK) * CHUNK;
+    let m: Arc<dyn Backend> = Arc::new(MemoryBackend::new(size, 512).unwrap());
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
             let m = Arc::clone(&m);
             std::thread::spawn(move || {
-                let slab = t * CHUNK; // 1 MiB per thread in the first 8 MiB
                 for r in 0..ROUNDS {
-                    let off = slab + (r * IO) % CHUNK;
+                    let off = t * REGION + r * IO;
                     m.write_at(off, &[&pattern(t * 1000 + r, IO as usize)], false)
                         .unwrap();
-                    let blk = 8 * CHUNK + (r * THREADS + t) * 512;
+                    let blk = b_start + (r * THREADS + t) * 512;
                     m.write_at(blk, &[&pattern(t * 7919 + r, 512)], false)
                         .unwrap();
                     let mut back = vec![0u8; IO as usize];
@@ -189,16 +191,87 @@ fn concurrent_writers_distinct_regions() {
         h.join().unwrap();
     }
     for t in 0..THREADS {
-        let slab = t * CHUNK;
         for r in 0..ROUNDS {
-            let off = slab + (r * IO) % CHUNK;
+            let off = t * REGION + r * IO;
             let mut back = vec![0u8; IO as usize];
             m.read_at(off, &mut back).unwrap();
             assert_eq!(back, pattern(t * 1000 + r, IO as usize), "t{t} r{r}");
-            let blk = 8 * CHUNK + (r * THREADS + t) * 512;
+            let blk = b_start + (r * THREADS + t) * 512;
             let mut b = vec![0u8; 512];
             m.read_at(blk, &mut b).unwrap();
             assert_eq!(b, pattern(t * 7919 + r, 512), "interleaved t{t} r{r}");
         }
     }
+}
+
+/// Threads write, discard and hold shared reads in regions of their own while
+/// the page allocator serves them all: pages freed by one thread are reused by
+/// another, slabs come and go, and no thread ever sees another's data.
+#[test]
+fn concurrent_allocation_copy_on_write_and_reuse() {
+    const THREADS: u64 = 4;
+    const PAGE: u64 = 4096;
+    const PAGES: u64 = 600; // per thread: more than one 2 MiB slab each
+    let m = Arc::new(
+        MemoryBackend::with_chunk_size(THREADS * PAGES * PAGE, 512, PAGE as usize).unwrap(),
+    );
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let m = Arc::clone(&m);
+            std::thread::spawn(move || {
+                let base = t * PAGES * PAGE;
+                let mut model = vec![0u8; (PAGES * PAGE) as usize];
+                let mut held: Vec<(Vec<u8>, nvmf_backend::SharedData)> = Vec::new();
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ t;
+                let mut rnd = |n: u64| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x % n
+                };
+                for i in 0..3000u64 {
+                    let blk = rnd(PAGES * PAGE / 512);
+                    let n = 1 + rnd(24).min(PAGES * PAGE / 512 - blk - 1);
+                    let (off, len) = (blk * 512, n * 512);
+                    let r = off as usize..(off + len) as usize;
+                    match rnd(4) {
+                        0 => {
+                            let d = pattern(t << 32 | i, len as usize);
+                            m.write_at(base + off, &[&d], false).unwrap();
+                            model[r].copy_from_slice(&d);
+                        }
+                        1 => {
+                            m.discard(base + off, len).unwrap();
+                            model[r].fill(0);
+                        }
+                        _ => {
+                            let s = m.read_shared(base + off, len).unwrap().unwrap();
+                            let got: Vec<u8> =
+                                s.parts().iter().flat_map(|p| p.iter().copied()).collect();
+                            assert_eq!(got, model[r], "thread {t} op {i}");
+                            held.push((got, s));
+                            if held.len() > 16 {
+                                let (want, s) = held.remove(rnd(held.len() as u64) as usize);
+                                let got: Vec<u8> =
+                                    s.parts().iter().flat_map(|p| p.iter().copied()).collect();
+                                assert_eq!(got, want, "thread {t}: a held read changed");
+                            }
+                        }
+                    }
+                }
+                for (want, s) in held {
+                    let got: Vec<u8> = s.parts().iter().flat_map(|p| p.iter().copied()).collect();
+                    assert_eq!(got, want, "thread {t}: a held read changed");
+                }
+                let mut all = vec![0xa5u8; model.len()];
+                m.read_at(base, &mut all).unwrap();
+                assert!(all == model, "thread {t}: final contents differ");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    m.discard(0, THREADS * PAGES * PAGE).unwrap();
+    assert_eq!(m.allocated_bytes(), 0);
 }

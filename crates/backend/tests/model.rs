@@ -34,6 +34,13 @@ enum Op {
         blk: u64,
         n: u64,
     },
+    /// `read_shared`, its buffers kept for `hold` further operations (as read
+    /// data waiting to be sent while writes go on).
+    ReadShared {
+        blk: u64,
+        n: u64,
+        hold: usize,
+    },
     Flush,
 }
 
@@ -45,7 +52,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|((blk, n), seed, chunks, aligned, fua)| Op::Write { blk, n, seed, chunks, aligned, fua }),
         2 => range.clone().prop_map(|(blk, n)| Op::Discard { blk, n }),
         2 => range.clone().prop_map(|(blk, n)| Op::WriteZeroes { blk, n }),
-        2 => range.prop_map(|(blk, n)| Op::Read { blk, n }),
+        2 => range.clone().prop_map(|(blk, n)| Op::Read { blk, n }),
+        3 => (range, 0..8usize).prop_map(|((blk, n), hold)| Op::ReadShared { blk, n, hold }),
         1 => Just(Op::Flush),
     ]
 }
@@ -54,12 +62,25 @@ fn run_model(b: &dyn Backend, ops: &[Op]) -> Result<(), TestCaseError> {
     let bs = u64::from(b.info().block_size);
     prop_assert_eq!(b.info().num_blocks, BLOCKS);
     let mut model = vec![0u8; (BLOCKS * bs) as usize];
+    // Shared reads still held: (operations left, what they must still hold, the buffers).
+    let mut held: Vec<(usize, Vec<u8>, nvmf_backend::SharedData)> = Vec::new();
     for op in ops {
+        for (left, want, data) in &mut held {
+            let got: Vec<u8> = data
+                .parts()
+                .iter()
+                .flat_map(|p| p.iter().copied())
+                .collect();
+            prop_assert!(&got == want, "a held shared read changed under {:?}", op);
+            *left = left.saturating_sub(1);
+        }
+        held.retain(|(left, _, _)| *left > 0);
         let (blk, n) = match *op {
             Op::Write { blk, n, .. }
             | Op::Discard { blk, n }
             | Op::WriteZeroes { blk, n }
-            | Op::Read { blk, n } => (blk, n),
+            | Op::Read { blk, n }
+            | Op::ReadShared { blk, n, .. } => (blk, n),
             Op::Flush => (0, 0),
         };
         let (off, len) = (blk * bs, n * bs);
@@ -110,6 +131,24 @@ fn run_model(b: &dyn Backend, ops: &[Op]) -> Result<(), TestCaseError> {
                 }
                 res
             }
+            Op::ReadShared { hold, .. } => match b.read_shared(off, len) {
+                Ok(Some(data)) => {
+                    prop_assert!(in_range, "{:?} should be out of range", op);
+                    let got: Vec<u8> = data
+                        .parts()
+                        .iter()
+                        .flat_map(|p| p.iter().copied())
+                        .collect();
+                    prop_assert_eq!(&got[..], &model[range.clone()], "shared read {:?}", op);
+                    if *hold > 0 {
+                        held.push((*hold, got, data));
+                    }
+                    Ok(())
+                }
+                // Not supported by this backend: it reads by copy instead.
+                Ok(None) => b.read_at(off, &mut vec![0u8; len as usize]),
+                Err(e) => Err(e),
+            },
             Op::Flush => b.flush(),
         };
         if in_range {

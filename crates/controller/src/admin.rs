@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use nvmf_backend::SharedData;
 use nvmf_proto::fabrics::{fctype, PropertyCommand};
 use nvmf_proto::features::{fid, number_of_queues};
 use nvmf_proto::identify::{
@@ -191,7 +192,10 @@ impl QueueTask {
             _ => return fail(cid, Status::INVALID_FIELD.dnr()),
         };
         let n = (buffer_len as usize).min(page.len());
-        Outcome::Read(Bytes::from(page).slice(..n), Cqe::new(cid, Status::SUCCESS))
+        Outcome::Read(
+            SharedData::One(Bytes::from(page).slice(..n)),
+            Cqe::new(cid, Status::SUCCESS),
+        )
     }
 
     fn identify_controller(&self, discovery: bool) -> IdentifyController {
@@ -317,7 +321,10 @@ impl QueueTask {
         out.resize(len as usize, 0);
         // The buffer may be larger than NUMD; the host reads only what it asked for.
         out.truncate(buffer_len as usize);
-        Outcome::Read(Bytes::from(out), Cqe::new(cid, Status::SUCCESS))
+        Outcome::Read(
+            SharedData::One(Bytes::from(out)),
+            Cqe::new(cid, Status::SUCCESS),
+        )
     }
 
     fn smart_log(&self, nsid: u32, errors: u64) -> SmartLog {
@@ -420,7 +427,7 @@ impl QueueTask {
                 if sqe.cdw11 & 1 == 0 || buffer_len < 16 {
                     return fail(cid, Status::INVALID_FIELD.dnr());
                 }
-                return Outcome::Read(Bytes::copy_from_slice(&ctrl.hostid), c);
+                return Outcome::Read(SharedData::One(Bytes::copy_from_slice(&ctrl.hostid)), c);
             }
             _ => return fail(cid, Status::INVALID_FIELD.dnr()),
         }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use nvmf_backend::BackendError;
+use nvmf_backend::{BackendError, SharedData};
 use nvmf_proto::fabrics::fctype;
 use nvmf_proto::sqe::{admin_opcode, io_opcode};
 use nvmf_proto::{Cqe, Sqe, Status};
@@ -51,7 +51,7 @@ pub fn run_io(
     sqe: &Sqe,
     data: &[Bytes],
     buffer_len: u32,
-) -> Result<Option<Bytes>, Status> {
+) -> Result<Option<SharedData>, Status> {
     let be = &ns.backend;
     match sqe.opcode {
         io_opcode::READ => {
@@ -59,13 +59,23 @@ pub fn run_io(
             if len != u64::from(buffer_len) {
                 return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
             }
-            // A reused buffer: read_at overwrites all of it or fails.
-            let mut buf = PoolBuf::take(len as usize);
-            be.read_at(off, buf.as_mut_slice())
-                .map_err(|e| backend_status(&e, false))?;
+            // Memory namespaces lend their pages (no copy); the others read
+            // into a reused buffer, which read_at overwrites all of or fails.
+            let d = match be
+                .read_shared(off, len)
+                .map_err(|e| backend_status(&e, false))?
+            {
+                Some(d) => d,
+                None => {
+                    let mut buf = PoolBuf::take(len as usize);
+                    be.read_at(off, buf.as_mut_slice())
+                        .map_err(|e| backend_status(&e, false))?;
+                    SharedData::One(buf.freeze())
+                }
+            };
             ns.stats.reads.fetch_add(1, Ordering::Relaxed);
             ns.stats.bytes_read.fetch_add(len, Ordering::Relaxed);
-            Ok(Some(buf.freeze()))
+            Ok(Some(d))
         }
         io_opcode::WRITE => {
             let (off, len) = lba_range(ns, sqe.slba(), u64::from(sqe.nlb()))?;

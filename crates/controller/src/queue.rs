@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use nvmf_backend::SharedData;
 use nvmf_proto::fabrics::{
     connect_invalid_param_dw0, fctype, ConnectCommand, ConnectData, CNTLID_DYNAMIC, DISCOVERY_NQN,
 };
@@ -46,7 +47,7 @@ pub(crate) enum Outcome {
     /// Send this completion.
     Complete(Cqe),
     /// Send this data, then the completion (or C2HData SUCCESS).
-    Read(Bytes, Cqe),
+    Read(SharedData, Cqe),
     /// Running on the blocking pool; a [`Done`] will follow.
     Async,
     /// Held (an Asynchronous Event Request).
@@ -57,7 +58,7 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(crate) struct Done {
     pub cid: u16,
-    pub result: Result<Option<Bytes>, Status>,
+    pub result: Result<Option<SharedData>, Status>,
     pub sqe: Sqe,
 }
 
@@ -369,7 +370,11 @@ impl QueueTask {
             }
             Outcome::Read(data, cqe) => {
                 let plain = cqe.status.is_success() && cqe.dw0 == 0 && cqe.dw1 == 0;
-                match self.conn.queue.send_data(sqe.cid, data, plain) {
+                match self
+                    .conn
+                    .queue
+                    .send_data_parts(sqe.cid, data.parts(), plain)
+                {
                     Ok(true) => {}
                     Ok(false) => self.conn.queue.complete(cqe),
                     Err(e) => {
