@@ -3,6 +3,9 @@
 //! Subcommands follow nvme-cli's verbs and flags where one exists, so habits carry
 //! over: `nvmf discover -t tcp -a 127.0.0.1 -s 4420`, `nvmf connect -n NQN ...`.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod host;
 mod perf;
 mod target;
