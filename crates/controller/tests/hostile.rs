@@ -832,3 +832,166 @@ async fn data_phase_and_command_id_violations_end_to_end() {
     );
     assert!(ios.load(Ordering::Relaxed) > 0);
 }
+
+/// Header fields judged for every PDU type a host may send, each on a connection
+/// of its own while a well-behaved host does I/O: HLEN, PDO, PLEN below the
+/// header and PLEN of 4 GiB get FES 01h with the field's byte offset as FEI
+/// (05h, Data Transfer Limit Exceeded, for a data PDU longer than the limits);
+/// PDU types that flow from the controller get FES 01h, FEI 0; a malformed
+/// H2CTermReq is not answered, the connection just closes (NVMe/TCP 1.0
+/// §3.6.2.3, §3.6.2.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_fields_of_every_pdu_type() {
+    let (_t, addr) = start(Limits::default()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ios = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let good = tokio::spawn(good_host(addr, stop.clone(), ios.clone(), errors.clone()));
+
+    let ic = icreq();
+    let (csqe, cdata) = connect_sqe(0, 0);
+    let connect = raw_cmd(&csqe, &cdata);
+    let mut after_connect = ic.clone();
+    after_connect.extend_from_slice(&connect);
+    let h2c = PduEncoder::default()
+        .to_bytes(&Pdu::H2CData(DataPdu {
+            cccid: 1,
+            ttag: 0,
+            datao: 0,
+            datal: 8,
+            last: true,
+            success: false,
+            data: Bytes::from_static(&[7; 8]),
+        }))
+        .to_vec();
+    let set = |p: &[u8], at: usize, v: &[u8]| {
+        let mut p = p.to_vec();
+        p[at..at + v.len()].copy_from_slice(v);
+        p
+    };
+    let plen = |p: &[u8], v: u32| set(p, 4, &v.to_le_bytes());
+    const HLEN: u32 = 2;
+    const PDO: u32 = 3;
+    const PLEN: u32 = 4;
+    let inv = Fes::InvalidHeaderField;
+    // (what, prelude, PDU, expected answer)
+    let cases: Vec<(&str, &[u8], Vec<u8>, Option<(Fes, u32)>)> = vec![
+        ("ICReq HLEN", &[], set(&ic, 2, &[127]), Some((inv, HLEN))),
+        ("ICReq PDO", &[], set(&ic, 3, &[8]), Some((inv, PDO))),
+        (
+            "ICReq PLEN small",
+            &[],
+            plen(&ic, 8)[..8].to_vec(),
+            Some((inv, PLEN)),
+        ),
+        (
+            "ICReq PLEN 4 GiB",
+            &[],
+            plen(&ic, u32::MAX),
+            Some((inv, PLEN)),
+        ),
+        (
+            "CapsuleCmd HLEN",
+            &ic,
+            set(&connect, 2, &[71]),
+            Some((inv, HLEN)),
+        ),
+        (
+            "CapsuleCmd PDO",
+            &ic,
+            set(&connect, 3, &[8]),
+            Some((inv, PDO)),
+        ),
+        (
+            "CapsuleCmd PLEN small",
+            &ic,
+            set(&plen(&connect, 10), 3, &[0]),
+            Some((inv, PLEN)),
+        ),
+        (
+            "CapsuleCmd PLEN 4 GiB",
+            &ic,
+            plen(&connect, u32::MAX)[..72].to_vec(),
+            Some((Fes::DataLimitExceeded, PLEN)),
+        ),
+        (
+            "H2CData HLEN",
+            &after_connect,
+            set(&h2c, 2, &[23]),
+            Some((inv, HLEN)),
+        ),
+        (
+            "H2CData PDO",
+            &after_connect,
+            set(&h2c, 3, &[8]),
+            Some((inv, PDO)),
+        ),
+        (
+            "H2CData PLEN small",
+            &after_connect,
+            plen(&h2c, 24)[..24].to_vec(),
+            Some((inv, PLEN)),
+        ),
+        (
+            "H2CData PLEN 4 GiB",
+            &after_connect,
+            plen(&h2c, u32::MAX)[..24].to_vec(),
+            Some((Fes::DataLimitExceeded, PLEN)),
+        ),
+        ("H2CTermReq HLEN", &ic, set(&header24(0x02), 2, &[16]), None),
+        (
+            "H2CTermReq PLEN small",
+            &ic,
+            plen(&header24(0x02), 8)[..8].to_vec(),
+            None,
+        ),
+        (
+            "H2CTermReq PLEN 4 GiB",
+            &ic,
+            plen(&header24(0x02), u32::MAX),
+            None,
+        ),
+        (
+            "ICResp to a controller",
+            &ic,
+            header24(0x01),
+            Some((inv, 0)),
+        ),
+        (
+            "C2HTermReq to a controller",
+            &ic,
+            header24(0x03),
+            Some((inv, 0)),
+        ),
+        (
+            "CapsuleResp to a controller",
+            &ic,
+            header24(0x05),
+            Some((inv, 0)),
+        ),
+        (
+            "C2HData to a controller",
+            &ic,
+            header24(0x07),
+            Some((inv, 0)),
+        ),
+        ("R2T to a controller", &ic, header24(0x09), Some((inv, 0))),
+    ];
+    let mut wrong = Vec::new();
+    for (what, prelude, pdu, want) in cases {
+        let got = send_bad(addr, prelude, &pdu).await;
+        if got != want {
+            wrong.push(format!("{what}: got {got:?}, want {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    stop.store(true, Ordering::Relaxed);
+    good.await.unwrap();
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "the well-behaved host saw an error"
+    );
+    assert!(ios.load(Ordering::Relaxed) > 0);
+}
