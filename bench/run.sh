@@ -14,6 +14,13 @@
 #   BENCH_PREFILL   0: skip writing the namespace once before the reads
 #   BENCH_EXTRA     1: also run the SQ-flow-control comparison (CATTR bit 2 off)
 #   NVMF            path to the nvmf binary (default target/release/nvmf)
+#   BENCH_TARGET_OPTS  extra `nvmf target` options, e.g. "--busy-poll-us 50 --tcp-congestion cubic"
+#   BENCH_PERF_OPTS    extra `nvmf perf` options, e.g. "--hipri --tcp-congestion cubic"
+#   BENCH_QD1_PERF_OPTS  extra `nvmf perf` options for the queue-depth-1 cases only
+#   BENCH_TUNED     1: target "--busy-poll-us 50 --tcp-congestion cubic", perf
+#                   "--tcp-congestion cubic", and "--hipri" for the QD 1 cases
+#                   (polling the host at high depth shrinks its batches and costs
+#                   throughput; docs/performance.md)
 #
 # Output: bench/results/<date>.md, .json, and <date>-latency.png (if matplotlib).
 set -euo pipefail
@@ -24,11 +31,21 @@ RUNTIME=${BENCH_RUNTIME:-10}
 REPEAT=${BENCH_REPEAT:-3}
 PORT=${BENCH_PORT:-44200}
 ONLY=${BENCH_ONLY:-.}
+if [[ ${BENCH_TUNED:-0} == 1 ]]; then
+    : "${BENCH_TARGET_OPTS:=--busy-poll-us 50 --tcp-congestion cubic}"
+    : "${BENCH_PERF_OPTS:=--tcp-congestion cubic}"
+    : "${BENCH_QD1_PERF_OPTS:=--hipri}"
+fi
+TOPTS=${BENCH_TARGET_OPTS:-}
+POPTS=${BENCH_PERF_OPTS:-}
+QD1OPTS=${BENCH_QD1_PERF_OPTS:-}
 NVMF=${NVMF:-$ROOT/target/release/nvmf}
 STAMP=$(date +%Y-%m-%d-%H%M%S)
 OUT=$ROOT/bench/results
 RAW=$OUT/$STAMP.raw
 mkdir -p "$OUT" "$RAW"
+printf 'target: %s\nperf: %s\nperf at QD 1: %s\ncongestion control (system): %s\n' "$TOPTS" "$POPTS" "$QD1OPTS" \
+    "$(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null)" >"$RAW/options.txt"
 
 if [[ ! -x $NVMF ]]; then
     echo "building release binary..." >&2
@@ -56,7 +73,7 @@ start_target() {
     for try in 1 2 3 4 5; do
         PORT=$((PORT + 1))
         # shellcheck disable=SC2086
-        $pin "$NVMF" target --listen "127.0.0.1:$PORT" --memory 1G --threads "$threads" \
+        $pin "$NVMF" target --listen "127.0.0.1:$PORT" --memory 1G --threads "$threads" $TOPTS \
             >"$RAW/target-$PORT.log" 2>&1 &
         TARGET_PID=$!
         for _ in $(seq 50); do
@@ -116,11 +133,13 @@ for c in "${CASES[@]}"; do
         fi
     fi
     if [[ $mode == pinned ]]; then pin="taskset -c 1"; else pin=""; fi
+    extra=$POPTS
+    if [[ $opts == *"--iodepth 1 "* || $opts == *"--iodepth 1" ]]; then extra="$extra $QD1OPTS"; fi
     for r in $(seq "$REPEAT"); do
         echo "== $name run $r/$REPEAT ($RUNTIME s)" >&2
         t0=$(awk '{print $14+$15}' "/proc/$TARGET_PID/stat" 2>/dev/null || echo 0)
         # shellcheck disable=SC2086
-        if ! $pin "$NVMF" perf -a 127.0.0.1 -s "$PORT" $opts --runtime "$RUNTIME" -o json \
+        if ! $pin "$NVMF" perf -a 127.0.0.1 -s "$PORT" $opts $extra --runtime "$RUNTIME" -o json \
             >"$RAW/$name.$r.json" 2>"$RAW/$name.$r.err"; then
             echo "   failed: $(tail -1 "$RAW/$name.$r.err")" >&2
             rm -f "$RAW/$name.$r.json"

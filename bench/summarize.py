@@ -107,12 +107,19 @@ def main():
     except OSError:
         load_after = ""
 
+    try:
+        with open(os.path.join(raw, "options.txt")) as f:
+            options = [l.strip() for l in f if l.strip()]
+    except OSError:
+        options = []
     with open(prefix + ".json", "w") as f:
-        json.dump({"runtime_s": float(runtime), "repeat": int(repeat), "load_before": load_before,
+        json.dump({"runtime_s": float(runtime), "repeat": int(repeat), "options": options, "load_before": load_before,
                    "load_after": load_after, "cases": summary}, f, indent=2)
 
     lines = [
         f"# nvmf-rs benchmark {os.path.basename(prefix)}",
+        "",
+        "Options: " + "; ".join(f"`{o}`" for o in options) if options else "Options: none recorded",
         "",
         f"bench/run.sh: target `--memory 1G --threads 1` pinned to CPU 0, `nvmf perf` pinned to CPU 1 "
         f"(scaling cases: target `--threads 2` and perf `--numjobs 2`, unpinned); loopback; "
