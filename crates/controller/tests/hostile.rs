@@ -875,7 +875,8 @@ async fn header_fields_of_every_pdu_type() {
     const PLEN: u32 = 4;
     let inv = Fes::InvalidHeaderField;
     // (what, prelude, PDU, expected answer)
-    let cases: Vec<(&str, &[u8], Vec<u8>, Option<(Fes, u32)>)> = vec![
+    type Case<'a> = (&'a str, &'a [u8], Vec<u8>, Option<(Fes, u32)>);
+    let cases: Vec<Case> = vec![
         ("ICReq HLEN", &[], set(&ic, 2, &[127]), Some((inv, HLEN))),
         ("ICReq PDO", &[], set(&ic, 3, &[8]), Some((inv, PDO))),
         (
