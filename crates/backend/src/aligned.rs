@@ -20,7 +20,7 @@ pub(crate) const BOUNCE_MAX: usize = 1 << 20;
 
 /// `true` if `buf` starts at a [`DIRECT_IO_ALIGN`]-aligned address.
 pub fn is_aligned(buf: &[u8]) -> bool {
-    (buf.as_ptr() as usize) % DIRECT_IO_ALIGN == 0
+    (buf.as_ptr() as usize).is_multiple_of(DIRECT_IO_ALIGN)
 }
 
 /// A zero-initialised byte buffer whose start address is aligned to

@@ -111,7 +111,7 @@ impl BlockDevBackend {
             .map_err(|e| BackendError::io("ioctl(BLKSSZGET)", e))?;
         let bs = block_size.unwrap_or(device_block_size);
         check_block_size(bs)?;
-        if bs % device_block_size != 0 {
+        if !bs.is_multiple_of(device_block_size) {
             return Err(BackendError::InvalidConfig(format!(
                 "block size {bs} is not a multiple of the device's logical block size {device_block_size}"
             )));

@@ -239,7 +239,7 @@ pub(crate) fn check_access(info: &BackendInfo, offset: u64, len: u64) -> Result<
             })
         }
     }
-    if offset % bs != 0 || len % bs != 0 {
+    if !offset.is_multiple_of(bs) || !len.is_multiple_of(bs) {
         return Err(BackendError::Misaligned {
             offset,
             len,
@@ -345,7 +345,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         let f: u128 = frac_digits.parse().map_err(|_| too_large())?;
         let denom = 10u128.pow(frac_digits.len() as u32);
         let scaled = f * (1u128 << shift);
-        if scaled % denom != 0 {
+        if !scaled.is_multiple_of(denom) {
             return Err(format!("invalid size {s:?}: not a whole number of bytes"));
         }
         let extra = u64::try_from(scaled / denom).map_err(|_| too_large())?;

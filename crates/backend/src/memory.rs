@@ -280,7 +280,7 @@ impl MemoryBackend {
     /// write at the cost of more bookkeeping; mainly useful for tests.
     pub fn with_chunk_size(size_bytes: u64, block_size: u32, chunk_size: usize) -> Result<Self> {
         check_block_size(block_size)?;
-        if !chunk_size.is_power_of_two() || chunk_size % block_size as usize != 0 {
+        if !chunk_size.is_power_of_two() || !chunk_size.is_multiple_of(block_size as usize) {
             return Err(BackendError::InvalidConfig(format!(
                 "chunk size {chunk_size} must be a power of two and a multiple of the block size {block_size}"
             )));

@@ -287,13 +287,13 @@ impl TargetConfig {
                 "must be between 1 and 1024".into(),
             ));
         }
-        if l.in_capsule_data_size > 131_072 || l.in_capsule_data_size % 16 != 0 {
+        if l.in_capsule_data_size > 131_072 || !l.in_capsule_data_size.is_multiple_of(16) {
             return Err(inv(
                 "limits.in_capsule_data_size".into(),
                 "must be a multiple of 16 up to 131072".into(),
             ));
         }
-        if l.max_h2c_data < 4096 || l.max_h2c_data % 4 != 0 {
+        if l.max_h2c_data < 4096 || !l.max_h2c_data.is_multiple_of(4) {
             return Err(inv(
                 "limits.max_h2c_data".into(),
                 "must be a multiple of 4, at least 4096".into(),

@@ -291,7 +291,7 @@ impl QueueTask {
                 break;
             };
             n += 1;
-            if n % SEND_EVERY == 0 {
+            if n.is_multiple_of(SEND_EVERY) {
                 // Let the host start on the first responses while the rest run.
                 let _ = self.conn.write_available();
             }

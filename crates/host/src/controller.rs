@@ -321,7 +321,7 @@ impl Controller {
         let data: Bytes = data.into();
         let ns = self.namespace(nsid)?;
         let bs = u64::from(ns.block_size);
-        if data.len() as u64 % bs != 0 {
+        if !(data.len() as u64).is_multiple_of(bs) {
             return Err(Error::Invalid(format!(
                 "{} bytes is not a whole number of {bs}-byte blocks",
                 data.len()

@@ -109,7 +109,7 @@ pub fn run(a: IoCheckArgs, rt: tokio::runtime::Runtime) -> anyhow::Result<()> {
 async fn check(c: &Controller, a: &IoCheckArgs, seed: u64) -> anyhow::Result<(f64, f64, u32, u16)> {
     let ns = c.namespace(a.nsid)?;
     let bs = u64::from(ns.block_size);
-    if a.bytes == 0 || a.bytes % bs != 0 || a.offset % bs != 0 {
+    if a.bytes == 0 || !a.bytes.is_multiple_of(bs) || !a.offset.is_multiple_of(bs) {
         bail!("--bytes {} and --offset {} must be multiples of the {bs}-byte block size (and bytes > 0)", a.bytes, a.offset);
     }
     if a.offset + a.bytes > ns.size_bytes() {

@@ -337,7 +337,7 @@ impl Job {
                     self.issue(now)?;
                 }
                 n += 1;
-                if n % KICK_EVERY == 0 {
+                if n.is_multiple_of(KICK_EVERY) {
                     // Send these while the rest are handled: the target starts
                     // on them instead of waiting for the whole batch.
                     self.conn.kick()?;

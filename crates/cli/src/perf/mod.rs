@@ -207,7 +207,7 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
     };
     let (mut admin, ctrl) =
         session::bring_up(&addr, &args.nqn, args.nsid, args.numjobs, digests).await?;
-    if bs % ctrl.block_size != 0 || bs / ctrl.block_size > 65536 {
+    if !bs.is_multiple_of(ctrl.block_size) || bs / ctrl.block_size > 65536 {
         bail!(
             "--bs {bs} is not a multiple of the namespace's {}-byte blocks (or above 65536 blocks)",
             ctrl.block_size

@@ -407,7 +407,7 @@ impl HostQueue {
                 "controller enabled a digest the host did not ask for",
             ));
         }
-        if resp.maxh2cdata < 4096 || resp.maxh2cdata % 4 != 0 {
+        if resp.maxh2cdata < 4096 || !resp.maxh2cdata.is_multiple_of(4) {
             return Err(FatalError::new(
                 Fes::UnsupportedParameter,
                 12,
