@@ -169,6 +169,15 @@ impl QueueTask {
             if t.conn.is_eof() {
                 break "host closed the connection".into();
             }
+            // Commands held back while the backlog was over the limit: if the
+            // write above drained it, run them now. (Waiting instead would wait
+            // for a host that has nothing more to send: it waits for these
+            // very responses.) Yield first, so a queue that keeps finding work
+            // does not starve the other tasks on its thread.
+            if t.conn.queue.has_events() && !t.backlogged() {
+                tokio::task::yield_now().await;
+                continue;
+            }
             let has_tx = !t.conn.queue.tx().is_empty();
             // Backpressure: while the host leaves responses unread, take no new
             // commands (they wait in the socket, in the host's send buffer).

@@ -490,3 +490,48 @@ async fn busy_poll_and_congestion_control() {
     let e = Target::bind(&bad).await.unwrap_err().to_string();
     assert!(e.contains("nosuchcc") && e.contains("available"), "{e}");
 }
+
+/// More read data outstanding on one queue than `max_pending_send_bytes` (8 MiB):
+/// the target holds back while its send backlog is over the limit, and must
+/// pick up the commands it held once the backlog drains, even when the host has
+/// nothing more to send (it waits for those very responses). Before the fix the
+/// queue waited for the host forever: 32 reads of 1 MiB never all completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_beyond_the_send_backlog_limit_all_complete() {
+    let cfg = config(None);
+    let (_t, addr) = start(&cfg).await;
+    let (mut admin, cntlid) =
+        connect_queue(&addr, NQN, 0, CNTLID_DYNAMIC, Digests::default()).await;
+    let cntlid = cntlid.unwrap();
+    enable(&mut admin).await;
+    let (mut io, r) = connect_queue(&addr, NQN, 1, cntlid, Digests::default()).await;
+    r.unwrap();
+    const MIB: u32 = 1 << 20;
+    // Rounds of a full queue (128 reads of 1 MiB, 16 times the limit): whether
+    // the backlog drains at a moment that used to stall depends on timing.
+    for round in 0..10 {
+        let n = 128u16;
+        for i in 0..n {
+            io.submit(
+                Sqe::rw(io_opcode::READ, 1, u64::from(i % 64) * 2048, 2048, false),
+                HostData::FromController(MIB),
+            )
+            .unwrap();
+        }
+        io.kick().unwrap();
+        let all = async {
+            for _ in 0..n {
+                let c = io.next_completion().await.unwrap();
+                assert!(c.cqe.status.is_success());
+                assert_eq!(c.data.iter().map(|b| b.len()).sum::<usize>(), MIB as usize);
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), all)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("round {round}: the target stopped answering with reads still outstanding")
+            });
+    }
+    io.close().await;
+    admin.close().await;
+}

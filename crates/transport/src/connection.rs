@@ -160,6 +160,7 @@ impl<Q: QueueIo> Connection<Q> {
     /// Like [`Connection::ready`], but may leave reading out: a controller whose
     /// peer is not reading its responses stops taking new commands until the
     /// backlog drains (`read` false, `write` true), which bounds its memory.
+    /// With neither, it waits for readability (a peer's close still wakes it).
     pub async fn ready_for(&self, read: bool, write: bool) -> Result<Ready, TransportError> {
         let interest = match (read, write) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
