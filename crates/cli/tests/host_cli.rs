@@ -186,6 +186,46 @@ fn host_verbs_through_the_daemon() {
     );
     assert_eq!(std::fs::read(&g).unwrap(), data);
 
+    // The most one command line moves: 65,536 blocks (32 MiB), as raw bytes
+    // through the daemon's socket, and more read data outstanding per queue
+    // than the target's send backlog limit.
+    let big: Vec<u8> = (0..32u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let f = run.join("big.bin");
+    std::fs::write(&f, &big).unwrap();
+    ok(
+        run,
+        &[
+            "write",
+            "nvme0n1",
+            "-s",
+            "0",
+            "-c",
+            "65535",
+            "-d",
+            f.to_str().unwrap(),
+        ],
+    );
+    let g = run.join("big.out");
+    ok(
+        run,
+        &[
+            "read",
+            "nvme0n1",
+            "-s",
+            "0",
+            "-c",
+            "65535",
+            "-d",
+            g.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        std::fs::read(&g).unwrap() == big,
+        "32 MiB read back differs"
+    );
+
     let o = nvmf(run, &["id-ctrl", "nvme9"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no controller nvme9"));
     assert!(ok(run, &["disconnect", "-n", NQN]).contains("disconnected 1"));

@@ -1,9 +1,13 @@
 //! The host daemon: holds controller associations after `nvmf connect` returns,
 //! like the kernel holds nvme-cli's. The CLI talks to it over a Unix socket with
-//! one JSON object per line each way (see docs/host.md).
+//! one JSON object per line each way (see docs/host.md). Block data (`read`,
+//! `write`) travels as raw bytes after the line that announces them
+//! (`"payload": N`), never encoded: hex in JSON made an 8 MiB read cost seconds
+//! of CPU on the daemon's runtime threads, long enough under an emulated CPU to
+//! hold up its keep-alive timer.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -13,7 +17,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use nvmf_host::{ConnectOptions, Controller, LinkState, TransportAddr};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::fmt::{hex, unhex};
@@ -58,8 +62,18 @@ fn dir_usable(d: &Path) -> bool {
     }
 }
 
+/// Largest block data one request or answer may carry (a 256 MiB read or
+/// write: 65,536 blocks of 4 KiB, the most `-c` allows).
+pub const MAX_PAYLOAD: u64 = 256 << 20;
+
 /// Sends one request to the daemon and returns its `result`, or its error.
 pub fn request(req: &Value) -> anyhow::Result<Value> {
+    Ok(request_data(req, None)?.0)
+}
+
+/// Like [`request`], with block data sent after the request and taken from
+/// after the answer (`"payload": N` on either line says N raw bytes follow).
+pub fn request_data(req: &Value, data: Option<&[u8]>) -> anyhow::Result<(Value, Vec<u8>)> {
     let path = socket_path();
     let s = UnixStream::connect(&path).map_err(|e| {
         anyhow!(
@@ -67,13 +81,20 @@ pub fn request(req: &Value) -> anyhow::Result<Value> {
             path.display()
         )
     })?;
-    call(s, req)
+    call(s, req, data)
 }
 
-fn call(mut s: UnixStream, req: &Value) -> anyhow::Result<Value> {
-    let mut line = serde_json::to_vec(req)?;
+fn call(mut s: UnixStream, req: &Value, data: Option<&[u8]>) -> anyhow::Result<(Value, Vec<u8>)> {
+    let mut req = req.clone();
+    if let Some(d) = data {
+        req["payload"] = json!(d.len());
+    }
+    let mut line = serde_json::to_vec(&req)?;
     line.push(b'\n');
     s.write_all(&line)?;
+    if let Some(d) = data {
+        s.write_all(d)?;
+    }
     let mut r = BufReader::new(s);
     let mut resp = String::new();
     r.read_line(&mut resp)
@@ -86,7 +107,16 @@ fn call(mut s: UnixStream, req: &Value) -> anyhow::Result<Value> {
     }
     let v: Value = serde_json::from_str(&resp).context("the host daemon's answer is not JSON")?;
     if v["ok"].as_bool() == Some(true) {
-        Ok(v["result"].clone())
+        let mut payload = Vec::new();
+        if let Some(n) = u(&v, "payload") {
+            if n > MAX_PAYLOAD {
+                bail!("the host daemon announced {n} bytes of data, more than {MAX_PAYLOAD}");
+            }
+            payload.resize(n as usize, 0);
+            r.read_exact(&mut payload)
+                .context("reading the data of the host daemon's answer")?;
+        }
+        Ok((v["result"].clone(), payload))
     } else {
         bail!(
             "{}",
@@ -101,7 +131,7 @@ fn call(mut s: UnixStream, req: &Value) -> anyhow::Result<Value> {
 pub fn running() -> bool {
     UnixStream::connect(socket_path())
         .ok()
-        .and_then(|s| call(s, &json!({"op": "ping"})).ok())
+        .and_then(|s| call(s, &json!({"op": "ping"}), None).ok())
         .is_some()
 }
 
@@ -204,25 +234,50 @@ async fn client(
     stop: tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<()> {
     let (r, mut w) = s.into_split();
-    let mut lines = tokio::io::BufReader::new(r).lines();
-    while let Some(line) = lines.next_line().await? {
+    let mut r = tokio::io::BufReader::new(r);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let mut out = Vec::new();
         let resp = match serde_json::from_str::<Value>(&line) {
-            Ok(req) => match handle(&req, &st).await {
-                Ok(Some(v)) => json!({"ok": true, "result": v}),
-                Ok(None) => {
-                    w.write_all(b"{\"ok\":true,\"result\":null}\n").await?;
-                    let _ = stop.send(()).await;
+            Ok(req) => {
+                // Block data of a write follows its line.
+                let n = u(&req, "payload").unwrap_or(0);
+                if n > MAX_PAYLOAD {
+                    let e =
+                        format!("a request may carry at most {MAX_PAYLOAD} bytes of data, not {n}");
+                    w.write_all(format!("{}\n", json!({"ok": false, "error": e})).as_bytes())
+                        .await?;
                     return Ok(());
                 }
-                Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
-            },
+                let mut payload = vec![0u8; n as usize];
+                r.read_exact(&mut payload).await?;
+                match handle(&req, payload, &mut out, &st).await {
+                    Ok(Some(v)) if out.is_empty() => json!({"ok": true, "result": v}),
+                    Ok(Some(v)) => json!({"ok": true, "result": v, "payload": out.len()}),
+                    Ok(None) => {
+                        w.write_all(b"{\"ok\":true,\"result\":null}\n").await?;
+                        let _ = stop.send(()).await;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        out.clear();
+                        json!({"ok": false, "error": format!("{e:#}")})
+                    }
+                }
+            }
             Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
         };
         let mut b = serde_json::to_vec(&resp)?;
         b.push(b'\n');
         w.write_all(&b).await?;
+        if !out.is_empty() {
+            w.write_all(&out).await?;
+        }
     }
-    Ok(())
 }
 
 /// Splits `nvme0n1` / `/dev/nvme0n1` into (0, Some(1)), `nvme0` into (0, None).
@@ -336,7 +391,14 @@ fn ctrl_json(e: &Entry) -> Value {
     })
 }
 
-async fn handle(req: &Value, st: &Shared) -> anyhow::Result<Option<Value>> {
+/// Runs one request. `payload` is the block data that came with it (a write's);
+/// block data to send back (a read's) goes into `out`.
+async fn handle(
+    req: &Value,
+    payload: Vec<u8>,
+    out: &mut Vec<u8>,
+    st: &Shared,
+) -> anyhow::Result<Option<Value>> {
     let op = s(req, "op")?;
     Ok(Some(match op {
         "ping" => json!({"pid": std::process::id()}),
@@ -416,11 +478,14 @@ async fn handle(req: &Value, st: &Shared) -> anyhow::Result<Option<Value>> {
             let slba = u(req, "slba").unwrap_or(0);
             if op == "read" {
                 let n = u(req, "nblocks").unwrap_or(1);
-                json!({"data": hex(&c.read(nsid, slba, n).await?)})
+                *out = c.read(nsid, slba, n).await?;
+                json!({})
             } else {
-                let data = unhex(s(req, "data")?).ok_or_else(|| anyhow!("bad data"))?;
+                if payload.is_empty() {
+                    bail!("write without data (the request must announce \"payload\": N and send N bytes)");
+                }
                 let fua = req.get("fua").and_then(Value::as_bool).unwrap_or(false);
-                c.write(nsid, slba, data, fua).await?;
+                c.write(nsid, slba, payload, fua).await?;
                 json!({})
             }
         }

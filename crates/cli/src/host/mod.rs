@@ -644,18 +644,25 @@ fn rw(a: RwArgs, write: bool) -> anyhow::Result<()> {
             buf.truncate(need as usize);
         }
         buf.resize(need as usize, 0);
-        daemon::request(
-            &json!({"op": "write", "dev": a.dev, "slba": a.start_block, "data": fmt::hex(&buf), "fua": a.fua}),
+        daemon::request_data(
+            &json!({"op": "write", "dev": a.dev, "slba": a.start_block, "fua": a.fua}),
+            Some(&buf),
         )?;
         match a.out.output {
             OutputFormat::Json => print_json(&json!({"result": "success", "blocks": nblocks}))?,
             OutputFormat::Normal => eprintln!("write: Success"),
         }
     } else {
-        let r = daemon::request(
+        let (_, d) = daemon::request_data(
             &json!({"op": "read", "dev": a.dev, "slba": a.start_block, "nblocks": nblocks}),
+            None,
         )?;
-        let d = data_of(&r)?;
+        if d.len() as u64 != need {
+            bail!(
+                "the host daemon returned {} bytes for a read of {need}",
+                d.len()
+            );
+        }
         match &a.data {
             Some(p) => std::fs::write(p, &d).with_context(|| format!("writing {}", p.display()))?,
             None => {
