@@ -107,11 +107,12 @@ run_suite() {
     if [ $rc = 0 ] && [ -f "$dir/capture.pcap" ]; then
         # What went on the wire must decode cleanly (tshark, digests checked).
         if ! "$HERE/check-capture.sh" "$dir/capture.pcap" >"$dir/check-capture.log" 2>&1; then
+            # (the capture is kept for a look: $dir/capture.pcap)
             rc=1; sum="capture check failed: $(head -c 300 "$dir/check-capture.log")"
         else
             sum="${sum:-guest passed}; $(grep -a '^check-capture' "$dir/check-capture.log")"
+            rm -f "$dir/capture.pcap"
         fi
-        rm -f "$dir/capture.pcap"
     fi
     if [ $rc = 0 ]; then
         result PASS "$name" "${sum:-guest passed} (${dt}s)"
