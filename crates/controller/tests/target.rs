@@ -406,6 +406,15 @@ async fn reload_adds_a_namespace_and_raises_an_event() {
     assert_eq!(decode_ns_list(&list.data_contiguous()), vec![1]);
 }
 
+/// An enabled admin queue and I/O queue 1 of one controller, no digests.
+async fn admin_and_io(addr: &TransportAddr) -> (HostConnection, HostConnection) {
+    let (mut admin, cntlid) = connect_queue(addr, NQN, 0, CNTLID_DYNAMIC, Digests::default()).await;
+    enable(&mut admin).await;
+    let (io, r) = connect_queue(addr, NQN, 1, cntlid.unwrap(), Digests::default()).await;
+    r.unwrap();
+    (admin, io)
+}
+
 /// CPU time (user + system) of this process, which is the target here.
 fn process_cpu() -> std::time::Duration {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -441,12 +450,7 @@ async fn busy_poll_and_congestion_control() {
     cfg.busy_poll_us = 200;
     cfg.tcp_congestion = Some("reno".into());
     let (_t, addr) = start(&cfg).await;
-    let (mut admin, cntlid) =
-        connect_queue(&addr, NQN, 0, CNTLID_DYNAMIC, Digests::default()).await;
-    let cntlid = cntlid.unwrap();
-    enable(&mut admin).await;
-    let (mut io, r) = connect_queue(&addr, NQN, 1, cntlid, Digests::default()).await;
-    r.unwrap();
+    let (admin, mut io) = admin_and_io(&addr).await;
     for i in 0..200u64 {
         let data: Vec<u8> = (0..4096).map(|k| (k as u64 * 7 + i) as u8).collect();
         let w = io
@@ -495,17 +499,12 @@ async fn busy_poll_and_congestion_control() {
 /// the target holds back while its send backlog is over the limit, and must
 /// pick up the commands it held once the backlog drains, even when the host has
 /// nothing more to send (it waits for those very responses). Before the fix the
-/// queue waited for the host forever: 32 reads of 1 MiB never all completed.
+/// queue waited for the host forever, in every run of this test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_beyond_the_send_backlog_limit_all_complete() {
     let cfg = config(None);
     let (_t, addr) = start(&cfg).await;
-    let (mut admin, cntlid) =
-        connect_queue(&addr, NQN, 0, CNTLID_DYNAMIC, Digests::default()).await;
-    let cntlid = cntlid.unwrap();
-    enable(&mut admin).await;
-    let (mut io, r) = connect_queue(&addr, NQN, 1, cntlid, Digests::default()).await;
-    r.unwrap();
+    let (admin, mut io) = admin_and_io(&addr).await;
     const MIB: u32 = 1 << 20;
     // Rounds of a full queue (128 reads of 1 MiB, 16 times the limit): whether
     // the backlog drains at a moment that used to stall depends on timing.
