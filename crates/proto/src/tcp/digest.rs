@@ -7,7 +7,7 @@
 //!   independent loads): on this project's Zen 4 machines 57 GB/s on a warm
 //!   128 KiB buffer against 25 GB/s, 20 against 12 GB/s on cold ones (namespace
 //!   memory being read); with data digests on, 128 KiB reads went from 27.9k to
-//!   36.2k IOPS and 4 KiB random reads at QD 128 from 340k to 395k (A/B,
+//!   36.1k IOPS and 4 KiB random reads at QD 128 from 340k to 395k (A/B,
 //!   docs/performance.md);
 //! - otherwise the `crc32c` crate (the SSE 4.2 `crc32` instruction, three streams
 //!   interleaved), which on Zen 3 without AVX-512 was faster than `crc-fast` at
