@@ -59,10 +59,6 @@ impl Target {
         let mut ports = Vec::new();
         for a in &cfg.listen {
             let lis = Listener::bind(a, qcfg).await.map_err(TargetError::Listen)?;
-            if let Some(cc) = &cfg.tcp_congestion {
-                lis.set_tcp_congestion(cc)
-                    .map_err(TargetError::SocketOption)?;
-            }
             ports.push(lis.local_addr());
             listeners.push(Arc::new(lis));
         }
@@ -71,15 +67,16 @@ impl Target {
                 continue;
             }
             match Listener::bind(a, qcfg).await {
-                Ok(lis) => {
-                    if let Some(cc) = &cfg.tcp_congestion {
-                        lis.set_tcp_congestion(cc)
-                            .map_err(TargetError::SocketOption)?;
-                    }
-                    listeners.push(Arc::new(lis))
-                }
+                Ok(lis) => listeners.push(Arc::new(lis)),
                 // The discovery port is a convenience; another target may hold it.
                 Err(e) => warn!("discovery service not started on {a}: {e}"),
+            }
+        }
+        // Set on the listening sockets, the accepted connections inherit it.
+        if let Some(cc) = &cfg.tcp_congestion {
+            for lis in &listeners {
+                lis.set_tcp_congestion(cc)
+                    .map_err(TargetError::SocketOption)?;
             }
         }
         let ctx = Arc::new(TargetCtx {
