@@ -182,9 +182,8 @@ struct PageMem {
 
 // `unsafe` here (the crate's other use is the block-device ioctls): pages are
 // disjoint pieces of a shared mapping, each owned by one `PageMem`, which safe
-// code cannot express with
-// `MmapMut` (a `&mut` to one page would borrow the whole mapping). The need is
-// measured: pages in 2 MiB huge-page slabs made 4 KiB random reads 25 % faster
+// code cannot express with `MmapMut` (a `&mut` to one page would borrow the
+// whole mapping). The need is measured: pages in 2 MiB huge-page slabs made 4 KiB random reads 25 % faster
 // than 4 KiB pages, and sharing them with read data (instead of copying) saved
 // the 16-20 % of the target's time spent copying (docs/performance.md).
 #[allow(unsafe_code)]
