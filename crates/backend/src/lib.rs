@@ -6,12 +6,14 @@
 //! trait; the backends take care of bounds checking, O_DIRECT buffer alignment,
 //! durability (FUA / flush) and deallocation.
 //!
-//! Three implementations exist:
+//! Four implementations exist:
 //!
 //! * [`open_memory`] — a sparse, volatile RAM disk ([`MemoryBackend`]).
 //! * [`open_file`] — a regular file accessed with positional I/O, optionally
 //!   with `O_DIRECT` ([`FileBackend`]).
 //! * [`open_block_device`] — a raw Linux block device ([`BlockDevBackend`]).
+//! * [`open_null`] — reads zeroes, drops writes ([`NullBackend`]): the
+//!   transport's ceiling, for benchmarks.
 //!
 //! All backends are `Send + Sync` and never serialise I/O behind a single
 //! lock, so a controller may issue commands from many threads at once.
@@ -29,11 +31,13 @@ pub mod aligned;
 mod blockdev;
 mod file;
 mod memory;
+mod null;
 
 pub use aligned::{AlignedBuf, DIRECT_IO_ALIGN};
 pub use blockdev::BlockDevBackend;
 pub use file::{DirectIo, FileBackend};
 pub use memory::{MemoryBackend, MEMORY_CHUNK_SIZE};
+pub use null::NullBackend;
 
 /// Smallest logical block size accepted by the backends (bytes).
 pub const MIN_BLOCK_SIZE: u32 = 512;
@@ -266,6 +270,12 @@ pub(crate) fn check_block_size(block_size: u32) -> Result<()> {
 /// namespaces are cheap to create. Data is lost when the backend is dropped.
 pub fn open_memory(size_bytes: u64, block_size: u32) -> Result<Arc<dyn Backend>> {
     Ok(Arc::new(MemoryBackend::new(size_bytes, block_size)?))
+}
+
+/// Create a null namespace of `size_bytes`: reads return zeroes, writes are
+/// dropped (the transport's ceiling, as SPDK's Null bdev).
+pub fn open_null(size_bytes: u64, block_size: u32) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(NullBackend::new(size_bytes, block_size)?))
 }
 
 /// Open a regular file as a namespace.

@@ -135,6 +135,36 @@ fn perf_polling_and_congestion_control_verify() {
     );
 }
 
+/// A null namespace (`--null`): reads of zeroes and dropped writes, at full
+/// speed, through the whole target.
+#[test]
+fn perf_on_a_null_namespace() {
+    let (_t, port) = start_target_with(&["--null", "1G"]);
+    for rw in ["randwrite", "randread"] {
+        let out = Command::new(NVMF)
+            .args(["perf", "-s", &port.to_string(), "--nsid", "2", "--rw", rw])
+            .args([
+                "--bs",
+                "4k",
+                "--iodepth",
+                "16",
+                "--runtime",
+                "0.5",
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{rw}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["total"]["ios"].as_u64().unwrap() > 0, "{rw}: {v}");
+    }
+}
+
 #[test]
 fn perf_seq_read_digests_json() {
     let (_t, port) = start_target();

@@ -100,6 +100,11 @@ pub enum BackendSpec {
         /// Bytes.
         size: u64,
     },
+    /// Nothing stored: reads return zeroes, writes are dropped (benchmarks).
+    Null {
+        /// Bytes.
+        size: u64,
+    },
     /// A regular file, created or extended to `size` if given.
     File {
         /// The file.
@@ -387,6 +392,7 @@ struct FileSubsystem {
 struct FileNamespace {
     nsid: Option<u32>,
     memory: Option<String>,
+    null: Option<String>,
     file: Option<PathBuf>,
     device: Option<PathBuf>,
     size: Option<String>,
@@ -447,14 +453,17 @@ impl FileConfig {
                     .map(parse_size)
                     .transpose()
                     .map_err(|m| inv(format!("{f}.size"), m))?;
-                let backend = match (n.memory, n.file, n.device) {
-                    (Some(m), None, None) => BackendSpec::Memory {
+                let backend = match (n.memory, n.null, n.file, n.device) {
+                    (Some(m), None, None, None) => BackendSpec::Memory {
                         size: parse_size(&m).map_err(|e| inv(format!("{f}.memory"), e))?,
                     },
-                    (None, Some(path), None) => BackendSpec::File { path, size },
-                    (None, None, Some(path)) => BackendSpec::Device { path },
+                    (None, Some(m), None, None) => BackendSpec::Null {
+                        size: parse_size(&m).map_err(|e| inv(format!("{f}.null"), e))?,
+                    },
+                    (None, None, Some(path), None) => BackendSpec::File { path, size },
+                    (None, None, None, Some(path)) => BackendSpec::Device { path },
                     _ => {
-                        return Err(inv(f, "give exactly one of memory = \"SIZE\", file = \"PATH\" or device = \"PATH\"".into()))
+                        return Err(inv(f, "give exactly one of memory = \"SIZE\", null = \"SIZE\", file = \"PATH\" or device = \"PATH\"".into()))
                     }
                 };
                 let direct = n
@@ -518,6 +527,8 @@ mod tests {
             [[subsystem.namespace]]
             memory = "64M"
             [[subsystem.namespace]]
+            null = "1G"
+            [[subsystem.namespace]]
             nsid = 5
             file = "/tmp/x.img"
             size = "1G"
@@ -536,8 +547,9 @@ mod tests {
             s.namespaces[0].backend,
             BackendSpec::Memory { size: 64 << 20 }
         );
-        assert_eq!(s.namespaces[1].nsid, 5);
-        assert_eq!(s.namespaces[1].direct, DirectIo::Off);
+        assert_eq!(s.namespaces[1].backend, BackendSpec::Null { size: 1 << 30 });
+        assert_eq!(s.namespaces[2].nsid, 5);
+        assert_eq!(s.namespaces[2].direct, DirectIo::Off);
     }
 
     #[test]

@@ -77,6 +77,9 @@ impl Namespace {
             BackendSpec::Memory { size } => {
                 nvmf_backend::open_memory(*size, cfg.block_size).map_err(err)?
             }
+            BackendSpec::Null { size } => {
+                nvmf_backend::open_null(*size, cfg.block_size).map_err(err)?
+            }
             BackendSpec::File { path, size } => {
                 nvmf_backend::open_file(path, *size, cfg.block_size, cfg.direct).map_err(err)?
             }

@@ -30,6 +30,10 @@ pub struct TargetArgs {
     /// A memory-backed namespace of SIZE (e.g. 1G); volatile.
     #[arg(long, value_name = "SIZE")]
     pub memory: Vec<String>,
+    /// A null namespace of SIZE: reads return zeroes, writes are dropped (for
+    /// measuring the transport alone, like SPDK's Null bdev).
+    #[arg(long, value_name = "SIZE")]
+    pub null: Vec<String>,
     /// A file-backed namespace: `PATH[,size=SIZE][,direct=auto|on|off]`; created or extended to SIZE.
     #[arg(long, value_name = "PATH[,size=SIZE]")]
     pub file: Vec<String>,
@@ -43,7 +47,7 @@ pub struct TargetArgs {
     #[arg(long, value_name = "NQN")]
     pub allow_host: Vec<String>,
     /// TOML configuration file (see docs/target.md); SIGHUP reloads it.
-    #[arg(long, short = 'C', value_name = "FILE", conflicts_with_all = ["subnqn", "memory", "file", "device", "allow_host"])]
+    #[arg(long, short = 'C', value_name = "FILE", conflicts_with_all = ["subnqn", "memory", "null", "file", "device", "allow_host"])]
     pub config: Option<PathBuf>,
     /// Also serve discovery on this address (default 127.0.0.1:8009 for the embedded default).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -64,6 +68,7 @@ pub struct TargetArgs {
 
 enum NsArg {
     Memory(String),
+    Null(String),
     File(String),
     Device(String),
 }
@@ -84,6 +89,7 @@ fn ordered_namespaces(m: Option<&ArgMatches>, a: &TargetArgs) -> Vec<NsArg> {
         }
     };
     add("memory", &a.memory, NsArg::Memory);
+    add("null", &a.null, NsArg::Null);
     add("file", &a.file, NsArg::File);
     add("device", &a.device, NsArg::Device);
     v.sort_by_key(|(i, _)| *i);
@@ -169,6 +175,14 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
                     },
                     DirectIo::Auto,
                 ),
+                NsArg::Null(s) => (
+                    BackendSpec::Null {
+                        size: parse_size(&s)
+                            .map_err(anyhow::Error::msg)
+                            .with_context(|| format!("--null {s}"))?,
+                    },
+                    DirectIo::Auto,
+                ),
                 NsArg::File(s) => {
                     let (path, size, direct) = parse_file_arg(&s)?;
                     (BackendSpec::File { path, size }, direct)
@@ -225,6 +239,10 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
             let what = match &n.backend {
                 BackendSpec::Memory { size } => format!(
                     "memory {} MiB (VOLATILE: data is lost when the target stops)",
+                    size >> 20
+                ),
+                BackendSpec::Null { size } => format!(
+                    "null {} MiB (reads return zeroes, writes are dropped)",
                     size >> 20
                 ),
                 BackendSpec::File { path, .. } => format!("file {}", path.display()),
