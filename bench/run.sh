@@ -17,6 +17,9 @@
 #   BENCH_TARGET_OPTS  extra `nvmf target` options, e.g. "--busy-poll-us 50 --tcp-congestion cubic"
 #   BENCH_PERF_OPTS    extra `nvmf perf` options, e.g. "--hipri --tcp-congestion cubic"
 #   BENCH_QD1_PERF_OPTS  extra `nvmf perf` options for the queue-depth-1 cases only
+#   BENCH_NS        memory (default) or null: the namespace the target serves
+#                   (null: reads return zeroes, writes are dropped; compared with
+#                   SPDK's Null bdev figures)
 #   BENCH_TUNED     1: target "--busy-poll-us 50 --tcp-congestion cubic", perf
 #                   "--tcp-congestion cubic", and "--hipri" for the QD 1 cases
 #                   (polling the host at high depth shrinks its batches and costs
@@ -37,6 +40,8 @@ if [[ ${BENCH_TUNED:-0} == 1 ]]; then
     : "${BENCH_QD1_PERF_OPTS:=--hipri}"
 fi
 TOPTS=${BENCH_TARGET_OPTS:-}
+NS=${BENCH_NS:-memory}
+[[ $NS == memory || $NS == null ]] || { echo "BENCH_NS must be memory or null" >&2; exit 2; }
 POPTS=${BENCH_PERF_OPTS:-}
 QD1OPTS=${BENCH_QD1_PERF_OPTS:-}
 NVMF=${NVMF:-$ROOT/target/release/nvmf}
@@ -44,7 +49,7 @@ STAMP=$(date +%Y-%m-%d-%H%M%S)
 OUT=$ROOT/bench/results
 RAW=$OUT/$STAMP.raw
 mkdir -p "$OUT" "$RAW"
-printf 'target: %s\nperf: %s\nperf at QD 1: %s\ncongestion control (system): %s\n' "$TOPTS" "$POPTS" "$QD1OPTS" \
+printf 'namespace: %s\ntarget: %s\nperf: %s\nperf at QD 1: %s\ncongestion control (system): %s\n' "$NS" "$TOPTS" "$POPTS" "$QD1OPTS" \
     "$(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null)" >"$RAW/options.txt"
 
 if [[ ! -x $NVMF ]]; then
@@ -73,7 +78,7 @@ start_target() {
     for try in 1 2 3 4 5; do
         PORT=$((PORT + 1))
         # shellcheck disable=SC2086
-        $pin "$NVMF" target --listen "127.0.0.1:$PORT" --memory 1G --threads "$threads" $TOPTS \
+        $pin "$NVMF" target --listen "127.0.0.1:$PORT" --"$NS" 1G --threads "$threads" $TOPTS \
             >"$RAW/target-$PORT.log" 2>&1 &
         TARGET_PID=$!
         for _ in $(seq 50); do
@@ -126,7 +131,7 @@ for c in "${CASES[@]}"; do
         current=$mode
         # Write the whole namespace once so reads copy real data (as SPDK's Malloc
         # bdev does) instead of zero-filling never-written chunks.
-        if [[ ${BENCH_PREFILL:-1} == 1 ]]; then
+        if [[ ${BENCH_PREFILL:-1} == 1 && $NS == memory ]]; then
             echo "== prefill 1 GiB" >&2
             "$NVMF" perf -a 127.0.0.1 -s "$PORT" --rw write --bs 128k --iodepth 16 \
                 --verify --runtime 0.001 -o json >"$RAW/prefill-$PORT.json" 2>&1 || true

@@ -116,12 +116,13 @@ def main():
         json.dump({"runtime_s": float(runtime), "repeat": int(repeat), "options": options, "load_before": load_before,
                    "load_after": load_after, "cases": summary}, f, indent=2)
 
+    null_ns = "namespace: null" in options
     lines = [
         f"# nvmf-rs benchmark {os.path.basename(prefix)}",
         "",
         "Options: " + "; ".join(f"`{o}`" for o in options) if options else "Options: none recorded",
         "",
-        f"bench/run.sh: target `--memory 1G --threads 1` pinned to CPU 0, `nvmf perf` pinned to CPU 1 "
+        f"bench/run.sh: target `--memory 1G` (or `--null 1G`, see Options) `--threads 1` pinned to CPU 0, `nvmf perf` pinned to CPU 1 "
         f"(scaling cases: target `--threads 2` and perf `--numjobs 2`, unpinned); loopback; "
         f"{runtime} s per run, median of {repeat} run(s) by IOPS.",
         "",
@@ -141,8 +142,11 @@ def main():
         if s is None:
             lines.append(f"| {name} | failed | | | | | | | | | | | | | | | |")
             continue
-        ref = s["spdk"].get("mem") or s["spdk"].get("null") or {}
-        kind = "mem" if "mem" in s["spdk"] else ("null" if s["spdk"] else "")
+        if null_ns:
+            ref, kind = s["spdk"].get("null") or {}, "null"
+        else:
+            ref = s["spdk"].get("mem") or s["spdk"].get("null") or {}
+            kind = "mem" if "mem" in s["spdk"] else ("null" if s["spdk"] else "")
         ratio = ""
         if ref.get("iops"):
             ratio = f"{s['iops'] / ref['iops']:.2f} ({kind})"
