@@ -80,9 +80,15 @@ target_start() {   # $1 = first|restart
     fi
     if [ ! -x "$NVMF" ]; then fail "no $NVMF in the guest (run-vm.sh --extra target/release/nvmf)"; return 1; fi
     [ -f $NS_FILE ] || truncate -s $NS_SIZE $NS_FILE
-    echo "--- $1 start: $NVMF target --listen $ADDR:$PORT --memory $NS_SIZE --file $NS_FILE,size=$NS_SIZE --subnqn $NQN" >>$TARGET_LOG
+    # The restarted target polls and uses cubic (the tuning flags of
+    # docs/target.md), so the kernel host's reconnect and read-back also cover
+    # that path.
+    _tune=""
+    [ "$1" = restart ] && _tune="--busy-poll-us 50 --tcp-congestion cubic"
+    echo "--- $1 start: $NVMF target --listen $ADDR:$PORT --memory $NS_SIZE --file $NS_FILE,size=$NS_SIZE --subnqn $NQN $_tune" >>$TARGET_LOG
+    # shellcheck disable=SC2086
     "$NVMF" target --listen "$ADDR:$PORT" --memory $NS_SIZE --file "$NS_FILE,size=$NS_SIZE" \
-        --subnqn "$NQN" >>$TARGET_LOG 2>&1 &
+        --subnqn "$NQN" $_tune >>$TARGET_LOG 2>&1 &
     TARGET_PID=$!
     if wait_listen; then
         pass "nvmf target listening on $ADDR:$PORT (pid $TARGET_PID, $1)"
