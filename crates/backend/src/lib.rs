@@ -162,6 +162,15 @@ pub enum SharedData {
 }
 
 impl SharedData {
+    /// Wraps `parts` (one buffer stays [`SharedData::One`]).
+    pub fn from_parts(mut parts: Vec<bytes::Bytes>) -> Self {
+        if parts.len() == 1 {
+            Self::One(parts.remove(0))
+        } else {
+            Self::Parts(parts)
+        }
+    }
+
     /// The buffers, in order.
     pub fn parts(&self) -> &[bytes::Bytes] {
         match self {
@@ -178,6 +187,18 @@ impl SharedData {
     /// True if there are no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Zeroes that reads of unwritten or null storage refer to.
+static ZEROES: [u8; 128 * 1024] = [0; 128 * 1024];
+
+/// Appends `len` zero bytes to `parts`, as slices of one static buffer.
+pub(crate) fn push_zeroes(parts: &mut Vec<bytes::Bytes>, mut len: usize) {
+    while len > 0 {
+        let n = len.min(ZEROES.len());
+        parts.push(bytes::Bytes::from_static(&ZEROES[..n]));
+        len -= n;
     }
 }
 

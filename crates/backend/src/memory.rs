@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 
 use crate::{
-    check_access, check_block_size, Backend, BackendError, BackendInfo, Result, SharedData,
+    check_access, check_block_size, push_zeroes, Backend, BackendError, BackendInfo, Result,
+    SharedData,
 };
 
 /// Default page size of [`MemoryBackend`]: the unit of allocation, of locking
@@ -36,9 +37,6 @@ pub const MEMORY_CHUNK_SIZE: usize = 64 * 1024;
 
 /// The x86-64 transparent huge page size: the size and alignment of a slab.
 const HUGE_PAGE: usize = 2 << 20;
-
-/// Zeroes that reads of unallocated pages refer to.
-static ZEROES: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// One mapping that pages are carved from.
 struct Slab {
@@ -434,21 +432,10 @@ impl Backend for MemoryBackend {
             match page {
                 Some(p) => parts
                     .push(Bytes::from_owner(SharedPage(p)).slice(seg.within..seg.within + seg.len)),
-                None => {
-                    let mut left = seg.len;
-                    while left > 0 {
-                        let n = left.min(ZEROES.len());
-                        parts.push(Bytes::from_static(&ZEROES[..n]));
-                        left -= n;
-                    }
-                }
+                None => push_zeroes(&mut parts, seg.len),
             }
         }
-        Ok(Some(if parts.len() == 1 {
-            SharedData::One(parts.remove(0))
-        } else {
-            SharedData::Parts(parts)
-        }))
+        Ok(Some(SharedData::from_parts(parts)))
     }
 
     fn write_at(&self, offset: u64, data: &[&[u8]], _fua: bool) -> Result<()> {

@@ -5,14 +5,10 @@
 //! need no storage. Reads share one static zero buffer (no copy, no
 //! allocation); writes are bounds-checked and forgotten. Advertised as volatile.
 
-use bytes::Bytes;
-
 use crate::{
-    check_access, check_block_size, Backend, BackendError, BackendInfo, Result, SharedData,
+    check_access, check_block_size, push_zeroes, Backend, BackendError, BackendInfo, Result,
+    SharedData,
 };
-
-/// Zeroes that every read refers to.
-static ZEROES: [u8; 128 * 1024] = [0; 128 * 1024];
 
 /// A namespace that stores nothing.
 #[derive(Debug)]
@@ -59,18 +55,9 @@ impl Backend for NullBackend {
 
     fn read_shared(&self, offset: u64, len: u64) -> Result<Option<SharedData>> {
         check_access(&self.info, offset, len)?;
-        let mut left = len as usize;
         let mut parts = Vec::new();
-        while left > 0 {
-            let n = left.min(ZEROES.len());
-            parts.push(Bytes::from_static(&ZEROES[..n]));
-            left -= n;
-        }
-        Ok(Some(if parts.len() == 1 {
-            SharedData::One(parts.remove(0))
-        } else {
-            SharedData::Parts(parts)
-        }))
+        push_zeroes(&mut parts, len as usize);
+        Ok(Some(SharedData::from_parts(parts)))
     }
 
     fn write_at(&self, offset: u64, data: &[&[u8]], _fua: bool) -> Result<()> {
