@@ -47,6 +47,23 @@ fn start_target_with(extra: &[&str]) -> (KillOnDrop, u16) {
     panic!("could not start a target");
 }
 
+/// Runs `nvmf perf -s PORT ARGS -o json`, checks it succeeded and returns its report.
+fn perf_json(port: u16, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(NVMF)
+        .args(["perf", "-s", &port.to_string()])
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nvmf perf {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 #[test]
 fn perf_randrw_verify_json() {
     let (_t, port) = start_target();
@@ -95,11 +112,9 @@ fn perf_randrw_verify_json() {
 #[test]
 fn perf_polling_and_congestion_control_verify() {
     let (_t, port) = start_target_with(&["--busy-poll-us", "100", "--tcp-congestion", "reno"]);
-    let out = Command::new(NVMF)
-        .args([
-            "perf",
-            "-s",
-            &port.to_string(),
+    let v = perf_json(
+        port,
+        &[
             "--rw",
             "randrw",
             "--bs",
@@ -114,17 +129,8 @@ fn perf_polling_and_congestion_control_verify() {
             "--hipri",
             "--tcp-congestion",
             "reno",
-            "-o",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["total"]["ios"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["verify_errors"].as_u64(), Some(0), "{v}");
     assert_eq!(v["config"]["hipri"], serde_json::json!(true), "{v}");
@@ -141,26 +147,21 @@ fn perf_polling_and_congestion_control_verify() {
 fn perf_on_a_null_namespace() {
     let (_t, port) = start_target_with(&["--null", "1G"]);
     for rw in ["randwrite", "randread"] {
-        let out = Command::new(NVMF)
-            .args(["perf", "-s", &port.to_string(), "--nsid", "2", "--rw", rw])
-            .args([
+        let v = perf_json(
+            port,
+            &[
+                "--nsid",
+                "2",
+                "--rw",
+                rw,
                 "--bs",
                 "4k",
                 "--iodepth",
                 "16",
                 "--runtime",
                 "0.5",
-                "-o",
-                "json",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{rw}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(v["total"]["ios"].as_u64().unwrap() > 0, "{rw}: {v}");
     }
 }
@@ -168,11 +169,9 @@ fn perf_on_a_null_namespace() {
 #[test]
 fn perf_seq_read_digests_json() {
     let (_t, port) = start_target();
-    let out = Command::new(NVMF)
-        .args([
-            "perf",
-            "-s",
-            &port.to_string(),
+    let v = perf_json(
+        port,
+        &[
             "--rw",
             "read",
             "--bs",
@@ -183,17 +182,8 @@ fn perf_seq_read_digests_json() {
             "1",
             "-g",
             "-G",
-            "-o",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["read"]["ios"].as_u64().unwrap() > 0);
     assert!(v["write"].is_null());
     assert_eq!(v["config"]["data_digest"], serde_json::json!(true));
