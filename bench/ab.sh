@@ -8,7 +8,8 @@
 # --threads 1`, pinned to CPU 0), a 2 s sequential write over the namespace, then
 # every case with its own `nvmf perf` pinned to CPU 1 for SECONDS. Prints one line
 # per run: IOPS, MiB/s, p50, target CPU per I/O (from /proc/PID/stat) and host
-# CPU per I/O (perf's JSON). Alternating binaries within each round is what makes
+# CPU per I/O (perf's JSON). AB_TARGET_OPTS adds target options to every run
+# (e.g. "--busy-poll-us 50 --tcp-congestion cubic"). Alternating binaries within each round is what makes
 # the comparison fair on a machine that varies ±30 % run to run; take medians.
 set -u
 ROUNDS=$1 SECS=$2; shift 2
@@ -19,7 +20,8 @@ HZ=$(getconf CLK_TCK)
 for r in $(seq "$ROUNDS"); do
  for bin in "$@"; do
   PORT=$((PORT+1))
-  taskset -c 0 "$bin" target --listen 127.0.0.1:$PORT --memory 1G --threads 1 >/dev/null 2>&1 &
+  # shellcheck disable=SC2086
+  taskset -c 0 "$bin" target --listen 127.0.0.1:$PORT --memory 1G --threads 1 ${AB_TARGET_OPTS:-} >/dev/null 2>&1 &
   TP=$!
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
   N="-t tcp -a 127.0.0.1 -s $PORT -n nqn.2024-01.io.nvmf-rs:default"

@@ -31,6 +31,7 @@ pub mod aligned;
 mod blockdev;
 mod file;
 mod memory;
+mod nontemporal;
 mod null;
 
 pub use aligned::{AlignedBuf, DIRECT_IO_ALIGN};

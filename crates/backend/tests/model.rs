@@ -178,6 +178,15 @@ proptest! {
     }
 
     #[test]
+    fn memory_streaming_writes_match_model(ops in prop::collection::vec(op_strategy(), 1..40)) {
+        // Small namespaces write with ordinary stores by default; force the
+        // streaming copy (unaligned head and tail included: 512-byte blocks
+        // split across several data slices).
+        let m = MemoryBackend::with_chunk_size(BLOCKS * 512, 512, 2048).unwrap().with_streaming_writes(true);
+        run_model(&m, &ops)?;
+    }
+
+    #[test]
     fn memory_4k_matches_model(ops in prop::collection::vec(op_strategy(), 1..40)) {
         let m = MemoryBackend::with_chunk_size(BLOCKS * 4096, 4096, 16384).unwrap();
         run_model(&m, &ops)?;
