@@ -20,8 +20,9 @@ use crate::config::{BackendSpec, NamespaceConfig, SubsystemConfig, TargetConfig}
 /// Errors opening what the configuration names.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// A namespace's backend could not be opened.
-    #[error("subsystem {nqn} namespace {nsid}: {source}")]
+    /// A namespace's backend could not be opened. The cause is the source, not
+    /// part of this message, so that a printed chain (`{:#}`) names it once.
+    #[error("subsystem {nqn} namespace {nsid}")]
     Backend {
         /// Subsystem.
         nqn: String,
