@@ -27,7 +27,10 @@ use rustix::fs::FallocateFlags;
 use rustix::ioctl::{opcode, Getter, Opcode, Setter};
 
 use crate::file::{is_unsupported, RawFile};
-use crate::{check_access, check_block_size, Backend, BackendError, BackendInfo, DirectIo, Result};
+use crate::{
+    check_access, check_block_size, whole_blocks, Backend, BackendError, BackendInfo, DirectIo,
+    Result,
+};
 
 /// `BLKGETSIZE64` = `_IOR(0x12, 114, size_t)`: device size in bytes (u64).
 const BLKGETSIZE64: Opcode = opcode::read::<libc::size_t>(0x12, 114);
@@ -116,13 +119,7 @@ impl BlockDevBackend {
                 "block size {bs} is not a multiple of the device's logical block size {device_block_size}"
             )));
         }
-        let num_blocks = size / u64::from(bs);
-        if num_blocks == 0 {
-            return Err(BackendError::InvalidConfig(format!(
-                "{} ({size} bytes) is smaller than one {bs}-byte block",
-                path.display()
-            )));
-        }
+        let num_blocks = whole_blocks(size, bs, || format!("{} ({size} bytes)", path.display()))?;
         io.probe_direct(bs, DirectIo::Auto)?;
         // PUNCH_HOLE on a block device is a WRITE ZEROES that may unmap; it is
         // efficient exactly when the queue supports write-zeroes. Unknown

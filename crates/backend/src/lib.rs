@@ -287,6 +287,22 @@ pub(crate) fn check_block_size(block_size: u32) -> Result<()> {
     }
 }
 
+/// The whole blocks of `block_size` in `size` bytes (a partial last block is
+/// left out), or an error naming the storage (`what`) if there is not one.
+pub(crate) fn whole_blocks(
+    size: u64,
+    block_size: u32,
+    what: impl FnOnce() -> String,
+) -> Result<u64> {
+    match size / u64::from(block_size) {
+        0 => Err(BackendError::InvalidConfig(format!(
+            "{} is smaller than one {block_size}-byte block",
+            what()
+        ))),
+        n => Ok(n),
+    }
+}
+
 /// Create a sparse in-memory namespace of `size_bytes` (rounded down to whole
 /// blocks). Memory is only allocated for chunks that are written, so large
 /// namespaces are cheap to create. Data is lost when the backend is dropped.

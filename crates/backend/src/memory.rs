@@ -32,8 +32,8 @@ use bytes::Bytes;
 
 use crate::nontemporal::copy_streaming;
 use crate::{
-    check_access, check_block_size, push_zeroes, Backend, BackendError, BackendInfo, Result,
-    SharedData,
+    check_access, check_block_size, push_zeroes, whole_blocks, Backend, BackendError, BackendInfo,
+    Result, SharedData,
 };
 
 /// Default page size of [`MemoryBackend`]: the unit of allocation, of locking
@@ -299,12 +299,9 @@ impl MemoryBackend {
                 "chunk size {chunk_size} must be a power of two and a multiple of the block size {block_size}"
             )));
         }
-        let num_blocks = size_bytes / u64::from(block_size);
-        if num_blocks == 0 {
-            return Err(BackendError::InvalidConfig(format!(
-                "memory namespace size {size_bytes} is smaller than one {block_size}-byte block"
-            )));
-        }
+        let num_blocks = whole_blocks(size_bytes, block_size, || {
+            format!("memory namespace size {size_bytes}")
+        })?;
         let capacity = num_blocks * u64::from(block_size);
         let n_pages = usize::try_from(capacity.div_ceil(chunk_size as u64)).map_err(|_| {
             BackendError::InvalidConfig(format!("memory namespace size {size_bytes} too large"))

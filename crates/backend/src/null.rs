@@ -6,7 +6,7 @@
 //! allocation); writes are bounds-checked and forgotten. Advertised as volatile.
 
 use crate::{
-    check_access, check_block_size, push_zeroes, Backend, BackendError, BackendInfo, Result,
+    check_access, check_block_size, push_zeroes, whole_blocks, Backend, BackendInfo, Result,
     SharedData,
 };
 
@@ -20,12 +20,9 @@ impl NullBackend {
     /// A null namespace of `size_bytes` (rounded down to whole blocks).
     pub fn new(size_bytes: u64, block_size: u32) -> Result<Self> {
         check_block_size(block_size)?;
-        let num_blocks = size_bytes / u64::from(block_size);
-        if num_blocks == 0 {
-            return Err(BackendError::InvalidConfig(format!(
-                "null namespace size {size_bytes} is smaller than one {block_size}-byte block"
-            )));
-        }
+        let num_blocks = whole_blocks(size_bytes, block_size, || {
+            format!("null namespace size {size_bytes}")
+        })?;
         Ok(Self {
             info: BackendInfo {
                 block_size,
@@ -81,6 +78,7 @@ impl Backend for NullBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BackendError;
 
     #[test]
     fn reads_zeroes_drops_writes_checks_ranges() {

@@ -46,6 +46,22 @@ fn ok(run_dir: &Path, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// Writes `data` to nvme0n1 with `nvmf write` over the blocks `range` names
+/// (its -s/-c/-z flags), reads the same blocks back with `nvmf read`, and
+/// returns what came back. `name` keeps the files of several calls apart.
+fn write_then_read(run: &Path, name: &str, data: &[u8], range: &[&str]) -> Vec<u8> {
+    let f = run.join(format!("{name}.in"));
+    std::fs::write(&f, data).unwrap();
+    let g = run.join(format!("{name}.out"));
+    for (verb, file) in [("write", &f), ("read", &g)] {
+        let mut args = vec![verb, "nvme0n1"];
+        args.extend_from_slice(range);
+        args.extend(["-d", file.to_str().unwrap()]);
+        ok(run, &args);
+    }
+    std::fs::read(&g).unwrap()
+}
+
 #[test]
 fn host_verbs_through_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,40 +167,8 @@ fn host_verbs_through_the_daemon() {
     ok(run, &["smart-log", "nvme0", "-o", "json"]);
 
     let data: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 3) as u8).collect();
-    let f = run.join("in.bin");
-    std::fs::write(&f, &data).unwrap();
-    ok(
-        run,
-        &[
-            "write",
-            "nvme0n1",
-            "-s",
-            "10",
-            "-c",
-            "15",
-            "-z",
-            "8192",
-            "-d",
-            f.to_str().unwrap(),
-        ],
-    );
-    let g = run.join("out.bin");
-    ok(
-        run,
-        &[
-            "read",
-            "nvme0n1",
-            "-s",
-            "10",
-            "-c",
-            "15",
-            "-z",
-            "8192",
-            "-d",
-            g.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(std::fs::read(&g).unwrap(), data);
+    let back = write_then_read(run, "small", &data, &["-s", "10", "-c", "15", "-z", "8192"]);
+    assert_eq!(back, data);
 
     // The most one command line moves: 65,536 blocks (32 MiB), as raw bytes
     // through the daemon's socket, and more read data outstanding per queue
@@ -192,39 +176,8 @@ fn host_verbs_through_the_daemon() {
     let big: Vec<u8> = (0..32u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();
-    let f = run.join("big.bin");
-    std::fs::write(&f, &big).unwrap();
-    ok(
-        run,
-        &[
-            "write",
-            "nvme0n1",
-            "-s",
-            "0",
-            "-c",
-            "65535",
-            "-d",
-            f.to_str().unwrap(),
-        ],
-    );
-    let g = run.join("big.out");
-    ok(
-        run,
-        &[
-            "read",
-            "nvme0n1",
-            "-s",
-            "0",
-            "-c",
-            "65535",
-            "-d",
-            g.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        std::fs::read(&g).unwrap() == big,
-        "32 MiB read back differs"
-    );
+    let back = write_then_read(run, "big", &big, &["-s", "0", "-c", "65535"]);
+    assert!(back == big, "32 MiB read back differs");
 
     let o = nvmf(run, &["id-ctrl", "nvme9"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no controller nvme9"));

@@ -16,12 +16,13 @@ use crate::error::TransportError;
 pub fn set_tcp_congestion(sock: &impl AsFd, name: &str) -> Result<(), TransportError> {
     let s = socket2::SockRef::from(sock);
     s.set_tcp_congestion(name.as_bytes()).map_err(|e| {
-        let hint = match e.raw_os_error() {
-            Some(ENOENT) => format!(
+        // ENOENT: no such algorithm; EPERM: not in the allowed list.
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
                 "the kernel has no congestion control '{name}' (available: {}; a module such as tcp_{name} may need loading)",
                 read_sys("tcp_available_congestion_control")
             ),
-            Some(EPERM) => format!(
+            std::io::ErrorKind::PermissionDenied => format!(
                 "congestion control '{name}' is not allowed for this process (allowed: {}; run as root or add it to net.ipv4.tcp_allowed_congestion_control)",
                 read_sys("tcp_allowed_congestion_control")
             ),
@@ -30,9 +31,6 @@ pub fn set_tcp_congestion(sock: &impl AsFd, name: &str) -> Result<(), TransportE
         TransportError::io(hint, e)
     })
 }
-
-const ENOENT: i32 = 2;
-const EPERM: i32 = 1;
 
 fn read_sys(name: &str) -> String {
     std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))

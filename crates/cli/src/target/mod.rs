@@ -106,13 +106,7 @@ fn parse_file_arg(s: &str) -> anyhow::Result<(PathBuf, Option<u64>, DirectIo)> {
     let mut direct = DirectIo::Auto;
     for p in parts {
         match p.split_once('=') {
-            Some(("size", v)) => {
-                size = Some(
-                    parse_size(v)
-                        .map_err(anyhow::Error::msg)
-                        .with_context(|| format!("--file {s}: size"))?,
-                )
-            }
+            Some(("size", v)) => size = Some(size_arg(v, || format!("--file {s}: size"))?),
             Some(("direct", v)) => {
                 direct = parse_direct(v)
                     .map_err(anyhow::Error::msg)
@@ -134,13 +128,7 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
         }
         cfg.discovery_listen
             .extend(parse_addrs(&a.discovery_listen, "--discovery-listen")?);
-        if let Some(us) = a.busy_poll_us {
-            cfg.busy_poll_us = us;
-        }
-        if a.tcp_congestion.is_some() {
-            cfg.tcp_congestion = a.tcp_congestion.clone();
-        }
-        cfg.validate("command line")?;
+        apply_tuning(&mut cfg, a)?;
         return Ok((cfg, true));
     }
     let mut cfg = TargetConfig::embedded_default();
@@ -169,17 +157,13 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
             let (backend, direct) = match n {
                 NsArg::Memory(s) => (
                     BackendSpec::Memory {
-                        size: parse_size(&s)
-                            .map_err(anyhow::Error::msg)
-                            .with_context(|| format!("--memory {s}"))?,
+                        size: size_arg(&s, || format!("--memory {s}"))?,
                     },
                     DirectIo::Auto,
                 ),
                 NsArg::Null(s) => (
                     BackendSpec::Null {
-                        size: parse_size(&s)
-                            .map_err(anyhow::Error::msg)
-                            .with_context(|| format!("--null {s}"))?,
+                        size: size_arg(&s, || format!("--null {s}"))?,
                     },
                     DirectIo::Auto,
                 ),
@@ -214,6 +198,13 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
             namespaces,
         }];
     }
+    apply_tuning(&mut cfg, a)?;
+    Ok((cfg, false))
+}
+
+/// Applies the tuning flags, which override a config file's values, and checks
+/// the result.
+fn apply_tuning(cfg: &mut TargetConfig, a: &TargetArgs) -> anyhow::Result<()> {
     if let Some(us) = a.busy_poll_us {
         cfg.busy_poll_us = us;
     }
@@ -221,7 +212,12 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
         cfg.tcp_congestion = a.tcp_congestion.clone();
     }
     cfg.validate("command line")?;
-    Ok((cfg, false))
+    Ok(())
+}
+
+/// Parses a size given on the command line; `what` names the flag for the error.
+fn size_arg(v: &str, what: impl FnOnce() -> String) -> anyhow::Result<u64> {
+    parse_size(v).map_err(anyhow::Error::msg).with_context(what)
 }
 
 fn parse_addrs(v: &[String], flag: &str) -> anyhow::Result<Vec<TransportAddr>> {

@@ -35,20 +35,14 @@ impl TxQueue {
     /// copied into the current buffer, the data is queued by reference (see
     /// [`Self::put_bytes`]) and the data digest follows it.
     pub fn push_pdu(&mut self, enc: &PduEncoder, pdu: Pdu) {
-        let layout = enc.encode_prefix(&pdu, &mut self.cur);
-        self.len += layout.prefix_len;
-        let data = match pdu {
-            Pdu::CapsuleCmd { data, .. } => data,
-            Pdu::H2CData(d) | Pdu::C2HData(d) => d.data,
-            Pdu::H2CTermReq(t) | Pdu::C2HTermReq(t) => t.data,
+        // A reference count, not a copy of the data.
+        let data = match &pdu {
+            Pdu::CapsuleCmd { data, .. } => data.clone(),
+            Pdu::H2CData(d) | Pdu::C2HData(d) => d.data.clone(),
+            Pdu::H2CTermReq(t) | Pdu::C2HTermReq(t) => t.data.clone(),
             _ => Bytes::new(),
         };
-        if !data.is_empty() {
-            self.put_bytes(data);
-        }
-        if let Some(dd) = layout.ddgst {
-            self.put_slice(&dd);
-        }
+        self.push_pdu_parts(enc, &pdu, data.len(), std::iter::once(data));
     }
 
     /// Queues one PDU whose data is `parts` in order, `len` bytes in all (the PDU's
