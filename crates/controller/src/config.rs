@@ -134,6 +134,76 @@ pub struct NamespaceConfig {
     pub uuid: Option<uuid::Uuid>,
 }
 
+/// A secret from the configuration (a DH-HMAC-CHAP key in its `DHHC-1:`
+/// representation). Its `Debug` form is redacted, so configurations can be
+/// logged without leaking keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A host allowed to use a subsystem (nvmet's `allowed_hosts` entry with its
+/// `hosts/<nqn>/dhchap_*` attributes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The host's NQN.
+    pub nqn: String,
+    /// The host's DH-HMAC-CHAP secret: when set, every queue of this host must
+    /// authenticate (NVMe Base 2.0 §8.13) before any command but
+    /// Authentication Send/Receive runs.
+    pub dhchap_secret: Option<Secret>,
+    /// The controller's secret for bidirectional authentication: when set, the
+    /// controller proves itself to the host too (the host must ask for it).
+    pub dhchap_ctrl_secret: Option<Secret>,
+    /// Hash functions accepted, by name (`sha256`, `sha384`, `sha512`); empty: all.
+    pub dhchap_hashes: Vec<String>,
+    /// DH groups accepted, by name (`null`, `ffdhe2048` … `ffdhe8192`); empty: all.
+    pub dhchap_dhgroups: Vec<String>,
+}
+
+impl HostConfig {
+    /// A host allowed without authentication.
+    pub fn plain(nqn: impl Into<String>) -> Self {
+        Self {
+            nqn: nqn.into(),
+            dhchap_secret: None,
+            dhchap_ctrl_secret: None,
+            dhchap_hashes: Vec::new(),
+            dhchap_dhgroups: Vec::new(),
+        }
+    }
+
+    /// Parses the quick-mode form `NQN[,dhchap-secret=KEY][,dhchap-ctrl-secret=KEY]`
+    /// `[,dhchap-hash=NAME]…[,dhchap-dhgroup=NAME]…` (the flag `--host`).
+    pub fn parse_flag(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(',');
+        let nqn = parts.next().unwrap_or_default();
+        if nqn.is_empty() {
+            return Err("give the host NQN first: NQN[,dhchap-secret=KEY][,dhchap-ctrl-secret=KEY][,dhchap-hash=NAME][,dhchap-dhgroup=NAME]".into());
+        }
+        let mut h = Self::plain(nqn);
+        for p in parts {
+            match p.split_once('=') {
+                Some(("dhchap-secret", v)) => h.dhchap_secret = Some(Secret(v.into())),
+                Some(("dhchap-ctrl-secret", v)) => h.dhchap_ctrl_secret = Some(Secret(v.into())),
+                Some(("dhchap-hash", v)) => h.dhchap_hashes.push(v.into()),
+                Some(("dhchap-dhgroup", v)) => h.dhchap_dhgroups.push(v.into()),
+                _ => {
+                    return Err(format!(
+                        "unknown option '{p}' (expected dhchap-secret=KEY, dhchap-ctrl-secret=KEY, \
+                         dhchap-hash=sha256|sha384|sha512 or dhchap-dhgroup=null|ffdhe2048|…|ffdhe8192)"
+                    ))
+                }
+            }
+        }
+        Ok(h)
+    }
+}
+
 /// One subsystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubsystemConfig {
@@ -143,8 +213,9 @@ pub struct SubsystemConfig {
     pub serial: String,
     /// Model number reported in Identify Controller.
     pub model: String,
-    /// Host NQNs allowed; empty means any host.
-    pub allowed_hosts: Vec<String>,
+    /// Hosts allowed, with how each must authenticate; empty means any host
+    /// (without authentication).
+    pub hosts: Vec<HostConfig>,
     /// Namespaces, by NSID.
     pub namespaces: Vec<NamespaceConfig>,
 }
@@ -189,7 +260,7 @@ impl TargetConfig {
                 nqn: DEFAULT_SUBNQN.into(),
                 serial: default_serial(DEFAULT_SUBNQN),
                 model: "nvmf-rs".into(),
-                allowed_hosts: vec![],
+                hosts: vec![],
                 namespaces: vec![NamespaceConfig {
                     nsid: 1,
                     backend: BackendSpec::Memory { size: 1 << 30 },
@@ -236,8 +307,15 @@ impl TargetConfig {
                     format!("'{}' is defined twice", s.nqn),
                 ));
             }
-            for h in &s.allowed_hosts {
-                validate_nqn(h).map_err(|m| inv(format!("{f}.hosts"), format!("'{h}': {m}")))?;
+            let mut host_nqns = std::collections::HashSet::new();
+            for (k, h) in s.hosts.iter().enumerate() {
+                let g = format!("{f}.hosts[{k}]");
+                validate_nqn(&h.nqn).map_err(|m| inv(g.clone(), format!("'{}': {m}", h.nqn)))?;
+                if !host_nqns.insert(h.nqn.as_str()) {
+                    return Err(inv(g, format!("host '{}' is listed twice", h.nqn)));
+                }
+                crate::auth::validate_host(h)
+                    .map_err(|(field, m)| inv(format!("{g}.{field}"), m))?;
             }
             let mut ids = std::collections::HashSet::new();
             for (j, n) in s.namespaces.iter().enumerate() {
@@ -382,9 +460,44 @@ struct FileSubsystem {
     serial: Option<String>,
     model: Option<String>,
     #[serde(default)]
-    hosts: Vec<String>,
+    hosts: Vec<FileHost>,
     #[serde(default, rename = "namespace")]
     namespaces: Vec<FileNamespace>,
+}
+
+/// A host in the file: its NQN alone, or a table with its secrets.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileHost {
+    Nqn(String),
+    Table(FileHostTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHostTable {
+    nqn: String,
+    dhchap_secret: Option<String>,
+    dhchap_ctrl_secret: Option<String>,
+    #[serde(default)]
+    dhchap_hash: Vec<String>,
+    #[serde(default)]
+    dhchap_dhgroup: Vec<String>,
+}
+
+impl From<FileHost> for HostConfig {
+    fn from(h: FileHost) -> Self {
+        match h {
+            FileHost::Nqn(n) => HostConfig::plain(n),
+            FileHost::Table(t) => HostConfig {
+                nqn: t.nqn,
+                dhchap_secret: t.dhchap_secret.map(Secret),
+                dhchap_ctrl_secret: t.dhchap_ctrl_secret.map(Secret),
+                dhchap_hashes: t.dhchap_hash,
+                dhchap_dhgroups: t.dhchap_dhgroup,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -491,7 +604,7 @@ impl FileConfig {
                 serial: s.serial.unwrap_or_else(|| default_serial(&s.nqn)),
                 model: s.model.unwrap_or_else(|| "nvmf-rs".into()),
                 nqn: s.nqn,
-                allowed_hosts: s.hosts,
+                hosts: s.hosts.into_iter().map(HostConfig::from).collect(),
                 namespaces,
             });
         }
@@ -550,6 +663,66 @@ mod tests {
         assert_eq!(s.namespaces[1].backend, BackendSpec::Null { size: 1 << 30 });
         assert_eq!(s.namespaces[2].nsid, 5);
         assert_eq!(s.namespaces[2].direct, DirectIo::Off);
+    }
+
+    #[test]
+    fn hosts_as_names_or_tables_with_secrets() {
+        let t = r#"
+            [[subsystem]]
+            nqn = "nqn.2024-01.io.test:a"
+            hosts = [
+                "nqn.2024-01.io.test:plain",
+                { nqn = "nqn.2024-01.io.test:auth", dhchap_secret = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:", dhchap_ctrl_secret = "DHHC-1:01:ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoOeXryU:", dhchap_hash = ["hmac(sha512)"], dhchap_dhgroup = ["ffdhe2048", "null"] },
+            ]
+        "#;
+        let c = TargetConfig::from_toml(t, Path::new("t.toml")).unwrap();
+        let h = &c.subsystems[0].hosts;
+        assert_eq!(h[0], HostConfig::plain("nqn.2024-01.io.test:plain"));
+        assert_eq!(h[1].nqn, "nqn.2024-01.io.test:auth");
+        assert!(h[1].dhchap_secret.is_some() && h[1].dhchap_ctrl_secret.is_some());
+        assert_eq!(h[1].dhchap_dhgroups, ["ffdhe2048", "null"]);
+        // Debug output never shows a key.
+        assert!(!format!("{c:?}").contains("AAECAwQF"));
+
+        for (host, field) in [
+            (
+                r#"{ nqn = "nqn.2024-01.io.test:x", dhchap_hash = ["md5"] }"#,
+                "dhchap_hash",
+            ),
+            (
+                r#"{ nqn = "nqn.2024-01.io.test:x", dhchap_dhgroup = ["ffdhe1024"] }"#,
+                "dhchap_dhgroup",
+            ),
+            (
+                r#"{ nqn = "nqn.2024-01.io.test:x", dhchap_ctrl_secret = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:" }"#,
+                "dhchap_ctrl_secret",
+            ),
+            (
+                r#""nqn.2024-01.io.test:a", "nqn.2024-01.io.test:a""#,
+                "listed twice",
+            ),
+        ] {
+            let t = format!("[[subsystem]]\nnqn = \"nqn.2024-01.io.test:a\"\nhosts = [{host}]\n");
+            let e = TargetConfig::from_toml(&t, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(field) && e.contains("hosts[0]") || e.contains("hosts[1]"),
+                "{host}: {e}"
+            );
+            assert!(
+                !e.contains("AAECAwQF"),
+                "an error must not print the key: {e}"
+            );
+        }
+
+        let h = HostConfig::parse_flag(
+            "nqn.2024-01.io.test:h,dhchap-secret=DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:,dhchap-hash=sha256,dhchap-hash=sha384",
+        )
+        .unwrap();
+        assert_eq!(h.dhchap_hashes, ["sha256", "sha384"]);
+        assert!(HostConfig::parse_flag("nqn.2024-01.io.test:h,bogus=1").is_err());
+        assert!(HostConfig::parse_flag(",dhchap-secret=x").is_err());
     }
 
     #[test]

@@ -464,7 +464,10 @@ impl QueueTask {
         if cmd.recfmt != 0 {
             return Cqe::new(cid, Status::CONNECT_INCOMPATIBLE_FORMAT.dnr());
         }
-        if nvmf_proto::fabrics::validate_nqn(&cd.hostnqn).is_err() {
+        // An empty Host NQN is accepted, as nvmet and SPDK's target accept it:
+        // SPDK's initiator sends one unless its transport ID names a host NQN.
+        // Such a host can only reach subsystems that allow any host.
+        if !cd.hostnqn.is_empty() && nvmf_proto::fabrics::validate_nqn(&cd.hostnqn).is_err() {
             return invalid(ConnectData::HOSTNQN_OFFSET, true);
         }
         let limits = &self.ctx.limits;

@@ -15,7 +15,8 @@ use nvmf_proto::features::{aec, aen_dw0, aen_notice, aen_type};
 use nvmf_proto::log::{lid, ErrorLogEntry};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{BackendSpec, NamespaceConfig, SubsystemConfig, TargetConfig};
+use crate::config::{BackendSpec, HostConfig, NamespaceConfig, SubsystemConfig, TargetConfig};
+use tracing::info;
 
 /// Errors opening what the configuration names.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +122,7 @@ pub struct Subsystem {
     pub serial: String,
     /// Model number.
     pub model: String,
-    allowed_hosts: RwLock<Vec<String>>,
+    hosts: RwLock<Arc<Vec<HostConfig>>>,
     namespaces: RwLock<Arc<NsMap>>,
     ns_generation: AtomicU64,
     controllers: Mutex<HashMap<u16, Arc<CtrlShared>>>,
@@ -138,7 +139,7 @@ impl Subsystem {
             nqn: cfg.nqn.clone(),
             serial: cfg.serial.clone(),
             model: cfg.model.clone(),
-            allowed_hosts: RwLock::new(cfg.allowed_hosts.clone()),
+            hosts: RwLock::new(Arc::new(cfg.hosts.clone())),
             namespaces: RwLock::new(Arc::new(map)),
             ns_generation: AtomicU64::new(1),
             controllers: Mutex::new(HashMap::new()),
@@ -146,10 +147,17 @@ impl Subsystem {
         })
     }
 
-    /// True if `hostnqn` may connect.
+    /// True if `hostnqn` may connect: the subsystem lists it, or lists no host
+    /// at all (any host may connect).
     pub fn host_allowed(&self, hostnqn: &str) -> bool {
-        let h = self.allowed_hosts.read().unwrap_or_else(|e| e.into_inner());
-        h.is_empty() || h.iter().any(|a| a == hostnqn)
+        let h = self.hosts.read().unwrap_or_else(|e| e.into_inner());
+        h.is_empty() || h.iter().any(|a| a.nqn == hostnqn)
+    }
+
+    /// The entry of `hostnqn`, if the subsystem lists it (with its secrets).
+    pub fn host(&self, hostnqn: &str) -> Option<HostConfig> {
+        let h = self.hosts.read().unwrap_or_else(|e| e.into_inner());
+        h.iter().find(|a| a.nqn == hostnqn).cloned()
     }
 
     /// The current namespace snapshot.
@@ -223,7 +231,9 @@ impl Subsystem {
 
     /// Applies a new configuration of this subsystem: opens added namespaces, drops
     /// removed ones, and tells every controller which NSIDs changed.
-    fn reconfigure(&self, cfg: &SubsystemConfig) -> Result<Vec<u32>, RegistryError> {
+    /// Also returns whether the allowed hosts changed (the discovery log of
+    /// those hosts changes with them).
+    fn reconfigure(&self, cfg: &SubsystemConfig) -> Result<(Vec<u32>, bool), RegistryError> {
         let old = self.namespaces();
         let mut new = NsMap::new();
         let mut changed = Vec::new();
@@ -240,10 +250,21 @@ impl Subsystem {
         }
         changed.extend(old.keys().filter(|k| !new.contains_key(k)));
         changed.sort_unstable();
-        *self
-            .allowed_hosts
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = cfg.allowed_hosts.clone();
+        let hosts_changed = {
+            let mut h = self.hosts.write().unwrap_or_else(|e| e.into_inner());
+            let changed = **h != cfg.hosts;
+            *h = Arc::new(cfg.hosts.clone());
+            changed
+        };
+        // A host taken off the list loses its controllers at once (as nvmet
+        // does when an allowed_hosts link is removed), not at its next Connect.
+        for c in self.all_controllers() {
+            if !self.host_allowed(&c.hostnqn) {
+                info!(subnqn = %self.nqn, hostnqn = %c.hostnqn, cntlid = c.cntlid,
+                      "host removed from the subsystem's allowed hosts: ending its controller");
+                c.close();
+            }
+        }
         if !changed.is_empty() {
             *self.namespaces.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
             self.ns_generation.fetch_add(1, Ordering::AcqRel);
@@ -251,7 +272,7 @@ impl Subsystem {
                 c.namespaces_changed(&changed);
             }
         }
-        Ok(changed)
+        Ok((changed, hosts_changed))
     }
 
     /// Ends every controller (the subsystem is being removed).
@@ -502,7 +523,7 @@ impl Registry {
             nqn: nvmf_proto::fabrics::DISCOVERY_NQN.into(),
             serial: crate::config::default_serial(nvmf_proto::fabrics::DISCOVERY_NQN),
             model: "nvmf-rs discovery".into(),
-            allowed_hosts: vec![],
+            hosts: vec![],
             namespaces: vec![],
         };
         Ok(Self {
@@ -553,6 +574,7 @@ impl Registry {
     /// Discovery Log Page Change notices. Listen addresses and limits need a restart.
     pub fn reload(&self, cfg: &TargetConfig) -> Result<ReloadSummary, RegistryError> {
         let mut summary = ReloadSummary::default();
+        let mut hosts_changed = false;
         // Open everything new first, so a bad namespace leaves the running set alone.
         let mut fresh = Vec::new();
         for s in &cfg.subsystems {
@@ -562,7 +584,8 @@ impl Registry {
         }
         for s in &cfg.subsystems {
             if let Some(existing) = self.subsystem(&s.nqn) {
-                let changed = existing.reconfigure(s)?;
+                let (changed, hosts) = existing.reconfigure(s)?;
+                hosts_changed |= hosts;
                 if !changed.is_empty() {
                     summary.changed_namespaces.push((s.nqn.clone(), changed));
                 }
@@ -587,7 +610,7 @@ impl Registry {
                 summary.removed.push(g);
             }
         }
-        if !summary.added.is_empty() || !summary.removed.is_empty() {
+        if !summary.added.is_empty() || !summary.removed.is_empty() || hosts_changed {
             self.genctr.fetch_add(1, Ordering::AcqRel);
             let l = self
                 .discovery_ctrls

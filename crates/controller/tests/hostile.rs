@@ -30,7 +30,7 @@ async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
             nqn: NQN.into(),
             serial: "h".into(),
             model: "h".into(),
-            allowed_hosts: vec![],
+            hosts: vec![],
             namespaces: vec![NamespaceConfig {
                 nsid: 1,
                 backend: BackendSpec::Memory { size: 16 << 20 },

@@ -46,7 +46,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
             nqn: NQN.into(),
             serial: "sn1".into(),
             model: "test".into(),
-            allowed_hosts: vec![],
+            hosts: vec![],
             namespaces,
         }],
         header_digest: true,
@@ -67,6 +67,18 @@ async fn start(cfg: &TargetConfig) -> (Arc<Target>, TransportAddr) {
 async fn connect_queue(
     addr: &TransportAddr,
     subnqn: &str,
+    qid: u16,
+    cntlid: u16,
+    digests: Digests,
+) -> (HostConnection, Result<u16, Status>) {
+    connect_queue_as(addr, subnqn, HOSTNQN, qid, cntlid, digests).await
+}
+
+/// Connects one queue as `hostnqn`; the result is the CNTLID or the status.
+async fn connect_queue_as(
+    addr: &TransportAddr,
+    subnqn: &str,
+    hostnqn: &str,
     qid: u16,
     cntlid: u16,
     digests: Digests,
@@ -93,7 +105,7 @@ async fn connect_queue(
         hostid: [1; 16],
         cntlid,
         subnqn: subnqn.into(),
-        hostnqn: HOSTNQN.into(),
+        hostnqn: hostnqn.into(),
     };
     let r = c
         .execute(
@@ -533,4 +545,109 @@ async fn reads_beyond_the_send_backlog_limit_all_complete() {
     }
     io.close().await;
     admin.close().await;
+}
+
+/// The discovery log `hostnqn` gets: the NQNs it lists, and GENCTR.
+async fn discovery_log_of(addr: &TransportAddr, hostnqn: &str) -> (Vec<String>, u64) {
+    let (mut d, r) = connect_queue_as(
+        addr,
+        DISCOVERY_NQN,
+        hostnqn,
+        0,
+        CNTLID_DYNAMIC,
+        Digests::default(),
+    )
+    .await;
+    r.unwrap();
+    let cc = Cc {
+        en: true,
+        ..Default::default()
+    };
+    d.execute(
+        PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
+        HostData::None,
+    )
+    .await
+    .unwrap();
+    let log = d
+        .execute(
+            Sqe::get_log_page(lid::DISCOVERY, 0, 4096, 0, false),
+            HostData::FromController(4096),
+        )
+        .await
+        .unwrap();
+    let log = DiscoveryLog::decode(&log.data_contiguous());
+    let mut nqns: Vec<String> = log.entries.iter().map(|e| e.subnqn.clone()).collect();
+    nqns.sort();
+    (nqns, log.genctr)
+}
+
+/// Allowed hosts (issue 11): enforced at Connect, reflected in each host's
+/// discovery log, and a reload that takes a host off the list ends its
+/// controller at once. An empty Host NQN (SPDK's initiator sends one) reaches
+/// only a subsystem open to any host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_hosts_at_connect_in_discovery_and_on_reload() {
+    const H1: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-0000000000b1";
+    const H2: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-0000000000b2";
+    const OPEN: &str = "nqn.2024-01.io.nvmf-rs:open";
+    let mut cfg = config(None);
+    cfg.subsystems[0].hosts = vec![nvmf_controller::config::HostConfig::plain(H1)];
+    let mut open = cfg.subsystems[0].clone();
+    open.nqn = OPEN.into();
+    open.serial = "sn2".into();
+    open.hosts = vec![];
+    cfg.subsystems.push(open);
+    let (t, addr) = start(&cfg).await;
+
+    let (_c, r) = connect_queue_as(&addr, NQN, H2, 0, CNTLID_DYNAMIC, Digests::default()).await;
+    assert_eq!(r, Err(Status::CONNECT_INVALID_HOST.dnr()));
+    let (_c, r) = connect_queue_as(&addr, NQN, "", 0, CNTLID_DYNAMIC, Digests::default()).await;
+    assert_eq!(r, Err(Status::CONNECT_INVALID_HOST.dnr()));
+    let (mut empty, r) =
+        connect_queue_as(&addr, OPEN, "", 0, CNTLID_DYNAMIC, Digests::default()).await;
+    r.expect("an empty Host NQN reaches a subsystem open to any host");
+    enable(&mut empty).await;
+
+    let (nqns, gen1) = discovery_log_of(&addr, H1).await;
+    assert_eq!(nqns, vec![OPEN.to_string(), NQN.to_string()]);
+    let (nqns, _) = discovery_log_of(&addr, H2).await;
+    assert_eq!(nqns, vec![OPEN.to_string()]);
+
+    let (mut a1, r) = connect_queue_as(&addr, NQN, H1, 0, CNTLID_DYNAMIC, Digests::default()).await;
+    r.unwrap();
+    enable(&mut a1).await;
+
+    // Swap H1 for H2: H1's controller ends, H2 may connect, the logs follow.
+    cfg.subsystems[0].hosts = vec![nvmf_controller::config::HostConfig::plain(H2)];
+    t.reload(&cfg).unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let r = a1
+                .execute(Sqe::new(admin_opcode::KEEP_ALIVE), HostData::None)
+                .await;
+            if r.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the removed host's controller still answers");
+    let (_c, r) = connect_queue_as(&addr, NQN, H1, 0, CNTLID_DYNAMIC, Digests::default()).await;
+    assert_eq!(r, Err(Status::CONNECT_INVALID_HOST.dnr()));
+    let (nqns, gen2) = discovery_log_of(&addr, H1).await;
+    assert_eq!(nqns, vec![OPEN.to_string()]);
+    assert_ne!(
+        gen1, gen2,
+        "GENCTR must change when the allowed hosts change"
+    );
+    let (nqns, _) = discovery_log_of(&addr, H2).await;
+    assert_eq!(nqns, vec![OPEN.to_string(), NQN.to_string()]);
+    // The host with the empty NQN on the open subsystem is untouched.
+    let r = empty
+        .execute(Sqe::new(admin_opcode::KEEP_ALIVE), HostData::None)
+        .await
+        .unwrap();
+    assert!(r.cqe.status.is_success());
 }

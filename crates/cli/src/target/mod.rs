@@ -12,7 +12,8 @@ use anyhow::{bail, Context};
 use clap::ArgMatches;
 use nvmf_backend::{parse_size, DirectIo};
 use nvmf_controller::config::{
-    default_serial, parse_direct, BackendSpec, NamespaceConfig, SubsystemConfig, DEFAULT_SUBNQN,
+    default_serial, parse_direct, BackendSpec, HostConfig, NamespaceConfig, SubsystemConfig,
+    DEFAULT_SUBNQN,
 };
 use nvmf_controller::{Target, TargetConfig};
 use nvmf_transport::TransportAddr;
@@ -43,11 +44,17 @@ pub struct TargetArgs {
     /// Logical block size of quick-mode namespaces.
     #[arg(long, default_value_t = 512, value_parser = parse_block_size)]
     pub block_size: u32,
-    /// Host NQN allowed to connect (repeatable; default: any host).
+    /// Host NQN allowed to connect, without authentication (repeatable; default: any host).
     #[arg(long, value_name = "NQN")]
     pub allow_host: Vec<String>,
+    /// A host allowed to connect, with its DH-HMAC-CHAP secrets (repeatable):
+    /// `NQN[,dhchap-secret=DHHC-1:…][,dhchap-ctrl-secret=DHHC-1:…][,dhchap-hash=sha256|sha384|sha512][,dhchap-dhgroup=null|ffdhe2048|…]`.
+    /// With a secret, the host must authenticate every queue; with a controller
+    /// secret, the target proves itself too. Keys as `nvme gen-dhchap-key` prints them.
+    #[arg(long, value_name = "NQN[,dhchap-secret=KEY,…]")]
+    pub host: Vec<String>,
     /// TOML configuration file (see docs/target.md); SIGHUP reloads it.
-    #[arg(long, short = 'C', value_name = "FILE", conflicts_with_all = ["subnqn", "memory", "null", "file", "device", "allow_host"])]
+    #[arg(long, short = 'C', value_name = "FILE", conflicts_with_all = ["subnqn", "memory", "null", "file", "device", "allow_host", "host"])]
     pub config: Option<PathBuf>,
     /// Also serve discovery on this address (default 127.0.0.1:8009 for the embedded default).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -120,6 +127,19 @@ fn parse_file_arg(s: &str) -> anyhow::Result<(PathBuf, Option<u64>, DirectIo)> {
     Ok((PathBuf::from(path), size, direct))
 }
 
+/// The hosts of `--allow-host` and `--host`, in that order.
+fn quick_hosts(a: &TargetArgs) -> anyhow::Result<Vec<HostConfig>> {
+    let mut v: Vec<HostConfig> = a.allow_host.iter().map(HostConfig::plain).collect();
+    for h in &a.host {
+        v.push(
+            HostConfig::parse_flag(h)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--host {}", h.split(',').next().unwrap_or_default()))?,
+        );
+    }
+    Ok(v)
+}
+
 fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(TargetConfig, bool)> {
     if let Some(path) = &a.config {
         let mut cfg = TargetConfig::from_file(path)?;
@@ -133,8 +153,11 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
     }
     let mut cfg = TargetConfig::embedded_default();
     let nss = ordered_namespaces(m, a);
-    let quick =
-        !nss.is_empty() || a.subnqn.is_some() || !a.listen.is_empty() || !a.allow_host.is_empty();
+    let quick = !nss.is_empty()
+        || a.subnqn.is_some()
+        || !a.listen.is_empty()
+        || !a.allow_host.is_empty()
+        || !a.host.is_empty();
     if !a.listen.is_empty() {
         cfg.listen = parse_addrs(&a.listen, "--listen")?;
         // The default discovery port follows the first listen address's IP.
@@ -194,7 +217,7 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
             serial: default_serial(&nqn),
             model: "nvmf-rs".into(),
             nqn,
-            allowed_hosts: a.allow_host.clone(),
+            hosts: quick_hosts(a)?,
             namespaces,
         }];
     }
