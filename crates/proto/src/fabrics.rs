@@ -230,6 +230,36 @@ impl AuthCommand {
         }
     }
 
+    /// The fields of a DH-HMAC-CHAP Authentication Send (TL = `len`) or
+    /// Receive (AL = `len`): SECP E9h, SPSP0 01h, SPSP1 01h, as the Linux host
+    /// sends them (`nvme_auth_submit`).
+    pub fn dhchap(len: u32) -> Self {
+        Self {
+            spsp0: crate::auth::SPSP0_DHCHAP,
+            spsp1: crate::auth::SPSP1_DHCHAP,
+            secp: crate::auth::SECP_NVME_AUTH,
+            length: len,
+        }
+    }
+
+    /// nvmet's checks of an Authentication Send/Receive before it looks at the
+    /// data: SECP E9h, SPSP0 01h, SPSP1 01h and a non-zero TL/AL. `Err` holds
+    /// the byte offset of the bad field in the SQE, for the error log; complete
+    /// the command with Invalid Field in Command and DNR.
+    pub fn check_dhchap(&self) -> Result<(), u16> {
+        if self.secp != crate::auth::SECP_NVME_AUTH {
+            Err(AUTH_SECP_OFFSET)
+        } else if self.spsp0 != crate::auth::SPSP0_DHCHAP {
+            Err(AUTH_SPSP0_OFFSET)
+        } else if self.spsp1 != crate::auth::SPSP1_DHCHAP {
+            Err(AUTH_SPSP1_OFFSET)
+        } else if self.length == 0 {
+            Err(AUTH_LENGTH_OFFSET)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Builds the SQE for Authentication Send (`send`) or Receive.
     pub fn to_sqe(&self, send: bool) -> Sqe {
         let mut s = Sqe::new(admin_opcode::FABRICS);
@@ -249,6 +279,33 @@ impl AuthCommand {
         };
         s
     }
+}
+
+/// Byte offset of SPSP0 in an Authentication Send/Receive SQE.
+pub const AUTH_SPSP0_OFFSET: u16 = 41;
+/// Byte offset of SPSP1 in an Authentication Send/Receive SQE.
+pub const AUTH_SPSP1_OFFSET: u16 = 42;
+/// Byte offset of SECP in an Authentication Send/Receive SQE.
+pub const AUTH_SECP_OFFSET: u16 = 43;
+/// Byte offset of TL (Send) / AL (Receive) in an Authentication Send/Receive SQE.
+pub const AUTH_LENGTH_OFFSET: u16 = 44;
+
+/// AUTHREQ bits of a successful Connect's completion DW0 (NVMe-oF 1.1a Figure 21,
+/// TP 8006; Linux `NVME_CONNECT_AUTHREQ_*`): bits 15:0 are CNTLID, bits 31:16
+/// AUTHREQ.
+pub mod authreq {
+    /// ATR, DW0 bit 17: authentication required (DH-HMAC-CHAP on this queue
+    /// before other commands; nvmet answers them with Authentication Required).
+    pub const ATR: u32 = 1 << 17;
+    /// ASCR, DW0 bit 18: authentication and secure channel required (secure
+    /// channel concatenation, TP 8018).
+    pub const ASCR: u32 = 1 << 18;
+}
+
+/// Completion DW0 of a successful Connect: CNTLID and, when the queue must be
+/// authenticated, ATR (nvmet's `nvmet_connect_result`).
+pub fn connect_response_dw0(cntlid: u16, auth_required: bool) -> u32 {
+    u32::from(cntlid) | if auth_required { authreq::ATR } else { 0 }
 }
 
 #[cfg(test)]
@@ -301,6 +358,34 @@ mod tests {
             a.to_sqe(false).data_direction(),
             crate::sqe::DataDirection::ControllerToHost
         );
+    }
+
+    #[test]
+    fn dhchap_auth_fields_where_linux_puts_them() {
+        let s = AuthCommand::dhchap(72).to_sqe(true);
+        let b = s.encode();
+        assert_eq!((b[0], b[4]), (0x7F, fctype::AUTH_SEND));
+        assert_eq!(
+            &b[40..48],
+            &[0x00, 0x01, 0x01, 0xE9, 72, 0, 0, 0],
+            "rsvd @40, SPSP0 @41, SPSP1 @42, SECP @43, TL @44"
+        );
+        assert_eq!(AuthCommand::from_sqe(&s).check_dhchap(), Ok(()));
+        let r = AuthCommand::dhchap(4096).to_sqe(false);
+        assert_eq!(r.encode()[4], fctype::AUTH_RECV);
+        assert_eq!(&r.encode()[44..48], &4096u32.to_le_bytes());
+        let mut bad = AuthCommand::dhchap(8);
+        bad.spsp1 = 2;
+        assert_eq!(bad.check_dhchap(), Err(AUTH_SPSP1_OFFSET));
+        assert_eq!(
+            AuthCommand::dhchap(0).check_dhchap(),
+            Err(AUTH_LENGTH_OFFSET)
+        );
+        bad.secp = 0xEA;
+        assert_eq!(bad.check_dhchap(), Err(AUTH_SECP_OFFSET));
+        // Linux 6.12 nvmet answered a Connect needing authentication with 0x00020001.
+        assert_eq!(connect_response_dw0(1, true), 0x0002_0001);
+        assert_eq!(connect_response_dw0(1, false), 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cqe;
 pub mod fabrics;
 pub mod features;
