@@ -56,7 +56,8 @@ impl QueueTask {
                 fctype::PROPERTY_SET => self.property_set(sqe),
                 fctype::CONNECT => fail(cid, Status::COMMAND_SEQUENCE_ERROR.dnr()),
                 fctype::DISCONNECT => fail(cid, Status::INVALID_QUEUE_TYPE.dnr()),
-                fctype::AUTH_SEND | fctype::AUTH_RECV => fail(cid, Status::INVALID_OPCODE.dnr()),
+                fctype::AUTH_SEND => self.auth_command(sqe, data, buffer_len, true),
+                fctype::AUTH_RECV => self.auth_command(sqe, data, buffer_len, false),
                 _ => fail(cid, Status::INVALID_OPCODE.dnr()),
             };
         }

@@ -2,7 +2,18 @@
 //! checks of a host entry's secrets and algorithm names, and the per-queue
 //! state that gates commands until the queue has authenticated.
 
+use bytes::Bytes;
+use nvmf_backend::SharedData;
+use nvmf_proto::auth::{
+    AuthFailure, ControllerAuth, ControllerConfig, DhGroup, DhchapSecret, HashId,
+};
+use nvmf_proto::fabrics::{fctype, AuthCommand};
+use nvmf_proto::sqe::admin_opcode;
+use nvmf_proto::{Cqe, Sqe, Status};
+use tracing::{info, warn};
+
 use crate::config::HostConfig;
+use crate::queue::{Outcome, QueueTask};
 
 /// Hash function names accepted in `dhchap_hash` (NVMe Base 2.0 Figure 416).
 pub const HASH_NAMES: [&str; 3] = ["sha256", "sha384", "sha512"];
@@ -43,6 +54,19 @@ pub fn validate_host(h: &HostConfig) -> Result<(), (&'static str, String)> {
             ));
         }
     }
+    for (field, secret) in [
+        ("dhchap_secret", &h.dhchap_secret),
+        ("dhchap_ctrl_secret", &h.dhchap_ctrl_secret),
+    ] {
+        if let Some(s) = secret {
+            DhchapSecret::parse(&s.0).map_err(|e| {
+                (
+                    field,
+                    format!("{e} (expected DHHC-1:hh:base64: as `nvme gen-dhchap-key` prints it)"),
+                )
+            })?;
+        }
+    }
     if h.dhchap_ctrl_secret.is_some() && h.dhchap_secret.is_none() {
         return Err((
             "dhchap_ctrl_secret",
@@ -50,4 +74,153 @@ pub fn validate_host(h: &HostConfig) -> Result<(), (&'static str, String)> {
         ));
     }
     Ok(())
+}
+
+/// The hash IDs of a host entry's `dhchap_hash` names (all three when empty),
+/// in the order given: the target picks the first one the host offers.
+pub fn hashes_of(h: &HostConfig) -> Vec<HashId> {
+    if h.dhchap_hashes.is_empty() {
+        return HashId::ALL.to_vec();
+    }
+    h.dhchap_hashes
+        .iter()
+        .filter_map(|n| {
+            HashId::ALL
+                .into_iter()
+                .find(|id| hash_name(id.name()) == hash_name(n))
+        })
+        .collect()
+}
+
+/// The DH groups of a host entry's `dhchap_dhgroup` names (all six when empty).
+pub fn dhgroups_of(h: &HostConfig) -> Vec<DhGroup> {
+    if h.dhchap_dhgroups.is_empty() {
+        return DhGroup::ALL.to_vec();
+    }
+    h.dhchap_dhgroups
+        .iter()
+        .filter_map(|n| DhGroup::ALL.into_iter().find(|g| g.name() == n.as_str()))
+        .collect()
+}
+
+/// The authentication state machine for one queue of `host`, when its entry
+/// holds a secret; `None`: the queue needs no authentication.
+pub fn queue_auth(
+    host: Option<&HostConfig>,
+    subnqn: &str,
+    qid: u16,
+) -> Option<Box<ControllerAuth>> {
+    let h = host?;
+    let secret = DhchapSecret::parse(&h.dhchap_secret.as_ref()?.0).ok()?;
+    let mut cfg = ControllerConfig::new(secret, &h.nqn, subnqn, qid);
+    cfg.ctrl_secret = h
+        .dhchap_ctrl_secret
+        .as_ref()
+        .and_then(|s| DhchapSecret::parse(&s.0).ok());
+    cfg.hashes = hashes_of(h);
+    cfg.dh_groups = dhgroups_of(h);
+    Some(Box::new(ControllerAuth::new(cfg)))
+}
+
+impl QueueTask {
+    /// True while this queue must authenticate before running `sqe`: only
+    /// Authentication Send/Receive run on a queue whose host has a secret and
+    /// has not authenticated yet (NVMe Base 2.0 §8.13.1; status Authentication
+    /// Required).
+    pub(crate) fn auth_blocks(&self, sqe: &Sqe) -> bool {
+        match &self.auth {
+            Some(a) if !a.is_authenticated() => {
+                !(sqe.opcode == admin_opcode::FABRICS
+                    && matches!(sqe.fctype(), fctype::AUTH_SEND | fctype::AUTH_RECV))
+            }
+            _ => false,
+        }
+    }
+
+    /// Authentication Send (`send`) or Receive on any queue (NVMe-oF 1.1a
+    /// §6.3, TP 8006), in nvmet's manner: bad SECP/SPSP/length fields fail the
+    /// command; a bad or refused message still completes with success, and the
+    /// host learns the outcome from AUTH_Failure1 on its next Receive.
+    pub(crate) fn auth_command(
+        &mut self,
+        sqe: &Sqe,
+        data: &[Bytes],
+        buffer_len: u32,
+        send: bool,
+    ) -> Outcome {
+        let cid = sqe.cid;
+        let cmd = AuthCommand::from_sqe(sqe);
+        if cmd.check_dhchap().is_err() {
+            return Outcome::Complete(Cqe::new(cid, Status::INVALID_FIELD.dnr()));
+        }
+        let Some(auth) = self.auth.as_mut() else {
+            // No secret for this host: nothing to authenticate (nvmet answers
+            // the same way when the host has no key).
+            return Outcome::Complete(Cqe::new(cid, Status::INVALID_FIELD.dnr()));
+        };
+        let hostnqn = self
+            .ctrl
+            .as_ref()
+            .map(|c| c.hostnqn.clone())
+            .unwrap_or_default();
+        if send {
+            let payload: Vec<u8> = data.iter().flat_map(|b| b.iter().copied()).collect();
+            if payload.len() != cmd.length as usize {
+                return Outcome::Complete(Cqe::new(cid, Status::INVALID_FIELD.dnr()));
+            }
+            let was = auth.is_authenticated();
+            match auth.handle_send(&payload) {
+                Ok(()) => {
+                    if auth.is_authenticated() && !was {
+                        let (h, g) = auth.negotiated().unwrap_or((HashId::Sha256, DhGroup::Null));
+                        info!(peer = %self.peer, hostnqn = %hostnqn, qid = auth.qid(),
+                              "host authenticated (DH-HMAC-CHAP, hash {}, DH group {}, bidirectional)", h, g.name());
+                    }
+                }
+                Err(f) => self.auth_failed(f),
+            }
+            return Outcome::Complete(Cqe::new(cid, Status::SUCCESS));
+        }
+        let was = auth.is_authenticated();
+        match auth.handle_receive(cmd.length) {
+            Ok(msg) => {
+                if auth.is_authenticated() && !was {
+                    let (h, g) = auth.negotiated().unwrap_or((HashId::Sha256, DhGroup::Null));
+                    info!(peer = %self.peer, hostnqn = %hostnqn, qid = auth.qid(),
+                          "host authenticated (DH-HMAC-CHAP, hash {}, DH group {})", h, g.name());
+                }
+                if auth.is_finished() && auth.failure().is_some() {
+                    // Failure1 handed out: the association ends once it is sent.
+                    self.close_after_flush = true;
+                }
+                // nvmet transfers AL bytes: the message, then zeroes.
+                let n = cmd.length.min(buffer_len) as usize;
+                let mut out = msg;
+                out.resize(n, 0);
+                Outcome::Read(
+                    SharedData::One(Bytes::from(out)),
+                    Cqe::new(cid, Status::SUCCESS),
+                )
+            }
+            Err(e) => {
+                warn!(peer = %self.peer, hostnqn = %hostnqn, "Authentication Receive: {e}");
+                Outcome::Complete(Cqe::new(cid, Status::INVALID_FIELD.dnr()))
+            }
+        }
+    }
+
+    fn auth_failed(&mut self, f: AuthFailure) {
+        let hostnqn = self
+            .ctrl
+            .as_ref()
+            .map(|c| c.hostnqn.clone())
+            .unwrap_or_default();
+        let qid = self.auth.as_ref().map(|a| a.qid()).unwrap_or_default();
+        warn!(peer = %self.peer, hostnqn = %hostnqn, qid, "authentication failed: {f}");
+        if matches!(f, AuthFailure::PeerReported(_)) {
+            // The host ended the transaction with AUTH_Failure2: nothing more
+            // will come on this queue.
+            self.close_after_flush = true;
+        }
+    }
 }

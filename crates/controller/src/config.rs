@@ -698,6 +698,10 @@ mod tests {
                 "dhchap_ctrl_secret",
             ),
             (
+                r#"{ nqn = "nqn.2024-01.io.test:x", dhchap_secret = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaS:" }"#,
+                "dhchap_secret",
+            ),
+            (
                 r#""nqn.2024-01.io.test:a", "nqn.2024-01.io.test:a""#,
                 "listed twice",
             ),

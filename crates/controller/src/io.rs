@@ -159,6 +159,8 @@ impl QueueTask {
                     self.close_after_flush = true;
                     Outcome::Complete(Cqe::new(cid, Status::SUCCESS))
                 }
+                fctype::AUTH_SEND => self.auth_command(sqe, data, buffer_len, true),
+                fctype::AUTH_RECV => self.auth_command(sqe, data, buffer_len, false),
                 _ => Outcome::Complete(Cqe::new(cid, Status::COMMAND_SEQUENCE_ERROR.dnr())),
             };
         }

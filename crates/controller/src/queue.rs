@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nvmf_backend::SharedData;
 use nvmf_proto::fabrics::{
-    connect_invalid_param_dw0, fctype, ConnectCommand, ConnectData, CNTLID_DYNAMIC, DISCOVERY_NQN,
+    connect_invalid_param_dw0, connect_response_dw0, fctype, ConnectCommand, ConnectData,
+    CNTLID_DYNAMIC, DISCOVERY_NQN,
 };
 use nvmf_proto::log::ErrorLogEntry;
 use nvmf_proto::registers::{Cc, Csts};
@@ -100,6 +101,8 @@ pub(crate) struct QueueTask {
     pub recv_progress: (u64, Instant),
     /// The host sent a malformed PDU or missed a deadline.
     pub misbehaved: bool,
+    /// DH-HMAC-CHAP state of this queue, when its host must authenticate.
+    pub auth: Option<Box<nvmf_proto::auth::ControllerAuth>>,
 }
 
 /// A tiny CID map for commands waiting on data.
@@ -142,6 +145,7 @@ impl QueueTask {
             send_progress: (0, Instant::now()),
             recv_progress: (0, Instant::now()),
             misbehaved: false,
+            auth: None,
         };
         let started = Instant::now();
         let mut admin_rx: Option<mpsc::UnboundedReceiver<AdminSignal>> = None;
@@ -362,6 +366,11 @@ impl QueueTask {
 
     /// Runs a command whose data (if it sends any) is all here.
     fn execute(&mut self, sqe: Sqe, data: Vec<Bytes>, buffer_len: u32) {
+        if self.auth_blocks(&sqe) {
+            let st = Status::AUTH_REQUIRED.dnr();
+            self.finish_cmd(&sqe, Outcome::Complete(Cqe::new(sqe.cid, st)));
+            return;
+        }
         let outcome = match &self.role {
             Role::New => self.before_connect(&sqe, &data),
             Role::Admin(_) => self.admin_command(&sqe, &data, buffer_len),
@@ -520,7 +529,12 @@ impl QueueTask {
                 "association created (admin queue)"
             );
             let mut c = Cqe::new(cid, Status::SUCCESS);
-            c.dw0 = u32::from(ctrl.cntlid);
+            self.auth = if is_disc {
+                None
+            } else {
+                crate::auth::queue_auth(subsys.host(&cd.hostnqn).as_ref(), &subsys.nqn, 0)
+            };
+            c.dw0 = connect_response_dw0(ctrl.cntlid, self.auth.is_some());
             self.ctrl = Some(ctrl);
             self.refresh_ns();
             return c;
@@ -561,7 +575,10 @@ impl QueueTask {
             digests = ?self.digests, sq_flow_control = sqfc, "I/O queue connected"
         );
         let mut c = Cqe::new(cid, Status::SUCCESS);
-        c.dw0 = u32::from(ctrl.cntlid);
+        // Every I/O queue authenticates too, as Linux's host and nvmet do.
+        self.auth =
+            crate::auth::queue_auth(subsys.host(&cd.hostnqn).as_ref(), &subsys.nqn, cmd.qid);
+        c.dw0 = connect_response_dw0(ctrl.cntlid, self.auth.is_some());
         ctrl.touch();
         self.ctrl = Some(ctrl);
         self.refresh_ns();

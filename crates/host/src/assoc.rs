@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nvmf_proto::fabrics::{
-    ConnectCommand, ConnectData, PropertyCommand, CNTLID_DYNAMIC, DISCOVERY_NQN,
+    authreq, ConnectCommand, ConnectData, PropertyCommand, CNTLID_DYNAMIC, DISCOVERY_NQN,
 };
 use nvmf_proto::features::{fid, number_of_queues};
 use nvmf_proto::identify::{cns, IdentifyController, IdentifyNamespace};
@@ -253,6 +253,7 @@ async fn fabrics_connect(
             hint: connect_hint(opts, &c),
         });
     }
+    crate::auth::authenticate(conn, opts, qid, c.cqe.dw0 & authreq::ATR != 0).await?;
     Ok((c.cqe.dw0 & 0xffff) as u16)
 }
 

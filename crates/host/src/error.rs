@@ -43,6 +43,20 @@ pub enum Error {
         /// A hint on how to fix it.
         hint: String,
     },
+    /// DH-HMAC-CHAP authentication of a queue failed or was required and not possible.
+    #[error("authentication with {subnqn} at {addr} failed on queue {qid}: {reason}{hint}")]
+    Authentication {
+        /// The address.
+        addr: String,
+        /// The subsystem NQN.
+        subnqn: String,
+        /// The queue.
+        qid: u16,
+        /// What failed.
+        reason: String,
+        /// How to fix it.
+        hint: String,
+    },
     /// The controller did not become ready (CSTS.RDY) in time, or reported fatal status.
     #[error("the controller did not become ready: {0}")]
     NotReady(String),

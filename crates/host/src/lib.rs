@@ -13,6 +13,7 @@
 //! connection driven directly by its owner. [`discover`] reads a discovery log.
 
 mod assoc;
+mod auth;
 mod controller;
 mod discovery;
 mod error;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use nvmf_proto::auth::DhchapSecret;
 use nvmf_proto::fabrics::DISCOVERY_NQN;
 use nvmf_transport::TransportAddr;
 
@@ -41,6 +42,12 @@ pub struct ConnectOptions {
     pub ctrl_loss_tmo: Option<Duration>,
     /// Delay between reconnect attempts.
     pub reconnect_delay: Duration,
+    /// The host's DH-HMAC-CHAP secret (`nvme connect --dhchap-secret`), used
+    /// when the controller asks for authentication.
+    pub dhchap_secret: Option<DhchapSecret>,
+    /// The controller's secret (`--dhchap-ctrl-secret`): the controller must
+    /// prove it knows it (bidirectional authentication).
+    pub dhchap_ctrl_secret: Option<DhchapSecret>,
 }
 
 impl ConnectOptions {
@@ -66,6 +73,8 @@ impl ConnectOptions {
             data_digest: false,
             ctrl_loss_tmo: Some(DEFAULT_CTRL_LOSS_TMO),
             reconnect_delay: DEFAULT_RECONNECT_DELAY,
+            dhchap_secret: None,
+            dhchap_ctrl_secret: None,
             subnqn,
         }
     }

@@ -368,6 +368,14 @@ pub fn options_from(req: &Value) -> anyhow::Result<ConnectOptions> {
         .get("data_digest")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    o.dhchap_secret = super::parse_secret(
+        req.get("dhchap_secret").and_then(Value::as_str),
+        "dhchap_secret",
+    )?;
+    o.dhchap_ctrl_secret = super::parse_secret(
+        req.get("dhchap_ctrl_secret").and_then(Value::as_str),
+        "dhchap_ctrl_secret",
+    )?;
     Ok(o)
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use nvmf_host::{ConnectOptions, TransportAddr};
+use nvmf_proto::auth::DhchapSecret;
 use nvmf_proto::identify::{IdentifyController, IdentifyNamespace};
 use nvmf_proto::log::SmartLog;
 use serde_json::{json, Value};
@@ -62,6 +63,14 @@ pub struct Fabric {
     /// Ask for the NVMe/TCP data digest.
     #[arg(short = 'G', long = "data-digest")]
     pub data_digest: bool,
+    /// The host's DH-HMAC-CHAP secret (`DHHC-1:hh:…:`, as `nvme gen-dhchap-key`
+    /// prints it), for a controller that requires authentication.
+    #[arg(short = 'S', long = "dhchap-secret", value_name = "KEY")]
+    pub dhchap_secret: Option<String>,
+    /// The controller's DH-HMAC-CHAP secret: the controller must prove it
+    /// knows it (bidirectional authentication).
+    #[arg(short = 'C', long = "dhchap-ctrl-secret", value_name = "KEY")]
+    pub dhchap_ctrl_secret: Option<String>,
 }
 
 impl Fabric {
@@ -90,8 +99,26 @@ impl Fabric {
         }
         o.hdr_digest = self.hdr_digest;
         o.data_digest = self.data_digest;
+        o.dhchap_secret = parse_secret(self.dhchap_secret.as_deref(), "--dhchap-secret")?;
+        o.dhchap_ctrl_secret =
+            parse_secret(self.dhchap_ctrl_secret.as_deref(), "--dhchap-ctrl-secret")?;
+        if o.dhchap_ctrl_secret.is_some() && o.dhchap_secret.is_none() {
+            bail!("--dhchap-ctrl-secret needs --dhchap-secret too (the host authenticates first)");
+        }
         Ok(o)
     }
+}
+
+/// Parses a `DHHC-1` secret given as `flag` (the message never shows the key).
+pub(crate) fn parse_secret(s: Option<&str>, flag: &str) -> anyhow::Result<Option<DhchapSecret>> {
+    s.map(|s| {
+        DhchapSecret::parse(s).map_err(|e| {
+            anyhow!(
+                "{flag}: {e} (give the key as `nvme gen-dhchap-key` prints it: DHHC-1:hh:base64:)"
+            )
+        })
+    })
+    .transpose()
 }
 
 fn parse_uuid(s: &str) -> anyhow::Result<[u8; 16]> {
@@ -283,6 +310,8 @@ fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
         "hostid": fmt::hex(&o.hostid),
         "hdr_digest": o.hdr_digest,
         "data_digest": o.data_digest,
+        "dhchap_secret": o.dhchap_secret.as_ref().map(|k| k.to_dhhc1().to_string()),
+        "dhchap_ctrl_secret": o.dhchap_ctrl_secret.as_ref().map(|k| k.to_dhhc1().to_string()),
         "nr_io_queues": t.nr_io_queues,
         "queue_size": t.queue_size,
         "kato_ms": t.keep_alive_tmo.map(|k| k.saturating_mul(1000)),
