@@ -153,6 +153,10 @@ impl QueueTask {
         if cmd.check_dhchap().is_err() {
             return Outcome::Complete(Cqe::new(cid, Status::INVALID_FIELD.dnr()));
         }
+        if send && self.auth.as_ref().is_some_and(|a| a.is_authenticated()) {
+            // Re-authentication: it gets its own deadline.
+            self.auth_since = Some(std::time::Instant::now());
+        }
         let Some(auth) = self.auth.as_mut() else {
             // No secret for this host: nothing to authenticate (nvmet answers
             // the same way when the host has no key).

@@ -103,6 +103,9 @@ pub(crate) struct QueueTask {
     pub misbehaved: bool,
     /// DH-HMAC-CHAP state of this queue, when its host must authenticate.
     pub auth: Option<Box<nvmf_proto::auth::ControllerAuth>>,
+    /// When the queue's Connect asked for authentication: the queue must
+    /// finish it within the Connect deadline (limits.connect_timeout_ms).
+    pub auth_since: Option<Instant>,
 }
 
 /// A tiny CID map for commands waiting on data.
@@ -146,6 +149,7 @@ impl QueueTask {
             recv_progress: (0, Instant::now()),
             misbehaved: false,
             auth: None,
+            auth_since: None,
         };
         let started = Instant::now();
         let mut admin_rx: Option<mpsc::UnboundedReceiver<AdminSignal>> = None;
@@ -186,7 +190,7 @@ impl QueueTask {
             // Backpressure: while the host leaves responses unread, take no new
             // commands (they wait in the socket, in the host's send buffer).
             let read = !t.backlogged() && !t.conn.queue.has_events();
-            let needs_tick = !matches!(t.role, Role::Io(_)) || has_tx;
+            let needs_tick = !matches!(t.role, Role::Io(_)) || has_tx || t.auth_pending();
             tokio::select! {
                 r = t.conn.ready_for(read, has_tx) => match r {
                     Ok(r) => if let Err(e) = t.conn.drive(r) { break format!("{e}") },
@@ -248,6 +252,17 @@ impl QueueTask {
             self.recv_progress = (read, Instant::now());
         }
         let elapsed = started.elapsed().as_millis() as u64;
+        if self.auth_pending() {
+            let waited = self
+                .auth_since
+                .map_or(0, |t| t.elapsed().as_millis() as u64);
+            let limit = self.ctx.limits.connect_timeout_ms;
+            if waited > limit {
+                warn!(peer = %self.peer, "authentication failed: not completed within {limit} ms of Connect; closing");
+                self.misbehaved = true;
+                return Some("authentication not completed in time".into());
+            }
+        }
         match &self.role {
             Role::New => {
                 let limit = if self.digests_known() {
@@ -290,6 +305,11 @@ impl QueueTask {
             }
             Role::Io(_) => None,
         }
+    }
+
+    /// True while the queue must still authenticate.
+    fn auth_pending(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| !a.is_authenticated())
     }
 
     fn digests_known(&self) -> bool {
@@ -535,6 +555,7 @@ impl QueueTask {
                 crate::auth::queue_auth(subsys.host(&cd.hostnqn).as_ref(), &subsys.nqn, 0)
             };
             c.dw0 = connect_response_dw0(ctrl.cntlid, self.auth.is_some());
+            self.auth_since = self.auth.as_ref().map(|_| Instant::now());
             self.ctrl = Some(ctrl);
             self.refresh_ns();
             return c;
@@ -579,6 +600,7 @@ impl QueueTask {
         self.auth =
             crate::auth::queue_auth(subsys.host(&cd.hostnqn).as_ref(), &subsys.nqn, cmd.qid);
         c.dw0 = connect_response_dw0(ctrl.cntlid, self.auth.is_some());
+        self.auth_since = self.auth.as_ref().map(|_| Instant::now());
         ctrl.touch();
         self.ctrl = Some(ctrl);
         self.refresh_ns();

@@ -172,7 +172,9 @@ async fn refusals_end_only_that_connection() {
 /// the controller answer AUTH_Failure1 and end the association.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skipped_or_malformed_authentication() {
-    let (_t, addr) = start(&config(vec![host(KEY_SHA256, None, &[], &[])])).await;
+    let mut cfg = config(vec![host(KEY_SHA256, None, &[], &[])]);
+    cfg.limits.connect_timeout_ms = 1500;
+    let (_t, addr) = start(&cfg).await;
     let raw_connect = || async {
         let mut c = HostConnection::connect(&addr, HostQueueConfig::default())
             .await
@@ -265,6 +267,29 @@ async fn skipped_or_malformed_authentication() {
         closed,
         Ok(true),
         "the association must end after AUTH_Failure1"
+    );
+
+    // A host that connects and never authenticates is closed at the Connect
+    // deadline.
+    let mut c = raw_connect().await;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if c.execute(
+                PropertyCommand::get_sqe(registers::CAP, true),
+                HostData::None,
+            )
+            .await
+            .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "an unauthenticated queue outlived the deadline"
     );
 
     // The target still authenticates the next host.
