@@ -295,3 +295,100 @@ async fn skipped_or_malformed_authentication() {
     // The target still authenticates the next host.
     write_read(opts(addr, HOST, Some(KEY_SHA256), None), 9).await;
 }
+
+/// Runs one DH-HMAC-CHAP transaction on a raw queue; true if it succeeded.
+async fn transaction(c: &mut HostConnection, key: &str, t_id: u16) -> bool {
+    use nvmf_proto::auth::{HostAuth, HostConfig as AuthHost, Step};
+    let mut a = HostAuth::new(AuthHost::new(
+        DhchapSecret::parse(key).unwrap(),
+        HOST,
+        NQN,
+        0,
+        t_id,
+    ));
+    loop {
+        match a.next_step() {
+            Step::Send(m) => {
+                let r = c
+                    .execute(
+                        AuthCommand::dhchap(m.len() as u32).to_sqe(true),
+                        HostData::ToController(Bytes::from(m)),
+                    )
+                    .await
+                    .unwrap();
+                assert!(r.cqe.status.is_success());
+            }
+            Step::Receive(al) => {
+                let r = c
+                    .execute(
+                        AuthCommand::dhchap(al).to_sqe(false),
+                        HostData::FromController(al),
+                    )
+                    .await
+                    .unwrap();
+                assert!(r.cqe.status.is_success());
+                a.received(&r.data_contiguous());
+            }
+            Step::Done => return true,
+            Step::Failed(_) => return false,
+        }
+    }
+}
+
+/// Re-authentication (NVMe Base 2.0 §8.13.5): a new AUTH_Negotiate on a queue
+/// that has authenticated starts a new transaction, and the queue works after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauthentication_on_a_live_queue() {
+    let (_t, addr) = start(&config(vec![host(KEY_SHA384, None, &[], &["ffdhe2048"])])).await;
+    let mut c = HostConnection::connect(&addr, HostQueueConfig::default())
+        .await
+        .unwrap();
+    let cmd = ConnectCommand {
+        recfmt: 0,
+        qid: 0,
+        sqsize: 31,
+        cattr: 0,
+        kato: 30_000,
+    };
+    let data = ConnectData {
+        hostid: [5; 16],
+        cntlid: CNTLID_DYNAMIC,
+        subnqn: NQN.into(),
+        hostnqn: HOST.into(),
+    };
+    let r = c
+        .execute(
+            cmd.to_sqe(),
+            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
+        )
+        .await
+        .unwrap();
+    assert_ne!(r.cqe.dw0 & authreq::ATR, 0);
+    let cap = || PropertyCommand::get_sqe(registers::CAP, true);
+    assert!(transaction(&mut c, KEY_SHA384, 1).await);
+    assert!(c
+        .execute(cap(), HostData::None)
+        .await
+        .unwrap()
+        .cqe
+        .status
+        .is_success());
+    assert!(
+        transaction(&mut c, KEY_SHA384, 2).await,
+        "re-authentication failed"
+    );
+    assert!(c
+        .execute(cap(), HostData::None)
+        .await
+        .unwrap()
+        .cqe
+        .status
+        .is_success());
+    // A re-authentication with the wrong key fails and ends the association.
+    assert!(!transaction(&mut c, KEY_PLAIN, 3).await);
+    let gone = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        c.execute(cap(), HostData::None).await.is_err()
+    })
+    .await;
+    assert_eq!(gone, Ok(true));
+}
