@@ -16,6 +16,8 @@
 #   NVMEVM_SHELL=1|0           drop to an interactive shell before powering off
 #   NVMEVM_CAPTURE=1|0         tcpdump lo tcp ports 4420-4430 for the whole run, copied
 #                              to /mnt/host/capture.pcap at the end
+#   NVMEVM_TRACK=stable|backports|trixie   (trixie: Debian 13 userland, extra modules)
+#   NVMEVM_SELFTESTS="auth tls ..."  built-in self-tests (/lib/nvme-vm/selftest.sh)
 # Shared helper functions live in /lib/nvme-vm/lib.sh (also usable by
 # user scripts: ". /lib/nvme-vm/lib.sh").
 
@@ -55,7 +57,14 @@ nvmevm_hostnqn
 [ "${NVMEVM_CAPTURE:-0}" = 1 ] && nvmevm_capture_start /tmp/capture.pcap
 [ "${NVMEVM_TARGET:-1}" = 1 ] && nvmevm_target_setup
 [ "${NVMEVM_BUILTIN:-1}" = 1 ] && nvmevm_builtin_test
-[ "${NVMEVM_UBLK:-1}" = 1 ] && nvmevm_ublk_check
+case " ${NVMEVM_SELFTESTS:-} " in
+    *" ublk "*) ;;                      # the ublk self-test covers it
+    *) [ "${NVMEVM_UBLK:-1}" = 1 ] && nvmevm_ublk_check ;;
+esac
+if [ -n "${NVMEVM_SELFTESTS:-}" ]; then
+    . /lib/nvme-vm/selftest.sh
+    nvmevm_selftests $NVMEVM_SELFTESTS
+fi
 
 if [ -n "${NVMEVM_SCRIPT:-}" ]; then
     echo "NVMEVM: ===== running user script $NVMEVM_SCRIPT ====="
