@@ -11,7 +11,8 @@
 #   NVMEVM_TARGET=1|0          configure the kernel nvmet target (configfs)
 #   NVMEVM_BUILTIN=1|0         run the built-in nvme-cli loopback test
 #   NVMEVM_UBLK=1|0            try to load ublk_drv and look for /dev/ublk-control
-#   NVMEVM_SCRIPT=/extra/...   user script to run after the built-in steps
+#   NVMEVM_SCRIPT="/extra/..." user script(s) to run after the built-in steps (space
+#                              separated, run in order)
 #   NVMEVM_SHARE=1|0           mount the 9p share "hostshare" at /mnt/host
 #   NVMEVM_SHELL=1|0           drop to an interactive shell before powering off
 #   NVMEVM_CAPTURE=1|0         tcpdump lo tcp ports 4420-4430 for the whole run, copied
@@ -66,13 +67,13 @@ if [ -n "${NVMEVM_SELFTESTS:-}" ]; then
     nvmevm_selftests $NVMEVM_SELFTESTS
 fi
 
-if [ -n "${NVMEVM_SCRIPT:-}" ]; then
-    echo "NVMEVM: ===== running user script $NVMEVM_SCRIPT ====="
-    chmod +x "$NVMEVM_SCRIPT" 2>/dev/null
-    (cd /extra && sh "$NVMEVM_SCRIPT")
+for _script in ${NVMEVM_SCRIPT:-}; do
+    echo "NVMEVM: ===== running user script $_script ====="
+    chmod +x "$_script" 2>/dev/null
+    (cd /extra && sh "$_script")
     rc=$?
-    if [ $rc -eq 0 ]; then pass "user script $NVMEVM_SCRIPT"; else fail "user script $NVMEVM_SCRIPT (rc=$rc)"; fi
-fi
+    if [ $rc -eq 0 ]; then pass "user script $_script"; else fail "user script $_script (rc=$rc)"; fi
+done
 
 if [ "${NVMEVM_SHELL:-0}" = 1 ]; then
     echo "NVMEVM: interactive shell; 'exit' powers the guest off"

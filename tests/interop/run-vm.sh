@@ -29,7 +29,8 @@ usage: run-vm.sh [--extra FILE]... [--script GUEST_SCRIPT] [options]
   --extra FILE        copy FILE into the guest as /extra/<name> (repeatable; /extra is on
                       PATH; shared libraries of dynamically linked ELF files are copied too)
   --script FILE       guest shell script, copied to /extra/<name> and run with sh after the
-                      built-in steps; its exit code counts as a PASS/FAIL.  It may
+                      built-in steps; its exit code counts as a PASS/FAIL (repeatable: the
+                      scripts run one after the other, in the order given).  It may
                       ". /lib/nvme-vm/lib.sh" for pass/fail/check and nvmet helpers.
   --env NAME=VALUE    export NAME=VALUE to /init and the guest script (repeatable)
   --share DIR         also export host DIR read-write via virtio-9p, mounted at /mnt/host
@@ -77,7 +78,7 @@ EOF
 log() { echo "run-vm: $*" >&2; }
 die() { echo "run-vm: ERROR: $*" >&2; exit 125; }
 
-EXTRAS=() ENVS=() SCRIPT="" SHARE="" CAPTURE=0 TCPDUMP=0 TARGET=1 BUILTIN=1 UBLK=1 SHELL_MODE=0
+EXTRAS=() ENVS=() SCRIPTS=() SHARE="" CAPTURE=0 TCPDUMP=0 TARGET=1 BUILTIN=1 UBLK=1 SHELL_MODE=0
 TRACK=stable ACCEL=auto MEM=2048 SMP=$(( $(nproc) > 4 ? 4 : $(nproc) )) TIMEOUT=900
 APPEND="" LOGLEVEL=4 REBUILD=0 INSTALL=1 CPU_MODEL="" BZIMAGE=0 WITH_FIO=0 SELFTESTS=none
 ALL_SELFTESTS="auth tls ana rdma ublk fio"
@@ -85,8 +86,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --extra) EXTRAS+=("$2"); shift 2 ;;
         --extra=*) EXTRAS+=("${1#*=}"); shift ;;
-        --script) SCRIPT=$2; shift 2 ;;
-        --script=*) SCRIPT=${1#*=}; shift ;;
+        --script) SCRIPTS+=("$2"); shift 2 ;;
+        --script=*) SCRIPTS+=("${1#*=}"); shift ;;
         --share) SHARE=$2; shift 2 ;;
         --env) ENVS+=("$2"); shift 2 ;;
         --tcpdump) TCPDUMP=1; shift ;;
@@ -130,7 +131,7 @@ else
 fi
 SELFTESTS=$(echo $SELFTESTS)
 case "$ACCEL" in auto|kvm|tcg) ;; *) die "--accel must be auto, kvm or tcg" ;; esac
-for f in "${EXTRAS[@]}" ${SCRIPT:+"$SCRIPT"}; do [ -f "$f" ] || die "no such file: $f"; done
+for f in "${EXTRAS[@]}" "${SCRIPTS[@]}"; do [ -f "$f" ] || die "no such file: $f"; done
 [ -z "$SHARE" ] || [ $CAPTURE = 0 ] || mkdir -p "$SHARE"
 [ -z "$SHARE" ] || [ -d "$SHARE" ] || die "no such directory: $SHARE"
 [ -z "$SHARE" ] || SHARE=$(cd "$SHARE" && pwd)
@@ -542,13 +543,13 @@ build_initrd() {
     install -m 644 "$HERE/guest-lib.sh" "$rr/$libdir/lib.sh"
     install -m 644 "$HERE/guest-selftest.sh" "$rr/$libdir/selftest.sh"
     local script_guest=""
-    for f in "${EXTRAS[@]}" ${SCRIPT:+"$SCRIPT"}; do
+    for f in "${EXTRAS[@]}" "${SCRIPTS[@]}"; do
         name=$(basename "$f")
         cp -L "$f" "$rr/extra/$name"
         [ -x "$f" ] && chmod 755 "$rr/extra/$name"
         copy_libs "$f" "$rr" "$have"
     done
-    [ -n "$SCRIPT" ] && script_guest=/extra/$(basename "$SCRIPT")
+    for f in "${SCRIPTS[@]}"; do script_guest+="${script_guest:+ }/extra/$(basename "$f")"; done
     [ $WITH_FIO = 1 ] && [ "$mode" = test ] && [ "$TRACK" != trixie ] && copy_fio "$rr"
     ublk_cfg=$(sed -n 's/^CONFIG_BLK_DEV_UBLK=\(.\)$/\1/p' "$KCONFIG"); ublk_cfg=${ublk_cfg:-n}
     cat >"$rr/etc/nvme-vm.conf" <<EOF
@@ -557,7 +558,7 @@ NVMEVM_TARGET=$TARGET
 NVMEVM_BUILTIN=$BUILTIN
 NVMEVM_UBLK=$UBLK
 NVMEVM_UBLK_CONFIG=$ublk_cfg
-NVMEVM_SCRIPT=$script_guest
+NVMEVM_SCRIPT="$script_guest"
 NVMEVM_SHARE=$([ -n "$SHARE" ] && echo 1 || echo 0)
 NVMEVM_SHELL=$SHELL_MODE
 NVMEVM_CAPTURE=$CAPTURE
