@@ -406,6 +406,9 @@ MODULES_TRIXIE="nvme-keyring nvme-auth tls gcm ghash-generic ghash-clmulni-intel
 # tcpdump: for --capture / --tcpdump on this track (the host's bookworm tcpdump is
 # not copied in).
 TRIXIE_FORMAT=1
+# bump when the trixie base initramfs is built differently from the same root
+# (2: busybox applet links, listed in a chroot)
+TRIXIE_BASE_REV=2
 TRIXIE_PKGS="nvme-cli ktls-utils keyutils fio e2fsprogs iproute2 rdma-core ibverbs-providers
  ibverbs-utils rdmacm-utils kmod util-linux coreutils busybox procps tcpdump"
 # left out of the initramfs copy of that root (docs, locales, apt state, the python3
@@ -443,7 +446,7 @@ ensure_userland() {
 build_base() {
     BASE=$CACHE/initramfs/base-$KV-v$BASE_FORMAT.cpio
     # trixie: the name carries a hash of the module and exclude lists, so editing them rebuilds it
-    [ "$TRACK" = trixie ] && BASE=$CACHE/initramfs/base-$KV-trixie-v$BASE_FORMAT.$TRIXIE_FORMAT-$(echo "$MODULES_WANTED $MODULES_TRIXIE $TRIXIE_EXCLUDE" | md5sum | cut -c1-8).cpio
+    [ "$TRACK" = trixie ] && BASE=$CACHE/initramfs/base-$KV-trixie-v$BASE_FORMAT.$TRIXIE_FORMAT-$(echo "$MODULES_WANTED $MODULES_TRIXIE $TRIXIE_EXCLUDE $TRIXIE_BASE_REV" | md5sum | cut -c1-8).cpio
     if [ -f "$BASE" ] && [ $REBUILD = 0 ] && { [ "$TRACK" != trixie ] || [ "$BASE" -nt "$ULROOT/../.complete" ]; }; then return; fi
     local st=$CACHE/initramfs/staging-$KV.$$ m f rel applet
     log "building base initramfs $BASE"
@@ -460,8 +463,14 @@ build_base() {
         chmod 1777 "$st/tmp"
         rm -f "$st/etc/nvme/hostnqn" "$st/etc/nvme/hostid"   # a fresh pair per boot (guest-lib.sh)
         # busybox only for what trixie's own tools do not cover (poweroff -f,
-        # cttyhack, netstat, ...); Debian's binaries win
-        for applet in $("$st/usr/bin/busybox" --list); do
+        # cttyhack, netstat, ...); Debian's binaries win.  trixie's busybox needs
+        # glibc 2.38 and cannot run on a bookworm host directly: list its applets
+        # in a chroot (or through its own ld.so)
+        local applets
+        applets=$(chroot "$st" /usr/bin/busybox --list 2>/dev/null ||
+                  "$st/usr/lib64/ld-linux-x86-64.so.2" --library-path "$st/usr/lib/x86_64-linux-gnu" "$st/usr/bin/busybox" --list 2>/dev/null) || true
+        [ -n "$applets" ] || die "cannot list the applets of the trixie busybox"
+        for applet in $applets; do
             [ -e "$st/usr/bin/$applet" ] || [ -e "$st/usr/sbin/$applet" ] || ln -s busybox "$st/usr/bin/$applet"
         done
     else

@@ -65,7 +65,8 @@ NS_FILE=/tmp/auth-ns1.img
 
 say() { echo "=== $*"; }
 
-listening() { netstat -ltn 2>/dev/null | grep -qE "[:.]$PORT[[:space:]]"; }
+# (ss: the trixie userland has iproute2 and no netstat, not even as a busybox applet)
+listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$PORT[[:space:]]"; }
 
 # ------------------------------------------------------------------ target --
 # nvmf mode: (re)start our target with one --host entry.
@@ -109,6 +110,7 @@ target_config() {
     else
         fail "$T: nvmf target --host ... not listening on $ADDR:$PORT"
         tail -n 20 $TARGET_LOG | sed 's/^/    target: /'
+        kill -9 $TARGET_PID 2>/dev/null; wait $TARGET_PID 2>/dev/null
         TARGET_PID=; return 1
     fi
 }

@@ -66,7 +66,8 @@ H=$(cat /etc/nvme/hostnqn)
 NS_FILE=
 
 say() { echo "=== $*"; }
-listening() { netstat -ltn 2>/dev/null | grep -qE "[:.]$PORT[[:space:]]"; }
+# (ss: the trixie userland has iproute2 and no netstat, not even as a busybox applet)
+listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$PORT[[:space:]]"; }
 tlshd_ok() { grep -c -i 'handshake with .* was successful' $TLSHD_LOG 2>/dev/null || true; }
 # key serial (decimal) in .nvme whose description starts with $1
 key_serial() { keyctl show %:.nvme 2>/dev/null | grep -F "psk: $1" | awk '{print $1}' | head -n1; }
@@ -85,7 +86,8 @@ target_start() {   # $1 = configured key
     ts_w=0
     while [ $ts_w -lt 200 ] && ! listening; do kill -0 $TARGET_PID 2>/dev/null || break; ts_w=$((ts_w+1)); sleep 0.1; done
     if listening && kill -0 $TARGET_PID 2>/dev/null; then pass "$T: nvmf target --tls --tls-key listening on $ADDR:$PORT (pid $TARGET_PID)"
-    else fail "$T: nvmf target --tls not listening"; tail -n 20 $TARGET_LOG | sed 's/^/    target: /'; TARGET_PID=; return 1; fi
+    else fail "$T: nvmf target --tls not listening"; tail -n 20 $TARGET_LOG | sed 's/^/    target: /'
+        kill -9 $TARGET_PID 2>/dev/null; wait $TARGET_PID 2>/dev/null; TARGET_PID=; return 1; fi
 }
 
 target_stop() {
