@@ -4,8 +4,11 @@
 #
 # A connection (TCP stream to PORT, default 4420) that begins with a TLS
 # ClientHello is a TLS stream.  Required:
-#   * at least one TLS stream; every TLS stream has a ServerHello that selects
-#     TLS 1.3 (supported_versions = 0x0304) and carries application data records;
+#   * at least one TLS stream with a ServerHello; every TLS stream that has a
+#     ServerHello has one that selects TLS 1.3 (supported_versions = 0x0304) and
+#     carries application data records.  A TLS stream without a ServerHello is
+#     a refused handshake (the suites' wrong-PSK cases: the server finds no
+#     such PSK identity and aborts); it must carry no application data;
 #   * no frame of a TLS stream decodes as a plaintext NVMe/TCP PDU (PDU type
 #     0-9): after the handshake everything is TLS records;
 #   * no malformed frame in the TLS decode;
@@ -23,6 +26,7 @@ sf="tcp.port==$port"
 
 streams=$(tshark -r "$pcap" -Y "$sf && tcp.len > 0" -T fields -e tcp.stream 2>/dev/null | sort -un)
 tls_streams=$(tshark -r "$pcap" "${tls[@]}" -Y "$sf && tls.handshake.type == 1" -T fields -e tcp.stream 2>/dev/null | sort -un)
+shello=$(tshark -r "$pcap" "${tls[@]}" -Y "$sf && tls.handshake.type == 2" -T fields -e tcp.stream 2>/dev/null | sort -un)
 tls13=$(tshark -r "$pcap" "${tls[@]}" -Y "$sf && tls.handshake.type == 2 && tls.handshake.extensions.supported_version == 0x0304" \
         -T fields -e tcp.stream 2>/dev/null | sort -un)
 appdata=$(tshark -r "$pcap" "${tls[@]}" -Y "$sf && tls.record.opaque_type == 23" -T fields -e tcp.stream 2>/dev/null | sort -un)
@@ -33,13 +37,18 @@ tshark -r "$pcap" "${nvt[@]}" -Y "$sf && nvme-tcp" -T fields -e frame.number -e 
 in_set() { grep -qx "$1" <<<"$2"; }
 
 errors=()
-ntls=0 nplain=0 plain_pdus=0
+ntls=0 nplain=0 plain_pdus=0 nrefused=0
 [ -n "$streams" ] || errors+=("no TCP payload on port $port")
 for s in $streams; do
     if in_set "$s" "$tls_streams"; then
         ntls=$((ntls+1))
-        in_set "$s" "$tls13" || errors+=("TLS stream $s: no ServerHello selecting TLS 1.3")
-        in_set "$s" "$appdata" || errors+=("TLS stream $s: no application data records")
+        if in_set "$s" "$shello"; then
+            in_set "$s" "$tls13" || errors+=("TLS stream $s: the ServerHello does not select TLS 1.3")
+            in_set "$s" "$appdata" || errors+=("TLS stream $s: no application data records")
+        else
+            nrefused=$((nrefused+1))
+            in_set "$s" "$appdata" && errors+=("TLS stream $s: application data without a ServerHello")
+        fi
         bad=$(awk -F'\t' -v s="$s" '$2 == s { n = split($3, t, ","); for (i = 1; i <= n; i++) if (t[i] + 0 <= 9) { print $1; break } }' /tmp/check-capture-tls.$$ | head -n 3)
         [ -z "$bad" ] || errors+=("TLS stream $s: frame(s) $(echo $bad) decode as plaintext NVMe/TCP PDUs")
     else
@@ -50,7 +59,7 @@ for s in $streams; do
     fi
 done
 rm -f /tmp/check-capture-tls.$$
-[ "$ntls" -gt 0 ] || errors+=("no TLS stream (no ClientHello) on port $port")
+[ "$ntls" -gt "$nrefused" ] || errors+=("no completed TLS handshake (ClientHello + ServerHello) on port $port")
 [ "$malformed" = 0 ] || errors+=("$malformed malformed frames in the TLS decode")
-echo "check-capture-tls: $ntls TLS streams (TLS 1.3: $(wc -w <<<"$tls13"), $nappdata application data frames), $nplain plaintext streams ($plain_pdus NVMe/TCP frames, no data PDUs), $malformed malformed, ${#errors[@]} errors"
+echo "check-capture-tls: $ntls TLS streams (TLS 1.3: $(wc -w <<<"$tls13"), refused handshakes: $nrefused, $nappdata application data frames), $nplain plaintext streams ($plain_pdus NVMe/TCP frames, no data PDUs), $malformed malformed, ${#errors[@]} errors"
 if [ ${#errors[@]} -gt 0 ]; then printf 'check-capture-tls: %s\n' "${errors[@]:0:10}"; exit 1; fi
