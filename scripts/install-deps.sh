@@ -7,6 +7,10 @@
 #   busybox-static nvme-cli cpio kmod xz-utils zstd e2fsprogs
 #                                                 guest initramfs (tests/interop)
 #   tcpdump                                       captures inside the guest
+#   debootstrap                                   the trixie track's guest userland
+#                                                 (tests/interop run-vm.sh --kernel trixie:
+#                                                 the auth/tls suites), built once into
+#                                                 $NVMEVM_CACHE
 #   tshark                                        pcap decoding checks
 #   iproute2                                      ip(8)
 #
@@ -67,7 +71,7 @@ command -v dpkg-query >/dev/null && command -v apt-get >/dev/null \
 
 # --- plain packages -----------------------------------------------------------
 need=()
-for p in busybox-static nvme-cli cpio kmod xz-utils zstd e2fsprogs tcpdump iproute2; do
+for p in busybox-static nvme-cli cpio kmod xz-utils zstd e2fsprogs tcpdump iproute2 debootstrap; do
     pkg_installed "$p" || need+=("$p")
 done
 
@@ -100,7 +104,7 @@ if [ "${NVMF_NO_INSTALL:-0}" = 1 ]; then
 fi
 
 # --- verify -------------------------------------------------------------------
-for c in qemu-system-x86_64 nvme cpio depmod modprobe xz zstd mke2fs tcpdump tshark ip; do
+for c in qemu-system-x86_64 nvme cpio depmod modprobe xz zstd mke2fs tcpdump tshark ip debootstrap; do
     command -v "$c" >/dev/null || die "$c still missing after install"
 done
 [ -x /bin/busybox ] || die "/bin/busybox missing"

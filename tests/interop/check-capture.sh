@@ -1,6 +1,11 @@
 #!/bin/bash
-# tests/interop/check-capture.sh PCAP -- fail if tshark finds a malformed NVMe/TCP
-# packet in PCAP (ports 4420 and 8009 decoded as NVMe/TCP, digests verified).
+# tests/interop/check-capture.sh [--auth] PCAP -- fail if tshark finds a malformed
+# NVMe/TCP packet in PCAP (ports 4420 and 8009 decoded as NVMe/TCP, digests verified).
+#
+# --auth (the auth suites): the capture must also hold DH-HMAC-CHAP exchanges,
+# decoded as NVMe/TCP fabrics commands: at least one Authentication Send
+# (fctype 05h) and one Authentication Receive (06h) command; their counts and
+# those of Connect responses with AUTHREQ set are printed.
 #
 # One known tshark defect is tolerated and listed: its decoder of the Error
 # Information log page (LID 01h) reads past the 64-byte entry that NVMe Base 2.0
@@ -12,7 +17,9 @@
 # loopback drops segments when a receive queue is full under the emulated CPU);
 # they say nothing of the NVMe/TCP bytes. Every other malformed frame fails.
 set -uo pipefail
-pcap=${1:?usage: check-capture.sh PCAP}
+AUTH=0
+[ "${1:-}" = --auth ] && { AUTH=1; shift; }
+pcap=${1:?usage: check-capture.sh [--auth] PCAP}
 command -v tshark >/dev/null || { echo "check-capture: tshark is not installed (scripts/install-deps.sh)"; exit 1; }
 opts=(-d tcp.port==4420,nvme-tcp -d tcp.port==8009,nvme-tcp
       -o nvme-tcp.check_hdgst:TRUE -o nvme-tcp.check_ddgst:TRUE)
@@ -40,3 +47,11 @@ if [ ${#unexpected[@]} -gt 0 ]; then
     exit 1
 fi
 [ "$total" -gt 0 ] || { echo "check-capture: no NVMe/TCP frames in $pcap"; exit 1; }
+if [ $AUTH = 1 ]; then
+    count() { tshark -r "$pcap" "${opts[@]}" -Y "$1" -T fields -e frame.number 2>/dev/null | wc -l; }
+    asend=$(count 'nvme.fabrics.cmd.fctype == 0x05')
+    arecv=$(count 'nvme.fabrics.cmd.fctype == 0x06')
+    areq=$(count 'nvme.fabrics.cqe.connect.authreq != 0')
+    echo "check-capture: DH-HMAC-CHAP: $asend Authentication Send, $arecv Authentication Receive frames, $areq Connect responses with AUTHREQ"
+    [ "$asend" -gt 0 ] && [ "$arecv" -gt 0 ] || { echo "check-capture: no Authentication Send/Receive decoded in $pcap"; exit 1; }
+fi

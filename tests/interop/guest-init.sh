@@ -11,11 +11,14 @@
 #   NVMEVM_TARGET=1|0          configure the kernel nvmet target (configfs)
 #   NVMEVM_BUILTIN=1|0         run the built-in nvme-cli loopback test
 #   NVMEVM_UBLK=1|0            try to load ublk_drv and look for /dev/ublk-control
-#   NVMEVM_SCRIPT=/extra/...   user script to run after the built-in steps
+#   NVMEVM_SCRIPT="/extra/..." user script(s) to run after the built-in steps (space
+#                              separated, run in order)
 #   NVMEVM_SHARE=1|0           mount the 9p share "hostshare" at /mnt/host
 #   NVMEVM_SHELL=1|0           drop to an interactive shell before powering off
 #   NVMEVM_CAPTURE=1|0         tcpdump lo tcp ports 4420-4430 for the whole run, copied
 #                              to /mnt/host/capture.pcap at the end
+#   NVMEVM_TRACK=stable|backports|trixie   (trixie: Debian 13 userland, extra modules)
+#   NVMEVM_SELFTESTS="auth tls ..."  built-in self-tests (/lib/nvme-vm/selftest.sh)
 # Shared helper functions live in /lib/nvme-vm/lib.sh (also usable by
 # user scripts: ". /lib/nvme-vm/lib.sh").
 
@@ -55,15 +58,22 @@ nvmevm_hostnqn
 [ "${NVMEVM_CAPTURE:-0}" = 1 ] && nvmevm_capture_start /tmp/capture.pcap
 [ "${NVMEVM_TARGET:-1}" = 1 ] && nvmevm_target_setup
 [ "${NVMEVM_BUILTIN:-1}" = 1 ] && nvmevm_builtin_test
-[ "${NVMEVM_UBLK:-1}" = 1 ] && nvmevm_ublk_check
-
-if [ -n "${NVMEVM_SCRIPT:-}" ]; then
-    echo "NVMEVM: ===== running user script $NVMEVM_SCRIPT ====="
-    chmod +x "$NVMEVM_SCRIPT" 2>/dev/null
-    (cd /extra && sh "$NVMEVM_SCRIPT")
-    rc=$?
-    if [ $rc -eq 0 ]; then pass "user script $NVMEVM_SCRIPT"; else fail "user script $NVMEVM_SCRIPT (rc=$rc)"; fi
+case " ${NVMEVM_SELFTESTS:-} " in
+    *" ublk "*) ;;                      # the ublk self-test covers it
+    *) [ "${NVMEVM_UBLK:-1}" = 1 ] && nvmevm_ublk_check ;;
+esac
+if [ -n "${NVMEVM_SELFTESTS:-}" ]; then
+    . /lib/nvme-vm/selftest.sh
+    nvmevm_selftests $NVMEVM_SELFTESTS
 fi
+
+for _script in ${NVMEVM_SCRIPT:-}; do
+    echo "NVMEVM: ===== running user script $_script ====="
+    chmod +x "$_script" 2>/dev/null
+    (cd /extra && sh "$_script")
+    rc=$?
+    if [ $rc -eq 0 ]; then pass "user script $_script"; else fail "user script $_script (rc=$rc)"; fi
+done
 
 if [ "${NVMEVM_SHELL:-0}" = 1 ]; then
     echo "NVMEVM: interactive shell; 'exit' powers the guest off"

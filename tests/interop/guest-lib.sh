@@ -56,7 +56,25 @@ nvmevm_load_modules() {
     nvmevm_modprobe null_blk nr_devices=1 gb=1
     # CRC32C for optional header/data digests (soft dependency, load if present)
     modprobe crc32c-intel 2>/dev/null || modprobe crc32c_generic 2>/dev/null || true
+    [ "${NVMEVM_TRACK:-}" = trixie ] && nvmevm_load_modules_trixie
     echo "  loaded: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
+}
+
+# trixie track: TLS, DH-HMAC-CHAP and RDMA pieces.  Load what exists; a module
+# that is built in (modules.builtin) counts as present; dummy/rxe links are set
+# up by the rdma self-test (or nvmevm_rxe_setup), not here.
+NVMEVM_TRIXIE_MODULES="nvme-keyring nvme-auth tls gcm ghash-generic ghash-clmulni-intel aesni-intel
+ sha256-ssse3 sha512-ssse3 hmac sha256_generic sha512_generic dh_generic inet_diag tcp_diag
+ crc32_generic crc32-pclmul ib_core rdma_cm ib_uverbs rdma_ucm rdma_rxe nvme-rdma nvmet-rdma"
+nvmevm_load_modules_trixie() {
+    _ok="" _bi="" _bad=""
+    for m in $NVMEVM_TRIXIE_MODULES; do
+        if modprobe $m 2>/tmp/.modprobe.err; then _ok="$_ok $m"
+        elif grep -q "/$(echo $m | tr - _)\.ko\$\|/$m\.ko\$" /lib/modules/$(uname -r)/modules.builtin 2>/dev/null; then _bi="$_bi $m"
+        else _bad="$_bad $m($(head -c 80 /tmp/.modprobe.err))"; fi
+    done
+    pass "trixie modules loaded:$_ok${_bi:+ (built in:$_bi)}"
+    [ -z "$_bad" ] || fail "trixie modules not loadable:$_bad"
 }
 
 nvmevm_mount_share() {
@@ -94,13 +112,16 @@ nvmevm_copy_out() {
 }
 
 # nvmevm_capture_start FILE [FILTER...]: tcpdump on lo (default filter: tcp
-# portrange 4420-4430) into FILE; needs /extra/tcpdump (run-vm.sh --tcpdump).
+# portrange 4420-4430) into FILE; needs /extra/tcpdump (run-vm.sh --tcpdump) or,
+# on the trixie track, the userland's own /usr/bin/tcpdump.
 # nvmevm_capture_stop stops it (and waits for the file to be flushed).
 nvmevm_capture_start() {
     _cf=$1; shift
     [ $# -gt 0 ] || set -- tcp portrange 4420-4430
-    if [ ! -x /extra/tcpdump ]; then skip "capture: no /extra/tcpdump (run-vm.sh --tcpdump)"; return 1; fi
-    /extra/tcpdump -Z root -U -n -i lo -s 0 -w "$_cf" "$@" 2>/tmp/tcpdump.err &
+    _td=/extra/tcpdump
+    [ -x $_td ] || _td=$(command -v tcpdump 2>/dev/null)
+    if [ -z "$_td" ] || [ ! -x "$_td" ]; then skip "capture: no tcpdump in the guest (run-vm.sh --tcpdump)"; return 1; fi
+    $_td -Z root -U -n -i lo -s 0 -w "$_cf" "$@" 2>/tmp/tcpdump.err &
     NVMEVM_CAPTURE_PID=$!
     echo $NVMEVM_CAPTURE_PID >/run/nvmevm-capture.pid
     # wait until tcpdump is listening (it prints "listening on lo" to stderr)

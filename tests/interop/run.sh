@@ -16,12 +16,27 @@
 #             jitter, loss, reordering) and a cut link, with the kernel host and
 #             ours (io-check; connect + write/read through the host daemon)
 #             (guest/netfault.sh)
-#   all       selftest target host netfault (default)
+#   authself  DH-HMAC-CHAP, kernel to kernel (trixie track): the two auth guest
+#             scripts with the kernel host / nvmet in our place
+#             (NVMF_TARGET_MODE=kernel, NVMF_HOST_MODE=kernel); needs no nvmf
+#   auth      DH-HMAC-CHAP (trixie track): the kernel host against OUR target
+#             (`nvmf target --host ...,dhchap-secret=...`) and OUR host
+#             (`nvmf io-check --dhchap-secret ...`) against nvmet
+#             (guest/kernel-host-vs-nvmf-target-auth.sh, guest/nvmf-host-vs-kernel-target-auth.sh)
+#   tlsself   NVMe/TCP TLS 1.3 PSK, kernel to kernel (trixie track, tlshd)
+#   tls       TLS (trixie track): the kernel host against OUR target
+#             (`nvmf target --tls --tls-key`) and OUR host (`nvmf io-check --tls
+#             --tls-key`) against nvmet (guest/kernel-host-vs-nvmf-target-tls.sh,
+#             guest/nvmf-host-vs-kernel-target-tls.sh)
+#   all       selftest target host netfault authself tlsself (default; auth and
+#             tls are not in it yet)
 #
 # options:
 #   --no-build        do not run cargo build; use $NVMF_BIN or target/release/nvmf
 #   --capture         tcpdump the NVMe/TCP traffic in the guest; the pcap lands in
-#                     target/interop/<suite>/capture.pcap
+#                     target/interop/<suite>/capture.pcap and is checked with tshark
+#                     (check-capture.sh; --auth for auth/authself; check-capture-tls.sh
+#                     for tls/tlsself: TLS 1.3 records only)
 #   --require         a suite whose nvmf verbs are not implemented yet FAILs
 #                     instead of being SKIPped (also: NVMF_INTEROP_REQUIRE=1)
 #   -- ARGS...        passed to run-vm.sh (e.g. -- --kernel backports)
@@ -50,12 +65,12 @@ while [ $# -gt 0 ]; do
         --require) REQUIRE=1; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; VMARGS=("$@"); break ;;
-        selftest|target|host|netfault) SUITES+=("$1"); shift ;;
-        all) SUITES+=(selftest target host netfault); shift ;;
+        selftest|target|host|netfault|auth|authself|tls|tlsself) SUITES+=("$1"); shift ;;
+        all) SUITES+=(selftest target host netfault authself tlsself); shift ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself tlsself)
 
 NVMF=${NVMF_BIN:-$ROOT/target/release/nvmf}
 NPASS=0 NFAIL=0 NSKIP=0
@@ -66,7 +81,11 @@ result() {   # result PASS|FAIL|SKIP SUITE MSG
     case $1 in PASS) NPASS=$((NPASS+1)) ;; FAIL) NFAIL=$((NFAIL+1)) ;; SKIP) NSKIP=$((NSKIP+1)) ;; esac
 }
 
-need_nvmf() { [[ " ${SUITES[*]} " == *" target "* || " ${SUITES[*]} " == *" host "* || " ${SUITES[*]} " == *" netfault "* ]]; }
+need_nvmf() {
+    local s
+    for s in target host netfault auth tls; do [[ " ${SUITES[*]} " == *" $s "* ]] && return 0; done
+    return 1
+}
 
 BUILD_OK=1
 if need_nvmf && [ $BUILD = 1 ] && [ -z "${NVMF_BIN:-}" ]; then
@@ -88,7 +107,7 @@ implements() {
     for f in "$@"; do grep -qE -- "(^|[[:space:],[])$f([[:space:],=<]|\]|\$)" <<<"$help" || return 1; done
 }
 
-# run_suite NAME SCRIPT [run-vm.sh args...]
+# run_suite NAME SCRIPT [run-vm.sh args...]  (more scripts: --script FILE in the args)
 run_suite() {
     local name=$1 script=$2; shift 2
     local dir=$OUT/$name log rc t0 console
@@ -105,12 +124,19 @@ run_suite() {
     local sum
     sum=$(grep -a 'NVMEVM: ===== summary' "$log" | tail -n1 | sed 's/.*summary: \(.*\) =====.*/\1/')
     if [ $rc = 0 ] && [ -f "$dir/capture.pcap" ]; then
-        # What went on the wire must decode cleanly (tshark, digests checked).
-        if ! "$HERE/check-capture.sh" "$dir/capture.pcap" >"$dir/check-capture.log" 2>&1; then
+        # What went on the wire must decode cleanly (tshark, digests checked);
+        # the auth suites' must hold Authentication Send/Receive; the TLS suites'
+        # must be TLS 1.3 records (the NVMe/TCP inside is encrypted).
+        local checker=("$HERE/check-capture.sh")
+        case $name in
+            auth|authself) checker+=(--auth) ;;
+            tls|tlsself) checker=("$HERE/check-capture-tls.sh") ;;
+        esac
+        if ! "${checker[@]}" "$dir/capture.pcap" >"$dir/check-capture.log" 2>&1; then
             # (the capture is kept for a look: $dir/capture.pcap)
             rc=1; sum="capture check failed: $(head -c 300 "$dir/check-capture.log")"
         else
-            sum="${sum:-guest passed}; $(grep -a '^check-capture' "$dir/check-capture.log")"
+            sum="${sum:-guest passed}; $(grep -a '^check-capture' "$dir/check-capture.log" | paste -sd';' -)"
             rm -f "$dir/capture.pcap"
         fi
     fi
@@ -132,7 +158,14 @@ for s in "${SUITES[@]}"; do
     case $s in
         selftest)
             run_suite selftest "$HERE/guest/kernel-host-vs-nvmf-target.sh" --env NVMF_TARGET_MODE=kernel ;;
-        target|host|netfault)
+        authself|tlsself)
+            # the security scripts kernel to kernel: the kernel host / nvmet in
+            # the place of ours (proves the scripts; needs no nvmf binary)
+            sec=${s%self}
+            run_suite "$s" "$HERE/guest/kernel-host-vs-nvmf-target-$sec.sh" \
+                --script "$HERE/guest/nvmf-host-vs-kernel-target-$sec.sh" --kernel trixie \
+                --env NVMF_TARGET_MODE=kernel --env NVMF_HOST_MODE=kernel ;;
+        target|host|netfault|auth|tls)
             if [ $BUILD_OK = 0 ]; then result FAIL "$s" "cargo build --release -p nvmf-cli failed"; continue; fi
             if [ ! -x "$NVMF" ]; then
                 if [ $REQUIRE = 1 ]; then result FAIL "$s" "no $NVMF"; else result SKIP "$s" "no $NVMF"; fi
@@ -141,6 +174,15 @@ for s in "${SUITES[@]}"; do
             if [ $s = target ]; then
                 verbs=("target --listen --memory --file --subnqn")
                 script=$HERE/guest/kernel-host-vs-nvmf-target.sh
+            elif [ $s = auth ]; then
+                verbs=("target --listen --memory --subnqn --host"
+                       "io-check -t -a -s -n -q --nsid --bytes --pattern-out --dhchap-secret --dhchap-ctrl-secret")
+                script=$HERE/guest/kernel-host-vs-nvmf-target-auth.sh
+            elif [ $s = tls ]; then
+                verbs=("target --listen --memory --subnqn --tls --tls-key"
+                       "io-check -t -a -s -n -q --nsid --bytes --pattern-out --tls --tls-key"
+                       "discover -t -a -s -q --tls --tls-key")
+                script=$HERE/guest/kernel-host-vs-nvmf-target-tls.sh
             elif [ $s = netfault ]; then
                 verbs=("target --listen --file --subnqn" "io-check -t -a -s -n -i -g -G --bytes --offset"
                        "connect -t -a -s -n -l -c" "write -s -c -d" "read -s -c -d" "disconnect -n" "list")
@@ -162,7 +204,11 @@ for s in "${SUITES[@]}"; do
                 fi
                 continue
             fi
-            run_suite "$s" "$script" --extra "$NVMF" --env "NVMF_BIN=/extra/$(basename "$NVMF")" ;;
+            extra=()
+            case $s in   # the security suites: both directions in one trixie guest
+                auth|tls) extra=(--script "$HERE/guest/nvmf-host-vs-kernel-target-$s.sh" --kernel trixie) ;;
+            esac
+            run_suite "$s" "$script" "${extra[@]}" --extra "$NVMF" --env "NVMF_BIN=/extra/$(basename "$NVMF")" ;;
     esac
 done
 
