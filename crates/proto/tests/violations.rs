@@ -918,7 +918,7 @@ fn bad_sgl_fails_the_command_not_the_connection() {
             (2, Status::DATA_SGL_LENGTH_INVALID.dnr()),
             (3, Status::SGL_OFFSET_INVALID.dnr()),
             (4, Status::SGL_DESCRIPTOR_TYPE_INVALID.dnr()),
-            (5, Status::DATA_SGL_LENGTH_INVALID.dnr()),
+            (5, Status::INVALID_FIELD.dnr()),
         ]
     );
     assert_eq!(CMD_HLEN, 72);

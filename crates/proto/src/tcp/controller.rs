@@ -422,7 +422,9 @@ impl ControllerQueue {
         } else if sgl.type_byte != SGL_TRANSPORT_DATA_BLOCK {
             Some(Status::SGL_DESCRIPTOR_TYPE_INVALID.dnr())
         } else if sgl.length > self.cfg.max_data_len {
-            Some(Status::DATA_SGL_LENGTH_INVALID.dnr())
+            // Beyond MDTS: Invalid Field in Command (NVMe Base 2.0 §5.15.2.2,
+            // MDTS; nvmet and SPDK answer the same).
+            Some(Status::INVALID_FIELD.dnr())
         } else {
             None
         };
