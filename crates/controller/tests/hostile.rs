@@ -996,3 +996,28 @@ async fn header_fields_of_every_pdu_type() {
     );
     assert!(ios.load(Ordering::Relaxed) > 0);
 }
+
+/// Issue 13: a garbage common header is refused as soon as its 8 bytes are in,
+/// not after the HLEN bytes it claims (the target used to wait for them, so a
+/// peer could park a connection there): the C2HTermReq comes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_common_header_is_refused_on_its_8_bytes() {
+    let (_t, addr) = start(Limits::default()).await;
+    for (prelude, bad) in [
+        // Before ICReq: an unknown type claiming a 128-byte header.
+        (vec![], vec![0xEE, 0, 128, 0, 0, 0x10, 0, 0]),
+        // After ICReq: a CapsuleCmd claiming HLEN 100 (must be 72).
+        (icreq(), vec![0x04, 0, 100, 0, 0, 0x10, 0, 0]),
+    ] {
+        let started = std::time::Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(3), send_bad(addr, &prelude, &bad))
+            .await
+            .expect("no C2HTermReq within 3 s of an 8-byte garbage header");
+        assert_eq!(
+            got.map(|(f, _)| f),
+            Some(Fes::InvalidHeaderField),
+            "{bad:02x?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}

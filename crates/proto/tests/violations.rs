@@ -260,8 +260,8 @@ fn wrong_direction_is_fes1_fei0() {
     assert_eq!((fes, fei), (Some(Fes::InvalidHeaderField), 0));
     assert_eq!(
         &data[..],
-        &r2t[..24],
-        "TermReq carries the offending header"
+        &r2t[..8],
+        "TermReq carries the offending common header (judged on its 8 bytes)"
     );
 }
 

@@ -150,10 +150,16 @@ impl Decoder {
         let plen = match self.pending_plen {
             Some(p) => p,
             None => {
-                if self.buf.len() < self.header_len() {
+                // The common header alone decides whether the PDU is acceptable,
+                // so a garbage header is refused as soon as its 8 bytes are here
+                // rather than after HLEN more (a peer could stall there).
+                if self.buf.len() < CH_LEN {
                     return Ok(None);
                 }
                 let p = self.check_header()?;
+                if self.buf.len() < self.header_len() {
+                    return Ok(None);
+                }
                 self.pending_plen = Some(p);
                 p
             }
@@ -173,8 +179,10 @@ impl Decoder {
     fn check_header(&self) -> Result<usize, FatalError> {
         let raw = self.buf.get(..CH_LEN).unwrap_or(&[]);
         let ch = CommonHeader::decode(raw);
-        // The error data is the header: min(HLEN, PLEN) bytes, at least 8, at most 128.
-        let hdr_for_err = self.buf.get(..self.header_len()).unwrap_or(raw);
+        // The error data is the common header: it is all that the checks
+        // below read, and it is there whatever the segmentation (the data
+        // must not depend on how the bytes arrived).
+        let hdr_for_err = raw;
         let err = |fes, fei, why: &str| FatalError::new(fes, fei, hdr_for_err, why.to_string());
 
         let Some(t) = PduType::from_u8(ch.pdu_type) else {
