@@ -171,7 +171,10 @@ impl QueueTask {
                 break format!("{e}");
             }
             if t.conn.queue.is_terminated() || t.close_after_flush {
-                let _ = tokio::time::timeout(Duration::from_secs(1), t.conn.flush()).await;
+                // FIN, not a reset: the host must get the last responses or
+                // the C2HTermReq (a close with unread bytes resets).
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), t.conn.close_gracefully()).await;
                 break "closed".into();
             }
             if t.conn.is_eof() {

@@ -1021,3 +1021,47 @@ async fn garbage_common_header_is_refused_on_its_8_bytes() {
         assert!(started.elapsed() < Duration::from_secs(3));
     }
 }
+
+/// Issue 13: after a C2HTermReq the target closes with FIN, not a reset, even
+/// while the host goes on sending: the host reads the C2HTermReq and then a
+/// clean end of stream (a close with unread bytes would reset the connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn termreq_then_fin_not_reset() {
+    let (_t, addr) = start(Limits::default()).await;
+    let s = TcpStream::connect(addr.socket).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let mut bad = icreq();
+    bad.extend_from_slice(&[0x04, 0, 100, 0, 0, 0x10, 0, 0]);
+    wr.write_all(&bad).await.unwrap();
+    // Keep sending after the bad header, as a host with queued commands would.
+    let writer = tokio::spawn(async move {
+        let junk = vec![0x5Au8; 16 * 1024];
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < until {
+            if wr.write_all(&junk).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        wr
+    });
+    // Read only after the host's later bytes have reached the target.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut buf))
+        .await
+        .expect("the target did not close");
+    let _ = writer.await;
+    assert!(
+        r.is_ok(),
+        "the connection ended with {r:?}, not a clean close"
+    );
+    // ICResp is 128 bytes; the C2HTermReq follows it.
+    assert!(buf.len() > 128 + 8, "only {} bytes came back", buf.len());
+    let ch = CommonHeader::decode(&buf[128..]);
+    assert_eq!(ch.pdu_type, 3, "the C2HTermReq follows the ICResp");
+    assert_eq!(
+        Fes::from_u16(termreq_fields(&buf[128..]).0),
+        Fes::InvalidHeaderField
+    );
+}

@@ -292,4 +292,29 @@ impl<Q: QueueIo> Connection<Q> {
         use tokio::io::AsyncWriteExt;
         let _ = self.stream.shutdown().await;
     }
+
+    /// Ends the connection so that the peer receives everything sent: flushes,
+    /// sends FIN (shutdown of the write side), then reads and drops whatever
+    /// the peer still sends until it closes too. Closing a socket that holds
+    /// unread bytes makes Linux send a reset, which can discard a C2HTermReq
+    /// still on its way. Unbounded against a peer that never closes: the
+    /// caller bounds it with a timeout.
+    pub async fn close_gracefully(&mut self) {
+        let _ = self.flush().await;
+        use tokio::io::AsyncWriteExt;
+        let _ = self.stream.shutdown().await;
+        let mut scratch = [0u8; 4096];
+        while !self.eof {
+            if self.stream.readable().await.is_err() {
+                break;
+            }
+            match self.stream.try_read(&mut scratch) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.read += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
 }
