@@ -9,11 +9,25 @@ use crate::registry::Registry;
 /// disable supported (TP 8005), so hosts may ask for the C2HData SUCCESS path.
 pub const TREQ: u8 = 0x02 | 0x04;
 
+/// The address a port is advertised at: a wildcard listener (0.0.0.0 or
+/// [::]) is shown with the address the host reached us on (`local`, the
+/// discovery connection's own address), as nvmet does
+/// (`nvmet_tcp_disc_port_addr`); a host cannot connect to 0.0.0.0.
+pub fn advertised(port: &TransportAddr, local: Option<std::net::IpAddr>) -> TransportAddr {
+    match local {
+        Some(ip) if port.socket.ip().is_unspecified() && !ip.is_unspecified() => TransportAddr {
+            socket: std::net::SocketAddr::new(ip, port.socket.port()),
+        },
+        _ => *port,
+    }
+}
+
 /// Builds the log for `hostnqn`: one entry per subsystem the host may reach, on
-/// every port.
+/// every port; `local` is the address of the host's discovery connection.
 pub fn build_log(
     reg: &Registry,
     ports: &[TransportAddr],
+    local: Option<std::net::IpAddr>,
     hostnqn: &str,
     asqsz: u16,
 ) -> DiscoveryLog {
@@ -23,6 +37,7 @@ pub fn build_log(
             continue;
         }
         for (i, p) in ports.iter().enumerate() {
+            let p = &advertised(p, local);
             entries.push(DiscoveryLogEntry {
                 trtype: trtype::TCP,
                 adrfam: if p.is_ipv6() {

@@ -547,8 +547,8 @@ async fn reads_beyond_the_send_backlog_limit_all_complete() {
     admin.close().await;
 }
 
-/// The discovery log `hostnqn` gets: the NQNs it lists, and GENCTR.
-async fn discovery_log_of(addr: &TransportAddr, hostnqn: &str) -> (Vec<String>, u64) {
+/// The discovery log `hostnqn` gets through `addr`.
+async fn discovery_log_as(addr: &TransportAddr, hostnqn: &str) -> DiscoveryLog {
     let (mut d, r) = connect_queue_as(
         addr,
         DISCOVERY_NQN,
@@ -576,7 +576,12 @@ async fn discovery_log_of(addr: &TransportAddr, hostnqn: &str) -> (Vec<String>, 
         )
         .await
         .unwrap();
-    let log = DiscoveryLog::decode(&log.data_contiguous());
+    DiscoveryLog::decode(&log.data_contiguous())
+}
+
+/// The subsystem NQNs the discovery log lists for `hostnqn`, sorted, and GENCTR.
+async fn discovery_log_of(addr: &TransportAddr, hostnqn: &str) -> (Vec<String>, u64) {
+    let log = discovery_log_as(addr, hostnqn).await;
     let mut nqns: Vec<String> = log.entries.iter().map(|e| e.subnqn.clone()).collect();
     nqns.sort();
     (nqns, log.genctr)
@@ -650,4 +655,18 @@ async fn allowed_hosts_at_connect_in_discovery_and_on_reload() {
         .await
         .unwrap();
     assert!(r.cqe.status.is_success());
+}
+
+/// Issue 13: a wildcard listener is advertised in the discovery log at the
+/// address the host reached, never as 0.0.0.0 (which no host can connect to).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_listener_is_advertised_at_the_reached_address() {
+    let mut cfg = config(None);
+    cfg.listen = vec!["0.0.0.0:0".parse().unwrap()];
+    let (_t, wild) = start(&cfg).await;
+    assert!(wild.socket.ip().is_unspecified());
+    let addr = TransportAddr::from_parts("127.0.0.1", &wild.trsvcid()).unwrap();
+    let log = discovery_log_as(&addr, HOSTNQN).await;
+    assert_eq!(log.entries[0].traddr.trim(), "127.0.0.1");
+    assert_eq!(log.entries[0].trsvcid.trim(), wild.trsvcid());
 }
