@@ -229,11 +229,10 @@ impl Subsystem {
             .collect()
     }
 
-    /// Applies a new configuration of this subsystem: opens added namespaces, drops
-    /// removed ones, and tells every controller which NSIDs changed.
-    /// Also returns whether the allowed hosts changed (the discovery log of
-    /// those hosts changes with them).
-    fn reconfigure(&self, cfg: &SubsystemConfig) -> Result<(Vec<u32>, bool), RegistryError> {
+    /// The first half of a reload of this subsystem: opens the namespaces that
+    /// are added or changed, touching nothing that runs. Returns the new map
+    /// and the NSIDs that change (added, changed or removed).
+    fn prepare(&self, cfg: &SubsystemConfig) -> Result<(NsMap, Vec<u32>), RegistryError> {
         let old = self.namespaces();
         let mut new = NsMap::new();
         let mut changed = Vec::new();
@@ -250,6 +249,14 @@ impl Subsystem {
         }
         changed.extend(old.keys().filter(|k| !new.contains_key(k)));
         changed.sort_unstable();
+        Ok((new, changed))
+    }
+
+    /// The second half: puts a prepared namespace map and the host list in
+    /// force and tells every controller which NSIDs changed. Returns whether
+    /// the allowed hosts changed (the discovery log of those hosts changes
+    /// with them).
+    fn apply(&self, cfg: &SubsystemConfig, new: NsMap, changed: &[u32]) -> bool {
         let hosts_changed = {
             let mut h = self.hosts.write().unwrap_or_else(|e| e.into_inner());
             let changed = **h != cfg.hosts;
@@ -269,10 +276,10 @@ impl Subsystem {
             *self.namespaces.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
             self.ns_generation.fetch_add(1, Ordering::AcqRel);
             for c in self.all_controllers() {
-                c.namespaces_changed(&changed);
+                c.namespaces_changed(changed);
             }
         }
-        Ok((changed, hosts_changed))
+        hosts_changed
     }
 
     /// Ends every controller (the subsystem is being removed).
@@ -582,13 +589,20 @@ impl Registry {
                 fresh.push(Arc::new(Subsystem::new(s)?));
             }
         }
+        // Then every changed namespace of the subsystems that stay: a reload is
+        // applied whole or not at all, so a namespace that fails to open
+        // leaves every subsystem as it was.
+        let mut prepared = Vec::new();
         for s in &cfg.subsystems {
             if let Some(existing) = self.subsystem(&s.nqn) {
-                let (changed, hosts) = existing.reconfigure(s)?;
-                hosts_changed |= hosts;
-                if !changed.is_empty() {
-                    summary.changed_namespaces.push((s.nqn.clone(), changed));
-                }
+                let (map, changed) = existing.prepare(s)?;
+                prepared.push((existing, s, map, changed));
+            }
+        }
+        for (existing, s, map, changed) in prepared {
+            hosts_changed |= existing.apply(s, map, &changed);
+            if !changed.is_empty() {
+                summary.changed_namespaces.push((s.nqn.clone(), changed));
             }
         }
         {

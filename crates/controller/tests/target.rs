@@ -670,3 +670,52 @@ async fn wildcard_listener_is_advertised_at_the_reached_address() {
     assert_eq!(log.entries[0].traddr.trim(), "127.0.0.1");
     assert_eq!(log.entries[0].trsvcid.trim(), wild.trsvcid());
 }
+
+/// Issue 13: a reload is applied whole or not at all. One subsystem gains a
+/// namespace, the other one whose file cannot be created: the reload fails
+/// and neither subsystem changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_fails_changes_nothing() {
+    const OTHER: &str = "nqn.2024-01.io.nvmf-rs:other";
+    let mut cfg = config(None);
+    let mut other = cfg.subsystems[0].clone();
+    other.nqn = OTHER.into();
+    other.serial = "sn2".into();
+    cfg.subsystems.push(other);
+    let (t, addr) = start(&cfg).await;
+    let (mut admin, r) = connect_queue(&addr, NQN, 0, CNTLID_DYNAMIC, Digests::default()).await;
+    r.unwrap();
+    enable(&mut admin).await;
+
+    let mut bad = cfg.clone();
+    bad.subsystems[0].namespaces.push(NamespaceConfig {
+        nsid: 2,
+        backend: BackendSpec::Memory { size: 8 << 20 },
+        block_size: 512,
+        direct: Default::default(),
+        uuid: None,
+    });
+    bad.subsystems[1].namespaces.push(NamespaceConfig {
+        nsid: 2,
+        backend: BackendSpec::File {
+            path: "/nonexistent-dir/nvmf-rs/x.img".into(),
+            size: Some(1 << 20),
+        },
+        block_size: 512,
+        direct: Default::default(),
+        uuid: None,
+    });
+    assert!(t.reload(&bad).is_err());
+    let list = admin
+        .execute(
+            Sqe::identify(cns::ACTIVE_NS_LIST, 0),
+            HostData::FromController(4096),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        decode_ns_list(&list.data_contiguous()),
+        vec![1],
+        "the first subsystem took its half of a failed reload"
+    );
+}
