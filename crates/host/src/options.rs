@@ -85,8 +85,9 @@ impl ConnectOptions {
     }
 }
 
-/// The host NQN: /etc/nvme/hostnqn if present, else a fresh
-/// `nqn.2014-08.org.nvmexpress:uuid:<uuid>` (stable for the life of the process).
+/// The host NQN: /etc/nvme/hostnqn if present, else
+/// `nqn.2014-08.org.nvmexpress:uuid:<uuid>` with a UUID derived from the
+/// machine (the same for every process on it).
 pub fn default_hostnqn() -> String {
     if let Ok(s) = std::fs::read_to_string("/etc/nvme/hostnqn") {
         let s = s.trim();
@@ -113,7 +114,71 @@ pub fn default_hostid() -> [u8; 16] {
     *process_uuid().as_bytes()
 }
 
+/// The UUID of the generated host NQN and host ID when /etc/nvme/hostnqn is
+/// absent: derived from this machine's identity, so every `nvmf` process on
+/// the machine presents the same host (connecting twice must not make two
+/// controllers for one host; nvme-cli derives its default from the machine
+/// too). Random only when the machine has no identity to read.
 fn process_uuid() -> uuid::Uuid {
     static U: std::sync::OnceLock<uuid::Uuid> = std::sync::OnceLock::new();
-    *U.get_or_init(uuid::Uuid::new_v4)
+    *U.get_or_init(|| {
+        machine_uuid(
+            std::path::Path::new("/sys/class/dmi/id/product_uuid"),
+            std::path::Path::new("/etc/machine-id"),
+        )
+        .unwrap_or_else(uuid::Uuid::new_v4)
+    })
+}
+
+/// Namespace of the UUIDs derived from a machine ID (a fixed random UUID, so
+/// the host NQN does not reveal the machine ID itself).
+const MACHINE_NS: uuid::Uuid = uuid::Uuid::from_u128(0x5c1e_7a54_8d0b_4f3e_9b8a_6e21_d4c7_0f93);
+
+/// The machine's DMI product UUID if readable, else a name-based UUID of its
+/// systemd machine ID.
+pub(crate) fn machine_uuid(
+    dmi: &std::path::Path,
+    machine_id: &std::path::Path,
+) -> Option<uuid::Uuid> {
+    if let Some(u) = std::fs::read_to_string(dmi)
+        .ok()
+        .and_then(|s| uuid::Uuid::parse_str(s.trim()).ok())
+        .filter(|u| !u.is_nil())
+    {
+        return Some(u);
+    }
+    let id = std::fs::read_to_string(machine_id).ok()?;
+    let id = id.trim();
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| uuid::Uuid::new_v5(&MACHINE_NS, id.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_identity_follows_the_machine() {
+        let d = std::env::temp_dir().join(format!("nvmf-hostid-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let (dmi, mid) = (d.join("product_uuid"), d.join("machine-id"));
+        std::fs::write(&mid, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let a = machine_uuid(&dmi, &mid).unwrap();
+        assert_eq!(machine_uuid(&dmi, &mid), Some(a), "stable across calls");
+        std::fs::write(&mid, "fedcba9876543210fedcba9876543210\n").unwrap();
+        assert_ne!(
+            machine_uuid(&dmi, &mid),
+            Some(a),
+            "another machine, another host"
+        );
+        std::fs::write(&dmi, "1b4e28ba-2fa1-11d2-883f-0016d3cca427\n").unwrap();
+        assert_eq!(
+            machine_uuid(&dmi, &mid).unwrap().to_string(),
+            "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+        );
+        std::fs::write(&mid, "garbage").unwrap();
+        std::fs::remove_file(&dmi).unwrap();
+        assert_eq!(machine_uuid(&dmi, &mid), None);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
