@@ -109,5 +109,31 @@ for conn in ("plain-conn1", "plain-conn3", "digests-conn2"):
     cfg = bytes([dg, 0]) + struct.pack("<HIB", 8192, 0xFFFFF, 64)
     save("host_queue", cfg + raw_ops(streams[conn + "-c2h"][:6000]))
 
+# auth_messages: the Linux DH-HMAC-CHAP capture in the nvmf-proto test
+# (hex constants NAME_Qn_MESSAGE), as raw messages (mode 0), controller
+# operations (mode 1), host answers (mode 2), plus DHHC-1 strings (mode 3).
+import re
+src = open("../crates/proto/tests/auth_linux_capture.rs").read()
+consts = {}
+for m in re.finditer(r'const (\w+): &str = (?:concat!\(([^)]*)\)|("[^"]*"))', src):
+    body = m.group(2) if m.group(2) is not None else m.group(3)
+    consts[m.group(1)] = "".join(re.findall(r'"([^"]*)"', body))
+msgs = {k: bytes.fromhex(v) for k, v in consts.items() if re.fullmatch(r"C\d_Q\d_\w+", k)}
+for k, v in msgs.items():
+    save("auth_messages", bytes([0]) + v)
+send = lambda b: bytes([0]) + struct.pack("<H", len(b)) + b
+recv = lambda al: bytes([1]) + struct.pack("<I", al)
+for case in sorted({k[:5] for k in msgs}):
+    m = lambda n: msgs.get(case + "_" + n, b"")
+    ops = send(m("NEGOTIATE")) + recv(4096) + send(m("REPLY")) + recv(4096) + send(m("SUCCESS2")) + recv(4096)
+    save("auth_messages", bytes([1]) + ops)
+    answers = b"".join(struct.pack("<H", len(x)) + x for x in (m("CHALLENGE"), m("SUCCESS1")))
+    t_id = m("CHALLENGE")[4:6]
+    save("auth_messages", bytes([2]) + t_id + answers)
+    save("auth_messages", bytes([6]) + t_id + answers)
+for k in ("K1", "K2", "C2", "K3", "C3"):
+    if k in consts:
+        save("auth_messages", bytes([3]) + consts[k].encode())
+
 total = sum(os.path.getsize(f) for f in glob.glob(OUT + "/*/*"))
 print("corpus files:", len(glob.glob(OUT + "/*/*")), "bytes:", total)

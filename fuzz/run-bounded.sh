@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target (`cargo fuzz list`: the nvmf-proto targets and
-# target_controller, the whole target over loopback TCP) for a bounded time
+# Runs every cargo-fuzz target (`cargo fuzz list`: the nvmf-proto targets,
+# auth_messages for DH-HMAC-CHAP included, and target_controller, the whole
+# target over loopback TCP) for a bounded time
 # against the seed corpus in fuzz/corpus/<target>/ and exits non-zero if any
 # target crashes.
 #
-#   fuzz/run-bounded.sh [SECONDS_PER_TARGET]   (default 30; five targets, so
-#                                              about 2.5 min plus the build)
+#   fuzz/run-bounded.sh [SECONDS_PER_TARGET]   (default 30; six targets, so
+#                                              about 3 min plus the build)
 #
 # Needs only a stable toolchain: RUSTC_BOOTSTRAP=1 lets stable rustc accept the
 # -Z flags cargo-fuzz passes (sanitizer, coverage). New corpus entries go to a

@@ -13,6 +13,26 @@
 //! next Receive; an AUTH_Failure2 from the host ends the transaction. Like
 //! nvmet, both Authentication commands complete with a success status either
 //! way: the outcome travels in the messages.
+//!
+//! Wiring it into a controller, as nvmet does:
+//! - Connect (admin and every I/O queue) of a host with a configured secret:
+//!   answer with ATR set ([`crate::fabrics::connect_response_dw0`]) and create
+//!   one `ControllerAuth` for that queue.
+//! - Until [`ControllerAuth::is_authenticated`], answer non-Fabrics commands on
+//!   the queue with Authentication Required ([`crate::Status::AUTH_REQUIRED`],
+//!   DNR) (`nvmet_check_auth_status`).
+//! - Authentication Send/Receive: check the SQE with
+//!   [`crate::fabrics::AuthCommand::check_dhchap`], then call `handle_send` /
+//!   `handle_receive`. nvmet transfers exactly AL bytes on a Receive (the
+//!   message, then zeros); the Linux host always uses AL = 4096.
+//! - When [`ControllerAuth::is_finished`] with a failure, nvmet tears the
+//!   controller down (`nvmet_ctrl_fatal_error`); it also resets a transaction
+//!   left unfinished for KATO (120 s without KATO).
+//!
+//! One nvmet quirk is not copied: nvmet handles an AUTH_Failure2 (a "common"
+//! message) in its Negotiate branch and so records "incorrect protocol
+//! message"; here the host's own explanation is kept
+//! ([`AuthFailure::PeerReported`]). Either way the transaction has failed.
 
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;

@@ -363,6 +363,77 @@ mod tests {
         ));
     }
 
+    /// Hands out bytes i*mul+add (mod 256): a fixed private exponent.
+    struct Pattern(u8, u8, u8);
+    impl RngCore for Pattern {
+        fn next_u32(&mut self) -> u32 {
+            unimplemented!()
+        }
+        fn next_u64(&mut self) -> u64 {
+            unimplemented!()
+        }
+        fn fill_bytes(&mut self, d: &mut [u8]) {
+            for b in d {
+                *b = self.0.wrapping_mul(self.1).wrapping_add(self.2);
+                self.0 = self.0.wrapping_add(1);
+            }
+        }
+        fn try_fill_bytes(&mut self, d: &mut [u8]) -> Result<(), rand::Error> {
+            self.fill_bytes(d);
+            Ok(())
+        }
+    }
+    impl CryptoRng for Pattern {}
+
+    fn sha256_hex(b: &[u8]) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    }
+
+    /// Known answers from Python's `pow(2, x, p)` (independent big-integer code)
+    /// for every group: SHA-256 of the public value 2^a and of the shared secret
+    /// (2^b)^a, with a = bytes 01 08 0f … and b = bytes 05 12 1f … of the
+    /// group's exponent length.
+    #[test]
+    fn known_answers_from_python_pow() {
+        for (g, public, shared) in [
+            (
+                DhGroup::Ffdhe2048,
+                "8b86d040edb2357dffadef05bd33eb7edb94f2d13b09bb155e5a12905eb3396e",
+                "15e31e22f3993fbf4dc9944a33d6156192655685b334bbd344e7bd0a39b8925f",
+            ),
+            (
+                DhGroup::Ffdhe3072,
+                "34d04a5729fc64e329c7b7f8670b5898d7cb6c0d897609b50a67ff9457728cd3",
+                "b229d17bf4dd257309dfcd60628dc7c01773f23c9bd62dea9d7f79a98843cbd3",
+            ),
+            (
+                DhGroup::Ffdhe4096,
+                "944152465b13e74867d9f1df028fa6d7618c435fb13f46851d2c27d58f8cd2d8",
+                "0dd89b55f08bb52252959db860e75877dd7cd13688108ba3dd4a4be3ec3a443a",
+            ),
+            (
+                DhGroup::Ffdhe6144,
+                "54b09b577de2e998c50fd831130f802d4f671d17566e4725040fe25e68641871",
+                "5980fa7fc2af1801daf41a9d87dcb55bf068493a189756c7da097d71bc524951",
+            ),
+            (
+                DhGroup::Ffdhe8192,
+                "ec9c45a5524e2ad993932b8258f184ffe866a70062c70376cdf255195b1b85ab",
+                "00e915241e276b12c418dfd1a922ffcda25977fecd430c2a361573a03f851730",
+            ),
+        ] {
+            let a = DhKeyPair::generate(g, &mut Pattern(0, 7, 1)).unwrap();
+            let b = DhKeyPair::generate(g, &mut Pattern(0, 13, 5)).unwrap();
+            assert_eq!(sha256_hex(a.public_value()), public, "{g}");
+            let z = a.shared_secret(b.public_value()).unwrap();
+            assert_eq!(sha256_hex(&z), shared, "{g}");
+        }
+    }
+
     #[test]
     fn two_to_the_x_for_a_known_x() {
         // x = 2^8 + 1 = 257 → 2^257 mod p = 2^257 (smaller than p).

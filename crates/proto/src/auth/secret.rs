@@ -26,6 +26,9 @@ pub enum SecretError {
     /// The decoded key (without its CRC) is not 32, 48 or 64 bytes.
     #[error("a DHHC-1 key is 32, 48 or 64 bytes followed by a 4-byte CRC, not {0} bytes in all")]
     BadLength(usize),
+    /// Raw key bytes given to [`DhchapSecret::new`] are not 32, 48 or 64 bytes.
+    #[error("a DH-HMAC-CHAP key is 32, 48 or 64 bytes, not {0}")]
+    BadKeyLength(usize),
     /// The CRC-32 that follows the key does not match it.
     #[error("the CRC-32 of the DHHC-1 key does not match (stored {stored:#010x}, computed {computed:#010x}): the key was mistyped or truncated")]
     CrcMismatch {
@@ -50,7 +53,7 @@ impl DhchapSecret {
     /// A secret from raw key bytes (32, 48 or 64 of them) and the transformation hash.
     pub fn new(key: &[u8], transform: Option<HashId>) -> Result<Self, SecretError> {
         if !matches!(key.len(), 32 | 48 | 64) {
-            return Err(SecretError::BadLength(key.len() + 4));
+            return Err(SecretError::BadKeyLength(key.len()));
         }
         Ok(Self {
             transform,
@@ -228,7 +231,10 @@ mod tests {
             " DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR\n"
         )
         .is_ok());
-        assert!(DhchapSecret::new(&[0; 31], None).is_err());
+        assert_eq!(
+            DhchapSecret::new(&[0; 31], None),
+            Err(SecretError::BadKeyLength(31))
+        );
     }
 
     #[test]
