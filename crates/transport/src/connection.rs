@@ -9,6 +9,16 @@ use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 
 use crate::error::TransportError;
+use crate::tls::{TlsClientConfig, TlsServerConfig, TlsStream};
+
+/// Which end of a TLS handshake a connection plays.
+#[derive(Debug, Clone, Copy)]
+pub enum TlsSide<'a> {
+    /// The controller: accepts, choosing the PSK by the identity offered.
+    Server(&'a TlsServerConfig),
+    /// The host: offers its PSK.
+    Client(&'a TlsClientConfig),
+}
 
 /// Most buffers handed to one `writev` (Linux IOV_MAX is 1024).
 const MAX_IOVECS: usize = 64;
@@ -73,10 +83,43 @@ impl QueueIo for ControllerQueue {
     }
 }
 
-/// A TCP socket and the queue it carries.
+/// What carries a connection's bytes: the socket itself, or TLS over it.
+#[derive(Debug)]
+enum Wire {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Wire {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Wire::Plain(s) => s,
+            Wire::Tls(t) => &t.get_ref().0,
+        }
+    }
+}
+
+/// Largest plaintext gathered into one TLS write: one full record.
+const TLS_RECORD: usize = 16 * 1024;
+
+/// An OpenSSL error as an I/O error: WANT_READ / WANT_WRITE are `WouldBlock`
+/// (the socket is not ready), a closed peer is end of stream.
+fn ssl_io(e: openssl::ssl::Error) -> Result<usize, io::Error> {
+    use openssl::ssl::ErrorCode;
+    match e.code() {
+        ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => Err(io::ErrorKind::WouldBlock.into()),
+        ErrorCode::ZERO_RETURN => Ok(0),
+        _ => match e.into_io_error() {
+            Ok(io) => Err(io),
+            Err(e) => Err(io::Error::other(format!("TLS: {e}"))),
+        },
+    }
+}
+
+/// A TCP socket (plain or under TLS) and the queue it carries.
 #[derive(Debug)]
 pub struct Connection<Q> {
-    stream: TcpStream,
+    wire: Wire,
     /// The queue state machine.
     pub queue: Q,
     eof: bool,
@@ -95,7 +138,7 @@ impl<Q: QueueIo> Connection<Q> {
     pub fn new(stream: TcpStream, queue: Q) -> Self {
         let _ = stream.set_nodelay(true);
         Self {
-            stream,
+            wire: Wire::Plain(stream),
             queue,
             eof: false,
             read_chunk: READ_CHUNK_MIN,
@@ -122,17 +165,46 @@ impl<Q: QueueIo> Connection<Q> {
     /// Sets the socket's TCP congestion control (see
     /// [`crate::sockopt::set_tcp_congestion`]).
     pub fn set_tcp_congestion(&self, name: &str) -> Result<(), TransportError> {
-        crate::sockopt::set_tcp_congestion(&self.stream, name)
+        crate::sockopt::set_tcp_congestion(self.wire.tcp(), name)
     }
 
     /// The socket.
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.wire.tcp()
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.stream.peer_addr()
+        self.wire.tcp().peer_addr()
+    }
+
+    /// True when the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.wire, Wire::Tls(_))
+    }
+
+    /// Runs a TLS handshake on a connection that has exchanged nothing yet
+    /// and carries the queue over TLS from then on (NVMe/TCP 1.1 §3.6.1: TLS
+    /// starts right after the TCP connection, before ICReq).
+    pub async fn start_tls(&mut self, tls: TlsSide<'_>) -> Result<(), TransportError> {
+        let tcp = match &self.wire {
+            Wire::Plain(s) => {
+                // Take the socket out: a duplicate of its descriptor keeps the
+                // Connection valid while the handshake owns the original.
+                let err = |e| TransportError::io("starting TLS", e);
+                let dup: std::net::TcpStream =
+                    socket2::SockRef::from(s).try_clone().map_err(err)?.into();
+                dup.set_nonblocking(true).map_err(err)?;
+                TcpStream::from_std(dup).map_err(err)?
+            }
+            Wire::Tls(_) => return Err(TransportError::Tls("TLS is already on".into())),
+        };
+        let s = match tls {
+            TlsSide::Server(cfg) => crate::tls::accept_tls(tcp, cfg).await?,
+            TlsSide::Client(cfg) => crate::tls::connect_tls(tcp, cfg).await?,
+        };
+        self.wire = Wire::Tls(Box::new(s));
+        Ok(())
     }
 
     /// True once the peer closed its side.
@@ -174,7 +246,7 @@ impl<Q: QueueIo> Connection<Q> {
             loop {
                 tokio::select! {
                     biased;
-                    r = self.stream.ready(interest) => return r.map_err(err),
+                    r = self.wire.tcp().ready(interest) => return r.map_err(err),
                     _ = std::future::ready(()) => {}
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -183,7 +255,7 @@ impl<Q: QueueIo> Connection<Q> {
                 tokio::task::yield_now().await;
             }
         }
-        self.stream.ready(interest).await.map_err(err)
+        self.wire.tcp().ready(interest).await.map_err(err)
     }
 
     /// Moves bytes in the directions `ready` allows: reads all that is available
@@ -215,10 +287,19 @@ impl<Q: QueueIo> Connection<Q> {
             let rx = self.queue.rx();
             rx.reserve(limit);
             let offered = rx.capacity() - rx.len();
-            let result = if chunked {
-                self.stream.try_read_buf(rx)
-            } else {
-                self.stream.try_read_buf(&mut rx.limit(limit))
+            let result = match &mut self.wire {
+                Wire::Plain(s) if chunked => s.try_read_buf(rx),
+                Wire::Plain(s) => s.try_read_buf(&mut rx.limit(limit)),
+                Wire::Tls(t) => {
+                    // Decrypted bytes land in the buffer's spare room; it is
+                    // zeroed first (the cipher's cost dwarfs that).
+                    let start = rx.len();
+                    let room = if chunked { offered } else { limit.min(offered) };
+                    rx.resize(start + room, 0);
+                    let r = t.ssl_read(&mut rx[start..]).or_else(ssl_io);
+                    rx.truncate(start + *r.as_ref().unwrap_or(&0));
+                    r
+                }
             };
             match result {
                 Ok(0) => {
@@ -251,7 +332,22 @@ impl<Q: QueueIo> Connection<Q> {
                     .take(MAX_IOVECS)
                     .map(|c| IoSlice::new(c))
                     .collect();
-                match self.stream.try_write_vectored(&slices) {
+                let r = match &mut self.wire {
+                    Wire::Plain(s) => s.try_write_vectored(&slices),
+                    Wire::Tls(t) => {
+                        // One record's worth of the queued chunks per write.
+                        let mut rec = Vec::with_capacity(TLS_RECORD);
+                        for c in &slices {
+                            let take = c.len().min(TLS_RECORD - rec.len());
+                            rec.extend_from_slice(&c[..take]);
+                            if rec.len() == TLS_RECORD {
+                                break;
+                            }
+                        }
+                        t.ssl_write(&rec).or_else(ssl_io)
+                    }
+                };
+                match r {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
@@ -289,8 +385,15 @@ impl<Q: QueueIo> Connection<Q> {
     /// Shuts the socket down after flushing (best effort, bounded by the caller).
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
-        use tokio::io::AsyncWriteExt;
-        let _ = self.stream.shutdown().await;
+        self.shutdown_write().await;
+    }
+
+    /// Sends FIN (after a TLS close_notify when TLS is on).
+    async fn shutdown_write(&mut self) {
+        if let Wire::Tls(t) = &mut self.wire {
+            let _ = t.shutdown();
+        }
+        let _ = socket2::SockRef::from(self.wire.tcp()).shutdown(std::net::Shutdown::Write);
     }
 
     /// Ends the connection so that the peer receives everything sent: flushes,
@@ -301,14 +404,13 @@ impl<Q: QueueIo> Connection<Q> {
     /// caller bounds it with a timeout.
     pub async fn close_gracefully(&mut self) {
         let _ = self.flush().await;
-        use tokio::io::AsyncWriteExt;
-        let _ = self.stream.shutdown().await;
+        self.shutdown_write().await;
         let mut scratch = [0u8; 4096];
         while !self.eof {
-            if self.stream.readable().await.is_err() {
+            if self.wire.tcp().readable().await.is_err() {
                 break;
             }
-            match self.stream.try_read(&mut scratch) {
+            match self.wire.tcp().try_read(&mut scratch) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.read += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

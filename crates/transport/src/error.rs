@@ -31,6 +31,9 @@ pub enum TransportError {
     /// No answer in time.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The TLS channel failed (handshake refused, unknown PSK, bad record).
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl TransportError {

@@ -35,11 +35,25 @@ impl HostConnection {
         addr: &TransportAddr,
         cfg: HostQueueConfig,
     ) -> Result<Self, TransportError> {
+        Self::connect_with(addr, cfg, None).await
+    }
+
+    /// Connects, runs the TLS handshake first when `tls` is given (NVMe/TCP
+    /// 1.1 §3.6.1: the secure channel comes before ICReq), then ICReq/ICResp.
+    pub async fn connect_with(
+        addr: &TransportAddr,
+        cfg: HostQueueConfig,
+        tls: Option<&crate::tls::TlsClientConfig>,
+    ) -> Result<Self, TransportError> {
         let fut = async {
             let stream = TcpStream::connect(addr.socket)
                 .await
                 .map_err(|e| TransportError::io(format!("connecting to {addr}"), e))?;
             let mut conn = Connection::new(stream, HostQueue::new(cfg));
+            if let Some(t) = tls {
+                conn.start_tls(crate::connection::TlsSide::Client(t))
+                    .await?;
+            }
             loop {
                 conn.pump().await?;
                 match conn.queue.poll_event() {

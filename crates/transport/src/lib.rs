@@ -15,6 +15,7 @@ pub mod error;
 pub mod host;
 pub mod listener;
 pub mod sockopt;
+pub mod tls;
 
 pub use addr::TransportAddr;
 pub use connection::{Connection, QueueIo};
