@@ -290,9 +290,14 @@ impl QueueTask {
         };
         self.refresh_ns();
         let page: Vec<u8> = match id {
-            lid::DISCOVERY if discovery => {
-                build_log(&self.ctx.registry, &self.ctx.ports, &ctrl.hostnqn, 32).encode()
-            }
+            lid::DISCOVERY if discovery => build_log(
+                &self.ctx.registry,
+                &self.ctx.ports,
+                self.ctx.tls,
+                &ctrl.hostnqn,
+                32,
+            )
+            .encode(),
             lid::ERROR => {
                 let mut v = Vec::with_capacity(64 * crate::registry::ERROR_LOG_ENTRIES);
                 for e in ctrl.errors() {

@@ -5,10 +5,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use nvmf_proto::tcp::{ControllerQueue, HostQueue, TxQueue};
+use std::sync::Arc;
 use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 
 use crate::error::TransportError;
+use crate::tls::{TlsClientConfig, TlsServerConfig, TlsWire};
 
 /// Most buffers handed to one `writev` (Linux IOV_MAX is 1024).
 const MAX_IOVECS: usize = 64;
@@ -76,7 +78,9 @@ impl QueueIo for ControllerQueue {
 /// A TCP socket and the queue it carries.
 #[derive(Debug)]
 pub struct Connection<Q> {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
+    /// The TLS session, once started; `None` is plain TCP (one branch on the hot path).
+    tls: Option<Box<TlsWire>>,
     /// The queue state machine.
     pub queue: Q,
     eof: bool,
@@ -95,7 +99,8 @@ impl<Q: QueueIo> Connection<Q> {
     pub fn new(stream: TcpStream, queue: Q) -> Self {
         let _ = stream.set_nodelay(true);
         Self {
-            stream,
+            stream: Arc::new(stream),
+            tls: None,
             queue,
             eof: false,
             read_chunk: READ_CHUNK_MIN,
@@ -200,6 +205,9 @@ impl<Q: QueueIo> Connection<Q> {
 
     fn read_available(&mut self) -> Result<(), TransportError> {
         use bytes::BufMut;
+        if self.tls.is_some() {
+            return self.read_tls();
+        }
         loop {
             let wanted = self.queue.wanted();
             // (limit, chunked): how much to read, and whether it may grow the chunk.
@@ -240,8 +248,119 @@ impl<Q: QueueIo> Connection<Q> {
         }
     }
 
+    /// Reads and decrypts until OpenSSL wants more bytes from the socket, so no
+    /// decrypted plaintext stays buffered inside OpenSSL (`SSL_pending`).
+    fn read_tls(&mut self) -> Result<(), TransportError> {
+        use openssl::ssl::ErrorCode;
+        let Some(t) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            match t.ssl.ssl_read(&mut t.scratch) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.queue.process();
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.read += n as u64;
+                    self.queue.rx().extend_from_slice(&t.scratch[..n]);
+                    self.queue.process();
+                }
+                Err(e) => match e.code() {
+                    ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => return Ok(()),
+                    ErrorCode::ZERO_RETURN => {
+                        self.eof = true;
+                        self.queue.process();
+                        return Ok(());
+                    }
+                    ErrorCode::SYSCALL if e.io_error().is_none() => {
+                        self.eof = true;
+                        self.queue.process();
+                        return Ok(());
+                    }
+                    _ => return Err(TransportError::Tls(format!("TLS read: {e}"))),
+                },
+            }
+        }
+    }
+
+    /// Encrypts the transmit buffer: small chunks are coalesced into records of
+    /// up to 16 KiB (one `SSL_write` each). Bytes handed to OpenSSL that it has
+    /// not taken yet stay in `pending` and are offered again first.
+    fn write_tls(&mut self) -> Result<(), TransportError> {
+        use openssl::ssl::ErrorCode;
+        const RECORD: usize = 16 * 1024;
+        let Some(t) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        let tx = self.queue.tx();
+        loop {
+            if t.pending.is_empty() {
+                if tx.is_empty() {
+                    return Ok(());
+                }
+                let mut taken = 0;
+                for c in tx.chunks().iter().take(MAX_IOVECS) {
+                    let n = c.len().min(RECORD - t.pending.len());
+                    t.pending.extend_from_slice(&c[..n]);
+                    taken += n;
+                    if t.pending.len() >= RECORD {
+                        break;
+                    }
+                }
+                tx.advance(taken);
+            }
+            match t.ssl.ssl_write(&t.pending) {
+                Ok(n) => {
+                    self.written += n as u64;
+                    t.pending.drain(..n);
+                }
+                Err(e) => match e.code() {
+                    ErrorCode::WANT_WRITE | ErrorCode::WANT_READ => return Ok(()),
+                    _ => return Err(TransportError::Tls(format!("TLS write: {e}"))),
+                },
+            }
+        }
+    }
+
+    /// Whether bytes wait to be sent (the queue's or those inside TLS).
+    fn has_tx(&mut self) -> bool {
+        !self.queue.tx().is_empty() || self.tls.as_ref().is_some_and(|t| !t.pending.is_empty())
+    }
+
+    /// Runs the TLS handshake as the client (host), before the ICReq.
+    pub async fn start_tls_client(&mut self, cfg: &TlsClientConfig) -> Result<(), TransportError> {
+        let w = crate::tls::handshake(self.stream.clone(), cfg.context(), true).await?;
+        self.tls = Some(Box::new(w));
+        Ok(())
+    }
+
+    /// Runs the TLS handshake as the server (target), before the ICReq is read.
+    pub async fn start_tls_server(&mut self, cfg: &TlsServerConfig) -> Result<(), TransportError> {
+        let w = crate::tls::handshake(self.stream.clone(), cfg.context(), false).await?;
+        self.tls = Some(Box::new(w));
+        Ok(())
+    }
+
+    /// Whether the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The negotiated TLS cipher suite (IANA name), if the connection runs over TLS.
+    pub fn tls_cipher(&self) -> Option<&'static str> {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.ssl.ssl().current_cipher())
+            .map(|c| c.standard_name().unwrap_or(c.name()))
+    }
+
     /// Writes queued bytes until the socket would block or nothing is left.
     pub fn write_available(&mut self) -> Result<(), TransportError> {
+        if self.tls.is_some() {
+            return self.write_tls();
+        }
         let tx = self.queue.tx();
         while !tx.is_empty() {
             let n = {
@@ -268,7 +387,7 @@ impl<Q: QueueIo> Connection<Q> {
     /// processed meanwhile so the peer is never blocked on us).
     pub async fn flush(&mut self) -> Result<(), TransportError> {
         self.write_available()?;
-        while !self.queue.tx().is_empty() {
+        while self.has_tx() {
             let r = self.ready(true).await?;
             self.drive(r)?;
             if self.eof {
@@ -281,7 +400,7 @@ impl<Q: QueueIo> Connection<Q> {
     /// One round: write what can be written, wait for the socket, move bytes.
     pub async fn pump(&mut self) -> Result<(), TransportError> {
         self.write_available()?;
-        let has_tx = !self.queue.tx().is_empty();
+        let has_tx = self.has_tx();
         let r = self.ready(has_tx).await?;
         self.drive(r)
     }
@@ -289,7 +408,9 @@ impl<Q: QueueIo> Connection<Q> {
     /// Shuts the socket down after flushing (best effort, bounded by the caller).
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
-        use tokio::io::AsyncWriteExt;
-        let _ = self.stream.shutdown().await;
+        if let Some(t) = self.tls.as_mut() {
+            let _ = t.ssl.shutdown();
+        }
+        let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write);
     }
 }

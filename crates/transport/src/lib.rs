@@ -15,12 +15,14 @@ pub mod error;
 pub mod host;
 pub mod listener;
 pub mod sockopt;
+pub mod tls;
 
 pub use addr::TransportAddr;
 pub use connection::{Connection, QueueIo};
 pub use error::TransportError;
 pub use host::HostConnection;
 pub use listener::Listener;
+pub use tls::{TlsClientConfig, TlsServerConfig};
 
 use std::future::Future;
 
