@@ -9,6 +9,7 @@
 #   tcpdump                                       captures inside the guest
 #   tshark                                        pcap decoding checks
 #   iproute2                                      ip(8)
+#   libssl-dev pkg-config                         build: the openssl crate (NVMe/TCP TLS)
 #
 # qemu: when qemu-utils >= 8 is already installed (this machine kind ships
 # qemu-utils 10.x from bookworm-backports), bookworm's qemu-system-x86 7.2
@@ -67,7 +68,7 @@ command -v dpkg-query >/dev/null && command -v apt-get >/dev/null \
 
 # --- plain packages -----------------------------------------------------------
 need=()
-for p in busybox-static nvme-cli cpio kmod xz-utils zstd e2fsprogs tcpdump iproute2; do
+for p in busybox-static nvme-cli cpio kmod xz-utils zstd e2fsprogs tcpdump iproute2 libssl-dev pkg-config; do
     pkg_installed "$p" || need+=("$p")
 done
 
