@@ -294,6 +294,7 @@ impl QueueTask {
                 &self.ctx.registry,
                 &self.ctx.ports,
                 self.conn.stream().local_addr().ok().map(|a| a.ip()),
+                self.ctx.tls,
                 &ctrl.hostnqn,
                 32,
             )

@@ -242,6 +242,21 @@ pub struct TargetConfig {
     /// TCP congestion control of the connections accepted (tcp(7)
     /// `TCP_CONGESTION`); `None`: the system default.
     pub tcp_congestion: Option<String>,
+    /// TLS on the `listen` ports (`None`: plain TCP).
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS 1.3 with PSK on the listen ports (nvmet `addr_treq=required`,
+/// `addr_tsas=tls1.3`): a host that does not start with a TLS handshake is
+/// disconnected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Configured PSKs (`NVMeTLSkey-1:…`); the TLS PSK of any host NQN and
+    /// subsystem NQN is derived from them.
+    pub keys: Vec<nvmf_proto::tls::ConfiguredPsk>,
+    /// Derivation for identity version 0 (libnvme <= 1.15 / nvme-cli 2.13 use
+    /// [`Derivation::Compat`](nvmf_proto::tls::Derivation::Compat)).
+    pub derivation: nvmf_proto::tls::Derivation,
 }
 
 /// Default subsystem NQN of the embedded default and quick mode.
@@ -274,6 +289,7 @@ impl TargetConfig {
             limits: Limits::default(),
             busy_poll_us: 0,
             tcp_congestion: None,
+            tls: None,
         }
     }
 
@@ -445,8 +461,37 @@ struct FileConfig {
     busy_poll_us: u32,
     #[serde(default)]
     tcp_congestion: Option<String>,
+    /// "required": TLS on every listen port.
+    #[serde(default)]
+    tls: Option<String>,
+    /// Configured PSK(s), NVMeTLSkey-1:…
+    #[serde(default)]
+    tls_key: OneOrMany,
+    /// Key derivation of libnvme <= 1.15 (nvme-cli 2.13).
+    #[serde(default)]
+    tls_compat: bool,
     #[serde(default, rename = "subsystem")]
     subsystems: Vec<FileSubsystem>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::None => vec![],
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -530,6 +575,54 @@ pub fn parse_direct(s: &str) -> Result<DirectIo, String> {
     }
 }
 
+/// The TLS settings from `tls` ("required" or absent), the keys and the
+/// derivation choice; `Err((field, message))`.
+pub fn parse_tls(
+    mode: Option<&str>,
+    keys: &[String],
+    compat: bool,
+) -> Result<Option<TlsConfig>, (String, String)> {
+    match mode {
+        None | Some("none") | Some("no") => {
+            if keys.is_empty() {
+                return Ok(None);
+            }
+            Err((
+                "tls".into(),
+                "tls_key is set but tls is not \"required\"; add tls = \"required\"".into(),
+            ))
+        }
+        Some("required") => {
+            if keys.is_empty() {
+                return Err((
+                    "tls_key".into(),
+                    "tls = \"required\" needs a configured PSK: tls_key = \"NVMeTLSkey-1:01:…:\" (nvme gen-tls-key prints one)".into(),
+                ));
+            }
+            let keys = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    nvmf_proto::tls::ConfiguredPsk::parse(k)
+                        .map_err(|e| (format!("tls_key[{i}]"), e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(TlsConfig {
+                keys,
+                derivation: if compat {
+                    nvmf_proto::tls::Derivation::Compat
+                } else {
+                    nvmf_proto::tls::Derivation::Spec
+                },
+            }))
+        }
+        Some(other) => Err((
+            "tls".into(),
+            format!("tls is \"required\" (TLS 1.3 on every listen port) or absent, not {other:?}"),
+        )),
+    }
+}
+
 impl FileConfig {
     fn into_config(self, origin: &str) -> Result<TargetConfig, ConfigError> {
         let inv = |field: String, message: String| ConfigError::Invalid {
@@ -547,6 +640,12 @@ impl FileConfig {
                 .map(|(i, s)| parse_addr(format!("listen[{i}]"), s))
                 .collect::<Result<_, _>>()?
         };
+        let tls = parse_tls(
+            self.tls.as_deref(),
+            &self.tls_key.into_vec(),
+            self.tls_compat,
+        )
+        .map_err(|(f, m)| inv(f, m))?;
         let discovery_listen = match self.discovery_listen {
             None => vec![],
             Some(v) => v
@@ -617,6 +716,7 @@ impl FileConfig {
             limits: self.limits,
             busy_poll_us: self.busy_poll_us,
             tcp_congestion: self.tcp_congestion,
+            tls,
         })
     }
 }

@@ -21,6 +21,13 @@ pub fn advertised(port: &TransportAddr, local: Option<std::net::IpAddr>) -> Tran
         _ => *port,
     }
 }
+/// TREQ of a port that requires TLS: secure channel required (bits 1:0 = 01b,
+/// `NVMF_TREQ_REQUIRED`), SQ flow control disable supported (bit 2).
+pub const TREQ_TLS: u8 = 0x01 | 0x04;
+
+/// TSAS.SECTYPE (byte 0 of the TCP transport specific address subtype) of a
+/// TLS port: TLS 1.3 (`NVMF_TCP_SECTYPE_TLS13` = 2).
+pub const SECTYPE_TLS13: u8 = 2;
 
 /// Builds the log for `hostnqn`: one entry per subsystem the host may reach, on
 /// every port; `local` is the address of the host's discovery connection.
@@ -28,6 +35,7 @@ pub fn build_log(
     reg: &Registry,
     ports: &[TransportAddr],
     local: Option<std::net::IpAddr>,
+    tls: bool,
     hostnqn: &str,
     asqsz: u16,
 ) -> DiscoveryLog {
@@ -46,7 +54,7 @@ pub fn build_log(
                     adrfam::IPV4
                 },
                 subtype: subtype::NVME,
-                treq: TREQ,
+                treq: if tls { TREQ_TLS } else { TREQ },
                 portid: i as u16 + 1,
                 cntlid: 0xffff,
                 asqsz,
@@ -54,7 +62,13 @@ pub fn build_log(
                 trsvcid: p.trsvcid(),
                 subnqn: s.nqn.clone(),
                 traddr: p.traddr(),
-                tsas: [0; 256],
+                tsas: {
+                    let mut t = [0; 256];
+                    if tls {
+                        t[0] = SECTYPE_TLS13;
+                    }
+                    t
+                },
             });
         }
     }

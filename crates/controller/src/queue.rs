@@ -38,6 +38,8 @@ pub struct TargetCtx {
     pub limits: Limits,
     /// Addresses served, for the discovery log.
     pub ports: Vec<TransportAddr>,
+    /// The `ports` require TLS (discovery log TREQ / TSAS).
+    pub tls: bool,
     /// Socket polling budget of every queue (zero: none).
     pub busy_poll: Duration,
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nvmf_proto::tcp::{ControllerQueueConfig, Digests};
-use nvmf_transport::{Listener, TransportAddr, TransportError};
+use nvmf_transport::{Listener, TlsServerConfig, TransportAddr, TransportError};
 use tracing::{info, warn};
 
 use crate::admission::{Admission, Ticket, STRIKE_WINDOW};
@@ -57,8 +57,17 @@ impl Target {
         };
         let mut listeners = Vec::new();
         let mut ports = Vec::new();
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => Some(Arc::new(
+                TlsServerConfig::new(t.keys.clone(), t.derivation).map_err(TargetError::Listen)?,
+            )),
+        };
         for a in &cfg.listen {
-            let lis = Listener::bind(a, qcfg).await.map_err(TargetError::Listen)?;
+            let mut lis = Listener::bind(a, qcfg).await.map_err(TargetError::Listen)?;
+            if let Some(t) = &tls {
+                lis.require_tls(t.clone());
+            }
             ports.push(lis.local_addr());
             listeners.push(Arc::new(lis));
         }
@@ -83,6 +92,7 @@ impl Target {
             registry,
             limits: cfg.limits.clone(),
             ports,
+            tls: tls.is_some(),
             busy_poll: std::time::Duration::from_micros(u64::from(cfg.busy_poll_us)),
         });
         Ok(Self {
@@ -133,7 +143,7 @@ impl Target {
             tasks.push(tokio::spawn(async move {
                 loop {
                     match lis.accept().await {
-                        Ok(conn) => {
+                        Ok(mut conn) => {
                             let ip = conn
                                 .peer_addr()
                                 .map(|a| a.ip())
@@ -145,9 +155,18 @@ impl Target {
                             };
                             let ctx = me.ctx.clone();
                             let adm = me.admission.clone();
+                            let tls = lis.tls().cloned();
                             tokio::spawn(async move {
                                 if !ticket.delay.is_zero() {
                                     tokio::time::sleep(ticket.delay).await;
+                                }
+                                if let Some(t) = &tls {
+                                    if let Err(e) = conn.start_tls_server(t).await {
+                                        warn!(%ip, "connection closed: {e}");
+                                        let _ = adm.strike(ip, Instant::now());
+                                        drop(ticket);
+                                        return;
+                                    }
                                 }
                                 if QueueTask::run(conn, ctx).await {
                                     if let Some(n) = adm.strike(ip, Instant::now()) {

@@ -63,6 +63,7 @@ fn config(hosts: Vec<HostConfig>) -> TargetConfig {
         limits: Limits::default(),
         busy_poll_us: 0,
         tcp_congestion: None,
+        tls: None,
     }
 }
 

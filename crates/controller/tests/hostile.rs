@@ -44,6 +44,7 @@ async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
         limits,
         busy_poll_us: 0,
         tcp_congestion: None,
+        tls: None,
     };
     let t = Arc::new(Target::bind(&cfg).await.unwrap());
     let a = t.ports()[0];

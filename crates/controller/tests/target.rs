@@ -54,6 +54,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
         limits: Limits::default(),
         busy_poll_us: 0,
         tcp_congestion: None,
+        tls: None,
     }
 }
 

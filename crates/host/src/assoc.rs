@@ -169,7 +169,19 @@ async fn tcp_connect(opts: &ConnectOptions, depth: u16) -> Result<HostConnection
         queue_depth: depth,
         ..HostQueueConfig::default()
     };
-    HostConnection::connect(&opts.addr, cfg)
+    let tls = match &opts.tls_key {
+        None => None,
+        Some(k) => Some(
+            nvmf_transport::TlsClientConfig::from_configured(
+                k,
+                &opts.hostnqn,
+                &opts.subnqn,
+                opts.tls_derivation,
+            )
+            .map_err(Error::Transport)?,
+        ),
+    };
+    HostConnection::connect_with(&opts.addr, cfg, tls.as_ref())
         .await
         .map_err(|e| match e {
             TransportError::Io { ref source, .. } => Error::Unreachable {

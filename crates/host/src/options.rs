@@ -48,6 +48,12 @@ pub struct ConnectOptions {
     /// The controller's secret (`--dhchap-ctrl-secret`): the controller must
     /// prove it knows it (bidirectional authentication).
     pub dhchap_ctrl_secret: Option<DhchapSecret>,
+    /// Configured TLS PSK (`nvme connect --tls-key`): every queue runs over
+    /// TLS 1.3 with the TLS PSK derived from it for this host and subsystem
+    /// (identity version 0, as Linux 6.12 offers it). `None`: plain TCP.
+    pub tls_key: Option<nvmf_proto::tls::ConfiguredPsk>,
+    /// Key derivation (`Compat` for keys nvme-cli <= 2.15 put in a peer's keyring).
+    pub tls_derivation: nvmf_proto::tls::Derivation,
 }
 
 impl ConnectOptions {
@@ -75,6 +81,8 @@ impl ConnectOptions {
             reconnect_delay: DEFAULT_RECONNECT_DELAY,
             dhchap_secret: None,
             dhchap_ctrl_secret: None,
+            tls_key: None,
+            tls_derivation: nvmf_proto::tls::Derivation::Spec,
             subnqn,
         }
     }

@@ -24,6 +24,7 @@ pub mod registers;
 pub mod sqe;
 pub mod status;
 pub mod tcp;
+pub mod tls;
 
 pub use cqe::Cqe;
 pub use sqe::Sqe;

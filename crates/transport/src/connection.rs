@@ -5,20 +5,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use nvmf_proto::tcp::{ControllerQueue, HostQueue, TxQueue};
+use std::sync::Arc;
 use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 
 use crate::error::TransportError;
-use crate::tls::{TlsClientConfig, TlsServerConfig, TlsStream};
-
-/// Which end of a TLS handshake a connection plays.
-#[derive(Debug, Clone, Copy)]
-pub enum TlsSide<'a> {
-    /// The controller: accepts, choosing the PSK by the identity offered.
-    Server(&'a TlsServerConfig),
-    /// The host: offers its PSK.
-    Client(&'a TlsClientConfig),
-}
+use crate::tls::{TlsClientConfig, TlsServerConfig, TlsWire};
 
 /// Most buffers handed to one `writev` (Linux IOV_MAX is 1024).
 const MAX_IOVECS: usize = 64;
@@ -83,43 +75,12 @@ impl QueueIo for ControllerQueue {
     }
 }
 
-/// What carries a connection's bytes: the socket itself, or TLS over it.
-#[derive(Debug)]
-enum Wire {
-    Plain(TcpStream),
-    Tls(Box<TlsStream>),
-}
-
-impl Wire {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Wire::Plain(s) => s,
-            Wire::Tls(t) => &t.get_ref().0,
-        }
-    }
-}
-
-/// Largest plaintext gathered into one TLS write: one full record.
-const TLS_RECORD: usize = 16 * 1024;
-
-/// An OpenSSL error as an I/O error: WANT_READ / WANT_WRITE are `WouldBlock`
-/// (the socket is not ready), a closed peer is end of stream.
-fn ssl_io(e: openssl::ssl::Error) -> Result<usize, io::Error> {
-    use openssl::ssl::ErrorCode;
-    match e.code() {
-        ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => Err(io::ErrorKind::WouldBlock.into()),
-        ErrorCode::ZERO_RETURN => Ok(0),
-        _ => match e.into_io_error() {
-            Ok(io) => Err(io),
-            Err(e) => Err(io::Error::other(format!("TLS: {e}"))),
-        },
-    }
-}
-
-/// A TCP socket (plain or under TLS) and the queue it carries.
+/// A TCP socket and the queue it carries.
 #[derive(Debug)]
 pub struct Connection<Q> {
-    wire: Wire,
+    stream: Arc<TcpStream>,
+    /// The TLS session, once started; `None` is plain TCP (one branch on the hot path).
+    tls: Option<Box<TlsWire>>,
     /// The queue state machine.
     pub queue: Q,
     eof: bool,
@@ -138,7 +99,8 @@ impl<Q: QueueIo> Connection<Q> {
     pub fn new(stream: TcpStream, queue: Q) -> Self {
         let _ = stream.set_nodelay(true);
         Self {
-            wire: Wire::Plain(stream),
+            stream: Arc::new(stream),
+            tls: None,
             queue,
             eof: false,
             read_chunk: READ_CHUNK_MIN,
@@ -165,46 +127,17 @@ impl<Q: QueueIo> Connection<Q> {
     /// Sets the socket's TCP congestion control (see
     /// [`crate::sockopt::set_tcp_congestion`]).
     pub fn set_tcp_congestion(&self, name: &str) -> Result<(), TransportError> {
-        crate::sockopt::set_tcp_congestion(self.wire.tcp(), name)
+        crate::sockopt::set_tcp_congestion(&self.stream, name)
     }
 
     /// The socket.
     pub fn stream(&self) -> &TcpStream {
-        self.wire.tcp()
+        &self.stream
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.wire.tcp().peer_addr()
-    }
-
-    /// True when the connection runs over TLS.
-    pub fn is_tls(&self) -> bool {
-        matches!(self.wire, Wire::Tls(_))
-    }
-
-    /// Runs a TLS handshake on a connection that has exchanged nothing yet
-    /// and carries the queue over TLS from then on (NVMe/TCP 1.1 §3.6.1: TLS
-    /// starts right after the TCP connection, before ICReq).
-    pub async fn start_tls(&mut self, tls: TlsSide<'_>) -> Result<(), TransportError> {
-        let tcp = match &self.wire {
-            Wire::Plain(s) => {
-                // Take the socket out: a duplicate of its descriptor keeps the
-                // Connection valid while the handshake owns the original.
-                let err = |e| TransportError::io("starting TLS", e);
-                let dup: std::net::TcpStream =
-                    socket2::SockRef::from(s).try_clone().map_err(err)?.into();
-                dup.set_nonblocking(true).map_err(err)?;
-                TcpStream::from_std(dup).map_err(err)?
-            }
-            Wire::Tls(_) => return Err(TransportError::Tls("TLS is already on".into())),
-        };
-        let s = match tls {
-            TlsSide::Server(cfg) => crate::tls::accept_tls(tcp, cfg).await?,
-            TlsSide::Client(cfg) => crate::tls::connect_tls(tcp, cfg).await?,
-        };
-        self.wire = Wire::Tls(Box::new(s));
-        Ok(())
+        self.stream.peer_addr()
     }
 
     /// True once the peer closed its side.
@@ -246,7 +179,7 @@ impl<Q: QueueIo> Connection<Q> {
             loop {
                 tokio::select! {
                     biased;
-                    r = self.wire.tcp().ready(interest) => return r.map_err(err),
+                    r = self.stream.ready(interest) => return r.map_err(err),
                     _ = std::future::ready(()) => {}
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -255,7 +188,7 @@ impl<Q: QueueIo> Connection<Q> {
                 tokio::task::yield_now().await;
             }
         }
-        self.wire.tcp().ready(interest).await.map_err(err)
+        self.stream.ready(interest).await.map_err(err)
     }
 
     /// Moves bytes in the directions `ready` allows: reads all that is available
@@ -272,6 +205,9 @@ impl<Q: QueueIo> Connection<Q> {
 
     fn read_available(&mut self) -> Result<(), TransportError> {
         use bytes::BufMut;
+        if self.tls.is_some() {
+            return self.read_tls();
+        }
         loop {
             let wanted = self.queue.wanted();
             // (limit, chunked): how much to read, and whether it may grow the chunk.
@@ -287,19 +223,10 @@ impl<Q: QueueIo> Connection<Q> {
             let rx = self.queue.rx();
             rx.reserve(limit);
             let offered = rx.capacity() - rx.len();
-            let result = match &mut self.wire {
-                Wire::Plain(s) if chunked => s.try_read_buf(rx),
-                Wire::Plain(s) => s.try_read_buf(&mut rx.limit(limit)),
-                Wire::Tls(t) => {
-                    // Decrypted bytes land in the buffer's spare room; it is
-                    // zeroed first (the cipher's cost dwarfs that).
-                    let start = rx.len();
-                    let room = if chunked { offered } else { limit.min(offered) };
-                    rx.resize(start + room, 0);
-                    let r = t.ssl_read(&mut rx[start..]).or_else(ssl_io);
-                    rx.truncate(start + *r.as_ref().unwrap_or(&0));
-                    r
-                }
+            let result = if chunked {
+                self.stream.try_read_buf(rx)
+            } else {
+                self.stream.try_read_buf(&mut rx.limit(limit))
             };
             match result {
                 Ok(0) => {
@@ -321,8 +248,119 @@ impl<Q: QueueIo> Connection<Q> {
         }
     }
 
+    /// Reads and decrypts until OpenSSL wants more bytes from the socket, so no
+    /// decrypted plaintext stays buffered inside OpenSSL (`SSL_pending`).
+    fn read_tls(&mut self) -> Result<(), TransportError> {
+        use openssl::ssl::ErrorCode;
+        let Some(t) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            match t.ssl.ssl_read(&mut t.scratch) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.queue.process();
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.read += n as u64;
+                    self.queue.rx().extend_from_slice(&t.scratch[..n]);
+                    self.queue.process();
+                }
+                Err(e) => match e.code() {
+                    ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => return Ok(()),
+                    ErrorCode::ZERO_RETURN => {
+                        self.eof = true;
+                        self.queue.process();
+                        return Ok(());
+                    }
+                    ErrorCode::SYSCALL if e.io_error().is_none() => {
+                        self.eof = true;
+                        self.queue.process();
+                        return Ok(());
+                    }
+                    _ => return Err(TransportError::Tls(format!("TLS read: {e}"))),
+                },
+            }
+        }
+    }
+
+    /// Encrypts the transmit buffer: small chunks are coalesced into records of
+    /// up to 16 KiB (one `SSL_write` each). Bytes handed to OpenSSL that it has
+    /// not taken yet stay in `pending` and are offered again first.
+    fn write_tls(&mut self) -> Result<(), TransportError> {
+        use openssl::ssl::ErrorCode;
+        const RECORD: usize = 16 * 1024;
+        let Some(t) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        let tx = self.queue.tx();
+        loop {
+            if t.pending.is_empty() {
+                if tx.is_empty() {
+                    return Ok(());
+                }
+                let mut taken = 0;
+                for c in tx.chunks().iter().take(MAX_IOVECS) {
+                    let n = c.len().min(RECORD - t.pending.len());
+                    t.pending.extend_from_slice(&c[..n]);
+                    taken += n;
+                    if t.pending.len() >= RECORD {
+                        break;
+                    }
+                }
+                tx.advance(taken);
+            }
+            match t.ssl.ssl_write(&t.pending) {
+                Ok(n) => {
+                    self.written += n as u64;
+                    t.pending.drain(..n);
+                }
+                Err(e) => match e.code() {
+                    ErrorCode::WANT_WRITE | ErrorCode::WANT_READ => return Ok(()),
+                    _ => return Err(TransportError::Tls(format!("TLS write: {e}"))),
+                },
+            }
+        }
+    }
+
+    /// Whether bytes wait to be sent (the queue's or those inside TLS).
+    fn has_tx(&mut self) -> bool {
+        !self.queue.tx().is_empty() || self.tls.as_ref().is_some_and(|t| !t.pending.is_empty())
+    }
+
+    /// Runs the TLS handshake as the client (host), before the ICReq.
+    pub async fn start_tls_client(&mut self, cfg: &TlsClientConfig) -> Result<(), TransportError> {
+        let w = crate::tls::handshake(self.stream.clone(), cfg.context(), true).await?;
+        self.tls = Some(Box::new(w));
+        Ok(())
+    }
+
+    /// Runs the TLS handshake as the server (target), before the ICReq is read.
+    pub async fn start_tls_server(&mut self, cfg: &TlsServerConfig) -> Result<(), TransportError> {
+        let w = crate::tls::handshake(self.stream.clone(), cfg.context(), false).await?;
+        self.tls = Some(Box::new(w));
+        Ok(())
+    }
+
+    /// Whether the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The negotiated TLS cipher suite (IANA name), if the connection runs over TLS.
+    pub fn tls_cipher(&self) -> Option<&'static str> {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.ssl.ssl().current_cipher())
+            .map(|c| c.standard_name().unwrap_or(c.name()))
+    }
+
     /// Writes queued bytes until the socket would block or nothing is left.
     pub fn write_available(&mut self) -> Result<(), TransportError> {
+        if self.tls.is_some() {
+            return self.write_tls();
+        }
         let tx = self.queue.tx();
         while !tx.is_empty() {
             let n = {
@@ -332,22 +370,7 @@ impl<Q: QueueIo> Connection<Q> {
                     .take(MAX_IOVECS)
                     .map(|c| IoSlice::new(c))
                     .collect();
-                let r = match &mut self.wire {
-                    Wire::Plain(s) => s.try_write_vectored(&slices),
-                    Wire::Tls(t) => {
-                        // One record's worth of the queued chunks per write.
-                        let mut rec = Vec::with_capacity(TLS_RECORD);
-                        for c in &slices {
-                            let take = c.len().min(TLS_RECORD - rec.len());
-                            rec.extend_from_slice(&c[..take]);
-                            if rec.len() == TLS_RECORD {
-                                break;
-                            }
-                        }
-                        t.ssl_write(&rec).or_else(ssl_io)
-                    }
-                };
-                match r {
+                match self.stream.try_write_vectored(&slices) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
@@ -364,7 +387,7 @@ impl<Q: QueueIo> Connection<Q> {
     /// processed meanwhile so the peer is never blocked on us).
     pub async fn flush(&mut self) -> Result<(), TransportError> {
         self.write_available()?;
-        while !self.queue.tx().is_empty() {
+        while self.has_tx() {
             let r = self.ready(true).await?;
             self.drive(r)?;
             if self.eof {
@@ -377,7 +400,7 @@ impl<Q: QueueIo> Connection<Q> {
     /// One round: write what can be written, wait for the socket, move bytes.
     pub async fn pump(&mut self) -> Result<(), TransportError> {
         self.write_available()?;
-        let has_tx = !self.queue.tx().is_empty();
+        let has_tx = self.has_tx();
         let r = self.ready(has_tx).await?;
         self.drive(r)
     }
@@ -385,32 +408,26 @@ impl<Q: QueueIo> Connection<Q> {
     /// Shuts the socket down after flushing (best effort, bounded by the caller).
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
-        self.shutdown_write().await;
-    }
-
-    /// Sends FIN (after a TLS close_notify when TLS is on).
-    async fn shutdown_write(&mut self) {
-        if let Wire::Tls(t) = &mut self.wire {
-            let _ = t.shutdown();
+        if let Some(t) = self.tls.as_mut() {
+            let _ = t.ssl.shutdown();
         }
-        let _ = socket2::SockRef::from(self.wire.tcp()).shutdown(std::net::Shutdown::Write);
+        let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write);
     }
 
     /// Ends the connection so that the peer receives everything sent: flushes,
-    /// sends FIN (shutdown of the write side), then reads and drops whatever
-    /// the peer still sends until it closes too. Closing a socket that holds
+    /// sends FIN (after a TLS close_notify), then reads and drops whatever the
+    /// peer still sends until it closes too. Closing a socket that holds
     /// unread bytes makes Linux send a reset, which can discard a C2HTermReq
     /// still on its way. Unbounded against a peer that never closes: the
     /// caller bounds it with a timeout.
     pub async fn close_gracefully(&mut self) {
-        let _ = self.flush().await;
-        self.shutdown_write().await;
+        self.shutdown().await;
         let mut scratch = [0u8; 4096];
         while !self.eof {
-            if self.wire.tcp().readable().await.is_err() {
+            if self.stream.readable().await.is_err() {
                 break;
             }
-            match self.wire.tcp().try_read(&mut scratch) {
+            match self.stream.try_read(&mut scratch) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.read += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

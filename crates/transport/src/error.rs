@@ -28,12 +28,12 @@ pub enum TransportError {
     /// A command could not be submitted.
     #[error(transparent)]
     Submit(#[from] SubmitError),
+    /// TLS setup or handshake failed (the message says why).
+    #[error("{0}")]
+    Tls(String),
     /// No answer in time.
     #[error("timed out: {0}")]
     Timeout(String),
-    /// The TLS channel failed (handshake refused, unknown PSK, bad record).
-    #[error("{0}")]
-    Tls(String),
 }
 
 impl TransportError {

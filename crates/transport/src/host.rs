@@ -38,22 +38,27 @@ impl HostConnection {
         Self::connect_with(addr, cfg, None).await
     }
 
-    /// Connects, runs the TLS handshake first when `tls` is given (NVMe/TCP
-    /// 1.1 §3.6.1: the secure channel comes before ICReq), then ICReq/ICResp.
+    /// [`connect`](Self::connect), over TLS when `tls` is given: the TLS
+    /// handshake (with its own 10 s limit) comes before the ICReq.
     pub async fn connect_with(
         addr: &TransportAddr,
         cfg: HostQueueConfig,
         tls: Option<&crate::tls::TlsClientConfig>,
     ) -> Result<Self, TransportError> {
+        let stream = TcpStream::connect(addr.socket)
+            .await
+            .map_err(|e| TransportError::io(format!("connecting to {addr}"), e))?;
+        let mut conn = Connection::new(stream, HostQueue::new(cfg));
+        if let Some(t) = tls {
+            conn.start_tls_client(t).await.map_err(|e| match e {
+                TransportError::Tls(m) => TransportError::Tls(format!(
+                    "{m}; the host offered PSK identity {:?} to {addr}",
+                    t.identity()
+                )),
+                e => e,
+            })?;
+        }
         let fut = async {
-            let stream = TcpStream::connect(addr.socket)
-                .await
-                .map_err(|e| TransportError::io(format!("connecting to {addr}"), e))?;
-            let mut conn = Connection::new(stream, HostQueue::new(cfg));
-            if let Some(t) = tls {
-                conn.start_tls(crate::connection::TlsSide::Client(t))
-                    .await?;
-            }
             loop {
                 conn.pump().await?;
                 match conn.queue.poll_event() {

@@ -22,6 +22,7 @@ pub use connection::{Connection, QueueIo};
 pub use error::TransportError;
 pub use host::HostConnection;
 pub use listener::Listener;
+pub use tls::{TlsClientConfig, TlsServerConfig};
 
 use std::future::Future;
 

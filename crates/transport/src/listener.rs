@@ -13,6 +13,7 @@ pub struct Listener {
     inner: TcpListener,
     cfg: ControllerQueueConfig,
     addr: TransportAddr,
+    tls: Option<std::sync::Arc<crate::tls::TlsServerConfig>>,
 }
 
 impl Listener {
@@ -43,6 +44,7 @@ impl Listener {
             inner,
             cfg,
             addr: TransportAddr { socket: local },
+            tls: None,
         })
     }
 
@@ -50,6 +52,18 @@ impl Listener {
     /// (see [`crate::sockopt::set_tcp_congestion`]).
     pub fn set_tcp_congestion(&self, name: &str) -> Result<(), TransportError> {
         crate::sockopt::set_tcp_congestion(&self.inner, name)
+    }
+
+    /// Requires TLS on this port (nvmet `addr_treq=required`, `addr_tsas=tls1.3`):
+    /// the caller runs [`Connection::start_tls_server`] with [`tls`](Self::tls)
+    /// before serving an accepted connection, so a plain ICReq ends it.
+    pub fn require_tls(&mut self, cfg: std::sync::Arc<crate::tls::TlsServerConfig>) {
+        self.tls = Some(cfg);
+    }
+
+    /// The TLS settings of a port that requires TLS.
+    pub fn tls(&self) -> Option<&std::sync::Arc<crate::tls::TlsServerConfig>> {
+        self.tls.as_ref()
     }
 
     /// The bound address (with the real port if 0 was asked for).

@@ -376,6 +376,10 @@ pub fn options_from(req: &Value) -> anyhow::Result<ConnectOptions> {
         req.get("dhchap_ctrl_secret").and_then(Value::as_str),
         "dhchap_ctrl_secret",
     )?;
+    o.tls_key = super::parse_tls_key(req.get("tls_key").and_then(Value::as_str), "tls_key")?;
+    if req.get("tls_compat").and_then(Value::as_bool) == Some(true) {
+        o.tls_derivation = nvmf_proto::tls::Derivation::Compat;
+    }
     Ok(o)
 }
 

@@ -71,6 +71,17 @@ pub struct Fabric {
     /// knows it (bidirectional authentication).
     #[arg(short = 'C', long = "dhchap-ctrl-secret", value_name = "KEY")]
     pub dhchap_ctrl_secret: Option<String>,
+    /// Run every queue over TLS 1.3 with a pre-shared key (needs --tls-key).
+    #[arg(long)]
+    pub tls: bool,
+    /// The configured TLS PSK (`NVMeTLSkey-1:01:…:`, as `nvme gen-tls-key`
+    /// prints it); implies --tls.
+    #[arg(long = "tls-key", value_name = "KEY")]
+    pub tls_key: Option<String>,
+    /// Derive the TLS PSK as libnvme <= 1.15 does (nvme-cli 2.13, Debian 13):
+    /// for a kernel target whose key was inserted with such an nvme-cli.
+    #[arg(long = "tls-compat")]
+    pub tls_compat: bool,
 }
 
 impl Fabric {
@@ -105,8 +116,25 @@ impl Fabric {
         if o.dhchap_ctrl_secret.is_some() && o.dhchap_secret.is_none() {
             bail!("--dhchap-ctrl-secret needs --dhchap-secret too (the host authenticates first)");
         }
+        o.tls_key = parse_tls_key(self.tls_key.as_deref(), "--tls-key")?;
+        if self.tls && o.tls_key.is_none() {
+            bail!("--tls needs --tls-key NVMeTLSkey-1:…: (this host has no kernel keyring to look the PSK up in)");
+        }
+        if self.tls_compat {
+            o.tls_derivation = nvmf_proto::tls::Derivation::Compat;
+        }
         Ok(o)
     }
+}
+
+/// Parses an `NVMeTLSkey-1` configured PSK given as `flag` (the message never
+/// shows the key).
+pub(crate) fn parse_tls_key(
+    s: Option<&str>,
+    flag: &str,
+) -> anyhow::Result<Option<nvmf_proto::tls::ConfiguredPsk>> {
+    s.map(|s| nvmf_proto::tls::ConfiguredPsk::parse(s).map_err(|e| anyhow!("{flag}: {e}")))
+        .transpose()
 }
 
 /// Parses a `DHHC-1` secret given as `flag` (the message never shows the key).
@@ -312,6 +340,8 @@ fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
         "data_digest": o.data_digest,
         "dhchap_secret": o.dhchap_secret.as_ref().map(|k| k.to_dhhc1().to_string()),
         "dhchap_ctrl_secret": o.dhchap_ctrl_secret.as_ref().map(|k| k.to_dhhc1().to_string()),
+        "tls_key": o.tls_key.as_ref().map(|k| k.to_interchange().to_string()),
+        "tls_compat": o.tls_derivation == nvmf_proto::tls::Derivation::Compat,
         "nr_io_queues": t.nr_io_queues,
         "queue_size": t.queue_size,
         "kato_ms": t.keep_alive_tmo.map(|k| k.saturating_mul(1000)),

@@ -152,6 +152,10 @@ pub struct PerfArgs {
     /// /proc/sys/net/ipv4/tcp_available_congestion_control). Default: the system's.
     #[arg(long, value_name = "NAME")]
     pub tcp_congestion: Option<String>,
+    /// Run every queue over TLS 1.3 with the TLS PSK derived from this
+    /// configured PSK (`NVMeTLSkey-1:01:…:`) for the perf host NQN.
+    #[arg(long = "tls-key", value_name = "KEY")]
+    pub tls_key: Option<String>,
     /// Output format.
     #[arg(
         short = 'o',
@@ -179,6 +183,9 @@ fn cpu_times() -> (f64, f64) {
 
 /// Runs a load.
 pub fn run(args: PerfArgs) -> anyhow::Result<()> {
+    if let Some(k) = crate::host::parse_tls_key(args.tls_key.as_deref(), "--tls-key")? {
+        session::set_tls_key(k);
+    }
     if !args.transport.eq_ignore_ascii_case("tcp") {
         bail!("transport '{}' is not supported (only tcp)", args.transport);
     }

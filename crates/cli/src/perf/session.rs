@@ -53,6 +53,14 @@ pub fn connect_error(addr: &TransportAddr, e: TransportError) -> anyhow::Error {
     }
 }
 
+/// The configured TLS PSK of `nvmf perf --tls-key` (one per process).
+static TLS_KEY: std::sync::OnceLock<nvmf_proto::tls::ConfiguredPsk> = std::sync::OnceLock::new();
+
+/// Makes every queue of this process run over TLS with `k`.
+pub fn set_tls_key(k: nvmf_proto::tls::ConfiguredPsk) {
+    let _ = TLS_KEY.set(k);
+}
+
 /// Opens one queue's connection and sends Fabrics Connect. Returns the connection
 /// and the CNTLID the controller answered with.
 pub async fn connect_queue(
@@ -66,13 +74,26 @@ pub async fn connect_queue(
 ) -> anyhow::Result<(HostConnection, u16)> {
     // SQSIZE is 0's based and must be at least 1 (a queue of 2 entries).
     let depth = depth.max(2);
-    let mut c = HostConnection::connect(
+    let tls = match TLS_KEY.get() {
+        None => None,
+        Some(k) => Some(
+            nvmf_transport::TlsClientConfig::from_configured(
+                k,
+                HOSTNQN,
+                subnqn,
+                nvmf_proto::tls::Derivation::Spec,
+            )
+            .map_err(|e| connect_error(addr, e))?,
+        ),
+    };
+    let mut c = HostConnection::connect_with(
         addr,
         HostQueueConfig {
             digests,
             queue_depth: depth,
             ..Default::default()
         },
+        tls.as_ref(),
     )
     .await
     .map_err(|e| connect_error(addr, e))?;

@@ -71,6 +71,18 @@ pub struct TargetArgs {
     /// tcp_congestion of --config. Default: the system's.
     #[arg(long, value_name = "NAME")]
     pub tcp_congestion: Option<String>,
+    /// Require TLS 1.3 with a pre-shared key on the --listen ports (nvmet
+    /// addr_treq=required, addr_tsas=tls1.3); needs --tls-key. Overrides tls of --config.
+    #[arg(long)]
+    pub tls: bool,
+    /// Configured TLS PSK (`NVMeTLSkey-1:01:…:`, `nvme gen-tls-key` prints one),
+    /// from which the TLS PSK of any host NQN and subsystem is derived; repeatable.
+    #[arg(long = "tls-key", value_name = "KEY")]
+    pub tls_key: Vec<String>,
+    /// Derive identity-version-0 TLS PSKs as libnvme <= 1.15 does (nvme-cli 2.13,
+    /// Debian 13): for kernel hosts whose key was inserted with such an nvme-cli.
+    #[arg(long = "tls-compat")]
+    pub tls_compat: bool,
 }
 
 enum NsArg {
@@ -233,6 +245,11 @@ fn apply_tuning(cfg: &mut TargetConfig, a: &TargetArgs) -> anyhow::Result<()> {
     }
     if a.tcp_congestion.is_some() {
         cfg.tcp_congestion = a.tcp_congestion.clone();
+    }
+    if a.tls || !a.tls_key.is_empty() {
+        let mode = if a.tls { Some("required") } else { None };
+        cfg.tls = nvmf_controller::config::parse_tls(mode, &a.tls_key, a.tls_compat)
+            .map_err(|(f, m)| anyhow::anyhow!("--{}: {m}", f.replace('_', "-")))?;
     }
     cfg.validate("command line")?;
     Ok(())

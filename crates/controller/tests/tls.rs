@@ -1,0 +1,248 @@
+//! NVMe/TCP over TLS 1.3 with PSK, loopback: our host library's transport to our
+//! target on a TLS-required port (both key derivations), a wrong key, a plain
+//! ICReq and garbage instead of a ClientHello.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use nvmf_controller::config::{BackendSpec, Limits, NamespaceConfig, SubsystemConfig, TlsConfig};
+use nvmf_controller::{Target, TargetConfig};
+use nvmf_proto::fabrics::{
+    ConnectCommand, ConnectData, PropertyCommand, CNTLID_DYNAMIC, DISCOVERY_NQN,
+};
+use nvmf_proto::log::{lid, DiscoveryLog};
+use nvmf_proto::registers::{self, Cap, Cc, Csts};
+use nvmf_proto::sqe::io_opcode;
+use nvmf_proto::tcp::{Digests, HostData, HostQueueConfig};
+use nvmf_proto::tls::{ConfiguredPsk, Derivation, PskHash};
+use nvmf_proto::Sqe;
+use nvmf_transport::{HostConnection, TlsClientConfig, TransportAddr, TransportError};
+
+const NQN: &str = "nqn.2024-01.io.nvmf-rs:tls";
+const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001";
+
+fn key(b: u8) -> ConfiguredPsk {
+    ConfiguredPsk::new(&[b; 32], Some(PskHash::Sha256)).unwrap()
+}
+
+fn config(keys: Vec<ConfiguredPsk>, derivation: Derivation) -> TargetConfig {
+    TargetConfig {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        discovery_listen: vec![],
+        subsystems: vec![SubsystemConfig {
+            nqn: NQN.into(),
+            serial: "sn1".into(),
+            model: "test".into(),
+            hosts: vec![],
+            namespaces: vec![NamespaceConfig {
+                nsid: 1,
+                backend: BackendSpec::Memory { size: 16 << 20 },
+                block_size: 512,
+                direct: Default::default(),
+                uuid: None,
+            }],
+        }],
+        header_digest: true,
+        data_digest: true,
+        limits: Limits::default(),
+        busy_poll_us: 0,
+        tcp_congestion: None,
+        tls: Some(TlsConfig { keys, derivation }),
+    }
+}
+
+async fn start(cfg: &TargetConfig) -> (Arc<Target>, TransportAddr) {
+    let t = Arc::new(Target::bind(cfg).await.unwrap());
+    let addr = t.ports()[0];
+    tokio::spawn(t.clone().serve());
+    (t, addr)
+}
+
+async fn connect(
+    addr: &TransportAddr,
+    tls: Option<&TlsClientConfig>,
+    subnqn: &str,
+    qid: u16,
+    cntlid: u16,
+) -> Result<(HostConnection, u16), TransportError> {
+    let depth = if qid == 0 { 32 } else { 128 };
+    let mut c = HostConnection::connect_with(
+        addr,
+        HostQueueConfig {
+            digests: Digests::default(),
+            queue_depth: depth,
+            ..Default::default()
+        },
+        tls,
+    )
+    .await?;
+    let cmd = ConnectCommand {
+        recfmt: 0,
+        qid,
+        sqsize: depth - 1,
+        cattr: 0,
+        kato: if qid == 0 { 30_000 } else { 0 },
+    };
+    let data = ConnectData {
+        hostid: [1; 16],
+        cntlid,
+        subnqn: subnqn.into(),
+        hostnqn: HOSTNQN.into(),
+    };
+    let r = c
+        .execute(
+            cmd.to_sqe(),
+            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
+        )
+        .await?;
+    assert!(r.cqe.status.is_success(), "{:?}", r.cqe.status);
+    Ok((c, r.cqe.dw0 as u16))
+}
+
+async fn enable(c: &mut HostConnection) {
+    let cap = c
+        .execute(
+            PropertyCommand::get_sqe(registers::CAP, true),
+            HostData::None,
+        )
+        .await
+        .unwrap();
+    let cap = Cap::from_u64(cap.cqe.result64());
+    assert_eq!(cap.mqes, 127);
+    let cc = Cc {
+        en: true,
+        iosqes: 6,
+        iocqes: 4,
+        ..Default::default()
+    };
+    let r = c
+        .execute(
+            PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
+            HostData::None,
+        )
+        .await
+        .unwrap();
+    assert!(r.cqe.status.is_success());
+    let s = c
+        .execute(
+            PropertyCommand::get_sqe(registers::CSTS, false),
+            HostData::None,
+        )
+        .await
+        .unwrap();
+    assert!(Csts::from_u32(s.cqe.dw0).rdy);
+}
+
+async fn io_over_tls(derivation: Derivation) {
+    let k = key(7);
+    // (For identity version 0 the first key of the identity's hash is taken:
+    // version 0 cannot tell two keys apart.)
+    let (_t, addr) = start(&config(vec![k.clone()], derivation)).await;
+    let tls = TlsClientConfig::from_configured(&k, HOSTNQN, NQN, derivation).unwrap();
+    assert!(tls.identity().starts_with("NVMe0R01 "));
+    let (mut admin, cntlid) = connect(&addr, Some(&tls), NQN, 0, CNTLID_DYNAMIC)
+        .await
+        .unwrap();
+    assert_eq!(
+        admin.connection().tls_cipher(),
+        Some("TLS_AES_128_GCM_SHA256")
+    );
+    enable(&mut admin).await;
+    let (mut io, _) = connect(&addr, Some(&tls), NQN, 1, cntlid).await.unwrap();
+    // large (R2T / multi-record) and small transfers
+    for (slba, len) in [(0u64, 1usize << 20), (4096, 512), (8192, 128 << 10)] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + slba as usize) as u8).collect();
+        let nlb = (len / 512) as u32;
+        let w = io
+            .execute(
+                Sqe::rw(io_opcode::WRITE, 1, slba, nlb, false),
+                HostData::ToController(Bytes::from(data.clone())),
+            )
+            .await
+            .unwrap();
+        assert!(w.cqe.status.is_success(), "{:?}", w.cqe.status);
+        let r = io
+            .execute(
+                Sqe::rw(io_opcode::READ, 1, slba, nlb, false),
+                HostData::FromController(len as u32),
+            )
+            .await
+            .unwrap();
+        assert!(r.cqe.status.is_success());
+        assert_eq!(r.data_contiguous(), data);
+    }
+    // the discovery log of a TLS port: TREQ required, TSAS.SECTYPE TLS 1.3
+    let (mut d, _) = connect(&addr, Some(&tls), DISCOVERY_NQN, 0, CNTLID_DYNAMIC)
+        .await
+        .unwrap();
+    let cc = Cc {
+        en: true,
+        ..Default::default()
+    };
+    d.execute(
+        PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
+        HostData::None,
+    )
+    .await
+    .unwrap();
+    let log = d
+        .execute(
+            Sqe::get_log_page(lid::DISCOVERY, 0, 4096, 0, false),
+            HostData::FromController(4096),
+        )
+        .await
+        .unwrap();
+    let log = DiscoveryLog::decode(&log.data_contiguous());
+    assert_eq!(log.entries[0].treq & 0x3, 0x1);
+    assert_eq!(log.entries[0].tsas[0], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_io_spec_derivation() {
+    io_over_tls(Derivation::Spec).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_io_compat_derivation() {
+    io_over_tls(Derivation::Compat).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refusals() {
+    let (_t, addr) = start(&config(vec![key(1)], Derivation::Spec)).await;
+    // wrong key: the handshake fails, with a message naming the identity
+    let bad = TlsClientConfig::from_configured(&key(2), HOSTNQN, NQN, Derivation::Spec).unwrap();
+    match connect(&addr, Some(&bad), NQN, 0, CNTLID_DYNAMIC).await {
+        Err(TransportError::Tls(m)) => assert!(m.contains("NVMe0R01"), "{m}"),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("a wrong PSK connected"),
+    }
+    // same key, other derivation: fails too
+    let other =
+        TlsClientConfig::from_configured(&key(1), HOSTNQN, NQN, Derivation::Compat).unwrap();
+    assert!(connect(&addr, Some(&other), NQN, 0, CNTLID_DYNAMIC)
+        .await
+        .is_err());
+    // a plain ICReq on the TLS-required port: connection closed
+    assert!(connect(&addr, None, NQN, 0, CNTLID_DYNAMIC).await.is_err());
+    // garbage instead of a ClientHello ends that connection only
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr.socket).await.unwrap();
+        s.write_all(&[0x5a; 600]).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the target closes a garbage connection")
+            .unwrap_or(0);
+        assert!(n < 64, "no NVMe/TCP answer to garbage");
+    }
+    let good = TlsClientConfig::from_configured(&key(1), HOSTNQN, NQN, Derivation::Spec).unwrap();
+    connect(&addr, Some(&good), NQN, 0, CNTLID_DYNAMIC)
+        .await
+        .unwrap();
+    // SHA-384 keys are refused up front with a clear message
+    let k384 = ConfiguredPsk::new(&[3; 48], Some(PskHash::Sha384)).unwrap();
+    let e = TlsClientConfig::from_configured(&k384, HOSTNQN, NQN, Derivation::Spec).unwrap_err();
+    assert!(e.to_string().contains("SHA-384"), "{e}");
+}
