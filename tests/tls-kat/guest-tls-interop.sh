@@ -7,7 +7,8 @@
 #     addr_treq=required
 . /lib/nvme-vm/lib.sh
 KEY=NVMeTLSkey-1:01:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:
-H=$(cat /etc/nvme/hostnqn)
+H=nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-0000000000aa
+mkdir -p /etc/nvme; echo "$H" >/etc/nvme/hostnqn
 S=nqn.2024-01.io.nvmf-rs:tls
 CFS=/sys/kernel/config/nvmet
 echo "TLS host NQN $H"
@@ -16,17 +17,20 @@ tlshd -s >/tmp/tlshd.log 2>&1 &
 sleep 1
 keyctl newring .nvme @u >/dev/null 2>&1 || true
 out=$(nvme check-tls-key --keydata=$KEY --hostnqn="$H" --subsysnqn=$S --identity=0 --insert 2>&1); echo "TLS insert: $out"
+# discovery over TLS needs a key for the discovery NQN too
+D=nqn.2014-08.org.nvmexpress.discovery
+out=$(nvme check-tls-key --keydata=$KEY --hostnqn="$H" --subsysnqn=$D --identity=0 --insert 2>&1); echo "TLS insert (discovery): $out"
 keyctl show %:.nvme 2>&1 | sed 's/^/    /'
 
 # ---- A: our target, kernel host
 nvmf target --listen 127.0.0.1:4430 --subnqn $S --memory 64M --tls --tls-key $KEY --tls-compat >/tmp/tgt.log 2>&1 &
 TP=$!
 sleep 1
-check "A: nvme discover --tls (our TLS port)" nvme discover -t tcp -a 127.0.0.1 -s 4430 --tls
-if nvme connect -t tcp -a 127.0.0.1 -s 4430 -n $S 2>&1 | sed 's/^/    /'; [ -n "$(nvmevm_ctrl_dev $S 2>/dev/null)" ]; then
+check "A: nvme discover --tls (our TLS port)" nvme discover -t tcp -a 127.0.0.1 -s 4430 --hostnqn="$H" --tls
+if nvme connect -t tcp -a 127.0.0.1 -s 4430 -n $S --hostnqn="$H" 2>&1 | sed 's/^/    /'; [ -n "$(nvmevm_ctrl_dev $S 2>/dev/null)" ]; then
     fail "A: plain connect to the TLS port succeeded"; nvme disconnect -n $S >/dev/null 2>&1
 else pass "A: plain connect to our TLS-required port refused"; fi
-if check "A: nvme connect --tls to nvmf target" nvme connect -t tcp -a 127.0.0.1 -s 4430 -n $S --tls; then
+if check "A: nvme connect --tls to nvmf target" nvme connect -t tcp -a 127.0.0.1 -s 4430 -n $S --hostnqn="$H" --tls; then
     dev=$(nvmevm_wait_ns_dev $S 1) && pass "A: ns1 = $dev"
     c=$(nvmevm_ctrl_dev $S); echo "    tls_key: $(cat /sys/class/nvme/${c#/dev/}/tls_key 2>&1)"
     dd if=/dev/urandom of=/tmp/a.src bs=1M count=16 2>/dev/null

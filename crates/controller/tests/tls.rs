@@ -246,3 +246,33 @@ async fn tls_refusals() {
     let e = TlsClientConfig::from_configured(&k384, HOSTNQN, NQN, Derivation::Spec).unwrap_err();
     assert!(e.to_string().contains("SHA-384"), "{e}");
 }
+
+#[test]
+fn toml_tls_keys() {
+    let k = "NVMeTLSkey-1:01:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
+    let p = std::path::Path::new("t.toml");
+    let c =
+        TargetConfig::from_toml(&format!("tls = \"required\"\ntls_key = \"{k}\"\n"), p).unwrap();
+    let t = c.tls.unwrap();
+    assert_eq!(t.keys, vec![ConfiguredPsk::parse(k).unwrap()]);
+    assert_eq!(t.derivation, Derivation::Spec);
+    let c = TargetConfig::from_toml(
+        &format!("tls = \"required\"\ntls_key = [\"{k}\"]\ntls_compat = true\n"),
+        p,
+    )
+    .unwrap();
+    assert_eq!(c.tls.unwrap().derivation, Derivation::Compat);
+    assert!(TargetConfig::from_toml("", p).unwrap().tls.is_none());
+    for (text, needle) in [
+        ("tls = \"required\"\n".to_string(), "tls_key"),
+        (format!("tls_key = \"{k}\"\n"), "add tls"),
+        ("tls = \"maybe\"\n".to_string(), "\"maybe\""),
+        (
+            "tls = \"required\"\ntls_key = \"NVMeTLSkey-1:01:AAAA:\"\n".to_string(),
+            "tls_key[0]",
+        ),
+    ] {
+        let e = TargetConfig::from_toml(&text, p).unwrap_err().to_string();
+        assert!(e.contains(needle), "{text:?}: {e}");
+    }
+}

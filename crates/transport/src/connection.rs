@@ -255,7 +255,16 @@ impl<Q: QueueIo> Connection<Q> {
         let Some(t) = self.tls.as_mut() else {
             return Ok(());
         };
+        // Bytes appended since the last process(): one record is at most 16 KiB,
+        // so the queue is run once per PDU's worth (or per READ_CHUNK_MAX), not
+        // once per record.
+        let mut fresh = 0usize;
         loop {
+            let wanted = self.queue.wanted().clamp(1, READ_CHUNK_MAX);
+            if fresh >= wanted {
+                fresh = 0;
+                self.queue.process();
+            }
             match t.ssl.ssl_read(&mut t.scratch) {
                 Ok(0) => {
                     self.eof = true;
@@ -265,10 +274,15 @@ impl<Q: QueueIo> Connection<Q> {
                 Ok(n) => {
                     self.read += n as u64;
                     self.queue.rx().extend_from_slice(&t.scratch[..n]);
-                    self.queue.process();
+                    fresh += n;
                 }
                 Err(e) => match e.code() {
-                    ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => return Ok(()),
+                    ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => {
+                        if fresh > 0 {
+                            self.queue.process();
+                        }
+                        return Ok(());
+                    }
                     ErrorCode::ZERO_RETURN => {
                         self.eof = true;
                         self.queue.process();
