@@ -133,20 +133,29 @@ async fn enable(c: &mut HostConnection) {
     assert!(Csts::from_u32(s.cqe.dw0).rdy);
 }
 
-async fn io_over_tls(derivation: Derivation) {
-    let k = key(7);
+fn key384(b: u8) -> ConfiguredPsk {
+    ConfiguredPsk::new(&[b; 48], Some(PskHash::Sha384)).unwrap()
+}
+
+async fn io_over_tls(derivation: Derivation, hash: PskHash) {
+    // The target holds a key of each hash; the host uses the one of `hash`.
     // (For identity version 0 the first key of the identity's hash is taken:
     // version 0 cannot tell two keys apart.)
-    let (_t, addr) = start(&config(vec![k.clone()], derivation)).await;
+    let (k, other) = match hash {
+        PskHash::Sha256 => (key(7), key384(8)),
+        PskHash::Sha384 => (key384(8), key(7)),
+    };
+    let (_t, addr) = start(&config(vec![other, k.clone()], derivation)).await;
     let tls = TlsClientConfig::from_configured(&k, HOSTNQN, NQN, derivation).unwrap();
-    assert!(tls.identity().starts_with("NVMe0R01 "));
+    let (id, suite) = match hash {
+        PskHash::Sha256 => ("NVMe0R01 ", "TLS_AES_128_GCM_SHA256"),
+        PskHash::Sha384 => ("NVMe0R02 ", "TLS_AES_256_GCM_SHA384"),
+    };
+    assert!(tls.identity().starts_with(id), "{}", tls.identity());
     let (mut admin, cntlid) = connect(&addr, Some(&tls), NQN, 0, CNTLID_DYNAMIC)
         .await
         .unwrap();
-    assert_eq!(
-        admin.connection().tls_cipher(),
-        Some("TLS_AES_128_GCM_SHA256")
-    );
+    assert_eq!(admin.connection().tls_cipher(), Some(suite));
     enable(&mut admin).await;
     let (mut io, _) = connect(&addr, Some(&tls), NQN, 1, cntlid).await.unwrap();
     // large (R2T / multi-record) and small transfers
@@ -199,12 +208,20 @@ async fn io_over_tls(derivation: Derivation) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_io_spec_derivation() {
-    io_over_tls(Derivation::Spec).await;
+    io_over_tls(Derivation::Spec, PskHash::Sha256).await;
+}
+
+/// SHA-384 PSKs (`NVMeTLSkey-1:02:`) with TLS_AES_256_GCM_SHA384, beside a
+/// SHA-256 key on the same target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_io_sha384_both_derivations() {
+    io_over_tls(Derivation::Spec, PskHash::Sha384).await;
+    io_over_tls(Derivation::Compat, PskHash::Sha384).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_io_compat_derivation() {
-    io_over_tls(Derivation::Compat).await;
+    io_over_tls(Derivation::Compat, PskHash::Sha256).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,10 +258,12 @@ async fn tls_refusals() {
     connect(&addr, Some(&good), NQN, 0, CNTLID_DYNAMIC)
         .await
         .unwrap();
-    // SHA-384 keys are refused up front with a clear message
-    let k384 = ConfiguredPsk::new(&[3; 48], Some(PskHash::Sha384)).unwrap();
-    let e = TlsClientConfig::from_configured(&k384, HOSTNQN, NQN, Derivation::Spec).unwrap_err();
-    assert!(e.to_string().contains("SHA-384"), "{e}");
+    // A SHA-384 key the target does not hold is refused.
+    let k384 = key384(3);
+    let bad = TlsClientConfig::from_configured(&k384, HOSTNQN, NQN, Derivation::Spec).unwrap();
+    assert!(connect(&addr, Some(&bad), NQN, 0, CNTLID_DYNAMIC)
+        .await
+        .is_err());
 }
 
 #[test]

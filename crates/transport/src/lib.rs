@@ -16,6 +16,7 @@ pub mod host;
 pub mod listener;
 pub mod sockopt;
 pub mod tls;
+mod tls_session;
 
 pub use addr::TransportAddr;
 pub use connection::{Connection, QueueIo};

@@ -8,11 +8,9 @@
 //! the subsystem NQN, the target derives the TLS PSK of the identity it is offered
 //! from its configured keys.
 //!
-//! This version uses OpenSSL's PSK callbacks (`SSL_CTX_set_psk_client_callback`
-//! / `_server_callback`), which the `openssl` crate binds safely; under TLS 1.3
-//! OpenSSL gives such a PSK the hash SHA-256, so SHA-384 PSKs (`hh` 02) are
-//! refused with an error that says so (they need `SSL_CTX_set_psk_use_session_callback`,
-//! not bound by the crate yet).
+//! PSKs of both hashes go through OpenSSL's TLS 1.3 PSK session callbacks
+//! ([`crate::tls_session`], the crate's only `unsafe`): the legacy PSK
+//! callbacks that the `openssl` crate binds tie every PSK to SHA-256.
 //!
 //! The record layer runs over the connection's non-blocking tokio socket: OpenSSL
 //! reads and writes it through [`SockIo`] (`try_read` / `try_write`), so a
@@ -22,13 +20,12 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nvmf_proto::tls::{ConfiguredPsk, Derivation, PskHash, TlsPsk};
+use nvmf_proto::tls::{ConfiguredPsk, Derivation, TlsPsk};
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslStream,
     SslVerifyMode, SslVersion,
 };
 use tokio::net::TcpStream;
-use tracing::{debug, warn};
 
 use crate::error::TransportError;
 
@@ -73,17 +70,6 @@ fn base_context() -> Result<SslContextBuilder, TransportError> {
     Ok(b)
 }
 
-fn check_hash(hash: PskHash) -> Result<(), TransportError> {
-    if hash == PskHash::Sha384 {
-        return Err(TransportError::Tls(
-            "SHA-384 TLS PSKs (NVMeTLSkey-1:02:) are not supported yet; use a SHA-256 key \
-             (nvme gen-tls-key --hmac=1)"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
 /// The host's TLS settings for one subsystem: the TLS PSK it offers.
 #[derive(Clone)]
 pub struct TlsClientConfig {
@@ -100,21 +86,10 @@ impl std::fmt::Debug for TlsClientConfig {
 impl TlsClientConfig {
     /// Offers `psk` (see [`nvmf_proto::tls::host_offers`]).
     pub fn new(psk: TlsPsk) -> Result<Self, TransportError> {
-        check_hash(psk.hash)?;
+        let e = |e: openssl::error::ErrorStack| TransportError::Tls(format!("OpenSSL setup: {e}"));
         let mut b = base_context()?;
         let identity = psk.identity.clone();
-        b.set_psk_client_callback(move |_ssl, _hint, id_buf, key_buf| {
-            let id = psk.identity.as_bytes();
-            let key = psk.key();
-            // identity NUL-terminated; both buffers are large (OpenSSL: 129 + 512 bytes)
-            if id.len() + 1 > id_buf.len() || key.len() > key_buf.len() {
-                return Ok(0);
-            }
-            id_buf[..id.len()].copy_from_slice(id);
-            id_buf[id.len()] = 0;
-            key_buf[..key.len()].copy_from_slice(key);
-            Ok(key.len())
-        });
+        crate::tls_session::install_client(&mut b, psk).map_err(e)?;
         Ok(Self {
             ctx: b.build(),
             identity,
@@ -160,30 +135,10 @@ impl TlsServerConfig {
                 "TLS needs at least one configured PSK (--tls-key NVMeTLSkey-1:...)".into(),
             ));
         }
-        for k in &keys {
-            check_hash(k.hash())?;
-        }
+        let e = |e: openssl::error::ErrorStack| TransportError::Tls(format!("OpenSSL setup: {e}"));
         let mut b = base_context()?;
-        b.set_psk_server_callback(move |_ssl, identity, key_buf| {
-            let Some(identity) = identity else {
-                return Ok(0);
-            };
-            match nvmf_proto::tls::target_lookup(identity, &keys, v0) {
-                Ok(psk) if psk.hash == PskHash::Sha256 && psk.key().len() <= key_buf.len() => {
-                    debug!(identity = %psk.identity, "TLS PSK found");
-                    key_buf[..psk.key().len()].copy_from_slice(psk.key());
-                    Ok(psk.key().len())
-                }
-                Ok(psk) => {
-                    warn!(identity = %psk.identity, "TLS: SHA-384 PSKs are not supported yet");
-                    Ok(0)
-                }
-                Err(e) => {
-                    warn!("TLS handshake refused: {e}");
-                    Ok(0)
-                }
-            }
-        });
+        crate::tls_session::install_server(&mut b, crate::tls_session::ServerKeys { keys, v0 })
+            .map_err(e)?;
         Ok(Self { ctx: b.build() })
     }
 }
