@@ -179,9 +179,9 @@ for s in "${SUITES[@]}"; do
                        "io-check -t -a -s -n -q --nsid --bytes --pattern-out --dhchap-secret --dhchap-ctrl-secret")
                 script=$HERE/guest/kernel-host-vs-nvmf-target-auth.sh
             elif [ $s = tls ]; then
-                verbs=("target --listen --memory --subnqn --tls --tls-key"
-                       "io-check -t -a -s -n -q --nsid --bytes --pattern-out --tls --tls-key"
-                       "discover -t -a -s -q --tls --tls-key")
+                verbs=("target --listen --memory --subnqn --tls --tls-key --tls-compat"
+                       "io-check -t -a -s -n -q --nsid --bytes --pattern-out --tls --tls-key --tls-compat"
+                       "discover -t -a -s -q --tls --tls-key --tls-compat")
                 script=$HERE/guest/kernel-host-vs-nvmf-target-tls.sh
             elif [ $s = netfault ]; then
                 verbs=("target --listen --file --subnqn" "io-check -t -a -s -n -i -g -G --bytes --offset"

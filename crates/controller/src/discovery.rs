@@ -9,8 +9,8 @@ use crate::registry::Registry;
 /// disable supported (TP 8005), so hosts may ask for the C2HData SUCCESS path.
 pub const TREQ: u8 = 0x02 | 0x04;
 
-/// The address a port is advertised at: a wildcard listener (0.0.0.0 or
-/// [::]) is shown with the address the host reached us on (`local`, the
+/// The address a port is advertised at: a wildcard listener (`0.0.0.0` or
+/// `[::]`) is shown with the address the host reached us on (`local`, the
 /// discovery connection's own address), as nvmet does
 /// (`nvmet_tcp_disc_port_addr`); a host cannot connect to 0.0.0.0.
 pub fn advertised(port: &TransportAddr, local: Option<std::net::IpAddr>) -> TransportAddr {

@@ -9,11 +9,11 @@
 //! from its configured keys.
 //!
 //! PSKs of both hashes go through OpenSSL's TLS 1.3 PSK session callbacks
-//! ([`crate::tls_session`], the crate's only `unsafe`): the legacy PSK
+//! (`tls_session.rs`, the crate's only `unsafe`): the legacy PSK
 //! callbacks that the `openssl` crate binds tie every PSK to SHA-256.
 //!
 //! The record layer runs over the connection's non-blocking tokio socket: OpenSSL
-//! reads and writes it through [`SockIo`] (`try_read` / `try_write`), so a
+//! reads and writes it through `SockIo` (`try_read` / `try_write`), so a
 //! `WouldBlock` becomes `SSL_ERROR_WANT_READ/WRITE` and tokio's readiness stays exact.
 
 use std::io::{self, Read, Write};

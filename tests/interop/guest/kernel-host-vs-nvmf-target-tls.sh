@@ -45,7 +45,7 @@
 #       ciphersuite TLS_AES_128_GCM_SHA256 (the kernel/tlshd default);
 #     * serves the discovery subsystem on the same (TLS) listener;
 #     * --memory = nsid 1; SIGTERM: exit 0 within 5 s; listening within 20 s;
-#   run.sh checks `nvmf target --help` for --listen --memory --subnqn --tls --tls-key.
+#   run.sh checks `nvmf target --help` for --listen --memory --subnqn --tls --tls-key --tls-compat.
 # ---------------------------------------------------------------------------
 . /lib/nvme-vm/lib.sh
 . /lib/nvme-vm/selftest.sh     # st_subsys st_port st_link st_cleanup st_connect st_refused st_io ...
@@ -80,8 +80,11 @@ target_start() {   # $1 = configured key
         pass "$T: nvmet port 1 $ADDR:$PORT addr_tsas=$(cat $NVMET_CFS/ports/1/addr_tsas) addr_treq=$(cat $NVMET_CFS/ports/1/addr_treq)"
         return 0
     fi
-    echo "--- start: $NVMF target --listen $ADDR:$PORT --memory 64M --subnqn $S --tls --tls-key $1" >>$TARGET_LOG
-    "$NVMF" target --listen "$ADDR:$PORT" --memory 64M --subnqn "$S" --tls --tls-key "$1" >>$TARGET_LOG 2>&1 &
+    # --tls-compat: Debian 13's nvme-cli 2.13 (libnvme 1.13) derives the retained
+    # and TLS PSKs with the HKDF label layout of libnvme <= 1.15, so the keys it
+    # inserts for identity 0 match only that derivation (docs/target.md).
+    echo "--- start: $NVMF target --listen $ADDR:$PORT --memory 64M --subnqn $S --tls --tls-key $1 --tls-compat" >>$TARGET_LOG
+    "$NVMF" target --listen "$ADDR:$PORT" --memory 64M --subnqn "$S" --tls --tls-key "$1" --tls-compat >>$TARGET_LOG 2>&1 &
     TARGET_PID=$!
     ts_w=0
     while [ $ts_w -lt 200 ] && ! listening; do kill -0 $TARGET_PID 2>/dev/null || break; ts_w=$((ts_w+1)); sleep 0.1; done

@@ -114,7 +114,7 @@ if [ "$MODE" = kernel ]; then
     _st_log /tmp/tlsh.out
     DESC="nvme discover --tls"
 else
-    nvmf_run 120 discover -t tcp -a $ADDR -s $PORT -q "$H" --tls --tls-key "$K"
+    nvmf_run 120 discover -t tcp -a $ADDR -s $PORT -q "$H" --tls --tls-key "$K" --tls-compat
     DESC="nvmf discover --tls --tls-key"
 fi
 [ $NR -eq 0 ] && grep -q "$S" /tmp/tlsh.out && pass "$T: $DESC lists $S" || fail "$T: $DESC (rc=$NR) does not list $S"
@@ -129,7 +129,7 @@ if [ "$MODE" = kernel ]; then
     fi
 else
     rm -f /tmp/tlsh-pattern.out
-    nvmf_run 180 io-check -t tcp -a $ADDR -s $PORT -n "$S" -q "$H" --nsid 1 --bytes $BYTES --tls --tls-key "$K" \
+    nvmf_run 180 io-check -t tcp -a $ADDR -s $PORT -n "$S" -q "$H" --nsid 1 --bytes $BYTES --tls --tls-key "$K" --tls-compat \
         --pattern-out /tmp/tlsh-pattern.out
     if [ $NR -eq 0 ]; then
         pass "$T: nvmf io-check --tls --tls-key: $BYTES written and read back"

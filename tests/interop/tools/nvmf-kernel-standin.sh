@@ -17,14 +17,14 @@ verb=${1:-}; shift 2>/dev/null
 case "$verb" in
 --version) echo "nvmf stand-in 0"; exit 0 ;;
 target)
-    case " $* " in *" --help "*) echo "  --listen --memory --subnqn --host --tls --tls-key --file"; exit 0 ;; esac
+    case " $* " in *" --help "*) echo "  --listen --memory --subnqn --host --tls --tls-key --tls-compat --file"; exit 0 ;; esac
     L= M= S= TLS=0 K= HOSTS=""
     while [ $# -gt 0 ]; do
         case "$1" in
             --listen) L=$2; shift 2 ;; --memory) M=$2; shift 2 ;; --subnqn) S=$2; shift 2 ;;
             --host) HOSTS="$HOSTS
 $2"; shift 2 ;;
-            --tls) TLS=1; shift ;; --tls-key) K=$2; shift 2 ;;
+            --tls) TLS=1; shift ;; --tls-key) K=$2; shift 2 ;; --tls-compat) shift ;;
             *) echo "stand-in: unknown $1" >&2; exit 2 ;;
         esac
     done
@@ -77,7 +77,7 @@ $2"; shift 2 ;;
     trap stop TERM INT
     while :; do sleep 1 & wait $!; done ;;
 io-check|discover)
-    case " $* " in *" --help "*) echo "  -t -a -s -n -q -o -g -G -i --nsid --bytes --pattern-out --dhchap-secret --dhchap-ctrl-secret --tls --tls-key --offset"; exit 0 ;; esac
+    case " $* " in *" --help "*) echo "  -t -a -s -n -q -o -g -G -i --nsid --bytes --pattern-out --dhchap-secret --dhchap-ctrl-secret --tls --tls-key --tls-compat --offset"; exit 0 ;; esac
     A= P= S= H= B=4M PO= OPTS=""
     while [ $# -gt 0 ]; do
         case "$1" in
@@ -85,7 +85,7 @@ io-check|discover)
             --nsid) shift 2 ;; --bytes) B=$2; shift 2 ;; --pattern-out) PO=$2; shift 2 ;;
             --dhchap-secret) OPTS="$OPTS --dhchap-secret=$2"; shift 2 ;;
             --dhchap-ctrl-secret) OPTS="$OPTS --dhchap-ctrl-secret=$2"; shift 2 ;;
-            --tls) OPTS="$OPTS --tls"; shift ;; --tls-key) shift 2 ;;
+            --tls) OPTS="$OPTS --tls"; shift ;; --tls-key) shift 2 ;; --tls-compat) shift ;;
             *) echo "stand-in: unknown $1" >&2; exit 2 ;;
         esac
     done
