@@ -294,7 +294,7 @@ impl QueueTask {
                 &self.ctx.registry,
                 &self.ctx.ports,
                 self.conn.stream().local_addr().ok().map(|a| a.ip()),
-                self.ctx.tls,
+                &self.ctx.port_treq,
                 &ctrl.hostnqn,
                 32,
             )

@@ -246,11 +246,24 @@ pub struct TargetConfig {
     pub tls: Option<TlsConfig>,
 }
 
-/// TLS 1.3 with PSK on the listen ports (nvmet `addr_treq=required`,
-/// `addr_tsas=tls1.3`): a host that does not start with a TLS handshake is
-/// disconnected.
+/// Whether a TLS port insists on TLS (the discovery log's TREQ secure channel
+/// field, NVMe-oF 1.1 Figure 38; nvmet `addr_treq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Treq {
+    /// A host that does not start with a TLS handshake is disconnected.
+    #[default]
+    Required,
+    /// TLS is offered; a plain ICReq is served too.
+    NotRequired,
+}
+
+/// TLS 1.3 with PSK on listen ports (nvmet `addr_tsas=tls1.3`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
+    /// Required or merely offered.
+    pub treq: Treq,
+    /// The listen ports TLS applies to; empty: every listen port.
+    pub ports: Vec<TransportAddr>,
     /// Configured PSKs (`NVMeTLSkey-1:…`); the TLS PSK of any host NQN and
     /// subsystem NQN is derived from them.
     pub keys: Vec<nvmf_proto::tls::ConfiguredPsk>,
@@ -461,9 +474,12 @@ struct FileConfig {
     busy_poll_us: u32,
     #[serde(default)]
     tcp_congestion: Option<String>,
-    /// "required": TLS on every listen port.
+    /// "required" or "not-required": TLS on every listen port (or on tls_ports).
     #[serde(default)]
     tls: Option<String>,
+    /// The listen ports TLS applies to (default: all).
+    #[serde(default)]
+    tls_ports: Vec<String>,
     /// Configured PSK(s), NVMeTLSkey-1:…
     #[serde(default)]
     tls_key: OneOrMany,
@@ -575,13 +591,31 @@ pub fn parse_direct(s: &str) -> Result<DirectIo, String> {
     }
 }
 
-/// The TLS settings from `tls` ("required" or absent), the keys and the
-/// derivation choice; `Err((field, message))`.
+impl TlsConfig {
+    /// The TLS mode of listen address `a`, if TLS applies to it.
+    pub fn treq_for(&self, a: &TransportAddr) -> Option<Treq> {
+        (self.ports.is_empty() || self.ports.contains(a)).then_some(self.treq)
+    }
+}
+
+/// The TLS settings from `tls` ("required", "not-required" or absent), the
+/// keys and the derivation choice; `Err((field, message))`.
 pub fn parse_tls(
     mode: Option<&str>,
     keys: &[String],
     compat: bool,
 ) -> Result<Option<TlsConfig>, (String, String)> {
+    let treq = match mode {
+        Some("not-required") | Some("not required") => {
+            return parse_tls(Some("required"), keys, compat).map(|t| {
+                t.map(|mut t| {
+                    t.treq = Treq::NotRequired;
+                    t
+                })
+            })
+        }
+        _ => Treq::Required,
+    };
     match mode {
         None | Some("none") | Some("no") => {
             if keys.is_empty() {
@@ -589,7 +623,7 @@ pub fn parse_tls(
             }
             Err((
                 "tls".into(),
-                "tls_key is set but tls is not \"required\"; add tls = \"required\"".into(),
+                "tls_key is set but tls is not \"required\" or \"not-required\"; add tls = \"required\"".into(),
             ))
         }
         Some("required") => {
@@ -608,6 +642,8 @@ pub fn parse_tls(
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Some(TlsConfig {
+                treq,
+                ports: Vec::new(),
                 keys,
                 derivation: if compat {
                     nvmf_proto::tls::Derivation::Compat
@@ -618,7 +654,7 @@ pub fn parse_tls(
         }
         Some(other) => Err((
             "tls".into(),
-            format!("tls is \"required\" (TLS 1.3 on every listen port) or absent, not {other:?}"),
+            format!("tls is \"required\" or \"not-required\" (TLS 1.3 on the listen ports, or on tls_ports) or absent, not {other:?}"),
         )),
     }
 }
@@ -646,6 +682,28 @@ impl FileConfig {
             self.tls_compat,
         )
         .map_err(|(f, m)| inv(f, m))?;
+        let tls = match tls {
+            Some(mut t) => {
+                for (i, p) in self.tls_ports.iter().enumerate() {
+                    let a = parse_addr(format!("tls_ports[{i}]"), p)?;
+                    if !listen.contains(&a) {
+                        return Err(inv(
+                            format!("tls_ports[{i}]"),
+                            format!("{a} is not one of the listen addresses"),
+                        ));
+                    }
+                    t.ports.push(a);
+                }
+                Some(t)
+            }
+            None if !self.tls_ports.is_empty() => {
+                return Err(inv(
+                    "tls_ports".into(),
+                    "tls_ports needs tls = \"required\" or \"not-required\" and a tls_key".into(),
+                ))
+            }
+            None => None,
+        };
         let discovery_listen = match self.discovery_listen {
             None => vec![],
             Some(v) => v

@@ -3,6 +3,7 @@
 use nvmf_proto::log::{adrfam, subtype, trtype, DiscoveryLog, DiscoveryLogEntry};
 use nvmf_transport::TransportAddr;
 
+use crate::config::Treq;
 use crate::registry::Registry;
 
 /// TREQ bits 1:0 = 10b (secure channel not required); bit 2: SQ flow control
@@ -35,7 +36,7 @@ pub fn build_log(
     reg: &Registry,
     ports: &[TransportAddr],
     local: Option<std::net::IpAddr>,
-    tls: bool,
+    port_treq: &[Option<Treq>],
     hostnqn: &str,
     asqsz: u16,
 ) -> DiscoveryLog {
@@ -46,6 +47,7 @@ pub fn build_log(
         }
         for (i, p) in ports.iter().enumerate() {
             let p = &advertised(p, local);
+            let treq = port_treq.get(i).copied().flatten();
             entries.push(DiscoveryLogEntry {
                 trtype: trtype::TCP,
                 adrfam: if p.is_ipv6() {
@@ -54,7 +56,11 @@ pub fn build_log(
                     adrfam::IPV4
                 },
                 subtype: subtype::NVME,
-                treq: if tls { TREQ_TLS } else { TREQ },
+                treq: match treq {
+                    Some(Treq::Required) => TREQ_TLS,
+                    // TREQ "not required" with SECTYPE TLS 1.3: TLS is offered.
+                    Some(Treq::NotRequired) | None => TREQ,
+                },
                 portid: i as u16 + 1,
                 cntlid: 0xffff,
                 asqsz,
@@ -64,7 +70,7 @@ pub fn build_log(
                 traddr: p.traddr(),
                 tsas: {
                     let mut t = [0; 256];
-                    if tls {
+                    if treq.is_some() {
                         t[0] = SECTYPE_TLS13;
                     }
                     t

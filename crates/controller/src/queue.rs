@@ -39,7 +39,8 @@ pub struct TargetCtx {
     /// Addresses served, for the discovery log.
     pub ports: Vec<TransportAddr>,
     /// The `ports` require TLS (discovery log TREQ / TSAS).
-    pub tls: bool,
+    /// The TLS mode of each port in `ports` (`None`: plain).
+    pub port_treq: Vec<Option<crate::config::Treq>>,
     /// Socket polling budget of every queue (zero: none).
     pub busy_poll: Duration,
 }

@@ -9,7 +9,7 @@ use nvmf_transport::{Listener, TlsServerConfig, TransportAddr, TransportError};
 use tracing::{info, warn};
 
 use crate::admission::{Admission, Ticket, STRIKE_WINDOW};
-use crate::config::TargetConfig;
+use crate::config::{TargetConfig, Treq};
 use crate::queue::{QueueTask, TargetCtx};
 use crate::registry::{Registry, RegistryError, ReloadSummary};
 
@@ -63,11 +63,17 @@ impl Target {
                 TlsServerConfig::new(t.keys.clone(), t.derivation).map_err(TargetError::Listen)?,
             )),
         };
+        let mut port_treq = Vec::new();
         for a in &cfg.listen {
             let mut lis = Listener::bind(a, qcfg).await.map_err(TargetError::Listen)?;
-            if let Some(t) = &tls {
-                lis.require_tls(t.clone());
+            let treq = cfg.tls.as_ref().and_then(|t| t.treq_for(a));
+            if let (Some(t), Some(treq)) = (&tls, treq) {
+                match treq {
+                    Treq::Required => lis.require_tls(t.clone()),
+                    Treq::NotRequired => lis.allow_tls(t.clone()),
+                }
             }
+            port_treq.push(treq.filter(|_| tls.is_some()));
             ports.push(lis.local_addr());
             listeners.push(Arc::new(lis));
         }
@@ -92,7 +98,7 @@ impl Target {
             registry,
             limits: cfg.limits.clone(),
             ports,
-            tls: tls.is_some(),
+            port_treq,
             busy_poll: std::time::Duration::from_micros(u64::from(cfg.busy_poll_us)),
         });
         Ok(Self {
@@ -156,10 +162,28 @@ impl Target {
                             let ctx = me.ctx.clone();
                             let adm = me.admission.clone();
                             let tls = lis.tls().cloned();
+                            let optional = lis.tls_optional();
                             tokio::spawn(async move {
                                 if !ticket.delay.is_zero() {
                                     tokio::time::sleep(ticket.delay).await;
                                 }
+                                // A port that offers TLS without requiring it: a
+                                // TLS record first means TLS, an ICReq means plain.
+                                let tls = match (&tls, optional) {
+                                    (Some(_), true) => {
+                                        let mut b = [0u8; 1];
+                                        let first = tokio::time::timeout(
+                                            std::time::Duration::from_millis(ctx.limits.icreq_timeout_ms),
+                                            conn.stream().peek(&mut b),
+                                        )
+                                        .await;
+                                        match first {
+                                            Ok(Ok(1)) if b[0] == nvmf_transport::tls::TLS_HANDSHAKE_RECORD => tls,
+                                            _ => None,
+                                        }
+                                    }
+                                    _ => tls,
+                                };
                                 if let Some(t) = &tls {
                                     if let Err(e) = conn.start_tls_server(t).await {
                                         warn!(%ip, "connection closed: {e}");

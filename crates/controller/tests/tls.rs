@@ -47,7 +47,12 @@ fn config(keys: Vec<ConfiguredPsk>, derivation: Derivation) -> TargetConfig {
         limits: Limits::default(),
         busy_poll_us: 0,
         tcp_congestion: None,
-        tls: Some(TlsConfig { keys, derivation }),
+        tls: Some(TlsConfig {
+            treq: Default::default(),
+            ports: vec![],
+            keys,
+            derivation,
+        }),
     }
 }
 
@@ -293,5 +298,109 @@ fn toml_tls_keys() {
     ] {
         let e = TargetConfig::from_toml(&text, p).unwrap_err().to_string();
         assert!(e.contains(needle), "{text:?}: {e}");
+    }
+    // Per-port TLS: tls_ports names listen addresses; "not-required" offers TLS.
+    let c = TargetConfig::from_toml(
+        &format!(
+            "listen = [\"127.0.0.1:4420\", \"127.0.0.1:4430\"]\ntls = \"not-required\"\ntls_key = \"{k}\"\ntls_ports = [\"127.0.0.1:4430\"]\n"
+        ),
+        p,
+    )
+    .unwrap();
+    let t = c.tls.unwrap();
+    assert_eq!(t.treq, nvmf_controller::config::Treq::NotRequired);
+    assert_eq!(t.treq_for(&"127.0.0.1:4420".parse().unwrap()), None);
+    assert!(t.treq_for(&"127.0.0.1:4430".parse().unwrap()).is_some());
+    let e = TargetConfig::from_toml(
+        &format!("tls = \"required\"\ntls_key = \"{k}\"\ntls_ports = [\"127.0.0.1:9999\"]\n"),
+        p,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("tls_ports[0]") && e.contains("not one of the listen"),
+        "{e}"
+    );
+}
+
+/// Per-port TLS (issue 11): one target with a plain port, a port that requires
+/// TLS and one that only offers it. A plain host reaches the plain and the
+/// offering port, not the requiring one; a TLS host reaches both TLS ports;
+/// the discovery log gives each port its own TREQ and SECTYPE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_port_tls_required_not_required_and_plain() {
+    use nvmf_controller::config::Treq;
+    for treq in [Treq::Required, Treq::NotRequired] {
+        let mut cfg = config(vec![key(5)], Derivation::Spec);
+        // Fixed free ports: TLS applies per listen address.
+        let free = |_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (p1, p2) = (free(0), free(1));
+        let plain: TransportAddr = format!("127.0.0.1:{p1}").parse().unwrap();
+        let secure: TransportAddr = format!("127.0.0.1:{p2}").parse().unwrap();
+        cfg.listen = vec![plain, secure];
+        if let Some(t) = cfg.tls.as_mut() {
+            t.treq = treq;
+            t.ports = vec![secure];
+        }
+        let (_t, _) = start(&cfg).await;
+        let tls =
+            TlsClientConfig::from_configured(&key(5), HOSTNQN, NQN, Derivation::Spec).unwrap();
+        // The plain port: plain works.
+        connect(&plain, None, NQN, 0, CNTLID_DYNAMIC).await.unwrap();
+        // The TLS port: TLS works; plain only when TLS is not required.
+        let (_c, _) = connect(&secure, Some(&tls), NQN, 0, CNTLID_DYNAMIC)
+            .await
+            .unwrap();
+        let plain_on_secure = connect(&secure, None, NQN, 0, CNTLID_DYNAMIC).await;
+        assert_eq!(
+            plain_on_secure.is_ok(),
+            treq == Treq::NotRequired,
+            "plain ICReq on a {treq:?} TLS port"
+        );
+        // The discovery log, read on the plain port.
+        let (mut d, _) = connect(&plain, None, DISCOVERY_NQN, 0, CNTLID_DYNAMIC)
+            .await
+            .unwrap();
+        let cc = Cc {
+            en: true,
+            ..Default::default()
+        };
+        d.execute(
+            PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
+            HostData::None,
+        )
+        .await
+        .unwrap();
+        let log = d
+            .execute(
+                Sqe::get_log_page(lid::DISCOVERY, 0, 4096, 0, false),
+                HostData::FromController(4096),
+            )
+            .await
+            .unwrap();
+        let log = DiscoveryLog::decode(&log.data_contiguous());
+        let by_port = |p: &TransportAddr| {
+            log.entries
+                .iter()
+                .find(|e| e.trsvcid.trim() == p.trsvcid())
+                .map(|e| (e.treq & 3, e.tsas[0]))
+                .unwrap()
+        };
+        assert_eq!(
+            by_port(&plain),
+            (0x2, 0),
+            "plain port: not required, no TLS"
+        );
+        let want = match treq {
+            Treq::Required => (0x1, 2),
+            Treq::NotRequired => (0x2, 2),
+        };
+        assert_eq!(by_port(&secure), want, "{treq:?} port");
     }
 }

@@ -14,6 +14,7 @@ pub struct Listener {
     cfg: ControllerQueueConfig,
     addr: TransportAddr,
     tls: Option<std::sync::Arc<crate::tls::TlsServerConfig>>,
+    tls_optional: bool,
 }
 
 impl Listener {
@@ -45,6 +46,7 @@ impl Listener {
             cfg,
             addr: TransportAddr { socket: local },
             tls: None,
+            tls_optional: false,
         })
     }
 
@@ -61,9 +63,22 @@ impl Listener {
         self.tls = Some(cfg);
     }
 
-    /// The TLS settings of a port that requires TLS.
+    /// Offers TLS on this port without requiring it (nvmet `addr_treq=not
+    /// required`): a connection that starts with a TLS handshake record gets
+    /// TLS, one that starts with an ICReq stays plain.
+    pub fn allow_tls(&mut self, cfg: std::sync::Arc<crate::tls::TlsServerConfig>) {
+        self.tls = Some(cfg);
+        self.tls_optional = true;
+    }
+
+    /// The TLS settings of a port that requires or offers TLS.
     pub fn tls(&self) -> Option<&std::sync::Arc<crate::tls::TlsServerConfig>> {
         self.tls.as_ref()
+    }
+
+    /// True when TLS is offered but not required.
+    pub fn tls_optional(&self) -> bool {
+        self.tls_optional
     }
 
     /// The bound address (with the real port if 0 was asked for).

@@ -32,6 +32,11 @@ use crate::error::TransportError;
 /// How long a TLS handshake may take (nvmet-tcp waits 10 s for tlshd too).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The first byte of a TLS handshake record (RFC 8446 §5.1, ContentType
+/// handshake = 22): how a port that offers TLS tells a ClientHello from a
+/// plain ICReq (PDU type 0).
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// The TLS 1.3 cipher suites of NVMe/TCP.
 const CIPHERSUITES: &str = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384";
 

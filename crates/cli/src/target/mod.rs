@@ -83,6 +83,19 @@ pub struct TargetArgs {
     /// Debian 13): for kernel hosts whose key was inserted with such an nvme-cli.
     #[arg(long = "tls-compat")]
     pub tls_compat: bool,
+    /// Whether TLS is required (the default) or only offered on the TLS ports
+    /// (`not-required`: a plain ICReq is served too; the discovery log says
+    /// TREQ "not required" with SECTYPE TLS 1.3), as nvmet's addr_treq.
+    #[arg(
+        long = "tls-treq",
+        value_name = "required|not-required",
+        requires = "tls"
+    )]
+    pub tls_treq: Option<String>,
+    /// Put TLS on this --listen address only (repeatable; default: all of them),
+    /// so one target can serve plain and TLS ports.
+    #[arg(long = "tls-port", value_name = "ADDR:PORT", requires = "tls")]
+    pub tls_port: Vec<String>,
 }
 
 enum NsArg {
@@ -247,9 +260,32 @@ fn apply_tuning(cfg: &mut TargetConfig, a: &TargetArgs) -> anyhow::Result<()> {
         cfg.tcp_congestion = a.tcp_congestion.clone();
     }
     if a.tls || !a.tls_key.is_empty() {
-        let mode = if a.tls { Some("required") } else { None };
-        cfg.tls = nvmf_controller::config::parse_tls(mode, &a.tls_key, a.tls_compat)
-            .map_err(|(f, m)| anyhow::anyhow!("--{}: {m}", f.replace('_', "-")))?;
+        let mode = if a.tls {
+            Some(a.tls_treq.as_deref().unwrap_or("required"))
+        } else {
+            None
+        };
+        cfg.tls = nvmf_controller::config::parse_tls(mode, &a.tls_key, a.tls_compat).map_err(
+            |(f, m)| {
+                let flag = if f == "tls" {
+                    "tls-treq".to_string()
+                } else {
+                    f.replace('_', "-")
+                };
+                anyhow::anyhow!("--{flag}: {m}")
+            },
+        )?;
+        if let Some(t) = cfg.tls.as_mut() {
+            for p in &a.tls_port {
+                let addr: TransportAddr = p
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--tls-port {p}: {e}"))?;
+                if !cfg.listen.contains(&addr) {
+                    bail!("--tls-port {p}: not one of the --listen addresses");
+                }
+                t.ports.push(addr);
+            }
+        }
     }
     cfg.validate("command line")?;
     Ok(())
