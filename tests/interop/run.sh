@@ -28,8 +28,7 @@
 #             (`nvmf target --tls --tls-key`) and OUR host (`nvmf io-check --tls
 #             --tls-key`) against nvmet (guest/kernel-host-vs-nvmf-target-tls.sh,
 #             guest/nvmf-host-vs-kernel-target-tls.sh)
-#   all       selftest target host netfault authself auth tlsself (default;
-#             tls is not in it yet)
+#   all       selftest target host netfault authself auth tlsself tls (default)
 #
 # options:
 #   --no-build        do not run cargo build; use $NVMF_BIN or target/release/nvmf
@@ -66,11 +65,11 @@ while [ $# -gt 0 ]; do
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; VMARGS=("$@"); break ;;
         selftest|target|host|netfault|auth|authself|tls|tlsself) SUITES+=("$1"); shift ;;
-        all) SUITES+=(selftest target host netfault authself auth tlsself); shift ;;
+        all) SUITES+=(selftest target host netfault authself auth tlsself tls); shift ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself tls)
 
 NVMF=${NVMF_BIN:-$ROOT/target/release/nvmf}
 NPASS=0 NFAIL=0 NSKIP=0
