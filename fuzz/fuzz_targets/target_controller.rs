@@ -133,7 +133,7 @@ fn env() -> &'static Env {
                 nqn: NQN.into(),
                 serial: "fuzz".into(),
                 model: "fuzz".into(),
-                allowed_hosts: vec![],
+                hosts: vec![],
                 namespaces: NS
                     .iter()
                     .map(|&(nsid, size, block_size)| NamespaceConfig {
@@ -159,6 +159,7 @@ fn env() -> &'static Env {
             },
             busy_poll_us: 0,
             tcp_congestion: None,
+            tls: None,
         };
         cfg.validate("fuzz").expect("valid configuration");
         let target = rt.block_on(async {
