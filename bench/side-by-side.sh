@@ -15,7 +15,8 @@
 #   4 KiB randread QD1 (mean latency).
 # CPU per I/O on both sides comes from /proc/PID/stat (utime+stime) of the target and of
 # spdk_nvme_perf over the same window: from perf's "Initialization complete" line to 0.5 s
-# before its end. SPDK's reactor and spdk_nvme_perf poll, so each burns its whole core.
+# before its end; what the rest of the machine used in that window (/proc/stat less those
+# two) is recorded too, to tell a run disturbed by other work. SPDK's reactor and spdk_nvme_perf poll, so each burns its whole core.
 # Reports medians over the rounds as a Markdown table (stdout and bench/results/
 # side-by-side-<date>.md; the per-run figures in side-by-side-<date>.tsv).
 #
@@ -61,6 +62,7 @@ OPID=
 stop_ours() { [[ -n $OPID ]] && { kill "$OPID" 2>/dev/null; wait "$OPID" 2>/dev/null; OPID=; }; }
 cleanup() { stop_ours; spdk_tgt_stop; }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 # start_target NAME: sets TPID and TRID
 start_target() {
@@ -88,9 +90,12 @@ start_target() {
 }
 stop_target() { stop_ours; spdk_tgt_stop; }
 
+# busy time of the whole machine, USER_HZ ticks (user nice system irq softirq steal)
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+
 # run_case ROUND TARGET CASE OPTS: one spdk_nvme_perf run, one TSV line
 run_case() {
-    local round=$1 tname=$2 cname=$3 opts=$4 try ppid out err t0 t1 c0 c1 n0 n1 i
+    local round=$1 tname=$2 cname=$3 opts=$4 try ppid out err t0 t1 c0 c1 m0 m1 n0 n1 i
     out=$RAW/$tname.$cname.$round.out err=$RAW/$tname.$cname.$round.err
     for try in 1 2 3; do
         # shellcheck disable=SC2086
@@ -102,9 +107,9 @@ run_case() {
             proc_alive "$ppid" || break
             sleep 0.02
         done
-        t0=$(cpu_ticks "$TPID") c0=$(cpu_ticks "$ppid") n0=$(date +%s%N)
+        t0=$(cpu_ticks "$TPID") c0=$(cpu_ticks "$ppid") m0=$(machine_ticks) n0=$(date +%s%N)
         sleep "$(awk -v s="$SECS" 'BEGIN { print s - 0.5 }')"
-        t1=$(cpu_ticks "$TPID") c1=$(cpu_ticks "$ppid") n1=$(date +%s%N)
+        t1=$(cpu_ticks "$TPID") c1=$(cpu_ticks "$ppid") m1=$(machine_ticks) n1=$(date +%s%N)
         wait "$ppid"
         grep -q '^Total' "$out" && break
         grep -q 'No valid NVMe controllers found' "$out" "$err" || break
@@ -115,15 +120,16 @@ run_case() {
         echo "   $tname $cname round $round: no result ($(tail -1 "$err"))" >&2
         return
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$tname" "$cname" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$tname" "$cname" \
         "$(perf_total "$out" 1)" "$(perf_total "$out" 2)" "$(perf_total "$out" 3)" \
         "$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v w="$((n1 - n0))" 'BEGIN { printf "%.3f", (b - a) / hz / (w / 1e9) }')" \
         "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" -v w="$((n1 - n0))" 'BEGIN { printf "%.3f", (b - a) / hz / (w / 1e9) }')" \
-        "$(cat "$err" "$out" | grep -E '\*ERROR\*' | grep -c -v 'DISCONNECTED\] CQ transport error -6 (No')" >>"$TSV"
-    tail -1 "$TSV" | awk -F'\t' '{ printf "   %-12s %-20s IOPS %10.0f  MiB/s %8.1f  mean %8.1f us  target CPU %.2f  client CPU %.2f\n", $2, $3, $4, $5, $6, $7, $8 }' >&2
+        "$(cat "$err" "$out" | grep -E '\*ERROR\*' | grep -c -v 'DISCONNECTED\] CQ transport error -6 (No')" \
+        "$(awk -v a="$((m1 - m0 - (t1 - t0) - (c1 - c0)))" -v hz="$HZ" -v w="$((n1 - n0))" 'BEGIN { printf "%.3f", a / hz / (w / 1e9) }')" >>"$TSV"
+    tail -1 "$TSV" | awk -F'\t' '{ printf "   %-12s %-20s IOPS %10.0f  MiB/s %8.1f  mean %8.1f us  target CPU %.2f  client CPU %.2f  others %.2f\n", $2, $3, $4, $5, $6, $7, $8, $10 }' >&2
 }
 
-printf 'round\ttarget\tcase\tiops\tmib_s\tmean_us\ttarget_cpu\tclient_cpu\terrors\n' >"$TSV"
+printf 'round\ttarget\tcase\tiops\tmib_s\tmean_us\ttarget_cpu\tclient_cpu\terrors\tother_cpu\n' >"$TSV"
 {
     echo "started: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "load before: $(cat /proc/loadavg)"
@@ -201,7 +207,9 @@ for c in cases:
     for t in ['spdk'] + ours:
         per = []
         for r in rows:
-            if r['target'] == t and r['case'] == c and float(r['iops']) > 0:
+            # a negative share: perf had exited before the window closed; not a figure
+            if r['target'] == t and r['case'] == c and float(r['iops']) > 0 \
+                    and float(r['target_cpu']) >= 0 and float(r['client_cpu']) >= 0:
                 per.append((float(r['target_cpu']) * 1e6 / float(r['iops']),
                             float(r['client_cpu']) * 1e6 / float(r['iops']),
                             float(r['target_cpu']), float(r['client_cpu'])))
@@ -210,6 +218,10 @@ for c in cases:
         m = [statistics.median(x[i] for x in per) for i in range(4)]
         cells.append(f'{m[0]:.2f} ({m[2]:.2f}) \\| {m[1]:.2f} ({m[3]:.2f})')
     print('| ' + ' | '.join(cells) + ' |')
+oth = sorted(float(r['other_cpu']) for r in rows)
+if oth:
+    print(f'\nCPU used by other processes during the runs (cores, of 2): median {statistics.median(oth):.2f}, max {oth[-1]:.2f}'
+          f' ({sum(1 for x in oth if x > 0.1)} of {len(oth)} runs above 0.10).')
 errs = sum(int(r['errors']) for r in rows)
 print(f'\nSPDK host errors logged over all runs: {errs} (not counting the "CQ transport error -6" spdk_nvme_perf logs as it frees its I/O queue, against either target).')
 EOF

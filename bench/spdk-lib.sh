@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # bench/spdk-lib.sh -- helpers shared by bench/spdk-interop.sh and bench/side-by-side.sh
 # (sourced, not run). SPDK itself is never fetched or built here: SPDK_DIR points at an
-# SPDK tree built elsewhere (docs/performance.md, "SPDK side by side", says how), whose
-# build/bin has nvmf_tgt, spdk_nvme_perf and spdk_nvme_identify.
+# SPDK tree built elsewhere, outside this repository, whose build/bin has nvmf_tgt,
+# spdk_nvme_perf and spdk_nvme_identify (docs/performance.md, "SPDK side by side").
 #
 # spdk_check          exit 0 with a SKIP line when SPDK_DIR is unset or lacks the binaries
 # spdk_tgt_start P    SPDK's nvmf_tgt, reactor on core 0, no hugepages, one Malloc bdev

@@ -407,8 +407,8 @@ impl ControllerQueue {
             }
             // An AER whose CID the host reuses has been given up by the host
             // (SPDK's detach completes its AERs locally and reuses the CIDs):
-            // forget it, free its SQ slot, and take the new command. Linux nvmet
-            // and SPDK's target track no CIDs and accept it too.
+            // forget it, free its SQ slot, and take the new command. SPDK's own
+            // target does not check CIDs at all, so it takes it too.
             self.cmds.remove(&sqe.cid);
             self.advance_sq_head();
             self.events
