@@ -349,6 +349,12 @@ impl QueueTask {
                 ControllerEvent::Aborted { cid } => {
                     self.waiting_data.remove(&cid);
                 }
+                ControllerEvent::Abandoned { cid } => {
+                    if let Role::Admin(a) = &mut self.role {
+                        a.aers.retain(|&c| c != cid);
+                    }
+                    debug!(peer = %self.peer, cid, "the host reused an outstanding AER's CID; AER dropped");
+                }
                 ControllerEvent::Terminated { reason, fes } => match fes {
                     Some(f) => {
                         self.misbehaved = true;

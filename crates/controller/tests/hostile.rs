@@ -1066,3 +1066,99 @@ async fn termreq_then_fin_not_reset() {
         Fes::InvalidHeaderField
     );
 }
+
+/// Decodes a hex string (test vectors captured from SPDK's host).
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// SPDK v26.05's host (spdk_nvme_identify, spdk_nvme_perf) at detach: it completes
+/// its four outstanding AERs itself (`nvme_tcp_admin_qpair_abort_aers`, nothing on
+/// the wire) and reuses their CIDs, so the shutdown's Property Get CC comes with
+/// CID 3, the last AER's. Answered Command ID Conflict, SPDK logged "Failed to read
+/// the CC register" and skipped the shutdown notification. The bytes are SPDK's,
+/// from a capture against our target. The AER is forgotten: the Property Get and
+/// the Property Set (CC.SHN, CID 2) that follow succeed, and no CQE for the dropped
+/// AERs comes later.
+#[tokio::test]
+async fn spdk_detach_reuses_the_cids_of_its_aers() {
+    let (_t, addr) = start(Limits::default()).await;
+    let (mut admin, _io) = raw_association(addr).await;
+    // Frame 26 of the capture: AERs with CIDs 0..=3, then Get Features (Keep Alive
+    // Timer), CID 4; all 72-byte CapsuleCmds, SGL Transport Data Block (5Ah) of 0.
+    let aers_and_get_features = unhex(concat!(
+        "04004800480000000c400000000000000000000000000000000000000000000000000000",
+        "00000000000000000000005a000000000000000000000000000000000000000000000000",
+        "04004800480000000c400100000000000000000000000000000000000000000000000000",
+        "00000000000000000000005a000000000000000000000000000000000000000000000000",
+        "04004800480000000c400200000000000000000000000000000000000000000000000000",
+        "00000000000000000000005a000000000000000000000000000000000000000000000000",
+        "04004800480000000c400300000000000000000000000000000000000000000000000000",
+        "00000000000000000000005a000000000000000000000000000000000000000000000000",
+        "04004800480000000a400400000000000000000000000000000000000000000000000000",
+        "00000000000000000000005a0f0000000000000000000000000000000000000000000000",
+    ));
+    assert_eq!(aers_and_get_features.len(), 5 * 72);
+    admin.write_all(&aers_and_get_features).await.unwrap();
+    let p = read_pdu(&mut admin).await;
+    assert_eq!(
+        u16::from_le_bytes([p[8 + 12], p[8 + 13]]),
+        4,
+        "Get Features' CQE first"
+    );
+    assert_eq!(resp_status(&p), 0);
+
+    // Frame 50: Property Get, 4 bytes at 14h (CC), CID 3.
+    let get_cc = unhex(concat!(
+        "04004800480000007f400300040000000000000000000000000000000000000000000000",
+        "00000000000000000000005a000000001400000000000000000000000000000000000000",
+    ));
+    admin.write_all(&get_cc).await.unwrap();
+    let p = read_pdu(&mut admin).await;
+    assert_eq!(u16::from_le_bytes([p[8 + 12], p[8 + 13]]), 3, "CID");
+    assert_eq!(
+        resp_status(&p),
+        0,
+        "Property Get CC succeeds (was 4003h, CID conflict)"
+    );
+    let cc = u32::from_le_bytes([p[8], p[9], p[10], p[11]]);
+    assert_eq!(cc & 1, 1, "CC.EN as set");
+
+    // Then the shutdown notification, CID 2 (another dropped AER's).
+    let mut set = PropertyCommand::set_sqe(registers::CC, false, u64::from(cc | (1 << 14)));
+    set.cid = 2;
+    admin.write_all(&raw_cmd(&set, &[])).await.unwrap();
+    let p = read_pdu(&mut admin).await;
+    assert_eq!(u16::from_le_bytes([p[8 + 12], p[8 + 13]]), 2, "CID");
+    assert_eq!(resp_status(&p), 0, "Property Set CC.SHN succeeds");
+
+    // A new AER is held again, a Keep Alive after it answers, and nothing else
+    // comes: no CQE for the AERs the host dropped.
+    let aer = Sqe {
+        opcode: 0x0c,
+        cid: 9,
+        sgl1: nvmf_proto::sqe::SglDescriptor::transport(0),
+        ..Sqe::default()
+    };
+    admin.write_all(&raw_cmd(&aer, &[])).await.unwrap();
+    let ka = Sqe {
+        opcode: 0x18,
+        cid: 10,
+        sgl1: nvmf_proto::sqe::SglDescriptor::transport(0),
+        ..Sqe::default()
+    };
+    admin.write_all(&raw_cmd(&ka, &[])).await.unwrap();
+    let p = read_pdu(&mut admin).await;
+    assert_eq!(
+        u16::from_le_bytes([p[8 + 12], p[8 + 13]]),
+        10,
+        "only the Keep Alive answers"
+    );
+    assert_eq!(resp_status(&p), 0);
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_millis(300), admin.read(&mut b)).await;
+    assert!(r.is_err(), "no further PDU: {r:?}");
+}

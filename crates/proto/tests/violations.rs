@@ -1042,3 +1042,36 @@ fn host_data_digest_error_fails_the_command() {
     assert_eq!(c.cqe.status, Status::TRANSIENT_TRANSPORT_ERROR);
     assert!(h.is_connected());
 }
+
+/// SPDK's host completes its outstanding AERs itself at detach and reuses their
+/// CIDs (`nvme_tcp_admin_qpair_abort_aers`): on the admin queue a command with an
+/// outstanding AER's CID drops the AER (`Abandoned`, no CQE) and is taken; any
+/// other outstanding command's CID is still a conflict.
+#[test]
+fn reused_aer_cid_on_the_admin_queue_abandons_the_aer() {
+    let mut c = ready_controller(ControllerQueueConfig::default(), Digests::default());
+    let e0 = enc(Digests::default());
+    let aer = Sqe {
+        opcode: 0x0c,
+        cid: 3,
+        sgl1: nvmf_proto::sqe::SglDescriptor::transport(0),
+        ..Sqe::default()
+    };
+    c.receive(&capsule(e0, aer, &[]));
+    assert!(matches!(c.poll_event(), Some(ControllerEvent::Command(_))));
+    assert_eq!(c.outstanding(), 1);
+    let get = nvmf_proto::fabrics::PropertyCommand::get_sqe(nvmf_proto::registers::CC, false);
+    let get = Sqe { cid: 3, ..get };
+    c.receive(&capsule(e0, get, &[]));
+    assert_eq!(c.poll_event(), Some(ControllerEvent::Abandoned { cid: 3 }));
+    let Some(ControllerEvent::Command(ic)) = c.poll_event() else {
+        panic!("the Property Get is passed up")
+    };
+    assert_eq!(ic.sqe.opcode, 0x7f);
+    assert_eq!(c.outstanding(), 1);
+    assert!(c.tx().take_all().is_empty(), "no CQE for the dropped AER");
+    // The Property Get (not an AER) holds CID 3 now: reusing it is a conflict.
+    c.receive(&capsule(e0, Sqe { cid: 3, ..get }, &[]));
+    assert_eq!(c.poll_event(), None);
+    assert_eq!(c.outstanding(), 1);
+}

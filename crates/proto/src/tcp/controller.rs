@@ -18,7 +18,7 @@ use super::idmap::CidMap;
 use super::pdu::*;
 use super::tx::TxQueue;
 use crate::cqe::Cqe;
-use crate::sqe::{Sqe, SGL_ICD, SGL_TRANSPORT_DATA_BLOCK};
+use crate::sqe::{admin_opcode, Sqe, SGL_ICD, SGL_TRANSPORT_DATA_BLOCK};
 use crate::status::Status;
 
 /// Limits and options of a controller queue.
@@ -99,6 +99,15 @@ pub enum ControllerEvent {
         /// The command.
         cid: u16,
     },
+    /// The host reused the CID of an outstanding Asynchronous Event Request on
+    /// the admin queue: it has given that AER up (SPDK's host completes its AERs
+    /// itself when it detaches, `nvme_tcp_admin_qpair_abort_aers`, and reuses
+    /// their CIDs for the shutdown's Property Get and Set). The AER is forgotten
+    /// with no CQE; never complete it. Comes just before the new command.
+    Abandoned {
+        /// The AER's (and the new command's) CID.
+        cid: u16,
+    },
     /// The connection is over; close the socket once `tx` is flushed.
     Terminated {
         /// Why: our own error (a TermReq was queued) or the peer's TermReq.
@@ -147,6 +156,8 @@ struct Cmd {
     c2h_sent: u32,
     r2t: Option<R2tState>,
     waiting_r2t: bool,
+    /// An admin-queue Asynchronous Event Request: a host may reuse its CID.
+    abandonable: bool,
 }
 
 #[derive(Debug, Default)]
@@ -388,10 +399,20 @@ impl ControllerQueue {
     }
 
     fn on_command(&mut self, sqe: Sqe, data: Bytes, digest_ok: bool) -> Result<(), FatalError> {
-        if self.cmds.contains_key(&sqe.cid) {
-            // §3.3: a CID must be unique among outstanding commands on the queue.
-            self.complete_inner(Cqe::new(sqe.cid, Status::CID_CONFLICT.dnr()), false);
-            return Ok(());
+        if let Some(old) = self.cmds.get(&sqe.cid) {
+            if !old.abandonable {
+                // §3.3: a CID must be unique among outstanding commands on the queue.
+                self.complete_inner(Cqe::new(sqe.cid, Status::CID_CONFLICT.dnr()), false);
+                return Ok(());
+            }
+            // An AER whose CID the host reuses has been given up by the host
+            // (SPDK's detach completes its AERs locally and reuses the CIDs):
+            // forget it, free its SQ slot, and take the new command. SPDK's own
+            // target does not check CIDs at all, so it takes it too.
+            self.cmds.remove(&sqe.cid);
+            self.advance_sq_head();
+            self.events
+                .push_back(ControllerEvent::Abandoned { cid: sqe.cid });
         }
         if self.cmds.len() >= usize::from(self.queue_depth) {
             return Err(FatalError::new(
@@ -441,6 +462,9 @@ impl ControllerQueue {
             sqe.cid,
             Cmd {
                 buffer_len,
+                abandonable: self.qid == 0
+                    && sqe.opcode == admin_opcode::ASYNC_EVENT_REQUEST
+                    && buffer_len == 0,
                 ..Cmd::default()
             },
         );

@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# bench/side-by-side.sh -- our target and SPDK's nvmf_tgt in one sitting, same client
+# (not run in CI: SPDK takes too long to build there).
+#
+#   SPDK_DIR=/path/to/built/spdk bench/side-by-side.sh [ROUNDS [SECONDS]]   (default 3 rounds of 6 s)
+#
+# The client for both is SPDK's spdk_nvme_perf pinned to core 1 (-c 0x2, no hugepages).
+# Targets, started afresh in each round in this order (so rounds interleave ours and SPDK's):
+#   ours         `nvmf target --memory 1G --block-size 4096 --threads 1`, taskset -c 0
+#   spdk         SPDK's nvmf_tgt, reactor on core 0 (-m 0x1), one 1 GiB Malloc bdev, 4096-byte blocks
+#   ours-poll50  as ours, plus `--busy-poll-us 50`
+# Each target's namespace is written full first (spdk_nvme_perf 128 KiB sequential writes
+# for 5 s), then every case runs for SECONDS:
+#   4 KiB randread QD128, 4 KiB randwrite QD128, 128 KiB read QD16, 128 KiB write QD16,
+#   4 KiB randread QD1 (mean latency).
+# CPU per I/O on both sides comes from /proc/PID/stat (utime+stime) of the target and of
+# spdk_nvme_perf over the same window: from perf's "Initialization complete" line to 0.5 s
+# before its end; what the rest of the machine used in that window (/proc/stat less those
+# two) is recorded too, to tell a run disturbed by other work. SPDK's reactor and spdk_nvme_perf poll, so each burns its whole core.
+# Reports medians over the rounds as a Markdown table (stdout and bench/results/
+# side-by-side-<date>.md; the per-run figures in side-by-side-<date>.tsv).
+#
+# Environment: SPDK_DIR (required; without it the script prints SKIP and exits 0),
+#   NVMF (default target/release/nvmf), SBS_PORT (first port, default 46420),
+#   SBS_ONLY (regex over case names), SBS_TARGETS (default "ours spdk ours-poll50").
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+# shellcheck source=bench/spdk-lib.sh
+. "$ROOT/bench/spdk-lib.sh"
+spdk_check
+
+ROUNDS=${1:-3}
+SECS=${2:-6}
+NVMF=${NVMF:-$ROOT/target/release/nvmf}
+PORT=${SBS_PORT:-46420}
+ONLY=${SBS_ONLY:-.}
+TARGETS=${SBS_TARGETS:-ours spdk ours-poll50}
+HZ=$(getconf CLK_TCK)
+OUR_NQN=nqn.2024-01.io.nvmf-rs:default
+STAMP=$(date +%Y-%m-%d-%H%M%S)
+OUT=$ROOT/bench/results
+RAW=$(mktemp -d /tmp/side-by-side.XXXXXX)
+mkdir -p "$OUT"
+TSV=$OUT/side-by-side-$STAMP.tsv
+MD=$OUT/side-by-side-$STAMP.md
+if [[ ! -x $NVMF ]]; then
+    echo "building release binary..." >&2
+    cargo build --release -p nvmf-cli >&2 || exit 1
+fi
+((SECS >= 2)) || { echo "SECONDS must be at least 2" >&2; exit 2; }
+
+CASES=(
+    "randread-4k-qd128|-q 128 -o 4096 -w randread"
+    "randwrite-4k-qd128|-q 128 -o 4096 -w randwrite"
+    "read-128k-qd16|-q 16 -o 131072 -w read"
+    "write-128k-qd16|-q 16 -o 131072 -w write"
+    "randread-4k-qd1|-q 1 -o 4096 -w randread"
+)
+
+OPID=
+stop_ours() { [[ -n $OPID ]] && { kill "$OPID" 2>/dev/null; wait "$OPID" 2>/dev/null; OPID=; }; }
+cleanup() { stop_ours; spdk_tgt_stop; }
+trap cleanup EXIT
+trap "exit 130" INT TERM
+
+# start_target NAME: sets TPID and TRID
+start_target() {
+    local name=$1
+    PORT=$((PORT + 1))
+    case $name in
+    spdk)
+        spdk_tgt_start "$PORT" || exit 1
+        TPID=$SPDK_TGT_PID
+        TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$SPDK_NQN"
+        ;;
+    ours | ours-poll50)
+        local extra=
+        [[ $name == ours-poll50 ]] && extra="--busy-poll-us 50"
+        # shellcheck disable=SC2086
+        taskset -c 0 "$NVMF" target --listen "127.0.0.1:$PORT" --memory 1G --block-size 4096 \
+            --threads 1 $extra >"$RAW/$name-$PORT.log" 2>&1 &
+        OPID=$!
+        for _ in $(seq 100); do port_open "$PORT" && break; sleep 0.05; done
+        port_open "$PORT" || { echo "our target did not come up ($RAW/$name-$PORT.log)" >&2; exit 1; }
+        TPID=$OPID
+        TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$OUR_NQN"
+        ;;
+    esac
+}
+stop_target() { stop_ours; spdk_tgt_stop; }
+
+# busy time of the whole machine, USER_HZ ticks (user nice system irq softirq steal)
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+
+# run_case ROUND TARGET CASE OPTS: one spdk_nvme_perf run, one TSV line
+run_case() {
+    local round=$1 tname=$2 cname=$3 opts=$4 try ppid out err t0 t1 c0 c1 m0 m1 n0 n1 i
+    out=$RAW/$tname.$cname.$round.out err=$RAW/$tname.$cname.$round.err
+    for try in 1 2 3; do
+        # shellcheck disable=SC2086
+        stdbuf -oL "$SPDK_DIR/build/bin/spdk_nvme_perf" -c 0x2 --no-huge -s "${PERF_MEM:-1024}" \
+            -r "$TRID" $opts -t "$SECS" >"$out" 2>"$err" &
+        ppid=$!
+        for ((i = 0; i < 600; i++)); do
+            grep -q "Initialization complete" "$out" 2>/dev/null && break
+            proc_alive "$ppid" || break
+            sleep 0.02
+        done
+        t0=$(cpu_ticks "$TPID") c0=$(cpu_ticks "$ppid") m0=$(machine_ticks) n0=$(date +%s%N)
+        sleep "$(awk -v s="$SECS" 'BEGIN { print s - 0.5 }')"
+        t1=$(cpu_ticks "$TPID") c1=$(cpu_ticks "$ppid") m1=$(machine_ticks) n1=$(date +%s%N)
+        wait "$ppid"
+        grep -q '^Total' "$out" && break
+        grep -q 'No valid NVMe controllers found' "$out" "$err" || break
+        echo "   attach failed (try $try), retrying" >&2
+        sleep 1
+    done
+    if ! grep -q '^Total' "$out"; then
+        echo "   $tname $cname round $round: no result ($(tail -1 "$err"))" >&2
+        return
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$tname" "$cname" \
+        "$(perf_total "$out" 1)" "$(perf_total "$out" 2)" "$(perf_total "$out" 3)" \
+        "$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v w="$((n1 - n0))" 'BEGIN { printf "%.3f", (b - a) / hz / (w / 1e9) }')" \
+        "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" -v w="$((n1 - n0))" 'BEGIN { printf "%.3f", (b - a) / hz / (w / 1e9) }')" \
+        "$(cat "$err" "$out" | grep -E '\*ERROR\*' | grep -c -v 'DISCONNECTED\] CQ transport error -6 (No')" \
+        "$(awk -v a="$((m1 - m0 - (t1 - t0) - (c1 - c0)))" -v hz="$HZ" -v w="$((n1 - n0))" 'BEGIN { printf "%.3f", a / hz / (w / 1e9) }')" >>"$TSV"
+    tail -1 "$TSV" | awk -F'\t' '{ printf "   %-12s %-20s IOPS %10.0f  MiB/s %8.1f  mean %8.1f us  target CPU %.2f  client CPU %.2f  others %.2f\n", $2, $3, $4, $5, $6, $7, $8, $10 }' >&2
+}
+
+printf 'round\ttarget\tcase\tiops\tmib_s\tmean_us\ttarget_cpu\tclient_cpu\terrors\tother_cpu\n' >"$TSV"
+{
+    echo "started: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "load before: $(cat /proc/loadavg)"
+    echo "ours: $NVMF ($("$NVMF" --version 2>/dev/null)); commit $(git -C "$ROOT" log -1 --format=%h 2>/dev/null)"
+    echo "spdk: $SPDK_DIR ($(cat "$SPDK_DIR/VERSION" 2>/dev/null || grep -m1 -o 'v[0-9][0-9.]*' "$SPDK_DIR/CHANGELOG.md" 2>/dev/null))"
+    echo "rounds: $ROUNDS x $SECS s; targets in each round: $TARGETS"
+} >"$RAW/meta.txt"
+cat "$RAW/meta.txt" >&2
+
+for r in $(seq "$ROUNDS"); do
+    for t in $TARGETS; do
+        echo "== round $r/$ROUNDS: $t (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+        start_target "$t"
+        # fill the namespace (1 GiB) so reads copy written data on both targets
+        spdk_perf "$RAW/prefill.out" "$RAW/prefill.err" "$TRID" -q 16 -o 131072 -w write -t 5 ||
+            echo "   prefill failed: $(tail -1 "$RAW/prefill.err")" >&2
+        awk -v m="$(perf_total "$RAW/prefill.out" 2)" 'BEGIN { if (m * 5 < 1024) print "   warning: prefill wrote less than 1 GiB (" m " MiB/s)" }' >&2
+        for c in "${CASES[@]}"; do
+            name=${c%%|*} opts=${c#*|}
+            [[ $name =~ $ONLY ]] || continue
+            run_case "$r" "$t" "$name" "$opts"
+        done
+        stop_target
+    done
+done
+echo "load after: $(cat /proc/loadavg)" >>"$RAW/meta.txt"
+echo "load after: $(cat /proc/loadavg)" >&2
+
+python3 - "$TSV" "$RAW/meta.txt" "$TARGETS" >"$MD" <<'EOF'
+import csv, statistics, sys
+tsv, meta, targets = sys.argv[1], sys.argv[2], sys.argv[3].split()
+rows = list(csv.DictReader(open(tsv), delimiter='\t'))
+cases = []
+for r in rows:
+    if r['case'] not in cases:
+        cases.append(r['case'])
+def med(t, c, k):
+    v = [float(r[k]) for r in rows if r['target'] == t and r['case'] == c]
+    return (statistics.median(v), len(v)) if v else (None, 0)
+label = {'ours': 'ours (default options)', 'ours-poll50': 'ours `--busy-poll-us 50`', 'spdk': 'SPDK nvmf_tgt'}
+print('# Side by side: our target and SPDK nvmf_tgt, client spdk_nvme_perf\n')
+for line in open(meta):
+    print('- ' + line.rstrip())
+print('\nMedians over the rounds (n = runs that gave a result). Throughput: IOPS for 4 KiB,'
+      ' MiB/s for 128 KiB; QD 1: mean latency in µs. "× SPDK" > 1 means ours is faster'
+      ' (for QD 1: SPDK latency / ours).\n')
+ours = [t for t in targets if t != 'spdk']
+hdr = ['case', label['spdk']]
+for t in ours:
+    hdr += [label.get(t, t), '× SPDK']
+print('| ' + ' | '.join(hdr) + ' |')
+print('|---' + '|---:' * (len(hdr) - 1) + '|')
+def fmt(v, k):
+    if v is None: return '—'
+    return f'{v:,.1f}' if k in ('mean_us', 'mib_s') else f'{v:,.0f}'
+for c in cases:
+    k = 'mean_us' if c.endswith('qd1') else ('mib_s' if '128k' in c else 'iops')
+    s, sn = med('spdk', c, k)
+    cells = [c + (' (mean µs)' if k == 'mean_us' else ' (MiB/s)' if k == 'mib_s' else ' (IOPS)'),
+             f'{fmt(s, k)} (n={sn})']
+    for t in ours:
+        o, on = med(t, c, k)
+        cells.append(f'{fmt(o, k)} (n={on})')
+        if o is None or s is None: cells.append('—')
+        elif k == 'mean_us': cells.append(f'{s / o:.2f}')
+        else: cells.append(f'{o / s:.2f}')
+    print('| ' + ' | '.join(cells) + ' |')
+print('\nCPU per I/O (µs of CPU time per I/O, medians): target process | spdk_nvme_perf; '
+      'in brackets the share of a core each used.\n')
+hdr = ['case'] + [label.get(t, t) for t in ['spdk'] + ours]
+print('| ' + ' | '.join(hdr) + ' |')
+print('|---' + '|---:' * (len(hdr) - 1) + '|')
+for c in cases:
+    cells = [c]
+    for t in ['spdk'] + ours:
+        per = []
+        for r in rows:
+            # a negative share: perf had exited before the window closed; not a figure
+            if r['target'] == t and r['case'] == c and float(r['iops']) > 0 \
+                    and float(r['target_cpu']) >= 0 and float(r['client_cpu']) >= 0:
+                per.append((float(r['target_cpu']) * 1e6 / float(r['iops']),
+                            float(r['client_cpu']) * 1e6 / float(r['iops']),
+                            float(r['target_cpu']), float(r['client_cpu'])))
+        if not per:
+            cells.append('—'); continue
+        m = [statistics.median(x[i] for x in per) for i in range(4)]
+        cells.append(f'{m[0]:.2f} ({m[2]:.2f}) \\| {m[1]:.2f} ({m[3]:.2f})')
+    print('| ' + ' | '.join(cells) + ' |')
+oth = sorted(float(r['other_cpu']) for r in rows)
+if oth:
+    print(f'\nCPU used by other processes during the runs (cores, of 2): median {statistics.median(oth):.2f}, max {oth[-1]:.2f}'
+          f' ({sum(1 for x in oth if x > 0.1)} of {len(oth)} runs above 0.10).')
+errs = sum(int(r['errors']) for r in rows)
+print(f'\nSPDK host errors logged over all runs: {errs} (not counting the "CQ transport error -6" spdk_nvme_perf logs as it frees its I/O queue, against either target).')
+EOF
+cat "$MD"
+echo "wrote $MD and $TSV (raw logs in $RAW)" >&2
