@@ -10,7 +10,8 @@
 #   spdk         SPDK's nvmf_tgt, reactor on core 0 (-m 0x1), one 1 GiB Malloc bdev, 4096-byte blocks
 #   ours-poll50  as ours, plus `--busy-poll-us 50`
 # Each target's namespace is written full first (spdk_nvme_perf 128 KiB sequential writes
-# for 5 s), then every case runs for SECONDS:
+# for SBS_FILL_SECS, default 10 s; a fresh process first-touching 1 GiB writes only
+# 100-300 MiB/s here), then every case runs for SECONDS:
 #   4 KiB randread QD128, 4 KiB randwrite QD128, 128 KiB read QD16, 128 KiB write QD16,
 #   4 KiB randread QD1 (mean latency).
 # CPU per I/O on both sides comes from /proc/PID/stat (utime+stime) of the target and of
@@ -144,9 +145,9 @@ for r in $(seq "$ROUNDS"); do
         echo "== round $r/$ROUNDS: $t (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
         start_target "$t"
         # fill the namespace (1 GiB) so reads copy written data on both targets
-        spdk_perf "$RAW/prefill.out" "$RAW/prefill.err" "$TRID" -q 16 -o 131072 -w write -t 5 ||
+        spdk_perf "$RAW/prefill.out" "$RAW/prefill.err" "$TRID" -q 16 -o 131072 -w write -t "${SBS_FILL_SECS:-10}" ||
             echo "   prefill failed: $(tail -1 "$RAW/prefill.err")" >&2
-        awk -v m="$(perf_total "$RAW/prefill.out" 2)" 'BEGIN { if (m * 5 < 1024) print "   warning: prefill wrote less than 1 GiB (" m " MiB/s)" }' >&2
+        awk -v m="$(perf_total "$RAW/prefill.out" 2)" -v s="${SBS_FILL_SECS:-10}" 'BEGIN { if (m * s < 1024) print "   warning: prefill wrote less than 1 GiB (" m " MiB/s)" }' >&2
         for c in "${CASES[@]}"; do
             name=${c%%|*} opts=${c#*|}
             [[ $name =~ $ONLY ]] || continue
