@@ -180,6 +180,14 @@ impl Harness {
                     self.r2t.remove(&cid);
                     self.requested.remove(&cid);
                 }
+                // An admin command reused an outstanding AER's CID: the AER is
+                // forgotten (never completed); the new command follows.
+                ControllerEvent::Abandoned { cid } => {
+                    assert!(self.outstanding.remove(&cid).is_some(), "abandoned CID {cid} was not outstanding");
+                    self.todo.retain(|(sqe, _)| sqe.cid != cid);
+                    self.r2t.remove(&cid);
+                    self.requested.remove(&cid);
+                }
                 ControllerEvent::Terminated { .. } => self.terminated = true,
             }
         }

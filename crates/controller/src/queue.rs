@@ -160,6 +160,7 @@ impl QueueTask {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut connected = false;
+        let mut graceful = false;
         let reason: String = loop {
             t.handle_events();
             if close_rx.is_none() {
@@ -174,10 +175,8 @@ impl QueueTask {
                 break format!("{e}");
             }
             if t.conn.queue.is_terminated() || t.close_after_flush {
-                // FIN, not a reset: the host must get the last responses or
-                // the C2HTermReq (a close with unread bytes resets).
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), t.conn.close_gracefully()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), t.conn.flush()).await;
+                graceful = true;
                 break "closed".into();
             }
             if t.conn.is_eof() {
@@ -214,7 +213,14 @@ impl QueueTask {
                 }
             }
         };
+        // The association is gone before the host can see our FIN (a host
+        // that reconnects at once must not find the old controller).
         t.finish(&reason);
+        if graceful {
+            // FIN, not a reset: the host must get the last responses or the
+            // C2HTermReq (closing with unread bytes resets the connection).
+            let _ = tokio::time::timeout(Duration::from_secs(1), t.conn.close_gracefully()).await;
+        }
         t.misbehaved
     }
 
