@@ -168,6 +168,41 @@ async fn refusals_end_only_that_connection() {
     assert_eq!(good.read(1, 0, 8).await.unwrap(), d);
 }
 
+/// An admin queue Connect as `HOST`, without authenticating: the completion
+/// must succeed and ask for authentication (AUTHREQ.ATR).
+async fn raw_admin_connect(addr: &TransportAddr) -> HostConnection {
+    let mut c = HostConnection::connect(addr, HostQueueConfig::default())
+        .await
+        .unwrap();
+    let cmd = ConnectCommand {
+        recfmt: 0,
+        qid: 0,
+        sqsize: 31,
+        cattr: 0,
+        kato: 30_000,
+    };
+    let data = ConnectData {
+        hostid: [9; 16],
+        cntlid: CNTLID_DYNAMIC,
+        subnqn: NQN.into(),
+        hostnqn: HOST.into(),
+    };
+    let r = c
+        .execute(
+            cmd.to_sqe(),
+            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
+        )
+        .await
+        .unwrap();
+    assert!(r.cqe.status.is_success());
+    assert_ne!(
+        r.cqe.dw0 & authreq::ATR,
+        0,
+        "Connect must ask for authentication"
+    );
+    c
+}
+
 /// A host that skips authentication after a Connect that required it gets
 /// Authentication Required for everything else, and malformed messages make
 /// the controller answer AUTH_Failure1 and end the association.
@@ -176,38 +211,7 @@ async fn skipped_or_malformed_authentication() {
     let mut cfg = config(vec![host(KEY_SHA256, None, &[], &[])]);
     cfg.limits.connect_timeout_ms = 1500;
     let (_t, addr) = start(&cfg).await;
-    let raw_connect = || async {
-        let mut c = HostConnection::connect(&addr, HostQueueConfig::default())
-            .await
-            .unwrap();
-        let cmd = ConnectCommand {
-            recfmt: 0,
-            qid: 0,
-            sqsize: 31,
-            cattr: 0,
-            kato: 30_000,
-        };
-        let data = ConnectData {
-            hostid: [9; 16],
-            cntlid: CNTLID_DYNAMIC,
-            subnqn: NQN.into(),
-            hostnqn: HOST.into(),
-        };
-        let r = c
-            .execute(
-                cmd.to_sqe(),
-                HostData::ToController(Bytes::copy_from_slice(&data.encode())),
-            )
-            .await
-            .unwrap();
-        assert!(r.cqe.status.is_success());
-        assert_ne!(
-            r.cqe.dw0 & authreq::ATR,
-            0,
-            "Connect must ask for authentication"
-        );
-        c
-    };
+    let raw_connect = || raw_admin_connect(&addr);
 
     // Skipped: Property Get is refused with Authentication Required.
     let mut c = raw_connect().await;
@@ -341,30 +345,7 @@ async fn transaction(c: &mut HostConnection, key: &str, t_id: u16) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reauthentication_on_a_live_queue() {
     let (_t, addr) = start(&config(vec![host(KEY_SHA384, None, &[], &["ffdhe2048"])])).await;
-    let mut c = HostConnection::connect(&addr, HostQueueConfig::default())
-        .await
-        .unwrap();
-    let cmd = ConnectCommand {
-        recfmt: 0,
-        qid: 0,
-        sqsize: 31,
-        cattr: 0,
-        kato: 30_000,
-    };
-    let data = ConnectData {
-        hostid: [5; 16],
-        cntlid: CNTLID_DYNAMIC,
-        subnqn: NQN.into(),
-        hostnqn: HOST.into(),
-    };
-    let r = c
-        .execute(
-            cmd.to_sqe(),
-            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
-        )
-        .await
-        .unwrap();
-    assert_ne!(r.cqe.dw0 & authreq::ATR, 0);
+    let mut c = raw_admin_connect(&addr).await;
     let cap = || PropertyCommand::get_sqe(registers::CAP, true);
     assert!(transaction(&mut c, KEY_SHA384, 1).await);
     assert!(c
