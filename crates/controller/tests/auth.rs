@@ -4,13 +4,11 @@
 //! key, a host that skips authentication). Each refusal ends only that
 //! connection: a good host keeps working beside it.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use nvmf_controller::config::{
     BackendSpec, HostConfig, Limits, NamespaceConfig, Secret, SubsystemConfig,
 };
-use nvmf_controller::{Target, TargetConfig};
+use nvmf_controller::TargetConfig;
 use nvmf_host::{ConnectOptions, Controller, Error};
 use nvmf_proto::auth::DhchapSecret;
 use nvmf_proto::fabrics::{authreq, AuthCommand, ConnectCommand, ConnectData, CNTLID_DYNAMIC};
@@ -18,6 +16,9 @@ use nvmf_proto::registers;
 use nvmf_proto::tcp::{HostData, HostQueueConfig};
 use nvmf_proto::{fabrics::PropertyCommand, Status};
 use nvmf_transport::{HostConnection, TransportAddr};
+
+mod common;
+use common::start;
 
 const NQN: &str = "nqn.2024-01.io.nvmf-rs:auth";
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:0a000000-0000-0000-0000-0000000000a1";
@@ -65,13 +66,6 @@ fn config(hosts: Vec<HostConfig>) -> TargetConfig {
         tcp_congestion: None,
         tls: None,
     }
-}
-
-async fn start(cfg: &TargetConfig) -> (Arc<Target>, TransportAddr) {
-    let t = Arc::new(Target::bind(cfg).await.unwrap());
-    let addr = t.ports()[0];
-    tokio::spawn(t.clone().serve());
-    (t, addr)
 }
 
 fn opts(

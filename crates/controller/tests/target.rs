@@ -1,20 +1,18 @@
 //! The target over real loopback TCP, driven by the protocol core's host queue.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use nvmf_controller::config::{BackendSpec, Limits, NamespaceConfig, SubsystemConfig};
 use nvmf_controller::{Target, TargetConfig};
-use nvmf_proto::fabrics::{
-    ConnectCommand, ConnectData, PropertyCommand, CNTLID_DYNAMIC, DISCOVERY_NQN,
-};
+use nvmf_proto::fabrics::{ConnectCommand, ConnectData, CNTLID_DYNAMIC, DISCOVERY_NQN};
 use nvmf_proto::identify::{cns, decode_ns_list, IdentifyController, IdentifyNamespace};
 use nvmf_proto::log::{lid, DiscoveryLog};
-use nvmf_proto::registers::{self, Cap, Cc, Csts};
 use nvmf_proto::sqe::{admin_opcode, io_opcode};
 use nvmf_proto::tcp::{Digests, HostData, HostQueueConfig};
 use nvmf_proto::{Sqe, Status};
 use nvmf_transport::{HostConnection, TransportAddr};
+
+mod common;
+use common::{enable, read_discovery_log, start};
 
 const NQN: &str = "nqn.2024-01.io.nvmf-rs:test";
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001";
@@ -56,13 +54,6 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
         tcp_congestion: None,
         tls: None,
     }
-}
-
-async fn start(cfg: &TargetConfig) -> (Arc<Target>, TransportAddr) {
-    let t = Arc::new(Target::bind(cfg).await.unwrap());
-    let addr = t.ports()[0];
-    tokio::spawn(t.clone().serve());
-    (t, addr)
 }
 
 async fn connect_queue(
@@ -121,40 +112,6 @@ async fn connect_queue_as(
         Err(r.cqe.status)
     };
     (c, res)
-}
-
-async fn enable(c: &mut HostConnection) {
-    let cap = c
-        .execute(
-            PropertyCommand::get_sqe(registers::CAP, true),
-            HostData::None,
-        )
-        .await
-        .unwrap();
-    let cap = Cap::from_u64(cap.cqe.result64());
-    assert_eq!(cap.mqes, 127);
-    let cc = Cc {
-        en: true,
-        iosqes: 6,
-        iocqes: 4,
-        ..Default::default()
-    };
-    let r = c
-        .execute(
-            PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
-            HostData::None,
-        )
-        .await
-        .unwrap();
-    assert!(r.cqe.status.is_success());
-    let s = c
-        .execute(
-            PropertyCommand::get_sqe(registers::CSTS, false),
-            HostData::None,
-        )
-        .await
-        .unwrap();
-    assert!(Csts::from_u32(s.cqe.dw0).rdy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,24 +251,7 @@ async fn discovery_and_connect_errors() {
     let (mut d, r) =
         connect_queue(&addr, DISCOVERY_NQN, 0, CNTLID_DYNAMIC, Digests::default()).await;
     r.unwrap();
-    let cc = Cc {
-        en: true,
-        ..Default::default()
-    };
-    d.execute(
-        PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
-        HostData::None,
-    )
-    .await
-    .unwrap();
-    let log = d
-        .execute(
-            Sqe::get_log_page(lid::DISCOVERY, 0, 4096, 0, false),
-            HostData::FromController(4096),
-        )
-        .await
-        .unwrap();
-    let log = DiscoveryLog::decode(&log.data_contiguous());
+    let log = read_discovery_log(&mut d).await;
     assert_eq!(log.numrec, 1);
     assert_eq!(log.entries[0].subnqn, NQN);
     assert_eq!(log.entries[0].trsvcid, addr.trsvcid());
@@ -560,24 +500,7 @@ async fn discovery_log_as(addr: &TransportAddr, hostnqn: &str) -> DiscoveryLog {
     )
     .await;
     r.unwrap();
-    let cc = Cc {
-        en: true,
-        ..Default::default()
-    };
-    d.execute(
-        PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
-        HostData::None,
-    )
-    .await
-    .unwrap();
-    let log = d
-        .execute(
-            Sqe::get_log_page(lid::DISCOVERY, 0, 4096, 0, false),
-            HostData::FromController(4096),
-        )
-        .await
-        .unwrap();
-    DiscoveryLog::decode(&log.data_contiguous())
+    read_discovery_log(&mut d).await
 }
 
 /// The subsystem NQNs the discovery log lists for `hostnqn`, sorted, and GENCTR.

@@ -2,21 +2,18 @@
 //! target on a TLS-required port (both key derivations), a wrong key, a plain
 //! ICReq and garbage instead of a ClientHello.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use nvmf_controller::config::{BackendSpec, Limits, NamespaceConfig, SubsystemConfig, TlsConfig};
-use nvmf_controller::{Target, TargetConfig};
-use nvmf_proto::fabrics::{
-    ConnectCommand, ConnectData, PropertyCommand, CNTLID_DYNAMIC, DISCOVERY_NQN,
-};
-use nvmf_proto::log::{lid, DiscoveryLog};
-use nvmf_proto::registers::{self, Cap, Cc, Csts};
+use nvmf_controller::TargetConfig;
+use nvmf_proto::fabrics::{ConnectCommand, ConnectData, CNTLID_DYNAMIC, DISCOVERY_NQN};
 use nvmf_proto::sqe::io_opcode;
 use nvmf_proto::tcp::{Digests, HostData, HostQueueConfig};
 use nvmf_proto::tls::{ConfiguredPsk, Derivation, PskHash};
 use nvmf_proto::Sqe;
 use nvmf_transport::{HostConnection, TlsClientConfig, TransportAddr, TransportError};
+
+mod common;
+use common::{enable, read_discovery_log, start};
 
 const NQN: &str = "nqn.2024-01.io.nvmf-rs:tls";
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001";
@@ -54,13 +51,6 @@ fn config(keys: Vec<ConfiguredPsk>, derivation: Derivation) -> TargetConfig {
             derivation,
         }),
     }
-}
-
-async fn start(cfg: &TargetConfig) -> (Arc<Target>, TransportAddr) {
-    let t = Arc::new(Target::bind(cfg).await.unwrap());
-    let addr = t.ports()[0];
-    tokio::spawn(t.clone().serve());
-    (t, addr)
 }
 
 async fn connect(
@@ -102,40 +92,6 @@ async fn connect(
         .await?;
     assert!(r.cqe.status.is_success(), "{:?}", r.cqe.status);
     Ok((c, r.cqe.dw0 as u16))
-}
-
-async fn enable(c: &mut HostConnection) {
-    let cap = c
-        .execute(
-            PropertyCommand::get_sqe(registers::CAP, true),
-            HostData::None,
-        )
-        .await
-        .unwrap();
-    let cap = Cap::from_u64(cap.cqe.result64());
-    assert_eq!(cap.mqes, 127);
-    let cc = Cc {
-        en: true,
-        iosqes: 6,
-        iocqes: 4,
-        ..Default::default()
-    };
-    let r = c
-        .execute(
-            PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
-            HostData::None,
-        )
-        .await
-        .unwrap();
-    assert!(r.cqe.status.is_success());
-    let s = c
-        .execute(
-            PropertyCommand::get_sqe(registers::CSTS, false),
-            HostData::None,
-        )
-        .await
-        .unwrap();
-    assert!(Csts::from_u32(s.cqe.dw0).rdy);
 }
 
 fn key384(b: u8) -> ConfiguredPsk {
@@ -189,24 +145,7 @@ async fn io_over_tls(derivation: Derivation, hash: PskHash) {
     let (mut d, _) = connect(&addr, Some(&tls), DISCOVERY_NQN, 0, CNTLID_DYNAMIC)
         .await
         .unwrap();
-    let cc = Cc {
-        en: true,
-        ..Default::default()
-    };
-    d.execute(
-        PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
-        HostData::None,
-    )
-    .await
-    .unwrap();
-    let log = d
-        .execute(
-            Sqe::get_log_page(lid::DISCOVERY, 0, 4096, 0, false),
-            HostData::FromController(4096),
-        )
-        .await
-        .unwrap();
-    let log = DiscoveryLog::decode(&log.data_contiguous());
+    let log = read_discovery_log(&mut d).await;
     assert_eq!(log.entries[0].treq & 0x3, 0x1);
     assert_eq!(log.entries[0].tsas[0], 2);
 }
@@ -367,24 +306,7 @@ async fn per_port_tls_required_not_required_and_plain() {
         let (mut d, _) = connect(&plain, None, DISCOVERY_NQN, 0, CNTLID_DYNAMIC)
             .await
             .unwrap();
-        let cc = Cc {
-            en: true,
-            ..Default::default()
-        };
-        d.execute(
-            PropertyCommand::set_sqe(registers::CC, false, u64::from(cc.to_u32())),
-            HostData::None,
-        )
-        .await
-        .unwrap();
-        let log = d
-            .execute(
-                Sqe::get_log_page(lid::DISCOVERY, 0, 4096, 0, false),
-                HostData::FromController(4096),
-            )
-            .await
-            .unwrap();
-        let log = DiscoveryLog::decode(&log.data_contiguous());
+        let log = read_discovery_log(&mut d).await;
         let by_port = |p: &TransportAddr| {
             log.entries
                 .iter()
