@@ -162,38 +162,25 @@ impl QueueTask {
             // the same way when the host has no key).
             return Outcome::Complete(Cqe::new(cid, Status::INVALID_FIELD.dnr()));
         };
-        let hostnqn = self
-            .ctrl
-            .as_ref()
-            .map(|c| c.hostnqn.clone())
-            .unwrap_or_default();
+        let was = auth.is_authenticated();
         if send {
             let payload: Vec<u8> = data.iter().flat_map(|b| b.iter().copied()).collect();
             if payload.len() != cmd.length as usize {
                 return Outcome::Complete(Cqe::new(cid, Status::INVALID_FIELD.dnr()));
             }
-            let was = auth.is_authenticated();
             match auth.handle_send(&payload) {
-                Ok(()) => {
-                    if auth.is_authenticated() && !was {
-                        let (h, g) = auth.negotiated().unwrap_or((HashId::Sha256, DhGroup::Null));
-                        info!(peer = %self.peer, hostnqn = %hostnqn, qid = auth.qid(),
-                              "host authenticated (DH-HMAC-CHAP, hash {}, DH group {}, bidirectional)", h, g.name());
-                    }
-                }
+                // Success2 completes a bidirectional transaction.
+                Ok(()) => self.note_authenticated(was, "bidirectional"),
                 Err(f) => self.auth_failed(f),
             }
             return Outcome::Complete(Cqe::new(cid, Status::SUCCESS));
         }
-        let was = auth.is_authenticated();
         match auth.handle_receive(cmd.length) {
             Ok(msg) => {
-                if auth.is_authenticated() && !was {
-                    let (h, g) = auth.negotiated().unwrap_or((HashId::Sha256, DhGroup::Null));
-                    info!(peer = %self.peer, hostnqn = %hostnqn, qid = auth.qid(),
-                          "host authenticated (DH-HMAC-CHAP, hash {}, DH group {})", h, g.name());
-                }
-                if auth.is_finished() && auth.failure().is_some() {
+                let failed = auth.is_finished() && auth.failure().is_some();
+                // Success1 fetched completes a one-way transaction.
+                self.note_authenticated(was, "one-way");
+                if failed {
                     // Failure1 handed out: the association ends once it is sent.
                     self.close_after_flush = true;
                 }
@@ -207,20 +194,31 @@ impl QueueTask {
                 )
             }
             Err(e) => {
-                warn!(peer = %self.peer, hostnqn = %hostnqn, "Authentication Receive: {e}");
+                warn!(peer = %self.peer, hostnqn = %self.hostnqn(), "Authentication Receive: {e}");
                 Outcome::Complete(Cqe::new(cid, Status::INVALID_FIELD.dnr()))
             }
         }
     }
 
+    /// The host NQN of this queue's controller (empty before Connect).
+    fn hostnqn(&self) -> &str {
+        self.ctrl.as_ref().map_or("", |c| c.hostnqn.as_str())
+    }
+
+    /// Logs a transaction that has just authenticated the host (`was`: it
+    /// already was before this message).
+    fn note_authenticated(&self, was: bool, kind: &str) {
+        let Some(a) = self.auth.as_ref().filter(|a| a.is_authenticated() && !was) else {
+            return;
+        };
+        let (h, g) = a.negotiated().unwrap_or((HashId::Sha256, DhGroup::Null));
+        info!(peer = %self.peer, hostnqn = %self.hostnqn(), qid = a.qid(),
+              "host authenticated (DH-HMAC-CHAP {kind}, hash {h}, DH group {})", g.name());
+    }
+
     fn auth_failed(&mut self, f: AuthFailure) {
-        let hostnqn = self
-            .ctrl
-            .as_ref()
-            .map(|c| c.hostnqn.clone())
-            .unwrap_or_default();
         let qid = self.auth.as_ref().map(|a| a.qid()).unwrap_or_default();
-        warn!(peer = %self.peer, hostnqn = %hostnqn, qid, "authentication failed: {f}");
+        warn!(peer = %self.peer, hostnqn = %self.hostnqn(), qid, "authentication failed: {f}");
         if matches!(f, AuthFailure::PeerReported(_)) {
             // The host ended the transaction with AUTH_Failure2: nothing more
             // will come on this queue.
