@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::assoc::{self, check, ControllerInfo};
 use crate::error::{Error, Result};
 use crate::options::ConnectOptions;
-use crate::queue::{self, Ctl, Failure, Request};
+use crate::queue::{self, Ctl, Failure, Request, Timeouts};
 
 /// An active namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +122,7 @@ impl Controller {
         let (fail_tx, fail_rx) = mpsc::unbounded_channel();
         let mut ctl = Vec::new();
         let mut tasks = Vec::new();
-        let mut spawn_queue = |qid: u16, conn: HostConnection, depth: usize| {
+        let mut spawn_queue = |qid: u16, conn: HostConnection, depth: usize, tmo: Timeouts| {
             let (req_tx, req_rx) = mpsc::channel(depth.max(16) * 4);
             let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
             ctl.push(ctl_tx);
@@ -133,15 +133,24 @@ impl Controller {
                 req_rx,
                 ctl_rx,
                 fail_tx.clone(),
+                tmo,
             )));
             req_tx
         };
-        let admin = spawn_queue(0, a.admin, 32);
+        let admin_tmo = Timeouts {
+            limit: opts.admin_timeout,
+            abort_to: None,
+        };
+        let admin = spawn_queue(0, a.admin, 32, admin_tmo);
+        let io_tmo = Timeouts {
+            limit: opts.io_timeout,
+            abort_to: Some(admin.clone()),
+        };
         let qsize = usize::from(a.info.io_queue_size);
         let io: Vec<_> =
             a.io.into_iter()
                 .enumerate()
-                .map(|(i, c)| spawn_queue(i as u16 + 1, c, qsize))
+                .map(|(i, c)| spawn_queue(i as u16 + 1, c, qsize, io_tmo.clone()))
                 .collect();
         let (ev_tx, ev_rx) = mpsc::channel(64);
         let aers = if opts.is_discovery() {

@@ -25,8 +25,9 @@ pub use controller::{AsyncEvent, Controller, LinkState, Namespace};
 pub use discovery::{discover, discover_with};
 pub use error::{Error, Result};
 pub use options::{
-    default_hostid, default_hostnqn, ConnectOptions, ADMIN_QUEUE_DEPTH, DEFAULT_CTRL_LOSS_TMO,
-    DEFAULT_KATO_MS, DEFAULT_QUEUE_SIZE, DEFAULT_RECONNECT_DELAY,
+    default_hostid, default_hostnqn, ConnectOptions, ADMIN_QUEUE_DEPTH, DEFAULT_ADMIN_TIMEOUT,
+    DEFAULT_CTRL_LOSS_TMO, DEFAULT_IO_TIMEOUT, DEFAULT_KATO_MS, DEFAULT_QUEUE_SIZE,
+    DEFAULT_RECONNECT_DELAY,
 };
 
 pub use nvmf_proto::tcp::{Completion, HostData};

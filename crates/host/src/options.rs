@@ -14,6 +14,10 @@ pub const DEFAULT_QUEUE_SIZE: u16 = 128;
 pub const DEFAULT_CTRL_LOSS_TMO: Duration = Duration::from_secs(600);
 /// Delay between reconnect attempts, as nvme-cli (10 s).
 pub const DEFAULT_RECONNECT_DELAY: Duration = Duration::from_secs(10);
+/// I/O command timeout, as Linux (`nvme_core.io_timeout`, 30 s).
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Admin command timeout, as Linux (`nvme_core.admin_timeout`, 60 s).
+pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Admin queue depth (SQSIZE 31 in Connect).
 pub const ADMIN_QUEUE_DEPTH: u16 = 32;
 
@@ -54,6 +58,15 @@ pub struct ConnectOptions {
     pub tls_key: Option<nvmf_proto::tls::ConfiguredPsk>,
     /// Key derivation (`Compat` for keys nvme-cli <= 2.15 put in a peer's keyring).
     pub tls_derivation: nvmf_proto::tls::Derivation,
+    /// How long an I/O command may stay outstanding before the host asks the
+    /// controller to abort it (NVMe Base 2.0 §5.1, Abort) and, if that does not
+    /// free it within another `io_timeout`, resets the association; `None`: wait
+    /// forever. Default [`DEFAULT_IO_TIMEOUT`], Linux's `nvme_core.io_timeout`.
+    pub io_timeout: Option<Duration>,
+    /// The same for admin commands (Asynchronous Event Requests excepted), which
+    /// reset the association at once when they time out, as Linux's fabrics
+    /// hosts do. Default [`DEFAULT_ADMIN_TIMEOUT`] (`nvme_core.admin_timeout`).
+    pub admin_timeout: Option<Duration>,
 }
 
 impl ConnectOptions {
@@ -83,6 +96,8 @@ impl ConnectOptions {
             dhchap_ctrl_secret: None,
             tls_key: None,
             tls_derivation: nvmf_proto::tls::Derivation::Spec,
+            io_timeout: Some(DEFAULT_IO_TIMEOUT),
+            admin_timeout: Some(DEFAULT_ADMIN_TIMEOUT),
             subnqn,
         }
     }

@@ -232,3 +232,96 @@ async fn ctrl_loss_tmo_zero_fails_at_once() {
         .unwrap_err();
     assert!(matches!(e, Error::ControllerLost(_)), "{e}");
 }
+
+/// A command the controller sits on is aborted after `io_timeout` and sent
+/// again; the caller gets its data, and the association is never reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_command_is_aborted_and_sent_again() {
+    use std::sync::atomic::Ordering;
+    let t = MiniTarget::start("127.0.0.1:0", support::store(1 << 20)).await;
+    t.faults.honour_abort.store(true, Ordering::Relaxed);
+    let mut o = opts(&t);
+    o.io_timeout = Some(Duration::from_millis(400));
+    let c = Controller::connect(o).await.unwrap();
+    let d = pattern(512, 9);
+    c.write(1, 7, d.clone(), false).await.unwrap();
+    t.faults.hold(7, 1);
+    let start = std::time::Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(10), c.read(1, 7, 1))
+        .await
+        .expect("a held read must not hang the caller")
+        .unwrap();
+    assert_eq!(got, d);
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    let aborts = t.faults.aborts.lock().unwrap().clone();
+    assert_eq!(aborts.len(), 1, "{aborts:?}");
+    assert!(aborts[0].0 >= 1, "Abort names the I/O queue: {aborts:?}");
+    assert_eq!(t.faults.associations.load(Ordering::Relaxed), 1, "no reset");
+    assert_eq!(c.state(), LinkState::Live);
+    c.disconnect().await.unwrap();
+}
+
+/// When Abort does not free the command, the association is reset and the
+/// commands in flight are sent again on the new one, in submission order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unabortable_commands_reset_the_association_and_resend_in_order() {
+    use std::sync::atomic::Ordering;
+    let t = MiniTarget::start("127.0.0.1:0", support::store(1 << 20)).await;
+    let mut o = opts(&t);
+    o.nr_io_queues = 1;
+    o.io_timeout = Some(Duration::from_millis(300));
+    o.reconnect_delay = Duration::from_millis(100);
+    let c = Controller::connect(o).await.unwrap();
+    for lba in [20u64, 21, 22] {
+        t.faults.hold(lba, 1);
+    }
+    let mut writes = Vec::new();
+    for lba in [20u64, 21, 22] {
+        let c = c.clone();
+        writes.push(tokio::spawn(async move {
+            c.write(1, lba, pattern(512, lba), false).await
+        }));
+        // Submitted one after the other on the one I/O queue.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for w in writes {
+        tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("held writes must not hang the caller")
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        t.faults.associations.load(Ordering::Relaxed),
+        2,
+        "one reset"
+    );
+    assert_eq!(t.faults.aborts.lock().unwrap().len(), 3);
+    let log = t.faults.write_log.lock().unwrap().clone();
+    let lbas: Vec<u64> = log.iter().map(|w| w.1).collect();
+    assert_eq!(lbas, vec![20, 21, 22], "re-sent in submission order");
+    for lba in [20u64, 21, 22] {
+        assert_eq!(c.read(1, lba, 1).await.unwrap(), pattern(512, lba));
+    }
+    assert_eq!(c.state(), LinkState::Live);
+    c.disconnect().await.unwrap();
+}
+
+/// Without a timeout a held command stays outstanding (the old behaviour, now
+/// only on request) and no Abort is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_io_timeout_waits() {
+    let t = MiniTarget::start("127.0.0.1:0", support::store(1 << 20)).await;
+    let mut o = opts(&t);
+    o.io_timeout = None;
+    let c = Controller::connect(o).await.unwrap();
+    t.faults.hold(3, 1);
+    let r = tokio::time::timeout(Duration::from_millis(800), c.read(1, 3, 1)).await;
+    assert!(r.is_err(), "held without a timeout");
+    assert!(t.faults.aborts.lock().unwrap().is_empty());
+    c.disconnect().await.unwrap();
+}

@@ -34,11 +34,55 @@ pub struct MiniTarget {
     pub addr: TransportAddr,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
     pub writes: Arc<std::sync::atomic::AtomicU64>,
+    pub faults: Arc<Faults>,
+}
+
+/// Faults the mini target injects: commands it sits on (a lost completion), and
+/// what it does with an Abort for them.
+#[derive(Default)]
+pub struct Faults {
+    /// Reads and writes starting at these LBAs are never answered, the given
+    /// number of times each.
+    pub hold: Mutex<HashMap<u64, u32>>,
+    /// Abort frees a held command (completes it with Command Abort Requested);
+    /// otherwise Abort answers "not aborted" (DW0 bit 0 set).
+    pub honour_abort: std::sync::atomic::AtomicBool,
+    /// Every Abort received: (SQID, CID).
+    pub aborts: Mutex<Vec<(u16, u16)>>,
+    /// Admin queue Connects accepted (associations made).
+    pub associations: std::sync::atomic::AtomicU64,
+    /// Every write executed, in order: (queue, SLBA).
+    pub write_log: Mutex<Vec<(u16, u64)>>,
+    /// Held commands: (queue, CID) -> the channel of the connection that holds it.
+    held: Mutex<HashMap<(u16, u16), tokio::sync::mpsc::UnboundedSender<u16>>>,
+}
+
+impl Faults {
+    /// Holds commands at `lba` `times` times.
+    pub fn hold(&self, lba: u64, times: u32) {
+        self.hold.lock().unwrap().insert(lba, times);
+    }
+
+    fn take_hold(&self, lba: u64) -> bool {
+        let mut h = self.hold.lock().unwrap();
+        match h.get_mut(&lba) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl MiniTarget {
     /// Serves `store` on `addr` ("127.0.0.1:0" for any port).
     pub async fn start(addr: &str, store: Store) -> Self {
+        Self::start_with(addr, store, Arc::default()).await
+    }
+
+    /// Serves `store` on `addr`, injecting `faults`.
+    pub async fn start_with(addr: &str, store: Store, faults: Arc<Faults>) -> Self {
         let addr: TransportAddr = addr.parse().unwrap();
         let l = Listener::bind(&addr, ControllerQueueConfig::default())
             .await
@@ -48,10 +92,11 @@ impl MiniTarget {
         let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let t2 = tasks.clone();
         let w2 = writes.clone();
+        let f2 = faults.clone();
         let h = tokio::spawn(async move {
             loop {
                 let Ok(c) = l.accept().await else { return };
-                let h = tokio::spawn(serve(c, store.clone(), addr, w2.clone()));
+                let h = tokio::spawn(serve(c, store.clone(), addr, w2.clone(), f2.clone()));
                 t2.lock().unwrap().push(h.abort_handle());
             }
         });
@@ -60,6 +105,7 @@ impl MiniTarget {
             addr,
             tasks,
             writes,
+            faults,
         }
     }
 
@@ -84,6 +130,8 @@ struct St {
     pending: HashMap<u16, Sqe>,
     qid: u16,
     writes: Arc<std::sync::atomic::AtomicU64>,
+    faults: Arc<Faults>,
+    abort_tx: tokio::sync::mpsc::UnboundedSender<u16>,
 }
 
 async fn serve(
@@ -91,7 +139,9 @@ async fn serve(
     store: Store,
     addr: TransportAddr,
     writes: Arc<std::sync::atomic::AtomicU64>,
+    faults: Arc<Faults>,
 ) {
+    let (abort_tx, mut abort_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut st = St {
         cc: 0,
         store,
@@ -99,6 +149,8 @@ async fn serve(
         pending: HashMap::new(),
         writes,
         qid: 0,
+        faults,
+        abort_tx,
     };
     loop {
         while let Some(ev) = c.queue.poll_event() {
@@ -124,8 +176,13 @@ async fn serve(
         if c.is_eof() {
             return;
         }
-        if c.pump().await.is_err() {
-            return;
+        tokio::select! {
+            r = c.pump() => if r.is_err() {
+                return;
+            },
+            Some(cid) = abort_rx.recv() => {
+                c.queue.complete(Cqe::new(cid, Status::ABORT_REQUESTED));
+            }
         }
     }
 }
@@ -139,6 +196,11 @@ fn do_write(st: &St, sqe: &Sqe, data: &[u8]) -> Status {
     }
     s[off..off + len].copy_from_slice(data);
     st.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    st.faults
+        .write_log
+        .lock()
+        .unwrap()
+        .push((st.qid, sqe.slba()));
     Status::SUCCESS
 }
 
@@ -172,6 +234,11 @@ fn handle(q: &mut ControllerQueue, st: &mut St, cmd: IncomingCommand) {
                     return q.complete(c);
                 }
                 st.qid = cc.qid;
+                if cc.qid == 0 {
+                    st.faults
+                        .associations
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 q.set_connected(cc.qid, cc.sqsize + 1, true, 8192);
                 ok(q, 1);
             }
@@ -303,6 +370,27 @@ fn admin(q: &mut ControllerQueue, st: &mut St, cmd: IncomingCommand, nsze: u64) 
             ok(q, number_of_queues(4, 4))
         }
         (admin_opcode::KEEP_ALIVE, _) | (admin_opcode::SET_FEATURES, _) => ok(q, 0),
+        (admin_opcode::ABORT, _) => {
+            let (sqid, acid) = ((s.cdw10 & 0xffff) as u16, (s.cdw10 >> 16) as u16);
+            st.faults.aborts.lock().unwrap().push((sqid, acid));
+            let holder = st.faults.held.lock().unwrap().remove(&(sqid, acid));
+            let aborted = match holder {
+                Some(tx)
+                    if st
+                        .faults
+                        .honour_abort
+                        .load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    tx.send(acid).is_ok()
+                }
+                Some(tx) => {
+                    st.faults.held.lock().unwrap().insert((sqid, acid), tx);
+                    false
+                }
+                None => false,
+            };
+            ok(q, u32::from(!aborted))
+        }
         (admin_opcode::ASYNC_EVENT_REQUEST, _) => {} // held until the connection ends
         _ => q.complete(Cqe::new(cid, Status::INVALID_OPCODE.dnr())),
     }
@@ -311,6 +399,14 @@ fn admin(q: &mut ControllerQueue, st: &mut St, cmd: IncomingCommand, nsze: u64) 
 fn io(q: &mut ControllerQueue, st: &mut St, cmd: IncomingCommand) {
     let s = cmd.sqe;
     let cid = s.cid;
+    if matches!(s.opcode, io_opcode::READ | io_opcode::WRITE) && st.faults.take_hold(s.slba()) {
+        st.faults
+            .held
+            .lock()
+            .unwrap()
+            .insert((st.qid, cid), st.abort_tx.clone());
+        return;
+    }
     match (s.opcode, cmd.buffer_len) {
         (io_opcode::READ, len) => {
             let off = s.slba() as usize * BS;
