@@ -8,7 +8,7 @@ use bytes::Bytes;
 use nvmf_proto::fabrics::{
     authreq, ConnectCommand, ConnectData, PropertyCommand, CNTLID_DYNAMIC, DISCOVERY_NQN,
 };
-use nvmf_proto::features::{fid, number_of_queues};
+use nvmf_proto::features::{aec, fid, number_of_queues};
 use nvmf_proto::identify::{cns, IdentifyController, IdentifyNamespace};
 use nvmf_proto::registers::{self, Cap, Cc, Csts};
 use nvmf_proto::sqe::admin_opcode;
@@ -356,6 +356,27 @@ pub(crate) async fn admin_bringup(
     Ok((admin, cntlid, cap, vs, id))
 }
 
+/// The notices the host acts on: namespace attributes (rescan), ANA change.
+const AEN_WANTED: u32 = aec::NS_ATTRIBUTE | aec::ANA_CHANGE;
+
+/// Enables the notices the controller supports (OAES) and the host acts on, with
+/// Set Features Asynchronous Event Configuration (NVMe Base 2.0 §5.27.1.7); as
+/// Linux's `nvme_enable_aen`. Without it a controller sends no notice, and a
+/// namespace added on the target never appears on the host. A failure is logged,
+/// not fatal: the association works without notices.
+async fn enable_async_events(admin: &mut HostConnection, id: &IdentifyController) {
+    let want = id.oaes & AEN_WANTED;
+    if want == 0 {
+        return;
+    }
+    let mut s = Sqe::new(admin_opcode::SET_FEATURES);
+    s.cdw10 = u32::from(fid::ASYNC_EVENT_CONFIG);
+    s.cdw11 = want;
+    if let Err(e) = exec(admin, s, HostData::None).await {
+        tracing::warn!("could not enable asynchronous event notices {want:#x}: {e}");
+    }
+}
+
 /// Brings up a whole association.
 pub(crate) async fn establish(opts: &ConnectOptions) -> Result<Association> {
     let (mut admin, cntlid, cap, vs, id) = admin_bringup(opts).await?;
@@ -371,6 +392,9 @@ pub(crate) async fn establish(opts: &ConnectOptions) -> Result<Association> {
             .nr_io_queues
             .min(nsqa.saturating_add(1))
             .min(ncqa.saturating_add(1));
+    }
+    if !opts.is_discovery() {
+        enable_async_events(&mut admin, &id).await;
     }
     let mut qsize = opts
         .queue_size
