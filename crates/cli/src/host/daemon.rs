@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use nvmf_blockdev::NbdDevice;
 use nvmf_host::{ConnectOptions, Controller, LinkState, TransportAddr};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -175,6 +176,122 @@ pub fn ensure_running() -> anyhow::Result<()> {
 struct Entry {
     name: String,
     ctrl: Controller,
+    /// Namespaces exposed as block devices (`connect --block`).
+    disks: Disks,
+    /// Keeps `disks` in step with the controller's namespaces.
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+type Disks = Arc<Mutex<Vec<NbdDevice>>>;
+
+impl Entry {
+    /// Exposes every namespace as a block device from now on, following
+    /// namespaces that come, go or change size on the target.
+    async fn expose(&mut self) -> anyhow::Result<()> {
+        if self.watcher.is_some() {
+            return Ok(());
+        }
+        *self.disks.lock().await = attach_all(&self.ctrl).await?;
+        self.watcher = Some(tokio::spawn(watch_disks(
+            self.ctrl.clone(),
+            self.disks.clone(),
+            self.name.clone(),
+        )));
+        Ok(())
+    }
+
+    /// Takes the block devices away, then disconnects the controller.
+    async fn disconnect(self) {
+        if let Some(w) = self.watcher {
+            w.abort();
+        }
+        let disks = std::mem::take(&mut *self.disks.lock().await);
+        for d in disks {
+            let p = d.path().display().to_string();
+            match d.detach().await {
+                Ok(()) => tracing::info!("{}: {p} removed", self.name),
+                Err(e) => tracing::warn!("{}: removing {p}: {e}", self.name),
+            }
+        }
+        if let Err(err) = self.ctrl.disconnect().await {
+            tracing::warn!("{}: shutdown: {err}", self.name);
+        }
+    }
+}
+
+/// Every second, while the association is live: a namespace that is gone from
+/// the controller (the target removed it; the host learnt it from a Namespace
+/// Attribute Changed notice) loses its device, a new one gets a device, and a
+/// resized one gets its device resized.
+async fn watch_disks(ctrl: Controller, disks: Disks, name: String) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if ctrl.state() != LinkState::Live {
+            continue;
+        }
+        let nss = ctrl.namespaces();
+        let mut d = disks.lock().await;
+        let mut i = 0;
+        while i < d.len() {
+            match nss.iter().find(|n| n.nsid == d[i].nsid()) {
+                Some(ns) if ns.block_size == d[i].block_size() => {
+                    if ns.blocks != d[i].blocks() {
+                        if let Err(e) = d[i].resize(ns.blocks).await {
+                            tracing::warn!("{name}: {e}");
+                        }
+                    }
+                    i += 1;
+                }
+                _ => {
+                    let dev = d.remove(i);
+                    tracing::info!(
+                        "{name}: namespace {} is gone or changed its block size; removing {}",
+                        dev.nsid(),
+                        dev.path().display()
+                    );
+                    if let Err(e) = dev.detach().await {
+                        tracing::warn!("{name}: {e}");
+                    }
+                }
+            }
+        }
+        for ns in &nss {
+            if d.iter().any(|x| x.nsid() == ns.nsid) {
+                continue;
+            }
+            match NbdDevice::attach(ctrl.clone(), ns.nsid).await {
+                Ok(x) => {
+                    tracing::info!(
+                        "{name}: new namespace {} at {}",
+                        ns.nsid,
+                        x.path().display()
+                    );
+                    d.push(x);
+                }
+                Err(e) => tracing::warn!("{name}: exposing new namespace {}: {e}", ns.nsid),
+            }
+        }
+    }
+}
+
+/// Exposes every namespace of `ctrl` as a block device; on a failure the ones
+/// made are taken away again.
+async fn attach_all(ctrl: &Controller) -> anyhow::Result<Vec<NbdDevice>> {
+    let mut disks: Vec<NbdDevice> = Vec::new();
+    for ns in ctrl.namespaces() {
+        match NbdDevice::attach(ctrl.clone(), ns.nsid).await {
+            Ok(d) => disks.push(d),
+            Err(e) => {
+                for d in disks {
+                    let _ = d.detach().await;
+                }
+                bail!("exposing namespace {} as a block device: {e}", ns.nsid);
+            }
+        }
+    }
+    Ok(disks)
 }
 
 #[derive(Default)]
@@ -221,7 +338,7 @@ pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
         .into_values()
         .collect();
     for e in all {
-        let _ = e.ctrl.disconnect().await;
+        e.disconnect().await;
     }
     let _ = std::fs::remove_file(&path);
     tracing::info!("nvmf host daemon stopped");
@@ -383,7 +500,14 @@ pub fn options_from(req: &Value) -> anyhow::Result<ConnectOptions> {
     Ok(o)
 }
 
-fn ctrl_json(e: &Entry) -> Value {
+async fn ctrl_json(e: &Entry) -> Value {
+    let devs: Vec<(u32, String)> = e
+        .disks
+        .lock()
+        .await
+        .iter()
+        .map(|d| (d.nsid(), d.path().display().to_string()))
+        .collect();
     let info = e.ctrl.info();
     let o = e.ctrl.options();
     let nss: Vec<Value> = e
@@ -391,8 +515,9 @@ fn ctrl_json(e: &Entry) -> Value {
         .namespaces()
         .iter()
         .map(|n| {
+            let dev = devs.iter().find(|d| d.0 == n.nsid).map(|d| d.1.clone());
             json!({"name": format!("{}n{}", e.name, n.nsid), "nsid": n.nsid, "block_size": n.block_size,
-                   "blocks": n.blocks, "nuse": n.id.nuse, "size": n.size_bytes()})
+                   "blocks": n.blocks, "nuse": n.id.nuse, "size": n.size_bytes(), "block_device": dev})
         })
         .collect();
     json!({
@@ -417,12 +542,16 @@ async fn handle(
         "stop" => return Ok(None),
         "connect" => {
             let o = options_from(req)?;
+            let block = req.get("block").and_then(Value::as_bool).unwrap_or(false);
             {
-                let s = st.lock().await;
-                if let Some(e) = s.ctrls.values().find(|e| {
+                let mut s = st.lock().await;
+                if let Some(e) = s.ctrls.values_mut().find(|e| {
                     let x = e.ctrl.options();
                     x.addr == o.addr && x.subnqn == o.subnqn && x.hostnqn == o.hostnqn
                 }) {
+                    if block {
+                        e.expose().await?;
+                    }
                     return Ok(Some(json!({"name": e.name, "already": true})));
                 }
             }
@@ -435,18 +564,28 @@ async fn handle(
                 ctrl.options().subnqn,
                 ctrl.options().addr
             );
-            s.ctrls.insert(
-                i,
-                Entry {
-                    name: name.clone(),
-                    ctrl,
-                },
-            );
+            let mut e = Entry {
+                name: name.clone(),
+                ctrl,
+                disks: Arc::default(),
+                watcher: None,
+            };
+            if block {
+                if let Err(err) = e.expose().await {
+                    e.disconnect().await;
+                    return Err(err);
+                }
+            }
+            s.ctrls.insert(i, e);
             json!({"name": name, "already": false})
         }
         "list" => {
             let s = st.lock().await;
-            Value::Array(s.ctrls.values().map(ctrl_json).collect())
+            let mut v = Vec::new();
+            for e in s.ctrls.values() {
+                v.push(ctrl_json(e).await);
+            }
+            Value::Array(v)
         }
         "id-ctrl" => {
             let (c, _) = get(st, s(req, "dev")?).await?;
@@ -530,11 +669,10 @@ async fn handle(
             };
             let mut names = Vec::new();
             for e in victims {
-                if let Err(err) = e.ctrl.disconnect().await {
-                    tracing::warn!("{}: shutdown: {err}", e.name);
-                }
-                tracing::info!("{}: disconnected", e.name);
-                names.push(e.name);
+                let name = e.name.clone();
+                e.disconnect().await;
+                tracing::info!("{name}: disconnected");
+                names.push(name);
             }
             json!({"disconnected": names})
         }

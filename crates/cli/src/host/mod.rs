@@ -174,6 +174,10 @@ pub struct ConnectTuning {
     /// Seconds between reconnect attempts.
     #[arg(short = 'c', long = "reconnect-delay")]
     pub reconnect_delay: Option<u64>,
+    /// Also expose each namespace as a local block device (/dev/nbdN, through
+    /// the kernel's NBD driver; needs root). `nvmf list` names the device.
+    #[arg(long = "block")]
+    pub block: bool,
 }
 
 /// Host-side commands.
@@ -347,6 +351,7 @@ fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
         "kato_ms": t.keep_alive_tmo.map(|k| k.saturating_mul(1000)),
         "ctrl_loss_tmo": t.ctrl_loss_tmo,
         "reconnect_delay": t.reconnect_delay,
+        "block": t.block,
     })
 }
 
@@ -597,7 +602,7 @@ fn list(out: Out) -> anyhow::Result<()> {
                 for n in c["namespaces"].as_array().cloned().unwrap_or_default() {
                     let bs = n["block_size"].as_u64().unwrap_or(0);
                     devices.push(json!({
-                        "NameSpace": n["nsid"], "DevicePath": n["name"], "Firmware": c["fr"],
+                        "NameSpace": n["nsid"], "DevicePath": n["name"], "BlockDevice": n["block_device"], "Firmware": c["fr"],
                         "ModelNumber": c["mn"], "SerialNumber": c["sn"],
                         "UsedBytes": n["nuse"].as_u64().unwrap_or(0) * bs,
                         "MaximumLBA": n["blocks"], "PhysicalSize": n["size"], "SectorSize": bs,
@@ -637,8 +642,12 @@ fn list(out: Out) -> anyhow::Result<()> {
                     let bs = n["block_size"].as_u64().unwrap_or(0);
                     let used = n["nuse"].as_u64().unwrap_or(0) * bs;
                     let size = n["size"].as_u64().unwrap_or(0);
+                    let node = match n["block_device"].as_str() {
+                        Some(b) => format!("{} ({b})", n["name"].as_str().unwrap_or("")),
+                        None => n["name"].as_str().unwrap_or("").into(),
+                    };
                     rows.push(vec![
-                        n["name"].as_str().unwrap_or("").into(),
+                        node,
                         s("sn"),
                         s("mn"),
                         n["nsid"].to_string(),
