@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod io;
 mod queue;
 pub mod registry;
+pub mod reservation;
 pub mod server;
 
 pub use config::TargetConfig;
