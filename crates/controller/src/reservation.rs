@@ -245,7 +245,7 @@ impl Reservation {
                 }
             })
             .unwrap_or_default();
-        let r = Self {
+        Self {
             held: AtomicBool::new(st.holder.is_some()),
             registered: AtomicBool::new(!st.regs.is_empty()),
             state: Mutex::new(st),
@@ -253,8 +253,7 @@ impl Reservation {
             inflight: [AtomicU64::new(0), AtomicU64::new(0)],
             phase: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
-        };
-        r
+        }
     }
 
     /// True if the state can persist through power loss (RESCAP.PTPLS).
