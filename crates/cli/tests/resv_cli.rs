@@ -169,7 +169,7 @@ fn two_hosts_write_exclusive_and_a_target_restart() {
         ),
         (Some(1), Some(2), Some(1))
     );
-    let regs = r["regctls"].as_array().unwrap();
+    let regs = r["regctlext"].as_array().unwrap();
     let holder = regs.iter().find(|x| x["rcsts"] == 1).unwrap();
     assert_eq!(holder["rkey"].as_u64(), Some(0xaa));
     assert_eq!(

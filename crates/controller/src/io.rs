@@ -197,10 +197,12 @@ impl QueueTask {
         let hostid = self.ctrl.as_ref().map_or([0; 16], |c| c.hostid);
         let mut guards = Vec::new();
         for ns in &nss {
+            // Counted before the check, so a Preempt and Abort either waits
+            // for this command or this command sees the new reservation.
+            guards.extend(ns.resv.enter());
             if let Err(st) = ns.resv.check(&hostid, sqe.opcode) {
                 return Outcome::Complete(Cqe::new(cid, st));
             }
-            guards.extend(ns.resv.enter());
         }
         let blocking = nss.iter().any(|n| n.backend.info().may_block);
         if !blocking {

@@ -126,7 +126,7 @@ pub struct InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.resv.inflight[self.phase].fetch_sub(1, Ordering::AcqRel);
+        self.resv.inflight[self.phase].fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -306,9 +306,9 @@ impl Reservation {
     }
 
     fn publish(&self, st: &State) {
-        self.held.store(st.holder.is_some(), Ordering::Release);
-        self.registered
-            .store(!st.regs.is_empty(), Ordering::Release);
+        // SeqCst: ordered with the Preempt and Abort counters (see `enter`).
+        self.held.store(st.holder.is_some(), Ordering::SeqCst);
+        self.registered.store(!st.regs.is_empty(), Ordering::SeqCst);
     }
 
     /// Commits a changed state: generation (if `bump`), flags, state file.
@@ -323,7 +323,7 @@ impl Reservation {
     /// May `hostid` run I/O opcode `op`? (NVMe Base 2.0 Figure 549.) Reservation
     /// Conflict if not. Lock-free while no reservation is held.
     pub fn check(&self, hostid: &[u8; 16], op: u8) -> Result<(), Status> {
-        if !self.held.load(Ordering::Acquire) {
+        if !self.held.load(Ordering::SeqCst) {
             return Ok(());
         }
         let class = access_class(op);
@@ -341,13 +341,19 @@ impl Reservation {
         Ok(())
     }
 
-    /// Counts an I/O command while anyone is registered (Preempt and Abort waits for them).
+    /// Counts an I/O command while anyone is registered (Preempt and Abort waits
+    /// for them). A command that starts while nobody is registered is not
+    /// counted: a preempt needs a registration made after it started, and it
+    /// finishes within one backend call.
     pub fn enter(self: &Arc<Self>) -> Option<InflightGuard> {
-        if !self.registered.load(Ordering::Acquire) {
+        if !self.registered.load(Ordering::SeqCst) {
             return None;
         }
-        let phase = self.phase.load(Ordering::Acquire) & 1;
-        self.inflight[phase].fetch_add(1, Ordering::AcqRel);
+        // SeqCst with drain_blocking's flip and load: a command that read the
+        // old phase is either seen by the drain or runs its check after the
+        // drain began, i.e. after the new reservation was in place.
+        let phase = self.phase.load(Ordering::SeqCst) & 1;
+        self.inflight[phase].fetch_add(1, Ordering::SeqCst);
         Some(InflightGuard {
             resv: self.clone(),
             phase,
@@ -362,8 +368,8 @@ impl Reservation {
         while self.draining.swap(true, Ordering::AcqRel) {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let old = self.phase.fetch_add(1, Ordering::AcqRel) & 1;
-        while self.inflight[old].load(Ordering::Acquire) != 0 {
+        let old = self.phase.fetch_add(1, Ordering::SeqCst) & 1;
+        while self.inflight[old].load(Ordering::SeqCst) != 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
         self.draining.store(false, Ordering::Release);

@@ -400,19 +400,21 @@ pub fn human_size(b: u64) -> String {
     format!("{v:.2} {}", units[i])
 }
 
-/// `resv-report -o json`, with nvme-cli's keys (`gen`, `rtype`, `regctl`,
-/// `ptpls`, `regctls` with `cntlid`, `rcsts`, `hostid`, `rkey`).
+/// `resv-report -o json`, with nvme-cli 2.13's keys (`gen`, `rtype`, `regctl`,
+/// `ptpls`, `regctlext` (EDS) or `regctls` with `cntlid`, `rcsts`, `rkey`, `hostid`).
 pub fn resv_report_json(st: &nvmf_proto::resv::ReservationStatus, eds: bool) -> Value {
     let regctls: Vec<Value> = st
         .regctl
         .iter()
         .map(|r| {
             let hostid = if eds { hex(&r.hostid) } else { hex(&r.hostid[..8]) };
-            json!({"cntlid": r.cntlid, "rcsts": u8::from(r.holds), "hostid": hostid, "rkey": r.rkey})
+            json!({"cntlid": r.cntlid, "rcsts": u8::from(r.holds), "rkey": r.rkey, "hostid": hostid})
         })
         .collect();
+    // nvme-cli names the list "regctlext" for the extended structure.
+    let list = if eds { "regctlext" } else { "regctls" };
     json!({"gen": st.gen, "rtype": st.rtype, "regctl": st.regctl_count, "ptpls": u8::from(st.ptpls),
-           "regctls": regctls})
+           list: regctls})
 }
 
 /// `resv-report` as text, in nvme-cli's layout.
