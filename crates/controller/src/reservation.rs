@@ -132,10 +132,15 @@ impl Drop for InflightGuard {
 
 /// Where the state of a namespace on `backing` persists (see the module doc).
 pub fn state_path(backing: &Path, device: bool) -> PathBuf {
+    let dir = std::env::var_os("NVMF_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/nvmf-rs"));
+    state_path_in(&dir, backing, device)
+}
+
+/// [`state_path`] with the state directory given.
+fn state_path_in(dir: &Path, backing: &Path, device: bool) -> PathBuf {
     if device {
-        let dir = std::env::var_os("NVMF_STATE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/var/lib/nvmf-rs"));
         let name = backing
             .to_string_lossy()
             .trim_start_matches('/')
@@ -1007,8 +1012,23 @@ mod tests {
         assert!(!p.exists());
         assert_eq!(Reservation::open(Some(p)).report().regctl_count, 0);
         assert_eq!(State::from_text("garbage"), None);
+        // Written by rename: no temporary file stays behind.
+        assert!(!dir.join("ns.img.resv.tmp").exists());
         assert_eq!(unhex16("zz"), None);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn state_file_locations() {
+        let d = Path::new("/var/lib/nvmf-rs");
+        assert_eq!(
+            state_path_in(d, Path::new("/dev/disk/by-id/nvme-x"), true),
+            Path::new("/var/lib/nvmf-rs/dev_disk_by-id_nvme-x.resv")
+        );
+        assert_eq!(
+            state_path_in(d, Path::new("/srv/disk1.img"), false),
+            Path::new("/srv/disk1.img.resv")
+        );
     }
 
     #[test]
