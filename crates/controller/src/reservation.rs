@@ -1019,6 +1019,34 @@ mod tests {
     }
 
     #[test]
+    fn preempt_and_abort_waits_for_commands_already_running() {
+        let r = Arc::new(Reservation::open(None));
+        // Nobody registered: commands are not counted.
+        assert!(r.enter().is_none());
+        reg(&r, &A, 1);
+        let running = r.enter().expect("counted while someone is registered");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r2 = r.clone();
+        let t = std::thread::spawn(move || {
+            r2.drain_blocking();
+            tx.send(()).unwrap();
+        });
+        // A command that starts after the drain began is not waited for.
+        std::thread::sleep(Duration::from_millis(50));
+        let later = r.enter().unwrap();
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "drain must wait"
+        );
+        drop(running);
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("drain ends once the command ends");
+        t.join().unwrap();
+        drop(later);
+        r.drain_blocking();
+    }
+
+    #[test]
     fn state_file_locations() {
         let d = Path::new("/var/lib/nvmf-rs");
         assert_eq!(
