@@ -12,6 +12,7 @@ use nvmf_proto::identify::{
 };
 use nvmf_proto::log::{DiscoveryLog, DiscoveryLogEntry, ErrorLogEntry, FirmwareSlotLog, SmartLog};
 use nvmf_proto::registers::{Cap, Cc, Csts};
+use nvmf_proto::resv::{ReservationNotification, ReservationStatus, ResvCdw10, ResvKeys};
 use nvmf_proto::sqe::{Sqe, SQE_SIZE};
 use nvmf_proto::status::Status;
 
@@ -139,4 +140,23 @@ fuzz_target!(|b: &[u8]| {
     let fw = FirmwareSlotLog::decode(b);
     let fw2 = FirmwareSlotLog::decode(&fw.encode());
     assert_eq!(FirmwareSlotLog::decode(&fw2.encode()), fw2);
+
+    // Reservations: status (both layouts), notification page, CDW10, keys.
+    for eds in [false, true] {
+        if let Some(r) = ReservationStatus::decode(b, eds) {
+            assert!(r.regctl.len() <= usize::from(r.regctl_count));
+            assert_eq!(ReservationStatus::decode(&r.encode(eds), eds), Some(r));
+        }
+    }
+    if let Some(n) = ReservationNotification::decode(b) {
+        assert_eq!(ReservationNotification::decode(&n.encode()), Some(n));
+    }
+    if let Some(v) = b.get(..4) {
+        let c = ResvCdw10::from_u32(u32::from_le_bytes(v.try_into().unwrap()));
+        assert_eq!(ResvCdw10::from_u32(c.to_u32()), c);
+        let _ = (c.register_action(), c.acquire_action(), c.release_action(), c.cptpl());
+    }
+    if let Some(k) = ResvKeys::decode(b, true) {
+        assert_eq!(ResvKeys::decode(&k.encode(), true), Some(k));
+    }
 });

@@ -251,7 +251,7 @@ impl QueueTask {
             oncs: if discovery {
                 0
             } else {
-                oncs::COMPARE | oncs::DSM | oncs::WRITE_ZEROES
+                oncs::COMPARE | oncs::DSM | oncs::WRITE_ZEROES | oncs::RESERVATIONS
             },
             fuses: 0,
             fna: 0,
@@ -318,6 +318,7 @@ impl QueueTask {
             }
             lid::CHANGED_NS if !discovery => encode_changed_ns_list(&ctrl.take_changed_ns(rae)),
             lid::CMD_EFFECTS if !discovery => command_effects().encode(),
+            lid::RESERVATION if !discovery => ctrl.resv.take(rae).encode().to_vec(),
             _ => return fail(cid, Status::INVALID_LOG_PAGE.dnr()),
         };
         if offset > page.len() as u64 || offset % 4 != 0 {
@@ -405,6 +406,9 @@ impl QueueTask {
                 ok(cid)
             }
             fid::HOST_IDENTIFIER => fail(cid, Status::COMMAND_SEQUENCE_ERROR.dnr()),
+            fid::RESERVATION_NOTIFICATION_MASK | fid::RESERVATION_PERSISTENCE if !discovery => {
+                self.set_reservation_feature(sqe, &ctrl)
+            }
             _ => fail(cid, Status::INVALID_FIELD.dnr()),
         }
     }
@@ -435,6 +439,9 @@ impl QueueTask {
                     return fail(cid, Status::INVALID_FIELD.dnr());
                 }
                 return Outcome::Read(SharedData::One(Bytes::copy_from_slice(&ctrl.hostid)), c);
+            }
+            fid::RESERVATION_NOTIFICATION_MASK | fid::RESERVATION_PERSISTENCE => {
+                return self.get_reservation_feature(sqe, &ctrl)
             }
             _ => return fail(cid, Status::INVALID_FIELD.dnr()),
         }
@@ -469,6 +476,13 @@ fn identify_namespace(ns: &crate::registry::Namespace) -> IdentifyNamespace {
         nlbaf: 0,
         flbas: 0,
         nmic: 1,
+        rescap: nvmf_proto::resv::rescap::ALL_TYPES
+            | nvmf_proto::resv::rescap::IEKEY13
+            | if ns.resv.ptpl_capable() {
+                nvmf_proto::resv::rescap::PTPL
+            } else {
+                0
+            },
         dlfeat: if info.supports_discard {
             0x01 | 0x08
         } else {
@@ -500,7 +514,15 @@ fn command_effects() -> CommandEffectsLog {
     ] {
         l.acs[usize::from(op)] = effects::CSUPP;
     }
-    for op in [io_opcode::FLUSH, io_opcode::READ, io_opcode::COMPARE] {
+    for op in [
+        io_opcode::FLUSH,
+        io_opcode::READ,
+        io_opcode::COMPARE,
+        nvmf_proto::resv::opcode::REGISTER,
+        nvmf_proto::resv::opcode::REPORT,
+        nvmf_proto::resv::opcode::ACQUIRE,
+        nvmf_proto::resv::opcode::RELEASE,
+    ] {
         l.iocs[usize::from(op)] = effects::CSUPP;
     }
     for op in [

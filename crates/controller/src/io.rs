@@ -178,6 +178,9 @@ impl QueueTask {
         let Some(ns) = self.ns.get(&sqe.nsid).cloned() else {
             return Outcome::Complete(Cqe::new(cid, Status::INVALID_NS.dnr()));
         };
+        if nvmf_proto::resv::is_reservation_opcode(sqe.opcode) {
+            return self.reservation_command(ns, sqe, data, buffer_len);
+        }
         self.dispatch(sqe, data.to_vec(), buffer_len, vec![ns])
     }
 
@@ -189,6 +192,18 @@ impl QueueTask {
         nss: Vec<Arc<Namespace>>,
     ) -> Outcome {
         let cid = sqe.cid;
+        // Reservation access rules (NVMe Base 2.0 §8.19), and the count of
+        // running commands that Preempt and Abort waits for.
+        let hostid = self.ctrl.as_ref().map_or([0; 16], |c| c.hostid);
+        let mut guards = Vec::new();
+        for ns in &nss {
+            // Counted before the check, so a Preempt and Abort either waits
+            // for this command or this command sees the new reservation.
+            guards.extend(ns.resv.enter());
+            if let Err(st) = ns.resv.check(&hostid, sqe.opcode) {
+                return Outcome::Complete(Cqe::new(cid, st));
+            }
+        }
         let blocking = nss.iter().any(|n| n.backend.info().may_block);
         if !blocking {
             let mut out = Ok(None);
@@ -214,6 +229,7 @@ impl QueueTask {
                     break;
                 }
             }
+            drop(guards);
             let _ = tx.send(Done {
                 cid,
                 result: out,

@@ -4,7 +4,9 @@
 //! NVMe/TCP: the Fabrics commands (Connect, Property Get/Set, Disconnect), the
 //! admin commands a Linux or SPDK host uses (Identify, Get Log Page, Get/Set
 //! Features, Keep Alive, Asynchronous Event Request, Abort), the NVM I/O commands
-//! (Read, Write with FUA, Flush, Write Zeroes, Dataset Management, Compare) and a
+//! (Read, Write with FUA, Flush, Write Zeroes, Dataset Management, Compare),
+//! reservations ([`reservation`]: Register, Acquire, Release, Report, the
+//! notification log and event, persistence through a target restart) and a
 //! discovery controller. Configuration comes from a TOML file or flags
 //! ([`config`]) and can be reloaded while hosts stay connected.
 
@@ -17,6 +19,7 @@ pub mod discovery;
 pub mod io;
 mod queue;
 pub mod registry;
+pub mod reservation;
 pub mod server;
 
 pub use config::TargetConfig;

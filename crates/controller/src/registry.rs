@@ -65,6 +65,8 @@ pub struct Namespace {
     pub eui64: [u8; 8],
     /// Counters.
     pub stats: NsStats,
+    /// Reservations (NVMe Base 2.0 §8.19), persisted beside file and device backends.
+    pub resv: Arc<crate::reservation::Reservation>,
 }
 
 impl Namespace {
@@ -89,6 +91,11 @@ impl Namespace {
                 nvmf_backend::open_block_device(path, Some(cfg.block_size)).map_err(err)?
             }
         };
+        let resv_path = match &cfg.backend {
+            BackendSpec::File { path, .. } => Some(crate::reservation::state_path(path, false)),
+            BackendSpec::Device { path } => Some(crate::reservation::state_path(path, true)),
+            BackendSpec::Memory { .. } | BackendSpec::Null { .. } => None,
+        };
         let uuid = cfg.uuid.unwrap_or_else(|| {
             uuid::Uuid::new_v5(
                 &uuid::Uuid::NAMESPACE_OID,
@@ -106,6 +113,7 @@ impl Namespace {
             nguid: b,
             eui64,
             stats: NsStats::default(),
+            resv: Arc::new(crate::reservation::Reservation::open(resv_path)),
         })
     }
 }
@@ -282,6 +290,23 @@ impl Subsystem {
         hosts_changed
     }
 
+    /// Delivers reservation notifications of namespace `nsid` to every
+    /// controller of each named host (log page 80h and its event).
+    pub fn notify_reservation(&self, nsid: u32, notices: &[crate::reservation::Notice]) {
+        if notices.is_empty() {
+            return;
+        }
+        for c in self.all_controllers() {
+            for (hostid, ty) in notices {
+                if c.hostid == *hostid {
+                    if let Some(dw0) = c.resv.push(nsid, *ty) {
+                        let _ = c.admin_tx.send(AdminSignal::Aen(dw0));
+                    }
+                }
+            }
+        }
+    }
+
     /// Ends every controller (the subsystem is being removed).
     fn close_all(&self) {
         for c in self.all_controllers() {
@@ -326,6 +351,8 @@ pub struct CtrlShared {
     errors: Mutex<VecDeque<ErrorLogEntry>>,
     error_count: AtomicU64,
     io_queues: Mutex<Vec<u16>>,
+    /// Reservation notifications of this controller.
+    pub resv: crate::reservation::CtrlResv,
 }
 
 /// Error log entries kept per controller (ELPE + 1).
@@ -360,6 +387,7 @@ impl CtrlShared {
             errors: Mutex::new(VecDeque::new()),
             error_count: AtomicU64::new(0),
             io_queues: Mutex::new(Vec::new()),
+            resv: Default::default(),
         }
     }
 

@@ -630,7 +630,9 @@ async fn aer_loop(w: std::sync::Weak<Inner>, tx: mpsc::Sender<AsyncEvent>) {
                 let Some(inner) = w.upgrade() else { return };
                 let ctrl = Controller { inner };
                 // Reading the log page (RAE = 0) re-arms this event type.
-                if log != 0 && log != lid::DISCOVERY {
+                // Reservation notifications (80h) are left to the caller (resv_notification):
+                // reading one removes it.
+                if log != 0 && log != lid::DISCOVERY && log != lid::RESERVATION {
                     let _ = ctrl.get_log_page(log, 0xffff_ffff, 512).await;
                 }
                 if t == aen_type::NOTICE && info == aen_notice::NS_ATTRIBUTE_CHANGED {

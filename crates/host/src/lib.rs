@@ -19,6 +19,7 @@ mod discovery;
 mod error;
 mod options;
 mod queue;
+mod resv;
 
 pub use assoc::{ControllerInfo, MAX_TRANSFER_CAP};
 pub use controller::{AsyncEvent, Controller, LinkState, Namespace};

@@ -25,6 +25,10 @@ pub mod fid {
     pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
     /// Host Identifier.
     pub const HOST_IDENTIFIER: u8 = 0x81;
+    /// Reservation Notification Mask (namespace specific; NVMe Base 2.0 §5.27.1.21).
+    pub const RESERVATION_NOTIFICATION_MASK: u8 = 0x82;
+    /// Reservation Persistence (namespace specific; NVMe Base 2.0 §5.27.1.22).
+    pub const RESERVATION_PERSISTENCE: u8 = 0x83;
 }
 
 /// Number of Queues value (CDW11 and completion DW0): NSQR bits 15:0, NCQR bits 31:16, both 0's based.
@@ -52,6 +56,9 @@ pub mod aen_type {
     pub const SMART: u8 = 1;
     /// Notice.
     pub const NOTICE: u8 = 2;
+    /// I/O Command specific status (information 0h: Reservation Log Page
+    /// Available, log 80h; NVMe Base 2.0 Figure 150).
+    pub const IO_COMMAND_SPECIFIC: u8 = 6;
 }
 
 /// Notice information values (NVMe Base 2.0 Figure 149).

@@ -69,6 +69,8 @@ pub mod oncs {
     pub const DSM: u16 = 1 << 2;
     /// Write Zeroes supported.
     pub const WRITE_ZEROES: u16 = 1 << 3;
+    /// Reservations supported.
+    pub const RESERVATIONS: u16 = 1 << 5;
 }
 
 /// Identify Controller (NVMe Base 2.0 Figure 275), with the Fabrics fields of
@@ -300,6 +302,8 @@ pub struct IdentifyNamespace {
     pub flbas: u8,
     /// Namespace Multi-path I/O and Namespace Sharing Capabilities.
     pub nmic: u8,
+    /// Reservation Capabilities (byte 31, [`crate::resv::rescap`]).
+    pub rescap: u8,
     /// Deallocate Logical Block Features: bits 2:0 = 001b, deallocated blocks read as zeroes.
     pub dlfeat: u8,
     /// Namespace Optimal I/O Boundary in blocks.
@@ -327,6 +331,7 @@ impl IdentifyNamespace {
         put_u8(&mut b, 25, self.nlbaf);
         put_u8(&mut b, 26, self.flbas);
         put_u8(&mut b, 30, self.nmic);
+        put_u8(&mut b, 31, self.rescap);
         put_u8(&mut b, 33, self.dlfeat);
         put_u16(&mut b, 46, self.noiob);
         put_u128(&mut b, 48, self.nvmcap);
@@ -361,6 +366,7 @@ impl IdentifyNamespace {
             nlbaf,
             flbas: u8_at(b, 26),
             nmic: u8_at(b, 30),
+            rescap: u8_at(b, 31),
             dlfeat: u8_at(b, 33),
             noiob: u16_at(b, 46),
             nvmcap: u128_at(b, 48),

@@ -21,6 +21,7 @@ pub mod identify;
 mod le;
 pub mod log;
 pub mod registers;
+pub mod resv;
 pub mod sqe;
 pub mod status;
 pub mod tcp;

@@ -19,6 +19,8 @@ pub mod lid {
     pub const ANA: u8 = 0x0C;
     /// Discovery.
     pub const DISCOVERY: u8 = 0x70;
+    /// Reservation Notification (NVMe Base 2.0 §5.16.1.24).
+    pub const RESERVATION: u8 = 0x80;
 }
 
 /// One Error Information log entry, 64 bytes (NVMe Base 2.0 Figure 205).

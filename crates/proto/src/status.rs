@@ -137,6 +137,9 @@ statuses! {
     CAPACITY_EXCEEDED = (0, 0x81, "Capacity Exceeded");
     /// NVM generic 82h: Namespace Not Ready.
     NS_NOT_READY = (0, 0x82, "Namespace Not Ready");
+    /// NVM generic 83h: Reservation Conflict (NVMe Base 2.0 §8.19: a command the
+    /// namespace's reservation does not allow this host).
+    RESERVATION_CONFLICT = (0, 0x83, "Reservation Conflict");
     /// Command specific 01h: Invalid Queue Identifier.
     INVALID_QUEUE_ID = (1, 0x01, "Invalid Queue Identifier");
     /// Command specific 02h: Invalid Queue Size.

@@ -640,6 +640,52 @@ async fn handle(
                 json!({})
             }
         }
+        "resv-register" | "resv-acquire" | "resv-release" | "resv-report" => {
+            let dev = s(req, "dev")?;
+            let (c, ns) = get(st, dev).await?;
+            let nsid = u(req, "nsid").map(|n| n as u32).or(ns).ok_or_else(|| {
+                anyhow!("'{dev}' names a controller; give -n NSID or a namespace such as {dev}n1")
+            })?;
+            let f = |k: &str| u(req, k).unwrap_or(0);
+            let iekey = req.get("iekey").and_then(Value::as_bool).unwrap_or(false);
+            match op {
+                "resv-register" => {
+                    c.resv_register(
+                        nsid,
+                        f("rrega") as u8,
+                        iekey,
+                        f("cptpl") as u8,
+                        f("crkey"),
+                        f("nrkey"),
+                    )
+                    .await?;
+                    json!({})
+                }
+                "resv-acquire" => {
+                    c.resv_acquire(
+                        nsid,
+                        f("racqa") as u8,
+                        iekey,
+                        f("rtype") as u8,
+                        f("crkey"),
+                        f("prkey"),
+                    )
+                    .await?;
+                    json!({})
+                }
+                "resv-release" => {
+                    c.resv_release(nsid, f("rrela") as u8, iekey, f("rtype") as u8, f("crkey"))
+                        .await?;
+                    json!({})
+                }
+                _ => {
+                    let eds = req.get("eds").and_then(Value::as_bool).unwrap_or(false);
+                    let len = u(req, "len").unwrap_or(4096) as u32;
+                    let r = c.resv_report(nsid, len, eds).await?;
+                    json!({"data": hex(&r.encode(eds)), "eds": eds})
+                }
+            }
+        }
         "namespace" => {
             let dev = s(req, "dev")?;
             let (c, ns) = get(st, dev).await?;

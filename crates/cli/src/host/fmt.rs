@@ -399,3 +399,42 @@ pub fn human_size(b: u64) -> String {
     }
     format!("{v:.2} {}", units[i])
 }
+
+/// `resv-report -o json`, with nvme-cli 2.13's keys (`gen`, `rtype`, `regctl`,
+/// `ptpls`, `regctlext` (EDS) or `regctls` with `cntlid`, `rcsts`, `rkey`, `hostid`).
+pub fn resv_report_json(st: &nvmf_proto::resv::ReservationStatus, eds: bool) -> Value {
+    let regctls: Vec<Value> = st
+        .regctl
+        .iter()
+        .map(|r| {
+            let hostid = if eds { hex(&r.hostid) } else { hex(&r.hostid[..8]) };
+            json!({"cntlid": r.cntlid, "rcsts": u8::from(r.holds), "rkey": r.rkey, "hostid": hostid})
+        })
+        .collect();
+    // nvme-cli names the list "regctlext" for the extended structure.
+    let list = if eds { "regctlext" } else { "regctls" };
+    json!({"gen": st.gen, "rtype": st.rtype, "regctl": st.regctl_count, "ptpls": u8::from(st.ptpls),
+           list: regctls})
+}
+
+/// `resv-report` as text, in nvme-cli's layout.
+pub fn resv_report_text(st: &nvmf_proto::resv::ReservationStatus, eds: bool) -> String {
+    let mut s = format!(
+        "NVME Reservation status:\n\ngen       : {}\nrtype     : {}\nregctl    : {}\nptpls     : {}\n\n",
+        st.gen, st.rtype, st.regctl_count, u8::from(st.ptpls)
+    );
+    for (i, r) in st.regctl.iter().enumerate() {
+        let hostid = if eds {
+            hex(&r.hostid)
+        } else {
+            hex(&r.hostid[..8])
+        };
+        s += &format!(
+            "regctl[{i}] :\n  cntlid  : {:x}\n  rcsts   : {:x}\n  hostid  : {hostid}\n  rkey    : {:x}\n\n",
+            r.cntlid,
+            u8::from(r.holds),
+            r.rkey
+        );
+    }
+    s
+}

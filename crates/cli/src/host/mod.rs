@@ -276,6 +276,95 @@ pub enum HostCommand {
         #[command(flatten)]
         out: Out,
     },
+    /// Reservation Register (register, unregister, replace a key).
+    ResvRegister {
+        /// Namespace device (nvme0n1), or a controller with -n.
+        dev: String,
+        /// Namespace ID (default: from the device name).
+        #[arg(short = 'n', long = "namespace-id")]
+        nsid: Option<u32>,
+        /// Current reservation key.
+        #[arg(short = 'c', long = "crkey", value_parser = parse_key, default_value = "0")]
+        crkey: u64,
+        /// New reservation key.
+        #[arg(short = 'k', long = "nrkey", value_parser = parse_key, default_value = "0")]
+        nrkey: u64,
+        /// Register action: 0 register, 1 unregister, 2 replace.
+        #[arg(short = 'r', long = "rrega", default_value_t = 0)]
+        rrega: u8,
+        /// Change persist through power loss: 0 no change, 2 off, 3 on.
+        #[arg(short = 'p', long = "cptpl", default_value_t = 0)]
+        cptpl: u8,
+        /// Ignore the existing key.
+        #[arg(short = 'i', long = "iekey")]
+        iekey: bool,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Reservation Acquire (acquire, preempt, preempt and abort).
+    ResvAcquire {
+        /// Namespace device (nvme0n1), or a controller with -n.
+        dev: String,
+        /// Namespace ID (default: from the device name).
+        #[arg(short = 'n', long = "namespace-id")]
+        nsid: Option<u32>,
+        /// Current reservation key.
+        #[arg(short = 'c', long = "crkey", value_parser = parse_key, default_value = "0")]
+        crkey: u64,
+        /// Preempt reservation key.
+        #[arg(short = 'p', long = "prkey", value_parser = parse_key, default_value = "0")]
+        prkey: u64,
+        /// Reservation type: 1 write exclusive, 2 exclusive access, 3/4 the same
+        /// for registrants only, 5/6 for all registrants.
+        #[arg(short = 't', long = "rtype", default_value_t = 0)]
+        rtype: u8,
+        /// Acquire action: 0 acquire, 1 preempt, 2 preempt and abort.
+        #[arg(short = 'a', long = "racqa", default_value_t = 0)]
+        racqa: u8,
+        /// Ignore the existing key (reserved since NVMe 1.3; the target refuses it).
+        #[arg(short = 'i', long = "iekey")]
+        iekey: bool,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Reservation Release (release, clear).
+    ResvRelease {
+        /// Namespace device (nvme0n1), or a controller with -n.
+        dev: String,
+        /// Namespace ID (default: from the device name).
+        #[arg(short = 'n', long = "namespace-id")]
+        nsid: Option<u32>,
+        /// Current reservation key.
+        #[arg(short = 'c', long = "crkey", value_parser = parse_key, default_value = "0")]
+        crkey: u64,
+        /// Reservation type (as held).
+        #[arg(short = 't', long = "rtype", default_value_t = 0)]
+        rtype: u8,
+        /// Release action: 0 release, 1 clear.
+        #[arg(short = 'a', long = "rrela", default_value_t = 0)]
+        rrela: u8,
+        /// Ignore the existing key (reserved since NVMe 1.3; the target refuses it).
+        #[arg(short = 'i', long = "iekey")]
+        iekey: bool,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Reservation Report.
+    ResvReport {
+        /// Namespace device (nvme0n1), or a controller with -n.
+        dev: String,
+        /// Namespace ID (default: from the device name).
+        #[arg(short = 'n', long = "namespace-id")]
+        nsid: Option<u32>,
+        /// Dwords to read, 0's based (default: 1023, 4 KiB).
+        #[arg(short = 'd', long = "numd")]
+        numd: Option<u32>,
+        /// Extended data structure (128-bit host IDs; NVMe-oF needs it).
+        #[arg(short = 'e', long = "eds")]
+        eds: bool,
+        #[command(flatten)]
+        out: Out,
+    },
     /// Connect directly (no daemon), write a pattern over all I/O queues, read it back, compare.
     IoCheck(iocheck::IoCheckArgs),
     /// The host daemon (started by `nvmf connect`).
@@ -517,6 +606,71 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
             let r = daemon::request(&json!({"op": "disconnect-all"}))?;
             report_disconnect(&r, out, None)
         }
+        HostCommand::ResvRegister {
+            dev,
+            nsid,
+            crkey,
+            nrkey,
+            rrega,
+            cptpl,
+            iekey,
+            out,
+        } => resv_simple(
+            "resv-register",
+            json!({"op": "resv-register", "dev": dev, "nsid": nsid, "crkey": crkey, "nrkey": nrkey,
+                   "rrega": rrega, "cptpl": cptpl, "iekey": iekey}),
+            out,
+        ),
+        HostCommand::ResvAcquire {
+            dev,
+            nsid,
+            crkey,
+            prkey,
+            rtype,
+            racqa,
+            iekey,
+            out,
+        } => resv_simple(
+            "resv-acquire",
+            json!({"op": "resv-acquire", "dev": dev, "nsid": nsid, "crkey": crkey, "prkey": prkey,
+                   "rtype": rtype, "racqa": racqa, "iekey": iekey}),
+            out,
+        ),
+        HostCommand::ResvRelease {
+            dev,
+            nsid,
+            crkey,
+            rtype,
+            rrela,
+            iekey,
+            out,
+        } => resv_simple(
+            "resv-release",
+            json!({"op": "resv-release", "dev": dev, "nsid": nsid, "crkey": crkey,
+                   "rtype": rtype, "rrela": rrela, "iekey": iekey}),
+            out,
+        ),
+        HostCommand::ResvReport {
+            dev,
+            nsid,
+            numd,
+            eds,
+            out,
+        } => {
+            let len = (u64::from(numd.unwrap_or(1023)) + 1) * 4;
+            let r = daemon::request(
+                &json!({"op": "resv-report", "dev": dev, "nsid": nsid, "len": len, "eds": eds}),
+            )?;
+            let st = nvmf_proto::resv::ReservationStatus::decode(&data_of(&r)?, eds)
+                .ok_or_else(|| anyhow!("short reservation report"))?;
+            match out.output {
+                OutputFormat::Json => print_json(&fmt::resv_report_json(&st, eds)),
+                OutputFormat::Normal => {
+                    emit(&fmt::resv_report_text(&st, eds));
+                    Ok(())
+                }
+            }
+        }
         HostCommand::IoCheck(a) => iocheck::run(a, runtime()?),
         HostCommand::HostDaemon { socket, stop } => {
             if stop {
@@ -530,6 +684,28 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
             }
             let path = socket.unwrap_or_else(daemon::socket_path);
             runtime()?.block_on(daemon::serve(path))
+        }
+    }
+}
+
+/// Parses a reservation key: decimal or 0x-prefixed hexadecimal (as nvme-cli).
+fn parse_key(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not a 64-bit key (decimal or 0x…)"))
+}
+
+/// Runs a reservation command that returns nothing; prints nvme-cli's line.
+fn resv_simple(what: &str, req: Value, out: Out) -> anyhow::Result<()> {
+    let nsid = req["nsid"].clone();
+    daemon::request(&req)?;
+    match out.output {
+        OutputFormat::Json => print_json(&json!({"result": "success", "nsid": nsid})),
+        OutputFormat::Normal => {
+            println!("NVME Reservation {} success", &what[5..]);
+            Ok(())
         }
     }
 }
