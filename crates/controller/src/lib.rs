@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod ana;
 pub mod auth;
 mod bufpool;
 pub mod config;

@@ -96,6 +96,28 @@ pub struct TargetArgs {
     /// so one target can serve plain and TLS ports.
     #[arg(long = "tls-port", value_name = "ADDR:PORT", requires = "tls")]
     pub tls_port: Vec<String>,
+    /// ANA state of a group on a --listen address (repeatable):
+    /// `ADDR:PORT=GROUP:STATE`, STATE one of optimized, non-optimized,
+    /// inaccessible, persistent-loss, change. Unlisted: optimized. Overrides
+    /// the ana_state tables of --config.
+    #[arg(long = "ana-state", value_name = "ADDR:PORT=GROUP:STATE")]
+    pub ana_state: Vec<String>,
+    /// ANA group of a quick-mode namespace (repeatable): `NSID=GROUP`, 1..=128
+    /// (default group 1).
+    #[arg(
+        long = "ana-group",
+        value_name = "NSID=GROUP",
+        conflicts_with = "config"
+    )]
+    pub ana_group: Vec<String>,
+    /// Controller IDs the quick-mode subsystem hands out, `MIN-MAX` (default
+    /// 1-65519): two targets serving one subsystem (an HA pair) need disjoint ranges.
+    #[arg(
+        long = "cntlid-range",
+        value_name = "MIN-MAX",
+        conflicts_with = "config"
+    )]
+    pub cntlid_range: Option<String>,
 }
 
 enum NsArg {
@@ -180,6 +202,8 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
     let nss = ordered_namespaces(m, a);
     let quick = !nss.is_empty()
         || a.subnqn.is_some()
+        || !a.ana_group.is_empty()
+        || a.cntlid_range.is_some()
         || !a.listen.is_empty()
         || !a.allow_host.is_empty()
         || !a.host.is_empty();
@@ -227,6 +251,7 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
                 block_size: a.block_size,
                 direct,
                 uuid: None,
+                ana_group: 1,
             });
         }
         if namespaces.is_empty() {
@@ -236,14 +261,42 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
                 block_size: a.block_size,
                 direct: DirectIo::Auto,
                 uuid: None,
+                ana_group: 1,
             });
         }
+        for g in &a.ana_group {
+            let (nsid, group) = g
+                .split_once('=')
+                .with_context(|| format!("--ana-group {g}: expected NSID=GROUP"))?;
+            let nsid: u32 = nsid
+                .parse()
+                .ok()
+                .filter(|n| namespaces.iter().any(|ns: &NamespaceConfig| ns.nsid == *n))
+                .with_context(|| {
+                    format!("--ana-group {g}: '{nsid}' is not the NSID of a namespace given")
+                })?;
+            let group = nvmf_controller::ana::parse_group(group)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--ana-group {g}"))?;
+            for ns in namespaces.iter_mut().filter(|ns| ns.nsid == nsid) {
+                ns.ana_group = group;
+            }
+        }
+        let (cntlid_min, cntlid_max) = match &a.cntlid_range {
+            None => (1, nvmf_controller::config::CNTLID_MAX),
+            Some(r) => r
+                .split_once('-')
+                .and_then(|(lo, hi)| Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?)))
+                .with_context(|| format!("--cntlid-range {r}: expected MIN-MAX, e.g. 1-999"))?,
+        };
         cfg.subsystems = vec![SubsystemConfig {
             serial: default_serial(&nqn),
             model: "nvmf-rs".into(),
             nqn,
             hosts: quick_hosts(a)?,
             namespaces,
+            cntlid_min,
+            cntlid_max,
         }];
     }
     apply_tuning(&mut cfg, a)?;
@@ -253,6 +306,16 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
 /// Applies the tuning flags, which override a config file's values, and checks
 /// the result.
 fn apply_tuning(cfg: &mut TargetConfig, a: &TargetArgs) -> anyhow::Result<()> {
+    if !a.ana_state.is_empty() {
+        cfg.ana_states = a
+            .ana_state
+            .iter()
+            .map(|s| {
+                nvmf_controller::ana::AnaPortState::parse_flag(s)
+                    .map_err(|m| anyhow::anyhow!("--ana-state {s}: {m}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
     if let Some(us) = a.busy_poll_us {
         cfg.busy_poll_us = us;
     }
@@ -385,7 +448,7 @@ pub fn run(args: TargetArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
                         continue;
                     };
                     match TargetConfig::from_file(path).map_err(anyhow::Error::from).and_then(|c| target.reload(&c).map_err(anyhow::Error::from)) {
-                        Ok(s) => info!(added = ?s.added, removed = ?s.removed, changed = ?s.changed_namespaces, "configuration reloaded from {}", path.display()),
+                        Ok(s) => info!(added = ?s.added, removed = ?s.removed, changed = ?s.changed_namespaces, ana = ?s.ana_changed, "configuration reloaded from {}", path.display()),
                         Err(e) => error!("reload of {} failed, keeping the running configuration: {e:#}", path.display()),
                     }
                 }
