@@ -187,7 +187,8 @@ for s in "${SUITES[@]}"; do
                        "discover -t -a -s -q --tls --tls-key --tls-compat")
                 script=$HERE/guest/kernel-host-vs-nvmf-target-tls.sh
             elif [ $s = ana ]; then
-                verbs=("target --config --ana-state --cntlid-range")
+                verbs=("target --config --ana-state --cntlid-range --control-socket"
+                       "ana-state --control-socket --port --group --state")
                 script=$HERE/guest/kernel-host-vs-nvmf-target-ana.sh
             elif [ $s = netfault ]; then
                 verbs=("target --listen --file --subnqn" "io-check -t -a -s -n -i -g -G --bytes --offset"

@@ -14,6 +14,7 @@ pub mod ana;
 pub mod auth;
 mod bufpool;
 pub mod config;
+pub mod control;
 pub mod discovery;
 pub mod io;
 mod queue;

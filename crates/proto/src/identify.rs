@@ -81,7 +81,7 @@ pub mod cmic {
     pub const ANA: u8 = 1 << 3;
 }
 
-/// ANACAP bits (NVMe Base 2.0 Figure 275, byte 344).
+/// ANACAP bits (NVMe Base 2.0 Figure 275, byte 343).
 pub mod anacap {
     /// Reports ANA Optimized.
     pub const OPTIMIZED: u8 = 1 << 0;
@@ -173,15 +173,15 @@ pub struct IdentifyController {
     pub awupf: u16,
     /// SGL Support.
     pub sgls: u32,
-    /// ANA Transition Time in seconds (NVMe Base 2.0 Figure 275, byte 343).
+    /// ANA Transition Time in seconds (NVMe Base 2.0 Figure 275, byte 342).
     pub anatt: u8,
-    /// ANA Capabilities (byte 344): bits 0-4 the states reported (optimized,
+    /// ANA Capabilities (byte 343): bits 0-4 the states reported (optimized,
     /// non-optimized, inaccessible, persistent loss, change), bit 6 ANAGRPID
     /// does not change while attached, bit 7 non-zero ANAGRPID in Namespace Management.
     pub anacap: u8,
-    /// ANA Group Identifier Maximum (bytes 348:345).
+    /// ANA Group Identifier Maximum (bytes 347:344).
     pub anagrpmax: u32,
-    /// Number of ANA Group Identifiers (bytes 352:349).
+    /// Number of ANA Group Identifiers (bytes 351:348).
     pub nanagrpid: u32,
     /// Maximum Number of Allowed Namespaces.
     pub mnan: u32,
@@ -241,10 +241,10 @@ impl IdentifyController {
         put_u16(&mut b, 526, self.awun);
         put_u16(&mut b, 528, self.awupf);
         put_u32(&mut b, 536, self.sgls);
-        put_u8(&mut b, 343, self.anatt);
-        put_u8(&mut b, 344, self.anacap);
-        put_u32(&mut b, 345, self.anagrpmax);
-        put_u32(&mut b, 349, self.nanagrpid);
+        put_u8(&mut b, 342, self.anatt);
+        put_u8(&mut b, 343, self.anacap);
+        put_u32(&mut b, 344, self.anagrpmax);
+        put_u32(&mut b, 348, self.nanagrpid);
         put_u32(&mut b, 540, self.mnan);
         put_str(&mut b, 768, 256, &self.subnqn, 0);
         put_u32(&mut b, 1792, self.ioccsz);
@@ -295,10 +295,10 @@ impl IdentifyController {
             awun: u16_at(b, 526),
             awupf: u16_at(b, 528),
             sgls: u32_at(b, 536),
-            anatt: u8_at(b, 343),
-            anacap: u8_at(b, 344),
-            anagrpmax: u32_at(b, 345),
-            nanagrpid: u32_at(b, 349),
+            anatt: u8_at(b, 342),
+            anacap: u8_at(b, 343),
+            anagrpmax: u32_at(b, 344),
+            nanagrpid: u32_at(b, 348),
             mnan: u32_at(b, 540),
             subnqn: str_at(b, 768, 256),
             ioccsz: u32_at(b, 1792),
@@ -536,8 +536,10 @@ mod tests {
         };
         let b = c.encode();
         assert_eq!(b[76], 0x0b);
-        assert_eq!((b[343], b[344]), (10, 0x1f));
-        assert_eq!(b[345..353], [128, 0, 0, 0, 128, 0, 0, 0]);
+        // Linux `struct nvme_id_ctrl`: endgidmax at 340, then anatt, anacap,
+        // anagrpmax, nanagrpid.
+        assert_eq!((b[342], b[343]), (10, 0x1f));
+        assert_eq!(b[344..352], [128, 0, 0, 0, 128, 0, 0, 0]);
         assert_eq!(b.len(), IDENTIFY_SIZE);
         assert_eq!(&b[4..14], b"nvmevm0001");
         assert_eq!(b[14], b' ');

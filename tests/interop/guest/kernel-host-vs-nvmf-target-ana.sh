@@ -29,7 +29,11 @@
 #     cntlid_min/cntlid_max bound the CNTLIDs it hands out);
 #   the namespace's NGUID/UUID derive from the subsystem NQN and NSID, so two
 #   processes with the same NQN describe it identically.
-#   run.sh checks `nvmf target --help` for --config --ana-state --cntlid-range.
+#   nvmf target ... --control-socket PATH; nvmf ana-state --control-socket PATH
+#     --port ADDR:PORT --group N [--state STATE] (sets / prints one state;
+#     prints "ADDR:PORT group N: STATE" when asked; exit != 0 on an error)
+#   run.sh checks `nvmf target --help` for --config --ana-state --cntlid-range
+#   --control-socket and `nvmf ana-state --help` for --control-socket --port --group --state.
 # ---------------------------------------------------------------------------
 . /lib/nvme-vm/lib.sh
 . /lib/nvme-vm/selftest.sh   # st_connect, st_disconnect, _st_mpaths, _st_sectors, _st_wait_state, _st_wait_iter
@@ -65,7 +69,7 @@ start_target() {
     _c=$1; shift
     echo "--- start: $NVMF target --config $_c" >>$LOG
     sed 's/^/    cfg: /' "$_c" >>$LOG
-    "$NVMF" target --config "$_c" >>$LOG 2>&1 &
+    "$NVMF" target --config "$_c" ${CTL:+--control-socket $CTL} >>$LOG 2>&1 &
     _p=$!
     PIDS="$PIDS $_p"
     for _port in "$@"; do
@@ -86,12 +90,13 @@ stop_target() {   # PID: SIGTERM, must exit 0
 
 # connect_two: both paths, one head with two paths; sets ST_DEV, PA, PB (path sysfs dirs)
 connect_two() {
+    _what=$1
     st_connect $T "$1 path A via 127.0.0.1:4420" $S -t tcp -a 127.0.0.1 -s 4420 || return 1
     st_connect $T "$1 path B via 127.0.0.1:4421" $S -t tcp -a 127.0.0.1 -s 4421 || return 1
     _paths=$(_st_mpaths $S 1 | tr '\n' ' ')
     nvme list-subsys 2>&1 | _st_log
     set -- $_paths
-    if [ $# -eq 2 ]; then pass "$T: $1: native multipath: one head $ST_DEV, 2 paths ($(for p in $_paths; do basename $p; done | tr '\n' ' '))"
+    if [ $# -eq 2 ]; then pass "$T: $_what native multipath: one head $ST_DEV, 2 paths ($(for p in $_paths; do basename $p; done | tr '\n' ' '))"
     else fail "$T: $ST_DEV has $# paths ('$_paths')"; return 1; fi
     PA="" PB=""
     for _p in $_paths; do
@@ -177,6 +182,7 @@ truncate -s 64M $FILE
 
 say "part 1: one target, two ports, ANA state flipped live (config + SIGHUP)"
 CFG=/tmp/ana.toml
+CTL=/tmp/ana.sock
 write_cfg $CFG 1 99 4420=optimized 4421=optimized
 start_target $CFG 4420 4421 || exit 1
 TPID=$START_PID
@@ -215,18 +221,24 @@ if connect_two "one target:"; then
     kill -HUP $TPID
     _st_wait_state $ACT optimized 100 && pass "$T: restored: path ${ACT##*/} optimized again" ||
         fail "$T: path ${ACT##*/} still '$(cat $ACT/ana_state)' after the restore"
-    # non-optimized serves I/O: the host prefers the optimized path
-    if [ $APORT = 4420 ]; then write_cfg $CFG 1 99 4420=non-optimized 4421=optimized
-    else write_cfg $CFG 1 99 4420=optimized 4421=non-optimized; fi
-    kill -HUP $TPID
-    _st_wait_state $ACT non-optimized 100 && pass "$T: path ${ACT##*/} non-optimized" ||
-        fail "$T: path ${ACT##*/} '$(cat $ACT/ana_state)', expected non-optimized"
+    # the control socket: non-optimized (serves I/O; the host prefers the optimized path)
+    _out=$("$NVMF" ana-state --control-socket $CTL --port 127.0.0.1:$APORT --group 1 --state non-optimized 2>&1)
+    echo "    nvmf ana-state ... --state non-optimized: $_out"
+    _st_wait_state $ACT non-optimized 100 && pass "$T: nvmf ana-state (control socket) -> path ${ACT##*/} non-optimized" ||
+        fail "$T: path ${ACT##*/} '$(cat $ACT/ana_state)' after nvmf ana-state non-optimized ($_out)"
+    _out=$("$NVMF" ana-state --control-socket $CTL --port 127.0.0.1:$APORT --group 1 2>&1)
+    [ "$_out" = "127.0.0.1:$APORT group 1: non-optimized" ] && pass "$T: nvmf ana-state reads back: $_out" ||
+        fail "$T: nvmf ana-state read back '$_out'"
+    "$NVMF" ana-state --control-socket $CTL --port 127.0.0.1:9999 --group 1 --state optimized >/tmp/.ana.out 2>&1 &&
+        fail "$T: nvmf ana-state accepted a port the target does not listen on" ||
+        pass "$T: nvmf ana-state refuses an unknown port: $(tail -n1 /tmp/.ana.out)"
     loop_stop "one target, across inaccessible / optimized / non-optimized"
 fi
 nvme disconnect -n $S >/tmp/.st.disc 2>&1
 grep -q 'disconnected 2 controller' /tmp/.st.disc && pass "$T: $(cat /tmp/.st.disc)" || fail "$T: disconnect: $(cat /tmp/.st.disc)"
 stop_target $TPID
 
+CTL=
 say "part 2: an HA pair (two processes, same subsystem and file), one killed mid-writes"
 write_cfg /tmp/ana-a.toml 1 99 4420=optimized
 write_cfg /tmp/ana-b.toml 100 199 4421=optimized

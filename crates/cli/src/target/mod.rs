@@ -118,6 +118,51 @@ pub struct TargetArgs {
         conflicts_with = "config"
     )]
     pub cntlid_range: Option<String>,
+    /// Unix socket taking control commands (mode 0600): `nvmf ana-state
+    /// --control-socket PATH ...` changes ANA states live.
+    #[arg(long = "control-socket", value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+}
+
+/// Options of `nvmf ana-state`.
+#[derive(Debug, clap::Args)]
+pub struct AnaStateArgs {
+    /// The target's --control-socket.
+    #[arg(long = "control-socket", value_name = "PATH")]
+    pub control_socket: PathBuf,
+    /// The listen address, as the target was given it (e.g. 127.0.0.1:4421).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub port: String,
+    /// The ANA group (1..=128).
+    #[arg(long, default_value_t = 1)]
+    pub group: u32,
+    /// The new state: optimized, non-optimized, inaccessible,
+    /// persistent-loss or change; without it the current state is printed.
+    #[arg(long)]
+    pub state: Option<String>,
+}
+
+/// `nvmf ana-state`: one request to a running target's control socket.
+pub fn ana_state(a: AnaStateArgs) -> anyhow::Result<()> {
+    let mut line = format!("ana-state {} {}", a.port, a.group);
+    if let Some(s) = &a.state {
+        let st: nvmf_controller::ana::AnaState = s.parse().map_err(anyhow::Error::msg)?;
+        line.push_str(&format!(" {st}"));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let answer = rt
+        .block_on(nvmf_controller::control::request(&a.control_socket, &line))
+        .with_context(|| format!("control socket {}", a.control_socket.display()))?;
+    match answer.strip_prefix("ok") {
+        Some(rest) => {
+            println!("{} group {}: {}", a.port, a.group, rest.trim());
+            Ok(())
+        }
+        None => bail!("{}", answer.strip_prefix("error ").unwrap_or(&answer)),
+    }
 }
 
 enum NsArg {
@@ -436,6 +481,15 @@ pub fn run(args: TargetArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
         }
         print_banner(&target, &cfg);
         let server = tokio::spawn(target.clone().serve());
+        let control = match &args.control_socket {
+            Some(p) => {
+                let l = nvmf_controller::control::bind(p)
+                    .with_context(|| format!("--control-socket {}", p.display()))?;
+                println!("nvmf target: control socket {}  (nvmf ana-state --control-socket {} --port ADDR:PORT --group N --state STATE)", p.display(), p.display());
+                Some(tokio::spawn(nvmf_controller::control::serve(target.registry().clone(), l)))
+            }
+            None => None,
+        };
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
@@ -455,6 +509,12 @@ pub fn run(args: TargetArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
             }
         }
         server.abort();
+        if let Some(c) = control {
+            c.abort();
+            if let Some(p) = &args.control_socket {
+                let _ = std::fs::remove_file(p);
+            }
+        }
         // Make file namespaces durable before exiting.
         for s in target.registry().subsystems() {
             for ns in s.namespaces().values() {
