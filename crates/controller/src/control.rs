@@ -117,6 +117,15 @@ async fn session(reg: &Registry, s: UnixStream) -> std::io::Result<()> {
         };
         w.write_all(format!("{answer}\n").as_bytes()).await?;
         if answer.starts_with("error request line too long") {
+            // Drain (bounded) before closing: closing a socket with unread
+            // data resets it, and the client would lose the answer.
+            w.shutdown().await?;
+            let mut rest = (&mut r).take(1 << 20);
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+            )
+            .await;
             return Ok(());
         }
     }

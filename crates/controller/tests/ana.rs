@@ -396,3 +396,61 @@ async fn ha_pair_disjoint_cntlids_same_identity_shared_file() {
     first[0].write(1, 8, data.clone(), true).await.unwrap();
     assert_eq!(second[0].read(1, 8, 8).await.unwrap(), data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_socket_changes_states_live() {
+    let cfg = config(vec![ns(1, BackendSpec::Memory { size: 1 << 20 }, 1)], vec![]);
+    let (t, ports) = start(&cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let l = nvmf_controller::control::bind(&sock).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    tokio::spawn(nvmf_controller::control::serve(t.registry().clone(), l));
+    let b = connect(ports[1]).await;
+    let mut ev = b.events().unwrap();
+    enable_ana_aen(&b).await;
+    let ask = |line: &'static str| {
+        let sock = sock.clone();
+        async move { nvmf_controller::control::request(&sock, line).await.unwrap() }
+    };
+
+    assert_eq!(ask("ana-state 127.0.0.2:0 1").await, "ok optimized");
+    assert_eq!(ask("ana-state 127.0.0.2:0 1 inaccessible").await, "ok changed");
+    let e = tokio::time::timeout(Duration::from_secs(5), ev.recv())
+        .await
+        .expect("an ANA Change notice in time")
+        .unwrap();
+    assert_eq!((e.info, e.log_page), (aen_notice::ANA_CHANGE, lid::ANA));
+    assert_eq!(
+        b.read(1, 0, 1).await.unwrap_err().status(),
+        Some(Status::ANA_INACCESSIBLE)
+    );
+    assert_eq!(ask("ana-state 127.0.0.2:0 1 inaccessible").await, "ok unchanged");
+    assert_eq!(ask("ana-state 127.0.0.2:0 1").await, "ok inaccessible");
+    assert_eq!(ask("ana-state 127.0.0.2:0 1 optimized").await, "ok changed");
+    b.read(1, 0, 1).await.unwrap();
+    for (bad, why) in [
+        ("ana-state 127.0.0.9:0 1 optimized", "not a listen address"),
+        ("ana-state 127.0.0.2:0 0 optimized", "between 1 and 128"),
+        ("ana-state 127.0.0.2:0 1 sideways", "not an ANA state"),
+        ("ana-state nowhere 1 optimized", "error"),
+        ("frobnicate", "unknown request"),
+    ] {
+        let a = ask(bad).await;
+        assert!(a.starts_with("error") && a.contains(why), "{bad}: {a}");
+    }
+    // A line that never ends is cut off, not buffered without bound.
+    let long = "x".repeat(10_000);
+    let s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut r, mut w) = s.into_split();
+    let _ = w.write_all(long.as_bytes()).await;
+    let _ = w.shutdown().await;
+    let mut out = String::new();
+    let _ = r.read_to_string(&mut out).await;
+    assert_eq!(out, "error request line too long\n");
+}
