@@ -364,10 +364,8 @@ impl AnaTable {
     /// The status an I/O command for `ns` gets on a controller reached
     /// through `port`, `None` if the path serves I/O.
     pub fn io_status(&self, port: Option<usize>, ns: &Namespace) -> Option<Status> {
-        if port.is_none() {
-            return None;
-        }
-        self.state(port, ns.config.ana_group).io_status()
+        let p = port?;
+        self.state(Some(p), ns.config.ana_group).io_status()
     }
 }
 
