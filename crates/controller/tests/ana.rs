@@ -399,7 +399,10 @@ async fn ha_pair_disjoint_cntlids_same_identity_shared_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_socket_changes_states_live() {
-    let cfg = config(vec![ns(1, BackendSpec::Memory { size: 1 << 20 }, 1)], vec![]);
+    let cfg = config(
+        vec![ns(1, BackendSpec::Memory { size: 1 << 20 }, 1)],
+        vec![],
+    );
     let (t, ports) = start(&cfg).await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("ctl.sock");
@@ -415,11 +418,18 @@ async fn control_socket_changes_states_live() {
     enable_ana_aen(&b).await;
     let ask = |line: &'static str| {
         let sock = sock.clone();
-        async move { nvmf_controller::control::request(&sock, line).await.unwrap() }
+        async move {
+            nvmf_controller::control::request(&sock, line)
+                .await
+                .unwrap()
+        }
     };
 
     assert_eq!(ask("ana-state 127.0.0.2:0 1").await, "ok optimized");
-    assert_eq!(ask("ana-state 127.0.0.2:0 1 inaccessible").await, "ok changed");
+    assert_eq!(
+        ask("ana-state 127.0.0.2:0 1 inaccessible").await,
+        "ok changed"
+    );
     let e = tokio::time::timeout(Duration::from_secs(5), ev.recv())
         .await
         .expect("an ANA Change notice in time")
@@ -429,7 +439,10 @@ async fn control_socket_changes_states_live() {
         b.read(1, 0, 1).await.unwrap_err().status(),
         Some(Status::ANA_INACCESSIBLE)
     );
-    assert_eq!(ask("ana-state 127.0.0.2:0 1 inaccessible").await, "ok unchanged");
+    assert_eq!(
+        ask("ana-state 127.0.0.2:0 1 inaccessible").await,
+        "ok unchanged"
+    );
     assert_eq!(ask("ana-state 127.0.0.2:0 1").await, "ok inaccessible");
     assert_eq!(ask("ana-state 127.0.0.2:0 1 optimized").await, "ok changed");
     b.read(1, 0, 1).await.unwrap();
