@@ -441,6 +441,25 @@ pub fn notify(c: &CtrlShared) {
     }
 }
 
+/// True if a namespace present in both maps changed its ANA group (a reload).
+pub fn groups_moved(old: &NsMap, new: &NsMap) -> bool {
+    new.iter().any(|(id, n)| {
+        old.get(id)
+            .is_some_and(|o| o.config.ana_group != n.config.ana_group)
+    })
+}
+
+/// A reload moved namespaces of `subsys` to other ANA groups: its
+/// controllers' ANA log pages changed, so CHGCNT moves and they get the ANA
+/// Change notice (besides the Namespace Attribute notice of the reload).
+pub fn namespaces_moved(table: &AnaTable, subsys: &crate::registry::Subsystem) {
+    table.chgcnt.fetch_add(1, Ordering::AcqRel);
+    info!(subnqn = %subsys.nqn, chgcnt = table.chgcnt(), "namespaces moved to other ANA groups");
+    for c in subsys.all_controllers() {
+        notify(&c);
+    }
+}
+
 /// Tells every controller whose log page `changed` affects: those reached
 /// through a changed port that see a namespace of a changed group.
 pub fn notify_changed(reg: &Registry, changed: &[(usize, u32)]) {

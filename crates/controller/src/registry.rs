@@ -627,7 +627,11 @@ impl Registry {
             }
         }
         for (existing, s, map, changed) in prepared {
+            let moved = crate::ana::groups_moved(&existing.namespaces(), &map);
             hosts_changed |= existing.apply(s, map, &changed);
+            if moved {
+                crate::ana::namespaces_moved(&self.ana, &existing);
+            }
             if !changed.is_empty() {
                 summary.changed_namespaces.push((s.nqn.clone(), changed));
             }

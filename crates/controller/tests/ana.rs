@@ -326,6 +326,25 @@ async fn live_change_sends_ana_change_and_sets_io_status() {
             .status(),
         Some(Status::ANA_INACCESSIBLE)
     );
+
+    let chg = decode_ana_log(&ana_log(&b, 4096, 0, false).await).0;
+
+    // A reload that moves NSID 2 into group 1 changes the log too: CHGCNT
+    // moves and the notice comes (with the Namespace Attribute notice).
+    cfg.subsystems[0].namespaces[1].ana_group = 1;
+    t.reload(&cfg).unwrap();
+    let mut saw_ana = false;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), ev_b.recv()).await {
+        saw_ana |= e.info == aen_notice::ANA_CHANGE;
+    }
+    assert!(saw_ana, "an ANA Change notice after the group move");
+    let (chg2, groups) = decode_ana_log(&ana_log(&b, 4096, 0, false).await);
+    assert!(chg2 > chg);
+    assert_eq!(
+        groups,
+        [group(1, ana_state::OPTIMIZED, vec![1, 2], groups[0].chgcnt)]
+    );
+    assert_eq!(b.identify_namespace(2).await.unwrap().anagrpid, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
