@@ -534,3 +534,76 @@ fn parse_block_size(s: &str) -> Result<u32, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: TargetArgs,
+    }
+
+    fn quick(args: &[&str]) -> anyhow::Result<TargetConfig> {
+        let t = T::try_parse_from(std::iter::once("target").chain(args.iter().copied()))?;
+        Ok(build_config(&t.a, None)?.0)
+    }
+
+    #[test]
+    fn ana_flags_build_the_config() {
+        let c = quick(&[
+            "--listen",
+            "127.0.0.1:4420",
+            "--listen",
+            "127.0.0.1:4421",
+            "--memory",
+            "1M",
+            "--memory",
+            "1M",
+            "--ana-group",
+            "2=7",
+            "--ana-state",
+            "127.0.0.1:4421=7:inaccessible",
+            "--cntlid-range",
+            "100-199",
+        ])
+        .unwrap();
+        let s = &c.subsystems[0];
+        assert_eq!((s.cntlid_min, s.cntlid_max), (100, 199));
+        assert_eq!(
+            (s.namespaces[0].ana_group, s.namespaces[1].ana_group),
+            (1, 7)
+        );
+        assert_eq!(c.ana_states.len(), 1);
+        assert_eq!(
+            c.ana_states[0].state,
+            nvmf_controller::ana::AnaState::Inaccessible
+        );
+        for (bad, why) in [
+            (vec!["--memory", "1M", "--ana-group", "3=2"], "not the NSID"),
+            (
+                vec!["--memory", "1M", "--ana-group", "1=200"],
+                "between 1 and 128",
+            ),
+            (vec!["--memory", "1M", "--cntlid-range", "9"], "MIN-MAX"),
+            (
+                vec!["--memory", "1M", "--cntlid-range", "9-3"],
+                "cntlid_min",
+            ),
+            (
+                vec![
+                    "--memory",
+                    "1M",
+                    "--ana-state",
+                    "127.0.0.1:4499=1:optimized",
+                ],
+                "not one of the listen addresses",
+            ),
+        ] {
+            let e = format!("{:#}", quick(&bad).unwrap_err());
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+}
