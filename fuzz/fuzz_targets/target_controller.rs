@@ -133,6 +133,8 @@ fn env() -> &'static Env {
                 nqn: NQN.into(),
                 serial: "fuzz".into(),
                 model: "fuzz".into(),
+                cntlid_min: 1,
+                cntlid_max: 0xFFEF,
                 hosts: vec![],
                 namespaces: NS
                     .iter()
@@ -142,6 +144,7 @@ fn env() -> &'static Env {
                         block_size,
                         direct: Default::default(),
                         uuid: None,
+                        ana_group: 1,
                     })
                     .collect(),
             }],
@@ -159,6 +162,7 @@ fn env() -> &'static Env {
             },
             busy_poll_us: 0,
             tcp_congestion: None,
+            ana_states: vec![],
             tls: None,
         };
         cfg.validate("fuzz").expect("valid configuration");

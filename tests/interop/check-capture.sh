@@ -1,6 +1,6 @@
 #!/bin/bash
 # tests/interop/check-capture.sh [--auth] PCAP -- fail if tshark finds a malformed
-# NVMe/TCP packet in PCAP (ports 4420 and 8009 decoded as NVMe/TCP, digests verified).
+# NVMe/TCP packet in PCAP (ports 4420, 4421 and 8009 decoded as NVMe/TCP, digests verified).
 #
 # --auth (the auth suites): the capture must also hold DH-HMAC-CHAP exchanges,
 # decoded as NVMe/TCP fabrics commands: at least one Authentication Send
@@ -21,7 +21,7 @@ AUTH=0
 [ "${1:-}" = --auth ] && { AUTH=1; shift; }
 pcap=${1:?usage: check-capture.sh [--auth] PCAP}
 command -v tshark >/dev/null || { echo "check-capture: tshark is not installed (scripts/install-deps.sh)"; exit 1; }
-opts=(-d tcp.port==4420,nvme-tcp -d tcp.port==8009,nvme-tcp
+opts=(-d tcp.port==4420,nvme-tcp -d tcp.port==4421,nvme-tcp -d tcp.port==8009,nvme-tcp
       -o nvme-tcp.check_hdgst:TRUE -o nvme-tcp.check_ddgst:TRUE)
 total=$(tshark -r "$pcap" "${opts[@]}" -Y nvme-tcp -T fields -e frame.number 2>/dev/null | wc -l)
 bad=$(tshark -r "$pcap" "${opts[@]}" -Y '_ws.malformed || nvme-tcp.hdgst.status == "Bad" || nvme-tcp.ddgst.status == "Bad"' \

@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Serve NVMe/TCP subsystems (with no options: a 1 GiB memory namespace on 127.0.0.1:4420).
     Target(target::TargetArgs),
+    /// Set or show the ANA state of a group on a port of a running target,
+    /// through its --control-socket.
+    AnaState(target::AnaStateArgs),
     /// Generate load and measure IOPS, bandwidth and latency (fio-style options).
     Perf(perf::PerfArgs),
     #[command(flatten)]
@@ -52,6 +55,7 @@ fn main() -> std::process::ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Target(a) => target::run(a, matches.subcommand_matches("target")),
+        Command::AnaState(a) => target::ana_state(a),
         Command::Perf(p) => perf::run(p),
         Command::Host(h) => host::run(h),
     };

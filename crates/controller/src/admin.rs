@@ -267,8 +267,10 @@ impl QueueTask {
             fcatt: 0,
             msdbd: 1,
             ofcs: if discovery { 0 } else { 1 },
+            ..Default::default()
         };
         if !discovery {
+            crate::ana::fill_identify_controller(&mut id);
             id.tnvmcap = self
                 .ns
                 .values()
@@ -319,6 +321,14 @@ impl QueueTask {
             lid::CHANGED_NS if !discovery => encode_changed_ns_list(&ctrl.take_changed_ns(rae)),
             lid::CMD_EFFECTS if !discovery => command_effects().encode(),
             lid::RESERVATION if !discovery => ctrl.resv.take(rae).encode().to_vec(),
+            lid::ANA if !discovery => {
+                ctrl.ana.log_read(rae);
+                let rgo = sqe.cdw10 & nvmf_proto::log::ANA_LSP_RGO != 0;
+                self.ctx
+                    .registry
+                    .ana
+                    .log_page(ctrl.ana.port(), &self.ns, rgo)
+            }
             _ => return fail(cid, Status::INVALID_LOG_PAGE.dnr()),
         };
         if offset > page.len() as u64 || offset % 4 != 0 {
@@ -490,7 +500,7 @@ fn identify_namespace(ns: &crate::registry::Namespace) -> IdentifyNamespace {
         },
         noiob: 0,
         nvmcap: u128::from(info.capacity_bytes()),
-        anagrpid: 0,
+        anagrpid: ns.config.ana_group,
         nguid: ns.nguid,
         eui64: ns.eui64,
         lbaf: vec![LbaFormat {

@@ -132,6 +132,9 @@ pub struct NamespaceConfig {
     pub direct: DirectIo,
     /// Namespace UUID; derived from the subsystem NQN and NSID when absent, so it is stable.
     pub uuid: Option<uuid::Uuid>,
+    /// ANA group (Identify Namespace ANAGRPID, NVMe Base 2.0 §8.1.2), 1..=128;
+    /// its state on each port comes from [`TargetConfig::ana_states`].
+    pub ana_group: u32,
 }
 
 /// A secret from the configuration (a DH-HMAC-CHAP key in its `DHHC-1:`
@@ -218,7 +221,17 @@ pub struct SubsystemConfig {
     pub hosts: Vec<HostConfig>,
     /// Namespaces, by NSID.
     pub namespaces: Vec<NamespaceConfig>,
+    /// Lowest controller ID handed out (nvmet's `attr_cntlid_min`).
+    pub cntlid_min: u16,
+    /// Highest controller ID handed out (nvmet's `attr_cntlid_max`). Two
+    /// targets serving one subsystem (an HA pair) need disjoint ranges: a
+    /// host refuses a second controller with a CNTLID it already has in
+    /// that subsystem.
+    pub cntlid_max: u16,
 }
+
+/// Largest dynamic controller ID (NVMe-oF 1.1 §4.2: FFF0h..FFFFh are reserved).
+pub const CNTLID_MAX: u16 = 0xFFEF;
 
 /// The whole target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +257,9 @@ pub struct TargetConfig {
     pub tcp_congestion: Option<String>,
     /// TLS on the `listen` ports (`None`: plain TCP).
     pub tls: Option<TlsConfig>,
+    /// ANA state of groups on listen ports; unlisted (port, group) pairs are
+    /// optimized (NVMe Base 2.0 §8.1; docs/target.md).
+    pub ana_states: Vec<crate::ana::AnaPortState>,
 }
 
 /// Whether a TLS port insists on TLS (the discovery log's TREQ secure channel
@@ -295,7 +311,10 @@ impl TargetConfig {
                     block_size: 512,
                     direct: DirectIo::Auto,
                     uuid: None,
+                    ana_group: 1,
                 }],
+                cntlid_min: 1,
+                cntlid_max: CNTLID_MAX,
             }],
             header_digest: true,
             data_digest: true,
@@ -303,6 +322,7 @@ impl TargetConfig {
             busy_poll_us: 0,
             tcp_congestion: None,
             tls: None,
+            ana_states: Vec::new(),
         }
     }
 
@@ -346,9 +366,20 @@ impl TargetConfig {
                 crate::auth::validate_host(h)
                     .map_err(|(field, m)| inv(format!("{g}.{field}"), m))?;
             }
+            if s.cntlid_min == 0 || s.cntlid_max > CNTLID_MAX || s.cntlid_min > s.cntlid_max {
+                return Err(inv(
+                    format!("{f}.cntlid_min"),
+                    format!(
+                        "the CNTLID range {}..={} must lie within 1..={CNTLID_MAX} with cntlid_min <= cntlid_max",
+                        s.cntlid_min, s.cntlid_max
+                    ),
+                ));
+            }
             let mut ids = std::collections::HashSet::new();
             for (j, n) in s.namespaces.iter().enumerate() {
                 let g = format!("{f}.namespace[{j}]");
+                crate::ana::check_group(n.ana_group)
+                    .map_err(|m| inv(format!("{g}.ana_group"), m))?;
                 if n.nsid == 0 || n.nsid == u32::MAX {
                     return Err(inv(
                         format!("{g}.nsid"),
@@ -367,6 +398,23 @@ impl TargetConfig {
                         format!("{} is not 512 or 4096", n.block_size),
                     ));
                 }
+            }
+        }
+        let mut seen_ana = std::collections::HashSet::new();
+        for (i, a) in self.ana_states.iter().enumerate() {
+            let f = format!("ana_state[{i}]");
+            if !self.listen.contains(&a.port) {
+                return Err(inv(
+                    format!("{f}.port"),
+                    format!("{} is not one of the listen addresses", a.port),
+                ));
+            }
+            crate::ana::check_group(a.group).map_err(|m| inv(format!("{f}.group"), m))?;
+            if !seen_ana.insert((a.port, a.group)) {
+                return Err(inv(
+                    f,
+                    format!("group {} on {} is given twice", a.group, a.port),
+                ));
             }
         }
         if self.busy_poll_us > 1_000_000 {
@@ -488,6 +536,17 @@ struct FileConfig {
     tls_compat: bool,
     #[serde(default, rename = "subsystem")]
     subsystems: Vec<FileSubsystem>,
+    /// `[[ana_state]]` tables: port, group, state.
+    #[serde(default, rename = "ana_state")]
+    ana_states: Vec<FileAnaState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAnaState {
+    port: String,
+    group: u32,
+    state: String,
 }
 
 /// A string or a list of strings.
@@ -524,6 +583,8 @@ struct FileSubsystem {
     hosts: Vec<FileHost>,
     #[serde(default, rename = "namespace")]
     namespaces: Vec<FileNamespace>,
+    cntlid_min: Option<u16>,
+    cntlid_max: Option<u16>,
 }
 
 /// A host in the file: its NQN alone, or a table with its secrets.
@@ -575,6 +636,7 @@ struct FileNamespace {
     #[serde(default)]
     direct: Option<String>,
     uuid: Option<String>,
+    ana_group: Option<u32>,
 }
 
 fn default_bs() -> u32 {
@@ -755,6 +817,7 @@ impl FileConfig {
                     block_size: n.block_size,
                     direct,
                     uuid,
+                    ana_group: n.ana_group.unwrap_or(1),
                 });
             }
             subsystems.push(SubsystemConfig {
@@ -763,9 +826,21 @@ impl FileConfig {
                 nqn: s.nqn,
                 hosts: s.hosts.into_iter().map(HostConfig::from).collect(),
                 namespaces,
+                cntlid_min: s.cntlid_min.unwrap_or(1),
+                cntlid_max: s.cntlid_max.unwrap_or(CNTLID_MAX),
+            });
+        }
+        let mut ana_states = Vec::new();
+        for (i, a) in self.ana_states.iter().enumerate() {
+            let f = format!("ana_state[{i}]");
+            ana_states.push(crate::ana::AnaPortState {
+                port: parse_addr(format!("{f}.port"), &a.port)?,
+                group: a.group,
+                state: a.state.parse().map_err(|m| inv(format!("{f}.state"), m))?,
             });
         }
         Ok(TargetConfig {
+            ana_states,
             listen,
             discovery_listen,
             subsystems,
@@ -920,6 +995,83 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(field), "{t}: {e}");
+        }
+    }
+
+    #[test]
+    fn ana_states_groups_and_cntlid_range() {
+        let t = r#"
+            listen = ["127.0.0.1:4420", "127.0.0.1:4421"]
+            [[ana_state]]
+            port = "127.0.0.1:4421"
+            group = 2
+            state = "non-optimized"
+            [[subsystem]]
+            nqn = "nqn.2024-01.io.test:a"
+            cntlid_min = 100
+            cntlid_max = 199
+            [[subsystem.namespace]]
+            memory = "1M"
+            [[subsystem.namespace]]
+            memory = "1M"
+            ana_group = 2
+        "#;
+        let c = TargetConfig::from_toml(t, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            c.ana_states,
+            [crate::ana::AnaPortState {
+                port: "127.0.0.1:4421".parse().unwrap(),
+                group: 2,
+                state: crate::ana::AnaState::NonOptimized,
+            }]
+        );
+        let s = &c.subsystems[0];
+        assert_eq!((s.cntlid_min, s.cntlid_max), (100, 199));
+        assert_eq!(
+            (s.namespaces[0].ana_group, s.namespaces[1].ana_group),
+            (1, 2)
+        );
+        for (bad, field) in [
+            (
+                t.replacen("group = 2\n", "group = 0\n", 1),
+                "ana_state[0].group",
+            ),
+            (
+                t.replace("4421\"\n            group", "4422\"\n            group"),
+                "ana_state[0].port",
+            ),
+            (
+                t.replace("\"non-optimized\"", "\"sideways\""),
+                "ana_state[0].state",
+            ),
+            (
+                t.replace("ana_group = 2", "ana_group = 129"),
+                "namespace[1].ana_group",
+            ),
+            (
+                t.replace("cntlid_min = 100", "cntlid_min = 200"),
+                "cntlid_min",
+            ),
+            (
+                t.replace("cntlid_max = 199", "cntlid_max = 65520"),
+                "cntlid_min",
+            ),
+        ] {
+            let e = TargetConfig::from_toml(&bad, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        let f = crate::ana::AnaPortState::parse_flag("[::1]:4420=3:inaccessible").unwrap();
+        assert_eq!((f.group, f.state), (3, crate::ana::AnaState::Inaccessible));
+        for bad in [
+            "127.0.0.1:4420",
+            "127.0.0.1:4420=1",
+            "127.0.0.1:4420=0:optimized",
+            "x=1:optimized",
+            "127.0.0.1:4420=1:gone",
+        ] {
+            assert!(crate::ana::AnaPortState::parse_flag(bad).is_err(), "{bad}");
         }
     }
 

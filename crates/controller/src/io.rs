@@ -173,15 +173,28 @@ impl QueueTask {
         if sqe.opcode == io_opcode::FLUSH && sqe.nsid == u32::MAX {
             // Flush of all namespaces (NVM Command Set 1.0 §3.2.2).
             let all: Vec<Arc<Namespace>> = self.ns.values().cloned().collect();
+            if let Some(st) = all.iter().find_map(|n| self.ana_status(n)) {
+                return Outcome::Complete(Cqe::new(cid, st));
+            }
             return self.dispatch(sqe, Vec::new(), 0, all);
         }
         let Some(ns) = self.ns.get(&sqe.nsid).cloned() else {
             return Outcome::Complete(Cqe::new(cid, Status::INVALID_NS.dnr()));
         };
+        if let Some(st) = self.ana_status(&ns) {
+            return Outcome::Complete(Cqe::new(cid, st));
+        }
         if nvmf_proto::resv::is_reservation_opcode(sqe.opcode) {
             return self.reservation_command(ns, sqe, data, buffer_len);
         }
         self.dispatch(sqe, data.to_vec(), buffer_len, vec![ns])
+    }
+
+    /// The path-related status of I/O to `ns` on this controller's port, if its
+    /// ANA group is not accessible there (crate::ana).
+    fn ana_status(&self, ns: &Namespace) -> Option<Status> {
+        let c = self.ctrl.as_ref()?;
+        self.ctx.registry.ana.io_status(c.ana.port(), ns)
     }
 
     fn dispatch(

@@ -12,9 +12,11 @@
 
 pub mod admin;
 pub mod admission;
+pub mod ana;
 pub mod auth;
 mod bufpool;
 pub mod config;
+pub mod control;
 pub mod discovery;
 pub mod io;
 mod queue;

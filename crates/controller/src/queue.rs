@@ -553,6 +553,11 @@ impl QueueTask {
                 self.ctx.registry.add_discovery_ctrl(&ctrl);
             }
             ctrl.touch();
+            // The controller's ANA states are those of the port it came through.
+            if let Ok(local) = self.conn.stream().local_addr() {
+                ctrl.ana
+                    .set_port(crate::ana::port_of(&self.ctx.ports, local));
+            }
             self.conn.queue.set_connected(0, sq_size as u16, sqfc, 8192);
             self.role = Role::Admin(AdminState {
                 cc: Cc::default(),

@@ -134,7 +134,8 @@ pub struct Subsystem {
     namespaces: RwLock<Arc<NsMap>>,
     ns_generation: AtomicU64,
     controllers: Mutex<HashMap<u16, Arc<CtrlShared>>>,
-    next_cntlid: Mutex<u16>,
+    /// The next CNTLID to try and the range handed out (cntlid_min..=cntlid_max).
+    next_cntlid: Mutex<(u16, u16, u16)>,
 }
 
 impl Subsystem {
@@ -151,7 +152,7 @@ impl Subsystem {
             namespaces: RwLock::new(Arc::new(map)),
             ns_generation: AtomicU64::new(1),
             controllers: Mutex::new(HashMap::new()),
-            next_cntlid: Mutex::new(1),
+            next_cntlid: Mutex::new((cfg.cntlid_min, cfg.cntlid_min, cfg.cntlid_max)),
         })
     }
 
@@ -183,7 +184,9 @@ impl Subsystem {
     }
 
     /// Registers a new controller and returns it (dynamic controller model: IDs
-    /// 1..=0xFFEF, NVMe-oF 1.1 §4.2). `None` when every ID is in use.
+    /// cntlid_min..=cntlid_max within 1..=0xFFEF, NVMe-oF 1.1 §4.2; two targets
+    /// serving one subsystem use disjoint ranges so that CNTLIDs stay unique
+    /// in the subsystem). `None` when every ID is in use.
     pub fn add_controller(
         self: &Arc<Self>,
         hostnqn: &str,
@@ -192,9 +195,10 @@ impl Subsystem {
     ) -> Option<Arc<CtrlShared>> {
         let mut ctrls = self.controllers.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self.next_cntlid.lock().unwrap_or_else(|e| e.into_inner());
-        for _ in 0..0xFFEF {
-            let id = *next;
-            *next = if *next >= 0xFFEF { 1 } else { *next + 1 };
+        let (_, min, max) = *next;
+        for _ in min..=max {
+            let id = next.0.clamp(min, max);
+            next.0 = if id >= max { min } else { id + 1 };
             if ctrls.contains_key(&id) {
                 continue;
             }
@@ -228,7 +232,7 @@ impl Subsystem {
             .remove(&cntlid);
     }
 
-    fn all_controllers(&self) -> Vec<Arc<CtrlShared>> {
+    pub(crate) fn all_controllers(&self) -> Vec<Arc<CtrlShared>> {
         self.controllers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -265,6 +269,13 @@ impl Subsystem {
     /// the allowed hosts changed (the discovery log of those hosts changes
     /// with them).
     fn apply(&self, cfg: &SubsystemConfig, new: NsMap, changed: &[u32]) -> bool {
+        {
+            // A new CNTLID range applies to the next controllers.
+            let mut n = self.next_cntlid.lock().unwrap_or_else(|e| e.into_inner());
+            if (n.1, n.2) != (cfg.cntlid_min, cfg.cntlid_max) {
+                *n = (cfg.cntlid_min, cfg.cntlid_min, cfg.cntlid_max);
+            }
+        }
         let hosts_changed = {
             let mut h = self.hosts.write().unwrap_or_else(|e| e.into_inner());
             let changed = **h != cfg.hosts;
@@ -341,6 +352,8 @@ pub struct CtrlShared {
     pub kato_ms: AtomicU32,
     /// Asynchronous Event Configuration.
     pub aec: AtomicU32,
+    /// ANA: the port reached through, the ANA Change notice's mask.
+    pub ana: crate::ana::CtrlAna,
     last_activity_ms: AtomicU64,
     epoch: Instant,
     close_tx: watch::Sender<bool>,
@@ -377,6 +390,7 @@ impl CtrlShared {
             granted_io_queues: AtomicU32::new(0),
             kato_ms: AtomicU32::new(kato_ms),
             aec: AtomicU32::new(0),
+            ana: crate::ana::CtrlAna::default(),
             last_activity_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             close_tx,
@@ -476,6 +490,12 @@ impl CtrlShared {
         }
     }
 
+    /// Completes an Asynchronous Event Request with `dw0` (or queues it until
+    /// the host sends one).
+    pub(crate) fn send_aen(&self, dw0: u32) {
+        let _ = self.admin_tx.send(AdminSignal::Aen(dw0));
+    }
+
     /// Raises a Discovery Log Page Change notice if the host enabled it.
     pub fn discovery_changed(&self) {
         if self.aec.load(Ordering::Relaxed) & aec::DISCOVERY_LOG_CHANGE != 0 {
@@ -534,6 +554,8 @@ pub struct Registry {
     pub discovery: Arc<Subsystem>,
     /// When the target started, for SMART power-on hours.
     pub started: Instant,
+    /// ANA states of every listen port and group.
+    pub ana: crate::ana::AnaTable,
 }
 
 /// What a reload changed.
@@ -545,6 +567,8 @@ pub struct ReloadSummary {
     pub removed: Vec<String>,
     /// Namespaces added, removed or replaced, by subsystem.
     pub changed_namespaces: Vec<(String, Vec<u32>)>,
+    /// ANA states changed: "ADDR:PORT group N: STATE".
+    pub ana_changed: Vec<String>,
 }
 
 impl Registry {
@@ -560,6 +584,8 @@ impl Registry {
             model: "nvmf-rs discovery".into(),
             hosts: vec![],
             namespaces: vec![],
+            cntlid_min: 1,
+            cntlid_max: crate::config::CNTLID_MAX,
         };
         Ok(Self {
             subsystems: RwLock::new(map),
@@ -567,6 +593,7 @@ impl Registry {
             discovery_ctrls: Mutex::new(Vec::new()),
             discovery: Arc::new(Subsystem::new(&disc)?),
             started: Instant::now(),
+            ana: crate::ana::AnaTable::new(&cfg.listen, &cfg.ana_states),
         })
     }
 
@@ -628,7 +655,11 @@ impl Registry {
             }
         }
         for (existing, s, map, changed) in prepared {
+            let moved = crate::ana::groups_moved(&existing.namespaces(), &map);
             hosts_changed |= existing.apply(s, map, &changed);
+            if moved {
+                crate::ana::namespaces_moved(&self.ana, &existing);
+            }
             if !changed.is_empty() {
                 summary.changed_namespaces.push((s.nqn.clone(), changed));
             }
@@ -652,6 +683,19 @@ impl Registry {
                 summary.removed.push(g);
             }
         }
+        let ana = self.ana.apply(&cfg.ana_states);
+        for &(p, g) in &ana {
+            let port = self
+                .ana
+                .ports()
+                .get(p)
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            summary
+                .ana_changed
+                .push(format!("{port} group {g}: {}", self.ana.state(Some(p), g)));
+        }
+        crate::ana::notify_changed(self, &ana);
         if !summary.added.is_empty() || !summary.removed.is_empty() || hosts_changed {
             self.genctr.fetch_add(1, Ordering::AcqRel);
             let l = self

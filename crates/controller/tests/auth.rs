@@ -50,6 +50,8 @@ fn config(hosts: Vec<HostConfig>) -> TargetConfig {
             nqn: NQN.into(),
             serial: "auth1".into(),
             model: "test".into(),
+            cntlid_min: 1,
+            cntlid_max: 0xFFEF,
             hosts,
             namespaces: vec![NamespaceConfig {
                 nsid: 1,
@@ -57,6 +59,7 @@ fn config(hosts: Vec<HostConfig>) -> TargetConfig {
                 block_size: 512,
                 direct: Default::default(),
                 uuid: None,
+                ana_group: 1,
             }],
         }],
         header_digest: true,
@@ -64,6 +67,7 @@ fn config(hosts: Vec<HostConfig>) -> TargetConfig {
         limits: Limits::default(),
         busy_poll_us: 0,
         tcp_congestion: None,
+        ana_states: vec![],
         tls: None,
     }
 }

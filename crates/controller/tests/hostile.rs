@@ -30,6 +30,8 @@ async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
             nqn: NQN.into(),
             serial: "h".into(),
             model: "h".into(),
+            cntlid_min: 1,
+            cntlid_max: 0xFFEF,
             hosts: vec![],
             namespaces: vec![NamespaceConfig {
                 nsid: 1,
@@ -37,6 +39,7 @@ async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
                 block_size: 512,
                 direct: Default::default(),
                 uuid: None,
+                ana_group: 1,
             }],
         }],
         header_digest: true,
@@ -44,6 +47,7 @@ async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
         limits,
         busy_poll_us: 0,
         tcp_congestion: None,
+        ana_states: vec![],
         tls: None,
     };
     let t = Arc::new(Target::bind(&cfg).await.unwrap());

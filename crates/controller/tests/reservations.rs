@@ -29,6 +29,7 @@ fn config(file: Option<PathBuf>) -> TargetConfig {
         block_size: 512,
         direct: Default::default(),
         uuid: None,
+        ana_group: 1,
     }];
     if let Some(path) = file {
         namespaces.push(NamespaceConfig {
@@ -40,6 +41,7 @@ fn config(file: Option<PathBuf>) -> TargetConfig {
             block_size: 512,
             direct: Default::default(),
             uuid: None,
+            ana_group: 1,
         });
     }
     TargetConfig {
@@ -51,6 +53,8 @@ fn config(file: Option<PathBuf>) -> TargetConfig {
             model: "resv".into(),
             hosts: vec![],
             namespaces,
+            cntlid_min: 1,
+            cntlid_max: 0xFFEF,
         }],
         header_digest: false,
         data_digest: false,
@@ -58,6 +62,7 @@ fn config(file: Option<PathBuf>) -> TargetConfig {
         busy_poll_us: 0,
         tcp_congestion: None,
         tls: None,
+        ana_states: vec![],
     }
 }
 

@@ -24,6 +24,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
         block_size: 512,
         direct: Default::default(),
         uuid: None,
+        ana_group: 1,
     }];
     if let Some(path) = file {
         namespaces.push(NamespaceConfig {
@@ -35,6 +36,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
             block_size: 4096,
             direct: Default::default(),
             uuid: None,
+            ana_group: 1,
         });
     }
     TargetConfig {
@@ -44,6 +46,8 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
             nqn: NQN.into(),
             serial: "sn1".into(),
             model: "test".into(),
+            cntlid_min: 1,
+            cntlid_max: 0xFFEF,
             hosts: vec![],
             namespaces,
         }],
@@ -52,6 +56,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
         limits: Limits::default(),
         busy_poll_us: 0,
         tcp_congestion: None,
+        ana_states: vec![],
         tls: None,
     }
 }
@@ -306,6 +311,7 @@ async fn reload_adds_a_namespace_and_raises_an_event() {
         block_size: 4096,
         direct: Default::default(),
         uuid: None,
+        ana_group: 1,
     });
     let summary = t.reload(&cfg).unwrap();
     assert_eq!(summary.changed_namespaces, vec![(NQN.to_string(), vec![7])]);
@@ -618,6 +624,7 @@ async fn a_reload_that_fails_changes_nothing() {
         block_size: 512,
         direct: Default::default(),
         uuid: None,
+        ana_group: 1,
     });
     bad.subsystems[1].namespaces.push(NamespaceConfig {
         nsid: 2,
@@ -628,6 +635,7 @@ async fn a_reload_that_fails_changes_nothing() {
         block_size: 512,
         direct: Default::default(),
         uuid: None,
+        ana_group: 1,
     });
     assert!(t.reload(&bad).is_err());
     let list = admin

@@ -30,6 +30,8 @@ fn config(keys: Vec<ConfiguredPsk>, derivation: Derivation) -> TargetConfig {
             nqn: NQN.into(),
             serial: "sn1".into(),
             model: "test".into(),
+            cntlid_min: 1,
+            cntlid_max: 0xFFEF,
             hosts: vec![],
             namespaces: vec![NamespaceConfig {
                 nsid: 1,
@@ -37,6 +39,7 @@ fn config(keys: Vec<ConfiguredPsk>, derivation: Derivation) -> TargetConfig {
                 block_size: 512,
                 direct: Default::default(),
                 uuid: None,
+                ana_group: 1,
             }],
         }],
         header_digest: true,
@@ -44,6 +47,7 @@ fn config(keys: Vec<ConfiguredPsk>, derivation: Derivation) -> TargetConfig {
         limits: Limits::default(),
         busy_poll_us: 0,
         tcp_congestion: None,
+        ana_states: vec![],
         tls: Some(TlsConfig {
             treq: Default::default(),
             ports: vec![],

@@ -73,6 +73,32 @@ pub mod oncs {
     pub const RESERVATIONS: u16 = 1 << 5;
 }
 
+/// CMIC bits (NVMe Base 2.0 Figure 275, byte 76).
+pub mod cmic {
+    /// The NVM subsystem may have two or more ports.
+    pub const MULTI_PORT: u8 = 1 << 0;
+    /// The NVM subsystem may have two or more controllers.
+    pub const MULTI_CTRL: u8 = 1 << 1;
+    /// The controller supports Asymmetric Namespace Access Reporting.
+    pub const ANA: u8 = 1 << 3;
+}
+
+/// ANACAP bits (NVMe Base 2.0 Figure 275, byte 343).
+pub mod anacap {
+    /// Reports ANA Optimized.
+    pub const OPTIMIZED: u8 = 1 << 0;
+    /// Reports ANA Non-Optimized.
+    pub const NON_OPTIMIZED: u8 = 1 << 1;
+    /// Reports ANA Inaccessible.
+    pub const INACCESSIBLE: u8 = 1 << 2;
+    /// Reports ANA Persistent Loss.
+    pub const PERSISTENT_LOSS: u8 = 1 << 3;
+    /// Reports ANA Change.
+    pub const CHANGE: u8 = 1 << 4;
+    /// A namespace's ANAGRPID does not change while it is attached.
+    pub const GRPID_STATIC: u8 = 1 << 6;
+}
+
 /// Identify Controller (NVMe Base 2.0 Figure 275), with the Fabrics fields of
 /// bytes 1792-1805 (NVMe-oF 1.1 Figure 39).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -149,6 +175,16 @@ pub struct IdentifyController {
     pub awupf: u16,
     /// SGL Support.
     pub sgls: u32,
+    /// ANA Transition Time in seconds (NVMe Base 2.0 Figure 275, byte 342).
+    pub anatt: u8,
+    /// ANA Capabilities (byte 343): bits 0-4 the states reported (optimized,
+    /// non-optimized, inaccessible, persistent loss, change), bit 6 ANAGRPID
+    /// does not change while attached, bit 7 non-zero ANAGRPID in Namespace Management.
+    pub anacap: u8,
+    /// ANA Group Identifier Maximum (bytes 347:344).
+    pub anagrpmax: u32,
+    /// Number of ANA Group Identifiers (bytes 351:348).
+    pub nanagrpid: u32,
     /// Maximum Number of Allowed Namespaces.
     pub mnan: u32,
     /// NVM Subsystem NVMe Qualified Name.
@@ -207,6 +243,10 @@ impl IdentifyController {
         put_u16(&mut b, 526, self.awun);
         put_u16(&mut b, 528, self.awupf);
         put_u32(&mut b, 536, self.sgls);
+        put_u8(&mut b, 342, self.anatt);
+        put_u8(&mut b, 343, self.anacap);
+        put_u32(&mut b, 344, self.anagrpmax);
+        put_u32(&mut b, 348, self.nanagrpid);
         put_u32(&mut b, 540, self.mnan);
         put_str(&mut b, 768, 256, &self.subnqn, 0);
         put_u32(&mut b, 1792, self.ioccsz);
@@ -257,6 +297,10 @@ impl IdentifyController {
             awun: u16_at(b, 526),
             awupf: u16_at(b, 528),
             sgls: u32_at(b, 536),
+            anatt: u8_at(b, 342),
+            anacap: u8_at(b, 343),
+            anagrpmax: u32_at(b, 344),
+            nanagrpid: u32_at(b, 348),
             mnan: u32_at(b, 540),
             subnqn: str_at(b, 768, 256),
             ioccsz: u32_at(b, 1792),
@@ -488,9 +532,20 @@ mod tests {
             ioccsz: (8192 + 64) / 16,
             iorcsz: 1,
             msdbd: 1,
+            cmic: cmic::MULTI_PORT | cmic::MULTI_CTRL | cmic::ANA,
+            anatt: 10,
+            anacap: 0x1f,
+            anagrpmax: 128,
+            nanagrpid: 128,
+            mnan: 1024,
             ..Default::default()
         };
         let b = c.encode();
+        assert_eq!(b[76], 0x0b);
+        // Linux `struct nvme_id_ctrl`: endgidmax at 340, then anatt, anacap,
+        // anagrpmax, nanagrpid.
+        assert_eq!((b[342], b[343]), (10, 0x1f));
+        assert_eq!(b[344..352], [128, 0, 0, 0, 128, 0, 0, 0]);
         assert_eq!(b.len(), IDENTIFY_SIZE);
         assert_eq!(&b[4..14], b"nvmevm0001");
         assert_eq!(b[14], b' ');

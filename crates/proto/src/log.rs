@@ -260,7 +260,7 @@ impl CommandEffectsLog {
     }
 }
 
-/// ANA states (NVMe Base 2.0 §8.1.3).
+/// ANA states (NVMe Base 2.0 §8.1.3, Figure 226 ANA State field).
 pub mod ana_state {
     /// ANA Optimized.
     pub const OPTIMIZED: u8 = 0x01;
@@ -268,9 +268,18 @@ pub mod ana_state {
     pub const NON_OPTIMIZED: u8 = 0x02;
     /// ANA Inaccessible.
     pub const INACCESSIBLE: u8 = 0x03;
+    /// ANA Persistent Loss.
+    pub const PERSISTENT_LOSS: u8 = 0x04;
+    /// ANA Change (in transition).
+    pub const CHANGE: u8 = 0x0F;
 }
 
-/// One ANA group descriptor (NVMe Base 2.0 Figure 226).
+/// Get Log Page LSP bit 0 for the ANA log: Return Groups Only (NVMe Base 2.0
+/// §5.16.1.12), CDW10 bit 8.
+pub const ANA_LSP_RGO: u32 = 1 << 8;
+
+/// One ANA group descriptor (NVMe Base 2.0 Figure 226): 32 bytes, then the
+/// NSIDs of the group's namespaces in ascending order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnaGroup {
     /// ANA Group ID.
@@ -279,11 +288,12 @@ pub struct AnaGroup {
     pub chgcnt: u64,
     /// ANA State.
     pub state: u8,
-    /// Namespaces in the group.
+    /// Namespaces in the group (empty when the host asked for groups only).
     pub nsids: Vec<u32>,
 }
 
-/// Encodes an ANA log page (NVMe Base 2.0 Figure 225).
+/// Encodes an ANA log page (NVMe Base 2.0 Figure 225): CHGCNT, the number of
+/// descriptors, then the descriptors.
 pub fn encode_ana_log(chgcnt: u64, groups: &[AnaGroup]) -> Vec<u8> {
     let mut b = vec![0u8; 16];
     put_u64(&mut b, 0, chgcnt);
@@ -300,6 +310,34 @@ pub fn encode_ana_log(chgcnt: u64, groups: &[AnaGroup]) -> Vec<u8> {
         b.extend_from_slice(&d);
     }
     b
+}
+
+/// Decodes an ANA log page: (CHGCNT, descriptors). Stops at the first
+/// descriptor the buffer does not hold whole, so a truncated or hostile page
+/// gives what it has and never panics.
+pub fn decode_ana_log(b: &[u8]) -> (u64, Vec<AnaGroup>) {
+    let chgcnt = u64_at(b, 0);
+    let n = usize::from(u16_at(b, 8));
+    let mut groups = Vec::new();
+    let mut off = 16usize;
+    for _ in 0..n {
+        let Some(d) = b.get(off..off + 32) else { break };
+        let nn = u32_at(d, 4) as usize;
+        let Some(ids) = nn
+            .checked_mul(4)
+            .and_then(|l| b.get(off + 32..(off + 32).checked_add(l)?))
+        else {
+            break;
+        };
+        groups.push(AnaGroup {
+            grpid: u32_at(d, 0),
+            chgcnt: u64_at(d, 8),
+            state: u8_at(d, 16) & 0x0f,
+            nsids: ids.chunks_exact(4).map(|c| u32_at(c, 0)).collect(),
+        });
+        off += 32 + 4 * nn;
+    }
+    (chgcnt, groups)
 }
 
 /// Transport types in TRTYPE (NVMe-oF 1.1 Figure 38).
@@ -561,5 +599,29 @@ mod tests {
             }],
         );
         assert_eq!(ana.len(), 16 + 32 + 8);
+        let groups = vec![
+            AnaGroup {
+                grpid: 1,
+                chgcnt: 3,
+                state: ana_state::INACCESSIBLE,
+                nsids: vec![1, 5],
+            },
+            AnaGroup {
+                grpid: 2,
+                chgcnt: 0,
+                state: ana_state::NON_OPTIMIZED,
+                nsids: vec![],
+            },
+        ];
+        let page = encode_ana_log(7, &groups);
+        assert_eq!(page[8..10], [2, 0]);
+        assert_eq!(page[16 + 16], ana_state::INACCESSIBLE);
+        assert_eq!(decode_ana_log(&page), (7, groups.clone()));
+        // Truncated: the whole first descriptor only.
+        assert_eq!(decode_ana_log(&page[..16 + 40]).1, groups[..1]);
+        // A hostile NNSID does not read past the buffer.
+        let mut bad = page.clone();
+        bad[16 + 4..16 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_ana_log(&bad).1.is_empty());
     }
 }

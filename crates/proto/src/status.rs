@@ -182,6 +182,8 @@ statuses! {
     DEALLOCATED_OR_UNWRITTEN = (2, 0x87, "Deallocated or Unwritten Logical Block");
     /// Path 00h: Internal Path Error.
     INTERNAL_PATH_ERROR = (3, 0x00, "Internal Path Error");
+    /// Path 01h: Asymmetric Access Persistent Loss.
+    ANA_PERSISTENT_LOSS = (3, 0x01, "Asymmetric Access Persistent Loss");
     /// Path 02h: Asymmetric Access Inaccessible.
     ANA_INACCESSIBLE = (3, 0x02, "Asymmetric Access Inaccessible");
     /// Path 03h: Asymmetric Access Transition.

@@ -587,6 +587,12 @@ fn identify_controller_of_the_nvm_subsystem() {
         // SQES/CQES: required 6/4 (64/16 bytes).
         assert_eq!(id.sqes & 0xf, 6);
         assert_eq!(id.cqes & 0xf, 4);
+        // ANA (nvmet_execute_identify_ctrl): CMIC multi-port | multi-controller
+        // | ANA, ANACAP bits 0-4, ANATT 10, ANAGRPMAX = NANAGRPID = 128; the
+        // offsets our encoder uses read them back from the kernel's bytes.
+        assert_eq!(id.cmic, 0x0b);
+        assert_eq!((id.anatt, id.anacap), (10, 0x1f));
+        assert_eq!((id.anagrpmax, id.nanagrpid), (128, 128));
     }
 }
 

@@ -96,6 +96,73 @@ pub struct TargetArgs {
     /// so one target can serve plain and TLS ports.
     #[arg(long = "tls-port", value_name = "ADDR:PORT", requires = "tls")]
     pub tls_port: Vec<String>,
+    /// ANA state of a group on a --listen address (repeatable):
+    /// `ADDR:PORT=GROUP:STATE`, STATE one of optimized, non-optimized,
+    /// inaccessible, persistent-loss, change. Unlisted: optimized. Overrides
+    /// the ana_state tables of --config.
+    #[arg(long = "ana-state", value_name = "ADDR:PORT=GROUP:STATE")]
+    pub ana_state: Vec<String>,
+    /// ANA group of a quick-mode namespace (repeatable): `NSID=GROUP`, 1..=128
+    /// (default group 1).
+    #[arg(
+        long = "ana-group",
+        value_name = "NSID=GROUP",
+        conflicts_with = "config"
+    )]
+    pub ana_group: Vec<String>,
+    /// Controller IDs the quick-mode subsystem hands out, `MIN-MAX` (default
+    /// 1-65519): two targets serving one subsystem (an HA pair) need disjoint ranges.
+    #[arg(
+        long = "cntlid-range",
+        value_name = "MIN-MAX",
+        conflicts_with = "config"
+    )]
+    pub cntlid_range: Option<String>,
+    /// Unix socket taking control commands (mode 0600): `nvmf ana-state
+    /// --control-socket PATH ...` changes ANA states live.
+    #[arg(long = "control-socket", value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+}
+
+/// Options of `nvmf ana-state`.
+#[derive(Debug, clap::Args)]
+pub struct AnaStateArgs {
+    /// The target's --control-socket.
+    #[arg(long = "control-socket", value_name = "PATH")]
+    pub control_socket: PathBuf,
+    /// The listen address, as the target was given it (e.g. 127.0.0.1:4421).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub port: String,
+    /// The ANA group (1..=128).
+    #[arg(long, default_value_t = 1)]
+    pub group: u32,
+    /// The new state: optimized, non-optimized, inaccessible,
+    /// persistent-loss or change; without it the current state is printed.
+    #[arg(long)]
+    pub state: Option<String>,
+}
+
+/// `nvmf ana-state`: one request to a running target's control socket.
+pub fn ana_state(a: AnaStateArgs) -> anyhow::Result<()> {
+    let mut line = format!("ana-state {} {}", a.port, a.group);
+    if let Some(s) = &a.state {
+        let st: nvmf_controller::ana::AnaState = s.parse().map_err(anyhow::Error::msg)?;
+        line.push_str(&format!(" {st}"));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let answer = rt
+        .block_on(nvmf_controller::control::request(&a.control_socket, &line))
+        .with_context(|| format!("control socket {}", a.control_socket.display()))?;
+    match answer.strip_prefix("ok") {
+        Some(rest) => {
+            println!("{} group {}: {}", a.port, a.group, rest.trim());
+            Ok(())
+        }
+        None => bail!("{}", answer.strip_prefix("error ").unwrap_or(&answer)),
+    }
 }
 
 enum NsArg {
@@ -180,6 +247,8 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
     let nss = ordered_namespaces(m, a);
     let quick = !nss.is_empty()
         || a.subnqn.is_some()
+        || !a.ana_group.is_empty()
+        || a.cntlid_range.is_some()
         || !a.listen.is_empty()
         || !a.allow_host.is_empty()
         || !a.host.is_empty();
@@ -227,6 +296,7 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
                 block_size: a.block_size,
                 direct,
                 uuid: None,
+                ana_group: 1,
             });
         }
         if namespaces.is_empty() {
@@ -236,14 +306,42 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
                 block_size: a.block_size,
                 direct: DirectIo::Auto,
                 uuid: None,
+                ana_group: 1,
             });
         }
+        for g in &a.ana_group {
+            let (nsid, group) = g
+                .split_once('=')
+                .with_context(|| format!("--ana-group {g}: expected NSID=GROUP"))?;
+            let nsid: u32 = nsid
+                .parse()
+                .ok()
+                .filter(|n| namespaces.iter().any(|ns: &NamespaceConfig| ns.nsid == *n))
+                .with_context(|| {
+                    format!("--ana-group {g}: '{nsid}' is not the NSID of a namespace given")
+                })?;
+            let group = nvmf_controller::ana::parse_group(group)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--ana-group {g}"))?;
+            for ns in namespaces.iter_mut().filter(|ns| ns.nsid == nsid) {
+                ns.ana_group = group;
+            }
+        }
+        let (cntlid_min, cntlid_max) = match &a.cntlid_range {
+            None => (1, nvmf_controller::config::CNTLID_MAX),
+            Some(r) => r
+                .split_once('-')
+                .and_then(|(lo, hi)| Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?)))
+                .with_context(|| format!("--cntlid-range {r}: expected MIN-MAX, e.g. 1-999"))?,
+        };
         cfg.subsystems = vec![SubsystemConfig {
             serial: default_serial(&nqn),
             model: "nvmf-rs".into(),
             nqn,
             hosts: quick_hosts(a)?,
             namespaces,
+            cntlid_min,
+            cntlid_max,
         }];
     }
     apply_tuning(&mut cfg, a)?;
@@ -253,6 +351,16 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
 /// Applies the tuning flags, which override a config file's values, and checks
 /// the result.
 fn apply_tuning(cfg: &mut TargetConfig, a: &TargetArgs) -> anyhow::Result<()> {
+    if !a.ana_state.is_empty() {
+        cfg.ana_states = a
+            .ana_state
+            .iter()
+            .map(|s| {
+                nvmf_controller::ana::AnaPortState::parse_flag(s)
+                    .map_err(|m| anyhow::anyhow!("--ana-state {s}: {m}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
     if let Some(us) = a.busy_poll_us {
         cfg.busy_poll_us = us;
     }
@@ -373,6 +481,15 @@ pub fn run(args: TargetArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
         }
         print_banner(&target, &cfg);
         let server = tokio::spawn(target.clone().serve());
+        let control = match &args.control_socket {
+            Some(p) => {
+                let l = nvmf_controller::control::bind(p)
+                    .with_context(|| format!("--control-socket {}", p.display()))?;
+                println!("nvmf target: control socket {}  (nvmf ana-state --control-socket {} --port ADDR:PORT --group N --state STATE)", p.display(), p.display());
+                Some(tokio::spawn(nvmf_controller::control::serve(target.registry().clone(), l)))
+            }
+            None => None,
+        };
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
@@ -385,13 +502,19 @@ pub fn run(args: TargetArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
                         continue;
                     };
                     match TargetConfig::from_file(path).map_err(anyhow::Error::from).and_then(|c| target.reload(&c).map_err(anyhow::Error::from)) {
-                        Ok(s) => info!(added = ?s.added, removed = ?s.removed, changed = ?s.changed_namespaces, "configuration reloaded from {}", path.display()),
+                        Ok(s) => info!(added = ?s.added, removed = ?s.removed, changed = ?s.changed_namespaces, ana = ?s.ana_changed, "configuration reloaded from {}", path.display()),
                         Err(e) => error!("reload of {} failed, keeping the running configuration: {e:#}", path.display()),
                     }
                 }
             }
         }
         server.abort();
+        if let Some(c) = control {
+            c.abort();
+            if let Some(p) = &args.control_socket {
+                let _ = std::fs::remove_file(p);
+            }
+        }
         // Make file namespaces durable before exiting.
         for s in target.registry().subsystems() {
             for ns in s.namespaces().values() {
@@ -409,5 +532,78 @@ fn parse_block_size(s: &str) -> Result<u32, String> {
         _ => Err(format!(
             "'{s}' is not a supported block size: use 512 or 4096"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: TargetArgs,
+    }
+
+    fn quick(args: &[&str]) -> anyhow::Result<TargetConfig> {
+        let t = T::try_parse_from(std::iter::once("target").chain(args.iter().copied()))?;
+        Ok(build_config(&t.a, None)?.0)
+    }
+
+    #[test]
+    fn ana_flags_build_the_config() {
+        let c = quick(&[
+            "--listen",
+            "127.0.0.1:4420",
+            "--listen",
+            "127.0.0.1:4421",
+            "--memory",
+            "1M",
+            "--memory",
+            "1M",
+            "--ana-group",
+            "2=7",
+            "--ana-state",
+            "127.0.0.1:4421=7:inaccessible",
+            "--cntlid-range",
+            "100-199",
+        ])
+        .unwrap();
+        let s = &c.subsystems[0];
+        assert_eq!((s.cntlid_min, s.cntlid_max), (100, 199));
+        assert_eq!(
+            (s.namespaces[0].ana_group, s.namespaces[1].ana_group),
+            (1, 7)
+        );
+        assert_eq!(c.ana_states.len(), 1);
+        assert_eq!(
+            c.ana_states[0].state,
+            nvmf_controller::ana::AnaState::Inaccessible
+        );
+        for (bad, why) in [
+            (vec!["--memory", "1M", "--ana-group", "3=2"], "not the NSID"),
+            (
+                vec!["--memory", "1M", "--ana-group", "1=200"],
+                "between 1 and 128",
+            ),
+            (vec!["--memory", "1M", "--cntlid-range", "9"], "MIN-MAX"),
+            (
+                vec!["--memory", "1M", "--cntlid-range", "9-3"],
+                "cntlid_min",
+            ),
+            (
+                vec![
+                    "--memory",
+                    "1M",
+                    "--ana-state",
+                    "127.0.0.1:4499=1:optimized",
+                ],
+                "not one of the listen addresses",
+            ),
+        ] {
+            let e = format!("{:#}", quick(&bad).unwrap_err());
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 }
