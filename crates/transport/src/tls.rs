@@ -332,6 +332,8 @@ pub(crate) async fn handshake(
     };
     if !state.rx {
         crate::tls_session::set_read_ahead(s.ssl(), true);
+    } else if state.tx && !crate::tls_session::free_buffers(s.ssl()) {
+        tracing::debug!("OpenSSL kept its buffers (not empty) after the hand-over to kernel TLS");
     }
     // Forget the secrets (the slot holds them until the SSL is freed otherwise).
     if let Some(slot) = crate::ktls::secrets_index()

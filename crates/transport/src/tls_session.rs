@@ -61,6 +61,17 @@ extern "C" {
     fn SSL_CTX_set_default_read_buffer_len(ctx: *mut ffi::SSL_CTX, len: usize);
     fn SSL_set_read_ahead(s: *mut ffi::SSL, yes: c_int);
     fn SSL_has_pending(s: *const ffi::SSL) -> c_int;
+    fn SSL_free_buffers(s: *mut ffi::SSL) -> c_int;
+}
+
+/// Frees OpenSSL's (empty) read and write buffers (`SSL_free_buffers`): once
+/// the kernel carries both directions OpenSSL never reads or writes the
+/// socket again, and its 256 KiB read buffer would otherwise live as long as
+/// the connection. Returns whether they were freed (not if they held data).
+pub(crate) fn free_buffers(ssl: &SslRef) -> bool {
+    // SAFETY: `ssl` is a live SSL; OpenSSL frees only buffers that are empty
+    // and allocates them again if it ever needs them.
+    unsafe { SSL_free_buffers(ssl.as_ptr()) == 1 }
 }
 
 /// Turns read-ahead on or off for one SSL (`SSL_set_read_ahead`): off during
