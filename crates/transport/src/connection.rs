@@ -32,6 +32,9 @@ const LARGE_PDU: usize = 32 * 1024;
 const HEADER_READ: usize = 24;
 /// Header-sized reads after the last large PDU before reads grow again.
 const LARGE_MODE_READS: u8 = 4;
+/// Most ciphertext encrypted ahead of the socket on a TLS connection: a batch of
+/// PDUs is encrypted into one buffer of up to this much and sent with one `send`.
+const TLS_OUT_HIGH: usize = 256 * 1024;
 
 /// What the I/O shell needs from a queue state machine.
 pub trait QueueIo {
@@ -205,7 +208,7 @@ impl<Q: QueueIo> Connection<Q> {
 
     fn read_available(&mut self) -> Result<(), TransportError> {
         use bytes::BufMut;
-        if self.tls.is_some() {
+        if self.tls.as_ref().is_some_and(|t| !t.ktls.rx) {
             return self.read_tls();
         }
         loop {
@@ -243,6 +246,19 @@ impl<Q: QueueIo> Connection<Q> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Kernel TLS: the next record is not application data.
+                Err(e) if e.raw_os_error() == Some(libc::EIO) && self.tls.is_some() => {
+                    match crate::ktls::recv_control(&*self.stream) {
+                        Ok(crate::ktls::Control::CloseNotify) => {
+                            self.eof = true;
+                            self.queue.process();
+                            return Ok(());
+                        }
+                        Ok(crate::ktls::Control::Ignored) => {}
+                        Ok(crate::ktls::Control::WouldBlock) => return Ok(()),
+                        Err(e) => return Err(TransportError::io("kernel TLS", e)),
+                    }
+                }
                 Err(e) => return Err(TransportError::io("reading from the socket", e)),
             }
         }
@@ -250,8 +266,12 @@ impl<Q: QueueIo> Connection<Q> {
 
     /// Reads and decrypts until OpenSSL wants more bytes from the socket, so no
     /// decrypted plaintext stays buffered inside OpenSSL (`SSL_pending`).
+    /// OpenSSL decrypts straight into the receive buffer's free space; a PDU
+    /// whose rest is [`LARGE_PDU`] or more is read exactly to its end, as on the
+    /// plain path, so that the decoder never copies a partial PDU.
     fn read_tls(&mut self) -> Result<(), TransportError> {
         use openssl::ssl::ErrorCode;
+        const RECORD: usize = 16 * 1024;
         let Some(t) = self.tls.as_mut() else {
             return Ok(());
         };
@@ -260,12 +280,15 @@ impl<Q: QueueIo> Connection<Q> {
         // once per record.
         let mut fresh = 0usize;
         loop {
-            let wanted = self.queue.wanted().clamp(1, READ_CHUNK_MAX);
-            if fresh >= wanted {
+            let wanted = self.queue.wanted();
+            if fresh >= wanted.clamp(1, READ_CHUNK_MAX) {
                 fresh = 0;
                 self.queue.process();
+                continue;
             }
-            match t.ssl.ssl_read(&mut t.scratch) {
+            // (`wanted` already counts the bytes appended since the last process.)
+            let limit = if wanted >= LARGE_PDU { wanted } else { RECORD };
+            match crate::tls_session::ssl_read_into(&mut t.ssl, self.queue.rx(), limit) {
                 Ok(0) => {
                     self.eof = true;
                     self.queue.process();
@@ -273,7 +296,6 @@ impl<Q: QueueIo> Connection<Q> {
                 }
                 Ok(n) => {
                     self.read += n as u64;
-                    self.queue.rx().extend_from_slice(&t.scratch[..n]);
                     fresh += n;
                 }
                 Err(e) => match e.code() {
@@ -299,60 +321,85 @@ impl<Q: QueueIo> Connection<Q> {
         }
     }
 
-    /// Encrypts the transmit buffer: small chunks are coalesced into records of
-    /// up to 16 KiB (one `SSL_write` each). Bytes handed to OpenSSL that it has
-    /// not taken yet stay in `pending` and are offered again first.
+    /// Encrypts the transmit buffer and sends the records of the whole batch
+    /// with one `send`: OpenSSL's output is gathered in the session's `out`
+    /// buffer (up to [`TLS_OUT_HIGH`] at a time) and flushed when the batch is
+    /// encrypted. Chunks of 16 KiB or more are encrypted where they are; smaller
+    /// ones are gathered into records of up to 16 KiB first, so a batch of small
+    /// PDUs costs one record rather than one each.
     fn write_tls(&mut self) -> Result<(), TransportError> {
-        use openssl::ssl::ErrorCode;
         const RECORD: usize = 16 * 1024;
         let Some(t) = self.tls.as_mut() else {
             return Ok(());
         };
         let tx = self.queue.tx();
+        let err = |e: openssl::ssl::Error| TransportError::Tls(format!("TLS write: {e}"));
         loop {
-            if t.pending.is_empty() {
-                if tx.is_empty() {
-                    return Ok(());
+            if t.ssl.get_ref().out_len() > 0 {
+                let n = t
+                    .ssl
+                    .get_mut()
+                    .flush_out()
+                    .map_err(|e| TransportError::io("writing to the socket", e))?;
+                self.written += n as u64;
+                if t.ssl.get_ref().out_len() > 0 {
+                    return Ok(()); // the socket is full: wait until writable
+                }
+            }
+            if tx.is_empty() {
+                return Ok(());
+            }
+            // Encrypt a batch into `out`: the BIO never blocks once established,
+            // so SSL_write takes every byte (record by record).
+            while !tx.is_empty() && t.ssl.get_ref().out_len() < TLS_OUT_HIGH {
+                if let Some(c) = tx.chunks().front().filter(|c| c.len() >= RECORD) {
+                    let n = t.ssl.ssl_write(c).map_err(err)?;
+                    tx.advance(n);
+                    continue;
                 }
                 let mut taken = 0;
                 for c in tx.chunks().iter().take(MAX_IOVECS) {
-                    let n = c.len().min(RECORD - t.pending.len());
-                    t.pending.extend_from_slice(&c[..n]);
+                    if c.len() >= RECORD && !t.record.is_empty() {
+                        break;
+                    }
+                    let n = c.len().min(RECORD - t.record.len());
+                    t.record.extend_from_slice(&c[..n]);
                     taken += n;
-                    if t.pending.len() >= RECORD {
+                    if t.record.len() >= RECORD {
                         break;
                     }
                 }
                 tx.advance(taken);
-            }
-            match t.ssl.ssl_write(&t.pending) {
-                Ok(n) => {
-                    self.written += n as u64;
-                    t.pending.drain(..n);
+                let mut off = 0;
+                while off < t.record.len() {
+                    off += t.ssl.ssl_write(&t.record[off..]).map_err(err)?;
                 }
-                Err(e) => match e.code() {
-                    ErrorCode::WANT_WRITE | ErrorCode::WANT_READ => return Ok(()),
-                    _ => return Err(TransportError::Tls(format!("TLS write: {e}"))),
-                },
+                t.record.clear();
             }
         }
     }
 
-    /// Whether bytes wait to be sent (the queue's or those inside TLS).
+    /// Whether bytes wait to be sent (the queue's or ciphertext inside TLS).
     fn has_tx(&mut self) -> bool {
-        !self.queue.tx().is_empty() || self.tls.as_ref().is_some_and(|t| !t.pending.is_empty())
+        !self.queue.tx().is_empty()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.ssl.get_ref().out_len() > 0)
     }
 
     /// Runs the TLS handshake as the client (host), before the ICReq.
     pub async fn start_tls_client(&mut self, cfg: &TlsClientConfig) -> Result<(), TransportError> {
-        let w = crate::tls::handshake(self.stream.clone(), cfg.context(), true).await?;
+        let w = crate::tls::handshake(self.stream.clone(), cfg.context(), true, cfg.kernel_tls())
+            .await?;
         self.tls = Some(Box::new(w));
         Ok(())
     }
 
     /// Runs the TLS handshake as the server (target), before the ICReq is read.
     pub async fn start_tls_server(&mut self, cfg: &TlsServerConfig) -> Result<(), TransportError> {
-        let w = crate::tls::handshake(self.stream.clone(), cfg.context(), false).await?;
+        let w = crate::tls::handshake(self.stream.clone(), cfg.context(), false, cfg.kernel_tls())
+            .await?;
         self.tls = Some(Box::new(w));
         Ok(())
     }
@@ -360,6 +407,12 @@ impl<Q: QueueIo> Connection<Q> {
     /// Whether the connection runs over TLS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Which directions of a TLS connection the kernel's record layer carries
+    /// (kernel TLS); `None` for plain TCP. Both false: OpenSSL in user space.
+    pub fn kernel_tls(&self) -> Option<crate::KtlsState> {
+        self.tls.as_ref().map(|t| t.ktls)
     }
 
     /// The negotiated TLS cipher suite (IANA name), if the connection runs over TLS.
@@ -372,7 +425,7 @@ impl<Q: QueueIo> Connection<Q> {
 
     /// Writes queued bytes until the socket would block or nothing is left.
     pub fn write_available(&mut self) -> Result<(), TransportError> {
-        if self.tls.is_some() {
+        if self.tls.as_ref().is_some_and(|t| !t.ktls.tx) {
             return self.write_tls();
         }
         let tx = self.queue.tx();
@@ -422,8 +475,16 @@ impl<Q: QueueIo> Connection<Q> {
     /// Shuts the socket down after flushing (best effort, bounded by the caller).
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
-        if let Some(t) = self.tls.as_mut() {
+        if self.tls.as_ref().is_some_and(|t| t.ktls.tx) {
+            let _ = crate::ktls::send_close_notify(&*self.stream);
+        } else if let Some(t) = self.tls.as_mut() {
+            // close_notify goes into the gathered output: send it.
             let _ = t.ssl.shutdown();
+            while t.ssl.get_ref().out_len() > 0 {
+                if t.ssl.get_mut().flush_out().is_err() || self.stream.writable().await.is_err() {
+                    break;
+                }
+            }
         }
         let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write);
     }
@@ -446,6 +507,13 @@ impl<Q: QueueIo> Connection<Q> {
                 Ok(n) => self.read += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Kernel TLS: a record other than data (the peer's close_notify).
+                Err(e) if e.raw_os_error() == Some(libc::EIO) && self.tls.is_some() => {
+                    match crate::ktls::recv_control(&*self.stream) {
+                        Ok(crate::ktls::Control::CloseNotify) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
                 Err(_) => break,
             }
         }

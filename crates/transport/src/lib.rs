@@ -13,6 +13,7 @@ pub mod addr;
 pub mod connection;
 pub mod error;
 pub mod host;
+mod ktls;
 pub mod listener;
 pub mod sockopt;
 pub mod tls;
@@ -22,6 +23,7 @@ pub use addr::TransportAddr;
 pub use connection::{Connection, QueueIo};
 pub use error::TransportError;
 pub use host::HostConnection;
+pub use ktls::KtlsState;
 pub use listener::Listener;
 pub use tls::{TlsClientConfig, TlsServerConfig};
 

@@ -58,6 +58,65 @@ extern "C" {
         out: *mut *const u8,
         outlen: *mut usize,
     ) -> c_int;
+    fn SSL_CTX_set_default_read_buffer_len(ctx: *mut ffi::SSL_CTX, len: usize);
+    fn SSL_set_read_ahead(s: *mut ffi::SSL, yes: c_int);
+    fn SSL_has_pending(s: *const ffi::SSL) -> c_int;
+    fn SSL_free_buffers(s: *mut ffi::SSL) -> c_int;
+}
+
+/// Frees OpenSSL's (empty) read and write buffers (`SSL_free_buffers`): once
+/// the kernel carries both directions OpenSSL never reads or writes the
+/// socket again, and its 256 KiB read buffer would otherwise live as long as
+/// the connection. Returns whether they were freed (not if they held data).
+pub(crate) fn free_buffers(ssl: &SslRef) -> bool {
+    // SAFETY: `ssl` is a live SSL; OpenSSL frees only buffers that are empty
+    // and allocates them again if it ever needs them.
+    unsafe { SSL_free_buffers(ssl.as_ptr()) == 1 }
+}
+
+/// Turns read-ahead on or off for one SSL (`SSL_set_read_ahead`): off during
+/// the handshake, so that OpenSSL reads record by record and never takes
+/// bytes past the peer's Finished off the socket (the condition for handing
+/// the session to the kernel, ktls.rs).
+pub(crate) fn set_read_ahead(ssl: &SslRef, on: bool) {
+    // SAFETY: `ssl` is a live SSL (an opaque foreign object behind the
+    // reference); the call only stores a flag in it.
+    unsafe { SSL_set_read_ahead(ssl.as_ptr(), c_int::from(on)) }
+}
+
+/// Whether OpenSSL holds received bytes, decrypted or not (`SSL_has_pending`).
+pub(crate) fn has_pending(ssl: &SslRef) -> bool {
+    // SAFETY: `ssl` is a live SSL; the call only reads its buffers' state.
+    unsafe { SSL_has_pending(ssl.as_ptr()) == 1 }
+}
+
+/// Sets the size of the read buffer of every SSL made from `b`
+/// (`SSL_CTX_set_default_read_buffer_len`, which the `openssl` crate does not
+/// bind). With read-ahead, OpenSSL fills that buffer in one read of the socket.
+pub(crate) fn set_default_read_buffer_len(b: &mut SslContextBuilder, len: usize) {
+    // SAFETY: the builder's SSL_CTX is live; the call only stores `len`.
+    unsafe { SSL_CTX_set_default_read_buffer_len(b.as_ptr(), len) }
+}
+
+/// Decrypts into the free space of `rx` (at most `limit` bytes, at least one
+/// byte of room is made) with `SSL_read`, without first zeroing that space or
+/// passing through a scratch buffer: OpenSSL copies the plaintext of its record
+/// straight to where the PDU decoder reads it. Returns what `SSL_read` returned.
+pub(crate) fn ssl_read_into<S: std::io::Read + std::io::Write>(
+    ssl: &mut openssl::ssl::SslStream<S>,
+    rx: &mut bytes::BytesMut,
+    limit: usize,
+) -> Result<usize, openssl::ssl::Error> {
+    let limit = limit.max(1);
+    rx.reserve(limit);
+    let spare = rx.spare_capacity_mut();
+    let take = spare.len().min(limit);
+    let n = ssl.ssl_read_uninit(&mut spare[..take])?;
+    let n = n.min(take);
+    // SAFETY: SSL_read wrote (initialised) the first `n` bytes of the spare
+    // capacity it was given, `n <= take <= capacity - len`.
+    unsafe { rx.set_len(rx.len() + n) };
+    Ok(n)
 }
 
 fn server_index() -> Result<Index<SslContext, Arc<ServerKeys>>, ErrorStack> {

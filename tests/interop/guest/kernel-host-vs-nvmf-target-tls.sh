@@ -26,7 +26,11 @@
 #     check-tls-key --keydata=K --identity=1 --insert`), connect with that key
 #     (--tls-key=<serial>): connects, sysfs tls_key is that key, dd/cmp;
 #   * (our target only: host and target do not share a keyring) a host PSK
-#     from another configured key must be refused.
+#     from another configured key must be refused;
+#   * (our target only) kernel TLS: while the kernel host is connected, `ss
+#     -tnie` shows tcp-ulp-tls on OUR target's sockets too and the target logs
+#     "TLS record layer: kernel TLS"; then OUR host (`nvmf io-check --tls`, 32 MiB
+#     written and read back) against OUR target with the ULP on both ends.
 #
 # ---------------------------------------------------------------------------
 # ASSUMPTIONS about `nvmf` (the contract of issue "Secure channels"):
@@ -116,6 +120,18 @@ tls_connected() {
     tc_q=$(cat /sys/class/nvme/${ST_CTRL#/dev/}/queue_count 2>/dev/null)
     [ "$tc_u" -ge 2 ] && pass "$T: $tc_d: $tc_u host sockets to $ADDR:$PORT use the kernel TLS ULP (queue_count=$tc_q)" ||
         fail "$T: $tc_d: ss shows $tc_u host sockets with tcp-ulp-tls (queue_count=$tc_q)"
+    if [ "$MODE" = nvmf ]; then
+        # OUR end: the target's sockets (local port $PORT) run the kernel's TLS
+        # record layer too (nvmf-rs hands the session to kTLS after its handshake)
+        ss -tnie src $ADDR:$PORT 2>/dev/null >/tmp/tls-ss-target.out
+        tc_t=$(grep -c 'tcp-ulp-tls' /tmp/tls-ss-target.out)
+        tc_l=$(grep -c 'TLS record layer: kernel TLS' $TARGET_LOG)
+        [ "$tc_t" -ge 2 ] && [ "$tc_l" -gt "${KTLS0:-0}" ] &&
+            pass "$T: $tc_d: $tc_t of OUR target's sockets on $ADDR:$PORT use the kernel TLS ULP; target log: $((tc_l - ${KTLS0:-0})) more connection(s) on kernel TLS" ||
+            { fail "$T: $tc_d: our target's sockets with tcp-ulp-tls: $tc_t; new 'kernel TLS' log lines: $((tc_l - ${KTLS0:-0}))"
+              _st_log /tmp/tls-ss-target.out; grep 'TLS record layer' $TARGET_LOG | tail -n 4 | _st_log; }
+        KTLS0=$tc_l
+    fi
     TLS_KEY_SYSFS=$(cat /sys/class/nvme/${ST_CTRL#/dev/}/tls_key 2>/dev/null)
     echo "    sysfs tls_key of ${ST_CTRL#/dev/}: $TLS_KEY_SYSFS"
     st_io "$T $tc_d" "$ST_DEV" $MB $NS_FILE
@@ -207,6 +223,37 @@ else
 fi
 
 if [ "$MODE" = nvmf ]; then
+    say "OUR host against OUR target, kernel TLS on both ends"
+    # io-check of 32 MiB in the background; meanwhile ss must show the TLS ULP
+    # on both ends of its connections (host: dst port, target: src port), and
+    # both logs must say the queues run on kernel TLS.
+    KTLS0=$(grep -c 'TLS record layer: kernel TLS' $TARGET_LOG)
+    echo "+ nvmf io-check -t tcp -a $ADDR -s $PORT -n $S -q $H --nsid 1 --bytes 32M --tls --tls-key K --tls-compat"
+    "$NVMF" io-check -t tcp -a $ADDR -s $PORT -n "$S" -q "$H" --nsid 1 --bytes 32M --tls --tls-key "$K" --tls-compat \
+        >/tmp/tls-own.out 2>&1 &
+    OWN_PID=$!
+    ou_h=0 ou_t=0 ou_w=0
+    while kill -0 $OWN_PID 2>/dev/null && [ $ou_w -lt 600 ]; do
+        h=$(ss -tnie dst $ADDR:$PORT 2>/dev/null | grep -c 'tcp-ulp-tls')
+        t=$(ss -tnie src $ADDR:$PORT 2>/dev/null | grep -c 'tcp-ulp-tls')
+        [ "$h" -gt $ou_h ] && ou_h=$h
+        [ "$t" -gt $ou_t ] && ou_t=$t
+        ou_w=$((ou_w+1)); sleep 0.2
+    done
+    wait $OWN_PID; own_rc=$?
+    sed 's/^/    /' /tmp/tls-own.out | tail -n 12
+    [ $own_rc -eq 0 ] && pass "$T: our host -> our target over TLS: io-check 32 MiB written and read back" ||
+        fail "$T: our host -> our target: io-check rc=$own_rc"
+    [ $ou_h -ge 2 ] && [ $ou_t -ge 2 ] &&
+        pass "$T: our host -> our target: ss showed tcp-ulp-tls on $ou_h host and $ou_t target sockets" ||
+        fail "$T: our host -> our target: ss showed tcp-ulp-tls on $ou_h host and $ou_t target sockets (want >= 2 each)"
+    own_h=$(grep -c 'TLS record layer: kernel TLS' /tmp/tls-own.out)
+    own_t=$(( $(grep -c 'TLS record layer: kernel TLS' $TARGET_LOG) - KTLS0 ))
+    [ "$own_h" -ge 2 ] && [ "$own_t" -ge 2 ] &&
+        pass "$T: our host -> our target: logs: $own_h host and $own_t target connections on kernel TLS" ||
+        { fail "$T: our host -> our target: connections on kernel TLS: host $own_h, target $own_t"
+          grep 'TLS record layer' /tmp/tls-own.out $TARGET_LOG | tail -n 6 | _st_log; }
+
     say "a host PSK from another configured key must be refused"
     nvme gen-tls-key --hostnqn="$H" --subsysnqn="$S" --insert >/tmp/tls-key2.out 2>&1   # replaces "NVMe0R01 H S"
     _st_log /tmp/tls-key2.out

@@ -133,6 +133,10 @@ else
         --pattern-out /tmp/tlsh-pattern.out
     if [ $NR -eq 0 ]; then
         pass "$T: nvmf io-check --tls --tls-key: $BYTES written and read back"
+        # our host hands each session to the kernel's TLS record layer (kTLS)
+        kt=$(grep -c 'TLS record layer: kernel TLS' /tmp/tlsh.out)
+        [ "$kt" -ge 2 ] && pass "$T: our host's $kt queues ran on kernel TLS (log)" ||
+            fail "$T: our host's queues on kernel TLS: $kt (want >= 2): $(grep 'TLS record layer' /tmp/tlsh.out | head -n 2)"
         dd if="$ST_FILE" of=/tmp/tlsh-backing bs=1M count=$MB 2>/dev/null
         [ -s /tmp/tlsh-pattern.out ] && cmp -s /tmp/tlsh-pattern.out /tmp/tlsh-backing &&
             pass "$T: nvmet's backing file holds the pattern our host wrote" ||
