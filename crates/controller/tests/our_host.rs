@@ -1,6 +1,7 @@
 //! Our host library against our target: asynchronous events that change what a
 //! connected host sees (issue 12: a namespace added by a reload never appeared on
-//! a connected host, because the host never enabled the notice).
+//! a connected host, because the host never enabled the notice), and the example
+//! configuration of examples/ served for real.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -65,4 +66,35 @@ async fn namespaces_added_and_removed_by_a_reload_reach_a_connected_host() {
     wait_for(&c, &[1]).await;
     assert!(c.read(7, 3, 1).await.is_err());
     c.disconnect().await.unwrap();
+}
+
+/// The example configuration in examples/ parses, and a target started from it
+/// serves every subsystem it names (the README points users at it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_config_runs() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/target.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Same file, but on free ports and with its files in a temporary directory.
+    let dir = std::env::temp_dir().join(format!("nvmf-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = text
+        .replace("127.0.0.1:4420", "127.0.0.1:0")
+        .replace("127.0.0.1:4421", "127.0.0.2:0")
+        .replace("/tmp/", &format!("{}/", dir.display()));
+    let cfg = TargetConfig::from_toml(&text, &path).unwrap();
+    assert_eq!(cfg.subsystems.len(), 2);
+    let (_t, addr) = start(&cfg).await;
+    for (nqn, nsids) in [
+        ("nqn.2024-01.io.example:scratch", vec![1, 2]),
+        ("nqn.2024-01.io.example:shared", vec![1]),
+    ] {
+        let mut o = ConnectOptions::new(addr, nqn);
+        o.nr_io_queues = 1;
+        let c = Controller::connect(o).await.unwrap();
+        let have: Vec<u32> = c.namespaces().iter().map(|n| n.nsid).collect();
+        assert_eq!(have, nsids, "{nqn}");
+        c.write(nsids[0], 0, vec![1u8; 4096], false).await.unwrap();
+        c.disconnect().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
