@@ -4,17 +4,21 @@
 //! NVMe/TCP: the Fabrics commands (Connect, Property Get/Set, Disconnect), the
 //! admin commands a Linux or SPDK host uses (Identify, Get Log Page, Get/Set
 //! Features, Keep Alive, Asynchronous Event Request, Abort), the NVM I/O commands
-//! (Read, Write with FUA, Flush, Write Zeroes, Dataset Management, Compare) and a
+//! (Read, Write with FUA, Flush, Write Zeroes, Dataset Management, Compare,
+//! Verify, Copy, fused Compare and Write) and a
 //! discovery controller. Configuration comes from a TOML file or flags
 //! ([`config`]) and can be reloaded while hosts stay connected.
 
 pub mod admin;
+mod abort;
 pub mod admission;
 pub mod auth;
 mod bufpool;
 pub mod config;
 pub mod discovery;
+mod fused;
 pub mod io;
+mod nvm;
 mod queue;
 pub mod registry;
 pub mod server;

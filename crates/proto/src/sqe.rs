@@ -51,6 +51,60 @@ pub mod io_opcode {
     pub const WRITE_ZEROES: u8 = 0x08;
     /// Dataset Management.
     pub const DATASET_MANAGEMENT: u8 = 0x09;
+    /// Verify (NVM Command Set 1.0 §3.3.4): no data transfer.
+    pub const VERIFY: u8 = 0x0C;
+    /// Copy (NVM Command Set 1.0 §3.3.1): host-to-controller source range list.
+    pub const COPY: u8 = 0x19;
+}
+
+/// The FUSE field, CDW0 bits 9:8 (NVMe Base 2.0 Figure 87, §3.4.2 fused operations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fuse {
+    /// 00b: a normal command.
+    Normal,
+    /// 01b: the first command of a fused operation (Compare of Compare and Write).
+    First,
+    /// 10b: the second command of a fused operation (Write of Compare and Write).
+    Second,
+    /// 11b: reserved.
+    Reserved,
+}
+
+/// A Copy command's Source Range Entry in Descriptor Format 0h (NVM Command Set
+/// 1.0 Figure 39: 32 bytes; SLBA at bytes 15:8, NLB 0's based at bytes 17:16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CopySourceRange {
+    /// Starting LBA of the range.
+    pub slba: u64,
+    /// Number of logical blocks, 1-based here (the wire field is 0's based).
+    pub nlb: u32,
+}
+
+impl CopySourceRange {
+    /// Size of one format 0 entry.
+    pub const SIZE: usize = 32;
+
+    /// Encodes one entry.
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        put_u64(&mut b, 8, self.slba);
+        put_u16(&mut b, 16, (self.nlb.saturating_sub(1) & 0xffff) as u16);
+        b
+    }
+
+    /// Decodes the first `count` entries of `b`; `None` if `b` is too short.
+    pub fn decode_list(b: &[u8], count: usize) -> Option<Vec<Self>> {
+        let need = count.checked_mul(Self::SIZE)?;
+        let list = b.get(..need)?;
+        Some(
+            list.chunks_exact(Self::SIZE)
+                .map(|e| Self {
+                    slba: u64_at(e, 8),
+                    nlb: u32::from(u16_at(e, 16)) + 1,
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Direction of a command's data, from opcode bits 1:0 (NVMe Base 2.0 §5, Figure 138 note).
@@ -256,6 +310,49 @@ impl Sqe {
     /// Force Unit Access (CDW12 bit 30).
     pub fn fua(&self) -> bool {
         self.cdw12 & (1 << 30) != 0
+    }
+
+    /// The FUSE field (CDW0 bits 9:8, the low two bits of the flags byte).
+    pub fn fuse(&self) -> Fuse {
+        match self.flags & 3 {
+            0 => Fuse::Normal,
+            1 => Fuse::First,
+            2 => Fuse::Second,
+            _ => Fuse::Reserved,
+        }
+    }
+
+    /// The same command with its FUSE field set.
+    pub fn with_fuse(mut self, fuse: Fuse) -> Self {
+        let v = match fuse {
+            Fuse::Normal => 0,
+            Fuse::First => 1,
+            Fuse::Second => 2,
+            Fuse::Reserved => 3,
+        };
+        self.flags = (self.flags & !3) | v;
+        self
+    }
+
+    /// Builds a Verify (NVM Command Set 1.0 §3.3.4): SLBA in CDW10-11, NLB
+    /// (0's based) in CDW12 bits 15:0; no data moves.
+    pub fn verify(nsid: u32, slba: u64, nlb: u32) -> Self {
+        let mut s = Self::rw(io_opcode::VERIFY, nsid, slba, nlb, false);
+        s.sgl1 = SglDescriptor::default();
+        s
+    }
+
+    /// Builds a Copy (NVM Command Set 1.0 §3.3.1) of `nr` format 0 source
+    /// ranges to `sdlba`: SDLBA in CDW10-11, NR (0's based) in CDW12 bits 7:0,
+    /// Descriptor Format 0 in bits 11:8, FUA bit 30. The range list is the data
+    /// (`nr` × 32 bytes; the caller sets SGL1 to how it sends them).
+    pub fn copy(nsid: u32, sdlba: u64, nr: u32, fua: bool) -> Self {
+        let mut s = Self::new(io_opcode::COPY);
+        s.nsid = nsid;
+        s.cdw10 = sdlba as u32;
+        s.cdw11 = (sdlba >> 32) as u32;
+        s.cdw12 = (nr.saturating_sub(1) & 0xff) | if fua { 1 << 30 } else { 0 };
+        s
     }
 
     /// Builds a Read or Write style LBA command (NVM Command Set 1.0 §3.2.4, §3.2.6).

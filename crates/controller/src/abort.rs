@@ -1,0 +1,92 @@
+//! Abort (NVMe Base 2.0 §5.1): the admin command that asks the controller to
+//! abort one command, named by its SQID (CDW10 bits 15:0) and CID (bits 31:16).
+//!
+//! What this target can abort, because it has not started to run yet:
+//! - on the admin queue, an outstanding Asynchronous Event Request;
+//! - on an I/O queue, the first half of a fused Compare and Write still
+//!   waiting for its second half.
+//!
+//! The aborted command completes with Command Abort Requested, and the Abort
+//! with DW0 bit 0 cleared; otherwise (the command already ran, is running, is
+//! receiving its data, or does not exist) the Abort completes with DW0 bit 0
+//! set, "not aborted", which the spec allows for any command. An I/O queue is
+//! another task: the admin queue hands the Abort to it (AbortRequest) and
+//! completes the Abort when that queue answers (AdminSignal::AbortDone). At
+//! most ACL + 1 Aborts wait for an answer at once; more fail with Abort Command
+//! Limit Exceeded.
+
+use nvmf_proto::{Cqe, Sqe, Status};
+use tracing::debug;
+
+use crate::queue::{Outcome, QueueTask, Role};
+use crate::registry::{AbortRequest, AdminSignal};
+
+/// Abort Command Limit, 0's based (ACL): four Aborts outstanding.
+pub(crate) const ACL: u8 = 3;
+
+fn not_aborted(cid: u16) -> Outcome {
+    let mut c = Cqe::new(cid, Status::SUCCESS);
+    c.dw0 = 1;
+    Outcome::Complete(c)
+}
+
+impl QueueTask {
+    /// The Abort admin command.
+    pub(crate) fn abort_command(&mut self, sqe: &Sqe) -> Outcome {
+        let cid = sqe.cid;
+        let sqid = (sqe.cdw10 & 0xffff) as u16;
+        let target = (sqe.cdw10 >> 16) as u16;
+        let ctrl = self.ctrl.clone();
+        let Role::Admin(a) = &mut self.role else {
+            return Outcome::Complete(Cqe::new(cid, Status::INVALID_OPCODE.dnr()));
+        };
+        if a.aborts > ACL {
+            return Outcome::Complete(Cqe::new(cid, Status::ABORT_LIMIT_EXCEEDED.dnr()));
+        }
+        if sqid == 0 {
+            let Some(i) = a.aers.iter().position(|&c| c == target) else {
+                return not_aborted(cid);
+            };
+            a.aers.remove(i);
+            debug!(peer = %self.peer, cid = target, "Asynchronous Event Request aborted");
+            self.conn
+                .queue
+                .complete(Cqe::new(target, Status::ABORT_REQUESTED));
+            return Outcome::Complete(Cqe::new(cid, Status::SUCCESS));
+        }
+        let req = AbortRequest {
+            abort_cid: cid,
+            cid: target,
+        };
+        if ctrl.is_some_and(|c| c.send_abort(sqid, req)) {
+            a.aborts += 1;
+            return Outcome::Held;
+        }
+        not_aborted(cid)
+    }
+
+    /// An I/O queue's answer to an Abort this admin queue handed it.
+    pub(crate) fn abort_done(&mut self, cid: u16, aborted: bool) {
+        if let Role::Admin(a) = &mut self.role {
+            a.aborts = a.aborts.saturating_sub(1);
+        }
+        let mut c = Cqe::new(cid, Status::SUCCESS);
+        c.dw0 = u32::from(!aborted);
+        self.conn.queue.complete(c);
+    }
+
+    /// On an I/O queue: aborts the command if it has not started, and answers
+    /// the admin queue.
+    pub(crate) fn on_abort_request(&mut self, req: AbortRequest) {
+        let aborted = self.fused_abort(req.cid);
+        if aborted {
+            debug!(peer = %self.peer, cid = req.cid, "command aborted");
+        }
+        if let Some(c) = &self.ctrl {
+            c.signal_admin(AdminSignal::AbortDone {
+                cid: req.abort_cid,
+                aborted,
+            });
+        }
+    }
+}
