@@ -7,8 +7,8 @@ use nvmf_backend::SharedData;
 use nvmf_proto::fabrics::{fctype, PropertyCommand};
 use nvmf_proto::features::{fid, number_of_queues};
 use nvmf_proto::identify::{
-    cns, ctratt, encode_ns_list, fuses, ocfs, oncs, ControllerType, IdentifyController, IdentifyNamespace, LbaFormat,
-    NsDescriptor,
+    cns, ctratt, encode_ns_list, fuses, ocfs, oncs, ControllerType, IdentifyController,
+    IdentifyNamespace, LbaFormat, NsDescriptor,
 };
 use nvmf_proto::log::{
     effects, encode_changed_ns_list, lid, CommandEffectsLog, FirmwareSlotLog, SmartLog,

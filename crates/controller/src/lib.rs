@@ -9,8 +9,8 @@
 //! discovery controller. Configuration comes from a TOML file or flags
 //! ([`config`]) and can be reloaded while hosts stay connected.
 
-pub mod admin;
 mod abort;
+pub mod admin;
 pub mod admission;
 pub mod auth;
 mod bufpool;
