@@ -468,7 +468,6 @@ async fn fused_pairs_are_atomic_across_queues() {
         write(&mut io[0], nsid, 0, &block(0)).await;
         let mut tasks = Vec::new();
         for mut q in io.drain(..) {
-            let block = block.clone();
             tasks.push(tokio::spawn(async move {
                 let mut done = 0;
                 let mut misses = 0u64;
