@@ -4,7 +4,9 @@
 //! What this target can abort, because it has not started to run yet:
 //! - on the admin queue, an outstanding Asynchronous Event Request;
 //! - on an I/O queue, the first half of a fused Compare and Write still
-//!   waiting for its second half.
+//!   waiting for its second half, and a write-type command whose R2T has not
+//!   been sent yet because the queue already has as much write data in flight
+//!   as `max_pending_write_bytes` allows (no data can be on its way for it).
 //!
 //! The aborted command completes with Command Abort Requested, and the Abort
 //! with DW0 bit 0 cleared; otherwise (the command already ran, is running, is
@@ -75,10 +77,24 @@ impl QueueTask {
         self.conn.queue.complete(c);
     }
 
+    /// Aborts a command still waiting for its R2T to be sent.
+    fn abort_waiting_data(&mut self, cid: u16) -> bool {
+        if !self.waiting_data.contains_key(&cid)
+            || !self
+                .conn
+                .queue
+                .cancel_data_request(cid, Status::ABORT_REQUESTED)
+        {
+            return false;
+        }
+        self.waiting_data.remove(&cid);
+        true
+    }
+
     /// On an I/O queue: aborts the command if it has not started, and answers
     /// the admin queue.
     pub(crate) fn on_abort_request(&mut self, req: AbortRequest) {
-        let aborted = self.fused_abort(req.cid);
+        let aborted = self.fused_abort(req.cid) || self.abort_waiting_data(req.cid);
         if aborted {
             debug!(peer = %self.peer, cid = req.cid, "command aborted");
         }

@@ -592,3 +592,61 @@ async fn any_command_restarts_the_keep_alive_timer() {
         "the association outlived its keep-alive timeout"
     );
 }
+
+/// A write whose R2T waits (the queue already has `max_pending_write_bytes`
+/// of write data asked for) has no data on its way: Abort ends it, and the
+/// write before it still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_a_write_still_waiting_for_its_r2t() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path().join("ns2.img"));
+    cfg.limits.max_pending_write_bytes = 64 << 10;
+    let (_t, addr) = start(&cfg).await;
+    let (mut admin, mut io) = controller(&addr, 1, 30_000).await;
+    let q = &mut io[0];
+    let before = pattern(64 << 10, 50);
+    write(q, 1, 2048, &before).await;
+    let a_data = pattern(64 << 10, 51);
+    // 64 KiB each, beyond the 8 KiB in-capsule limit: both need an R2T, and
+    // the second waits for the first's data, which this host does not send
+    // until it reads again.
+    let a = q
+        .submit(
+            Sqe::rw(io_opcode::WRITE, 1, 1024, 128, false),
+            HostData::ToController(Bytes::from(a_data.clone())),
+        )
+        .unwrap();
+    let b = q
+        .submit(
+            Sqe::rw(io_opcode::WRITE, 1, 2048, 128, false),
+            HostData::ToController(Bytes::from(pattern(64 << 10, 52))),
+        )
+        .unwrap();
+    q.kick().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut abort = Sqe::new(admin_opcode::ABORT);
+    abort.cdw10 = 1 | (u32::from(b) << 16);
+    let c = run(&mut admin, abort, HostData::None).await;
+    assert_eq!(c.cqe.dw0 & 1, 0, "the waiting write was aborted");
+    // And the write that had its R2T cannot be aborted any more.
+    let mut abort = Sqe::new(admin_opcode::ABORT);
+    abort.cdw10 = 1 | (u32::from(a) << 16);
+    let c = run(&mut admin, abort, HostData::None).await;
+    assert_eq!(c.cqe.dw0 & 1, 1, "a write with its R2T out is not aborted");
+    let mut got = vec![
+        q.next_completion().await.unwrap(),
+        q.next_completion().await.unwrap(),
+    ];
+    got.sort_by_key(|c| c.cqe.cid != a);
+    assert_eq!((got[0].cqe.cid, got[0].cqe.status), (a, Status::SUCCESS));
+    assert_eq!(
+        (got[1].cqe.cid, got[1].cqe.status),
+        (b, Status::ABORT_REQUESTED)
+    );
+    assert_eq!(read(q, 1, 1024, 128).await, a_data);
+    assert_eq!(
+        read(q, 1, 2048, 128).await,
+        before,
+        "the aborted write wrote nothing"
+    );
+}
