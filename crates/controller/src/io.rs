@@ -170,8 +170,9 @@ pub(crate) fn run_io_locked(
         }
         io_opcode::VERIFY => crate::nvm::verify(ns, sqe).map(|()| None),
         io_opcode::COPY => {
-            crate::nvm::copy(ns, sqe, data)?;
+            let len = crate::nvm::copy(ns, sqe, data)?;
             ns.stats.writes.fetch_add(1, Ordering::Relaxed);
+            ns.stats.bytes_written.fetch_add(len, Ordering::Relaxed);
             Ok(None)
         }
         _ => Err(Status::INVALID_OPCODE.dnr()),

@@ -66,8 +66,9 @@ pub fn verify(ns: &Namespace, sqe: &Sqe) -> Result<(), Status> {
 /// MSSRL or a total longer than MCL (Command Size Limit Exceeded), and ranges
 /// outside the namespace (LBA Out of Range). Nothing is written unless every
 /// check passed and every source was read, so on failure CQE DW0 stays 0
-/// (the spec's "no data was written to the destination").
-pub fn copy(ns: &Namespace, sqe: &Sqe, data: &[Bytes]) -> Result<(), Status> {
+/// (the spec's "no data was written to the destination"). Returns the bytes
+/// written.
+pub fn copy(ns: &Namespace, sqe: &Sqe, data: &[Bytes]) -> Result<u64, Status> {
     let info = ns.backend.info();
     let limits = CopyLimits::for_block_size(info.block_size);
     let nr = (sqe.cdw12 & 0xff) as usize + 1;
@@ -110,7 +111,7 @@ pub fn copy(ns: &Namespace, sqe: &Sqe, data: &[Bytes]) -> Result<(), Status> {
     ns.backend
         .write_at(dst, &[buf.as_ref()], fua)
         .map_err(|e| backend_status(&e, true))?;
-    Ok(())
+    Ok(len)
 }
 
 #[cfg(test)]

@@ -84,26 +84,26 @@ ns_case() {
         fail "$T: nsid $nsid: dd write"; return 1
     fi
 
-    expect_rc 0 "nsid $nsid: verify 2048 blocks at LBA 0" nvme verify "$dev" -n "$nsid" -s 0 -c 2047
-    expect_rc 0 "nsid $nsid: verify the last block" nvme verify "$dev" -n "$nsid" -s $((nsze - 1)) -c 0
-    expect_rc fail "nsid $nsid: verify past the end" nvme verify "$dev" -n "$nsid" -s $((nsze - 1)) -c 1
+    expect_rc 0 "nsid $nsid: verify 2048 blocks at LBA 0" nvme verify "$dev" -s 0 -c 2047
+    expect_rc 0 "nsid $nsid: verify the last block" nvme verify "$dev" -s $((nsze - 1)) -c 0
+    expect_rc fail "nsid $nsid: verify past the end" nvme verify "$dev" -s $((nsze - 1)) -c 1
 
     blocks /tmp/.ioset.pat 16 8 >/tmp/.ioset.cmp
     expect_rc 0 "nsid $nsid: compare 8 blocks at LBA 16 with the same data" \
-        nvme compare "$dev" -n "$nsid" -s 16 -c 7 -z 4096 -d /tmp/.ioset.cmp
+        nvme compare "$dev" -s 16 -c 7 -z 4096 -d /tmp/.ioset.cmp
     # flip one byte in the middle
     cp /tmp/.ioset.cmp /tmp/.ioset.bad
     b=$(dd if=/tmp/.ioset.bad bs=1 skip=2000 count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
     printf "$(printf '\\%03o' $(( (b + 1) % 256 )))" | dd of=/tmp/.ioset.bad bs=1 seek=2000 conv=notrunc 2>/dev/null
     if cmp -s /tmp/.ioset.cmp /tmp/.ioset.bad; then fail "$T: could not make a differing buffer"; fi
-    if expect_rc fail "nvme compare with one byte changed" nvme compare "$dev" -n "$nsid" -s 16 -c 7 -z 4096 -d /tmp/.ioset.bad; then
+    if expect_rc fail "nvme compare with one byte changed" nvme compare "$dev" -s 16 -c 7 -z 4096 -d /tmp/.ioset.bad; then
         grep -qi 'compare' /tmp/.ioset.out && pass "$T: nsid $nsid: the miscompare is reported as a Compare Failure" ||
             fail "$T: nsid $nsid: miscompare status not a Compare Failure: $(cat /tmp/.ioset.out)"
     fi
 
     # copy LBAs 0-7 and 100-103 to 4096-4107
     expect_rc 0 "nsid $nsid: copy --slbs 0,100 --blocks 7,3 --sdlba 4096" \
-        nvme copy "$dev" -n "$nsid" --sdlba=4096 --slbs=0,100 --blocks=7,3
+        nvme copy "$dev" --sdlba=4096 --slbs=0,100 --blocks=7,3
     { blocks /tmp/.ioset.pat 0 8; blocks /tmp/.ioset.pat 100 4; } >/tmp/.ioset.want
     dd if="$dev" of=/tmp/.ioset.got bs=512 skip=4096 count=12 iflag=direct 2>/dev/null
     if cmp /tmp/.ioset.want /tmp/.ioset.got; then
@@ -118,7 +118,7 @@ ns_case() {
     fi
     # a range longer than MSSRL (2048 blocks): refused, the destination keeps its data
     expect_rc fail "nsid $nsid: copy of 4096 blocks in one range (MSSRL 2048)" \
-        nvme copy "$dev" -n "$nsid" --sdlba=4096 --slbs=0 --blocks=4095
+        nvme copy "$dev" --sdlba=4096 --slbs=0 --blocks=4095
     dd if="$dev" of=/tmp/.ioset.got bs=512 skip=4096 count=12 iflag=direct 2>/dev/null
     cmp -s /tmp/.ioset.want /tmp/.ioset.got && pass "$T: nsid $nsid: the refused copy wrote nothing" ||
         fail "$T: nsid $nsid: the refused copy changed the destination"
