@@ -539,6 +539,39 @@ mod tests {
     }
 
     #[test]
+    fn io_set_fields_at_their_offsets() {
+        let c = IdentifyController {
+            ctratt: ctratt::TBKAS,
+            oncs: oncs::VERIFY | oncs::COPY,
+            fuses: fuses::COMPARE_AND_WRITE,
+            acwu: 0x1234,
+            ocfs: ocfs::FORMAT_0,
+            ..Default::default()
+        };
+        let b = c.encode();
+        assert_eq!(&b[96..100], &[0x40, 0, 0, 0]);
+        assert_eq!(&b[520..522], &[0x80, 0x01]);
+        assert_eq!(&b[522..524], &[0x01, 0]);
+        assert_eq!(&b[532..534], &[0x34, 0x12]);
+        assert_eq!(&b[534..536], &[0x01, 0]);
+        assert_eq!(IdentifyController::decode(&b), c);
+        let n = IdentifyNamespace {
+            mssrl: 0x0102,
+            mcl: 0x0304_0506,
+            msrc: 127,
+            lbaf: vec![LbaFormat {
+                ms: 0,
+                lbads: 9,
+                rp: 0,
+            }],
+            ..Default::default()
+        };
+        let b = n.encode();
+        assert_eq!(&b[74..81], &[0x02, 0x01, 0x06, 0x05, 0x04, 0x03, 127]);
+        assert_eq!(IdentifyNamespace::decode(&b), n);
+    }
+
+    #[test]
     fn namespace_round_trip() {
         let n = IdentifyNamespace {
             nsze: 1 << 21,

@@ -426,4 +426,51 @@ mod tests {
         assert_eq!(g.log_page_params(), (0x70, 4096, 1024));
         assert_eq!(Sqe::from_slice(&[0u8; 10]), None);
     }
+
+    #[test]
+    fn fuse_verify_and_copy_fields() {
+        let s = Sqe::rw(io_opcode::COMPARE, 1, 8, 1, false).with_fuse(Fuse::First);
+        // FUSE is CDW0 bits 9:8: the low bits of byte 1, beside PSDT (bits 15:14).
+        assert_eq!(s.encode()[1], PSDT_SGL | 1);
+        assert_eq!(Sqe::decode(&s.encode()).fuse(), Fuse::First);
+        assert_eq!(s.with_fuse(Fuse::Second).fuse(), Fuse::Second);
+        assert_eq!(s.with_fuse(Fuse::Normal).flags, PSDT_SGL);
+        let mut r = s;
+        r.flags |= 3;
+        assert_eq!(r.fuse(), Fuse::Reserved);
+        let v = Sqe::verify(2, 0x1_0000_0000, 65536);
+        assert_eq!(
+            (v.opcode, v.nsid, v.slba(), v.nlb()),
+            (0x0C, 2, 0x1_0000_0000, 65536)
+        );
+        assert_eq!(v.data_direction(), DataDirection::None);
+        let c = Sqe::copy(1, 4096, 3, true);
+        assert_eq!(c.opcode, 0x19);
+        assert_eq!(c.slba(), 4096);
+        assert_eq!(c.cdw12 & 0xff, 2, "NR is 0's based");
+        assert_eq!((c.cdw12 >> 8) & 0xf, 0, "descriptor format 0");
+        assert!(c.fua());
+        assert_eq!(c.data_direction(), DataDirection::HostToController);
+        let e = CopySourceRange {
+            slba: 0x0102_0304_0506_0708,
+            nlb: 256,
+        }
+        .encode();
+        assert_eq!(&e[8..16], &0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(&e[16..18], &[0xff, 0x00], "NLB is 0's based");
+        assert_eq!(e[..8], [0; 8]);
+        let two = [e, CopySourceRange { slba: 9, nlb: 1 }.encode()].concat();
+        assert_eq!(
+            CopySourceRange::decode_list(&two, 2),
+            Some(vec![
+                CopySourceRange {
+                    slba: 0x0102_0304_0506_0708,
+                    nlb: 256
+                },
+                CopySourceRange { slba: 9, nlb: 1 }
+            ])
+        );
+        assert_eq!(CopySourceRange::decode_list(&two, 3), None);
+        assert_eq!(CopySourceRange::decode_list(&two, usize::MAX), None);
+    }
 }
