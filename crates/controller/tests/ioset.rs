@@ -633,7 +633,7 @@ async fn abort_a_write_still_waiting_for_its_r2t() {
     abort.cdw10 = 1 | (u32::from(a) << 16);
     let c = run(&mut admin, abort, HostData::None).await;
     assert_eq!(c.cqe.dw0 & 1, 1, "a write with its R2T out is not aborted");
-    let mut got = vec![
+    let mut got = [
         q.next_completion().await.unwrap(),
         q.next_completion().await.unwrap(),
     ];
