@@ -6,7 +6,9 @@
 //! - on an I/O queue, the first half of a fused Compare and Write still
 //!   waiting for its second half, and a write-type command whose R2T has not
 //!   been sent yet because the queue already has as much write data in flight
-//!   as `max_pending_write_bytes` allows (no data can be on its way for it).
+//!   as `max_pending_write_bytes` allows (no data can be on its way for it),
+//!   and a command handed to the blocking pool (file and device namespaces)
+//!   that no pool thread has taken yet.
 //!
 //! The aborted command completes with Command Abort Requested, and the Abort
 //! with DW0 bit 0 cleared; otherwise (the command already ran, is running, is
@@ -17,6 +19,9 @@
 //! most ACL + 1 Aborts wait for an answer at once; more fail with Abort Command
 //! Limit Exceeded.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
 use nvmf_proto::{Cqe, Sqe, Status};
 use tracing::debug;
 
@@ -25,6 +30,35 @@ use crate::registry::{AbortRequest, AdminSignal};
 
 /// Abort Command Limit, 0's based (ACL): four Aborts outstanding.
 pub(crate) const ACL: u8 = 3;
+
+/// Whether a command handed to the blocking pool has started: the pool thread
+/// and an Abort race for it with one compare-and-swap, so exactly one wins.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolStart(Arc<AtomicU8>);
+
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+impl PoolStart {
+    pub(crate) fn new() -> Self {
+        Self(Arc::new(AtomicU8::new(QUEUED)))
+    }
+
+    /// On the pool thread: true if the command may run, false if it was aborted.
+    pub(crate) fn begin(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// From the queue task: true if the command had not started and now never will.
+    fn cancel(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
 
 fn not_aborted(cid: u16) -> Outcome {
     let mut c = Cqe::new(cid, Status::SUCCESS);
@@ -94,7 +128,14 @@ impl QueueTask {
     /// On an I/O queue: aborts the command if it has not started, and answers
     /// the admin queue.
     pub(crate) fn on_abort_request(&mut self, req: AbortRequest) {
-        let aborted = self.fused_abort(req.cid) || self.abort_waiting_data(req.cid);
+        // A cancelled pool command completes with Command Abort Requested when
+        // its pool task reports back (Done).
+        let aborted = self.fused_abort(req.cid)
+            || self.abort_waiting_data(req.cid)
+            || self
+                .pool_queued
+                .get(&req.cid)
+                .is_some_and(PoolStart::cancel);
         if aborted {
             debug!(peer = %self.peer, cid = req.cid, "command aborted");
         }

@@ -235,9 +235,18 @@ impl QueueTask {
         }
         let tx = self.done_tx.clone();
         let sqe = *sqe;
+        // Until a blocking-pool thread takes it, an Abort may still cancel it.
+        let start = crate::abort::PoolStart::new();
+        self.pool_queued.insert(cid, start.clone());
         tokio::task::spawn_blocking(move || {
             let mut out = Ok(None);
-            for ns in &nss {
+            let nss = if start.begin() {
+                &nss[..]
+            } else {
+                out = Err(Status::ABORT_REQUESTED);
+                &[]
+            };
+            for ns in nss {
                 out = run_io(ns, &sqe, &data, buffer_len);
                 if out.is_err() {
                     break;

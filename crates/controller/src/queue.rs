@@ -115,6 +115,8 @@ pub(crate) struct QueueTask {
     pub fused: crate::fused::FusedState,
     /// Abort requests for this I/O queue, from its controller's admin queue.
     pub abort_rx: Option<mpsc::UnboundedReceiver<AbortRequest>>,
+    /// Commands handed to the blocking pool and not done yet, by CID.
+    pub pool_queued: nvmf_proto_cidmap::Map<crate::abort::PoolStart>,
 }
 
 /// A tiny CID map for commands waiting on data.
@@ -161,6 +163,7 @@ impl QueueTask {
             auth_since: None,
             fused: Default::default(),
             abort_rx: None,
+            pool_queued: Default::default(),
         };
         let started = Instant::now();
         let mut admin_rx: Option<mpsc::UnboundedReceiver<AdminSignal>> = None;
@@ -495,6 +498,7 @@ impl QueueTask {
     }
 
     fn on_done(&mut self, d: Done) {
+        self.pool_queued.remove(&d.cid);
         let outcome = match d.result {
             Ok(Some(data)) => Outcome::Read(data, Cqe::new(d.cid, Status::SUCCESS)),
             Ok(None) => Outcome::Complete(Cqe::new(d.cid, Status::SUCCESS)),

@@ -650,3 +650,56 @@ async fn abort_a_write_still_waiting_for_its_r2t() {
         "the aborted write wrote nothing"
     );
 }
+
+/// A command of a file namespace waits for a blocking-pool thread: Abort
+/// cancels it before it runs. The pool has one thread here, and the test
+/// keeps it busy until the Abort is answered.
+#[test]
+fn abort_a_command_queued_on_the_blocking_pool() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (_t, addr) = start(&config(dir.path().join("ns2.img"))).await;
+        let (mut admin, mut io) = controller(&addr, 1, 30_000).await;
+        let q = &mut io[0];
+        let before = pattern(4096, 60);
+        write(q, 2, 77, &before).await;
+        // Occupy the only pool thread.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (busy_tx, busy_rx) = tokio::sync::oneshot::channel();
+        let blocker = tokio::task::spawn_blocking(move || {
+            let _ = busy_tx.send(());
+            let _ = wait.recv();
+        });
+        busy_rx.await.unwrap();
+        let w = q
+            .submit(
+                Sqe::rw(io_opcode::WRITE, 2, 77, 1, false),
+                HostData::ToController(Bytes::from(pattern(4096, 61))),
+            )
+            .unwrap();
+        q.kick().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut abort = Sqe::new(admin_opcode::ABORT);
+        abort.cdw10 = 1 | (u32::from(w) << 16);
+        let c = run(&mut admin, abort, HostData::None).await;
+        assert_eq!(c.cqe.dw0 & 1, 0, "the queued write was aborted");
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        let c = q.next_completion().await.unwrap();
+        assert_eq!((c.cqe.cid, c.cqe.status), (w, Status::ABORT_REQUESTED));
+        assert_eq!(
+            read(q, 2, 77, 1).await,
+            before,
+            "the aborted write wrote nothing"
+        );
+        // With the pool free, the same write runs.
+        write(q, 2, 77, &pattern(4096, 61)).await;
+        assert_eq!(read(q, 2, 77, 1).await, pattern(4096, 61));
+    });
+}
