@@ -170,6 +170,75 @@ fn host_verbs_through_the_daemon() {
     let back = write_then_read(run, "small", &data, &["-s", "10", "-c", "15", "-z", "8192"]);
     assert_eq!(back, data);
 
+    // verify, compare and copy, with nvme-cli's flags.
+    ok(run, &["verify", "nvme0n1", "-s", "10", "-c", "15"]);
+    assert!(
+        !nvmf(run, &["verify", "nvme0n1", "-s", "131071", "-c", "1"])
+            .status
+            .success()
+    );
+    let same = run.join("small.in");
+    ok(
+        run,
+        &[
+            "compare",
+            "nvme0n1",
+            "-s",
+            "10",
+            "-c",
+            "15",
+            "-d",
+            same.to_str().unwrap(),
+        ],
+    );
+    let mut other = data.clone();
+    other[4000] ^= 1;
+    let other_f = run.join("other.in");
+    std::fs::write(&other_f, &other).unwrap();
+    let o = nvmf(
+        run,
+        &[
+            "compare",
+            "nvme0n1",
+            "-s",
+            "10",
+            "-c",
+            "15",
+            "-d",
+            other_f.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Compare Failure"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    ok(
+        run,
+        &[
+            "copy", "nvme0n1", "--sdlba", "1000", "--slbs", "10,20", "--blocks", "3,1", "-f",
+        ],
+    );
+    let copied = run.join("copied.out");
+    ok(
+        run,
+        &[
+            "read",
+            "nvme0n1",
+            "-s",
+            "1000",
+            "-c",
+            "5",
+            "-d",
+            copied.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(&copied).unwrap(),
+        [&data[..4 * 512], &data[10 * 512..12 * 512]].concat()
+    );
+
     // The most one command line moves: 65,536 blocks (32 MiB), as raw bytes
     // through the daemon's socket, and more read data outstanding per queue
     // than the target's send backlog limit.

@@ -7,8 +7,8 @@ use nvmf_backend::SharedData;
 use nvmf_proto::fabrics::{fctype, PropertyCommand};
 use nvmf_proto::features::{fid, number_of_queues};
 use nvmf_proto::identify::{
-    cns, encode_ns_list, oncs, ControllerType, IdentifyController, IdentifyNamespace, LbaFormat,
-    NsDescriptor,
+    cns, ctratt, encode_ns_list, fuses, ocfs, oncs, ControllerType, IdentifyController,
+    IdentifyNamespace, LbaFormat, NsDescriptor,
 };
 use nvmf_proto::log::{
     effects, encode_changed_ns_list, lid, CommandEffectsLog, FirmwareSlotLog, SmartLog,
@@ -73,12 +73,7 @@ impl QueueTask {
             admin_opcode::GET_FEATURES => self.get_features(sqe, buffer_len),
             admin_opcode::KEEP_ALIVE => ok(cid),
             admin_opcode::ASYNC_EVENT_REQUEST => self.async_event_request(cid),
-            admin_opcode::ABORT => {
-                // Abort is best effort (NVMe Base 2.0 §5.1): DW0 bit 0 = 1 means "not aborted".
-                let mut c = Cqe::new(cid, Status::SUCCESS);
-                c.dw0 = 1;
-                Outcome::Complete(c)
-            }
+            admin_opcode::ABORT => self.abort_command(sqe),
             _ => fail(cid, Status::INVALID_OPCODE.dnr()),
         }
     }
@@ -219,14 +214,15 @@ impl QueueTask {
             cntlid: ctrl.cntlid,
             ver: registers::version(1, 3, 0),
             oaes: if discovery { 1 << 31 } else { 1 << 8 },
-            ctratt: 0,
+            // Any command restarts the keep-alive timer (CtrlShared::touch).
+            ctratt: ctratt::TBKAS,
             cntrltype: if discovery {
                 ControllerType::Discovery
             } else {
                 ControllerType::Io
             },
             oacs: 0,
-            acl: 3,
+            acl: crate::abort::ACL,
             aerl: AERL,
             frmw: 0x03,
             lpa: if discovery {
@@ -251,13 +247,24 @@ impl QueueTask {
             oncs: if discovery {
                 0
             } else {
-                oncs::COMPARE | oncs::DSM | oncs::WRITE_ZEROES | oncs::RESERVATIONS
+                oncs::COMPARE
+                    | oncs::DSM
+                    | oncs::WRITE_ZEROES
+                    | oncs::RESERVATIONS
+                    | oncs::VERIFY
+                    | oncs::COPY
             },
-            fuses: 0,
+            fuses: if discovery {
+                0
+            } else {
+                fuses::COMPARE_AND_WRITE
+            },
             fna: 0,
             vwc: if discovery { 0 } else { 1 },
             awun: 0,
             awupf: 0,
+            acwu: 0,
+            ocfs: if discovery { 0 } else { ocfs::FORMAT_0 },
             sgls: 1 | (1 << 20),
             mnan: 0,
             subnqn: subsys.nqn.clone(),
@@ -271,6 +278,19 @@ impl QueueTask {
         };
         if !discovery {
             crate::ana::fill_identify_controller(&mut id);
+            // A fused Compare and Write is atomic at any size it can have (the
+            // pair holds the namespace's writes off): ACWU is what MDTS allows
+            // in the largest block size served, 0's based.
+            let max_bs = self
+                .ns
+                .values()
+                .map(|n| n.backend.info().block_size)
+                .max()
+                .unwrap_or(512)
+                .max(512);
+            id.acwu = (limits.max_data_transfer / max_bs)
+                .clamp(1, u32::from(u16::MAX) + 1)
+                .saturating_sub(1) as u16;
             id.tnvmcap = self
                 .ns
                 .values()
@@ -478,6 +498,7 @@ impl QueueTask {
 fn identify_namespace(ns: &crate::registry::Namespace) -> IdentifyNamespace {
     let info = ns.backend.info();
     let lbads = info.block_size.trailing_zeros() as u8;
+    let copy = crate::nvm::CopyLimits::for_block_size(info.block_size);
     IdentifyNamespace {
         nsze: info.num_blocks,
         ncap: info.num_blocks,
@@ -500,6 +521,9 @@ fn identify_namespace(ns: &crate::registry::Namespace) -> IdentifyNamespace {
         },
         noiob: 0,
         nvmcap: u128::from(info.capacity_bytes()),
+        mssrl: copy.mssrl,
+        mcl: copy.mcl,
+        msrc: copy.msrc,
         anagrpid: ns.config.ana_group,
         nguid: ns.nguid,
         eui64: ns.eui64,
@@ -532,6 +556,7 @@ fn command_effects() -> CommandEffectsLog {
         nvmf_proto::resv::opcode::REPORT,
         nvmf_proto::resv::opcode::ACQUIRE,
         nvmf_proto::resv::opcode::RELEASE,
+        io_opcode::VERIFY,
     ] {
         l.iocs[usize::from(op)] = effects::CSUPP;
     }
@@ -539,6 +564,7 @@ fn command_effects() -> CommandEffectsLog {
         io_opcode::WRITE,
         io_opcode::WRITE_ZEROES,
         io_opcode::DATASET_MANAGEMENT,
+        io_opcode::COPY,
     ] {
         l.iocs[usize::from(op)] = effects::CSUPP | effects::LBCC;
     }

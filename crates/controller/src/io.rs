@@ -32,7 +32,7 @@ pub fn backend_status(e: &BackendError, write: bool) -> Status {
 }
 
 /// Checks an LBA range against the namespace and returns (byte offset, byte length).
-fn lba_range(ns: &Namespace, slba: u64, nlb: u64) -> Result<(u64, u64), Status> {
+pub(crate) fn lba_range(ns: &Namespace, slba: u64, nlb: u64) -> Result<(u64, u64), Status> {
     let info = ns.backend.info();
     let end = slba
         .checked_add(nlb)
@@ -46,7 +46,29 @@ fn lba_range(ns: &Namespace, slba: u64, nlb: u64) -> Result<(u64, u64), Status> 
 
 /// Runs one I/O command against a namespace; returns read data for reads. Runs on
 /// the queue's task for memory namespaces and on the blocking pool for the others.
+/// Commands that write hold the namespace's `write_order` lock shared, so a fused
+/// Compare and Write (which holds it exclusively) is atomic against them.
 pub fn run_io(
+    ns: &Namespace,
+    sqe: &Sqe,
+    data: &[Bytes],
+    buffer_len: u32,
+) -> Result<Option<SharedData>, Status> {
+    match sqe.opcode {
+        io_opcode::WRITE
+        | io_opcode::WRITE_ZEROES
+        | io_opcode::DATASET_MANAGEMENT
+        | io_opcode::COPY => {
+            let _shared = ns.write_order.read().unwrap_or_else(|e| e.into_inner());
+            run_io_locked(ns, sqe, data, buffer_len)
+        }
+        _ => run_io_locked(ns, sqe, data, buffer_len),
+    }
+}
+
+/// [`run_io`] for a caller that already holds the namespace's `write_order`
+/// lock (a fused pair holds it exclusively).
+pub(crate) fn run_io_locked(
     ns: &Namespace,
     sqe: &Sqe,
     data: &[Bytes],
@@ -146,6 +168,13 @@ pub fn run_io(
             }
             Ok(None)
         }
+        io_opcode::VERIFY => crate::nvm::verify(ns, sqe).map(|()| None),
+        io_opcode::COPY => {
+            let len = crate::nvm::copy(ns, sqe, data)?;
+            ns.stats.writes.fetch_add(1, Ordering::Relaxed);
+            ns.stats.bytes_written.fetch_add(len, Ordering::Relaxed);
+            Ok(None)
+        }
         _ => Err(Status::INVALID_OPCODE.dnr()),
     }
 }
@@ -234,9 +263,18 @@ impl QueueTask {
         }
         let tx = self.done_tx.clone();
         let sqe = *sqe;
+        // Until a blocking-pool thread takes it, an Abort may still cancel it.
+        let start = crate::abort::PoolStart::new();
+        self.pool_queued.insert(cid, start.clone());
         tokio::task::spawn_blocking(move || {
             let mut out = Ok(None);
-            for ns in &nss {
+            let nss = if start.begin() {
+                &nss[..]
+            } else {
+                out = Err(Status::ABORT_REQUESTED);
+                &[]
+            };
+            for ns in nss {
                 out = run_io(ns, &sqe, &data, buffer_len);
                 if out.is_err() {
                     break;

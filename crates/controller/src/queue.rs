@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::Limits;
-use crate::registry::{AdminSignal, CtrlShared, NsMap, Registry};
+use crate::registry::{AbortRequest, AdminSignal, CtrlShared, NsMap, Registry};
 
 /// What every connection task shares.
 #[derive(Debug)]
@@ -74,6 +74,8 @@ pub(crate) struct AdminState {
     pub discovery: bool,
     pub aers: Vec<u16>,
     pub pending_aens: Vec<u32>,
+    /// Abort commands handed to an I/O queue and not answered yet.
+    pub aborts: u8,
 }
 
 #[derive(Debug)]
@@ -109,6 +111,12 @@ pub(crate) struct QueueTask {
     /// When the queue's Connect asked for authentication: the queue must
     /// finish it within the Connect deadline (limits.connect_timeout_ms).
     pub auth_since: Option<Instant>,
+    /// Fused Compare and Write halves this I/O queue holds.
+    pub fused: crate::fused::FusedState,
+    /// Abort requests for this I/O queue, from its controller's admin queue.
+    pub abort_rx: Option<mpsc::UnboundedReceiver<AbortRequest>>,
+    /// Commands handed to the blocking pool and not done yet, by CID.
+    pub pool_queued: nvmf_proto_cidmap::Map<crate::abort::PoolStart>,
 }
 
 /// A tiny CID map for commands waiting on data.
@@ -153,6 +161,9 @@ impl QueueTask {
             misbehaved: false,
             auth: None,
             auth_since: None,
+            fused: Default::default(),
+            abort_rx: None,
+            pool_queued: Default::default(),
         };
         let started = Instant::now();
         let mut admin_rx: Option<mpsc::UnboundedReceiver<AdminSignal>> = None;
@@ -205,6 +216,9 @@ impl QueueTask {
                 Some(sig) = async { match admin_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                     t.on_admin_signal(sig);
                 }
+                Some(req) = async { match t.abort_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    t.on_abort_request(req);
+                }
                 _ = async { match close_rx.as_mut() { Some(r) => { let _ = r.wait_for(|v| *v).await; } None => std::future::pending().await } } => {
                     break "controller closed".into();
                 }
@@ -234,6 +248,16 @@ impl QueueTask {
             (Role::Io(qid), Some(c)) => {
                 debug!(peer = %self.peer, cntlid = c.cntlid, qid, "I/O queue closed: {reason}");
                 c.remove_io_queue(*qid);
+                // Aborts that reached this queue too late: nothing was aborted.
+                if let Some(rx) = self.abort_rx.as_mut() {
+                    rx.close();
+                    while let Ok(req) = rx.try_recv() {
+                        c.signal_admin(AdminSignal::AbortDone {
+                            cid: req.abort_cid,
+                            aborted: false,
+                        });
+                    }
+                }
             }
             _ => debug!(peer = %self.peer, "connection closed before Connect: {reason}"),
         }
@@ -350,10 +374,14 @@ impl QueueTask {
                 ControllerEvent::Data { cid, data } => {
                     if let Some(sqe) = self.waiting_data.remove(&cid) {
                         self.execute(sqe, data, 0);
+                    } else {
+                        self.fused_data(cid, data);
                     }
                 }
                 ControllerEvent::Aborted { cid } => {
-                    self.waiting_data.remove(&cid);
+                    if self.waiting_data.remove(&cid).is_none() {
+                        self.fused_transport_abort(cid);
+                    }
                 }
                 ControllerEvent::Abandoned { cid } => {
                     if let Role::Admin(a) = &mut self.role {
@@ -375,6 +403,9 @@ impl QueueTask {
     fn on_command(&mut self, cmd: IncomingCommand) {
         if let Some(c) = &self.ctrl {
             c.touch();
+        }
+        if self.fused_capsule(&cmd) {
+            return;
         }
         let sqe = cmd.sqe;
         let h2c = sqe.data_direction() == DataDirection::HostToController;
@@ -467,6 +498,7 @@ impl QueueTask {
     }
 
     fn on_done(&mut self, d: Done) {
+        self.pool_queued.remove(&d.cid);
         let outcome = match d.result {
             Ok(Some(data)) => Outcome::Read(data, Cqe::new(d.cid, Status::SUCCESS)),
             Ok(None) => Outcome::Complete(Cqe::new(d.cid, Status::SUCCESS)),
@@ -476,7 +508,10 @@ impl QueueTask {
     }
 
     fn on_admin_signal(&mut self, sig: AdminSignal) {
-        let AdminSignal::Aen(dw0) = sig;
+        let dw0 = match sig {
+            AdminSignal::Aen(dw0) => dw0,
+            AdminSignal::AbortDone { cid, aborted } => return self.abort_done(cid, aborted),
+        };
         if let Role::Admin(a) = &mut self.role {
             if let Some(cid) = a.aers.pop() {
                 let mut cqe = Cqe::new(cid, Status::SUCCESS);
@@ -565,6 +600,7 @@ impl QueueTask {
                 discovery: is_disc,
                 aers: Vec::new(),
                 pending_aens: Vec::new(),
+                aborts: 0,
             });
             info!(
                 peer = %self.peer, subnqn = %subsys.nqn, hostnqn = %cd.hostnqn, cntlid = ctrl.cntlid,
@@ -614,6 +650,9 @@ impl QueueTask {
             .queue
             .set_connected(cmd.qid, sq_size as u16, sqfc, limits.in_capsule_data_size);
         self.role = Role::Io(cmd.qid);
+        let (abort_tx, abort_rx) = mpsc::unbounded_channel();
+        ctrl.set_abort_sender(cmd.qid, abort_tx);
+        self.abort_rx = Some(abort_rx);
         info!(
             peer = %self.peer, subnqn = %subsys.nqn, cntlid = ctrl.cntlid, qid = cmd.qid, sqsize = sq_size,
             digests = ?self.digests, sq_flow_control = sqfc, "I/O queue connected"

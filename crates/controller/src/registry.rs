@@ -67,6 +67,11 @@ pub struct Namespace {
     pub stats: NsStats,
     /// Reservations (NVMe Base 2.0 §8.19), persisted beside file and device backends.
     pub resv: Arc<crate::reservation::Reservation>,
+    /// Orders writes against fused Compare and Write (NVMe Base 2.0 §3.4.2):
+    /// every command that writes takes it shared, a fused pair takes it
+    /// exclusively across its compare and its write, so no queue writes the
+    /// namespace in between.
+    pub write_order: RwLock<()>,
 }
 
 impl Namespace {
@@ -114,6 +119,7 @@ impl Namespace {
             eui64,
             stats: NsStats::default(),
             resv: Arc::new(crate::reservation::Reservation::open(resv_path)),
+            write_order: RwLock::new(()),
         })
     }
 }
@@ -331,6 +337,23 @@ impl Subsystem {
 pub enum AdminSignal {
     /// Complete an outstanding Asynchronous Event Request with this DW0.
     Aen(u32),
+    /// An I/O queue answered an Abort (NVMe Base 2.0 §5.1): complete the
+    /// Abort command `cid` with DW0 bit 0 clear if the command was aborted.
+    AbortDone {
+        /// The Abort command's CID on the admin queue.
+        cid: u16,
+        /// The command was aborted.
+        aborted: bool,
+    },
+}
+
+/// An Abort the admin queue hands to the I/O queue that holds the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortRequest {
+    /// The Abort command's CID (on the admin queue), for the answer.
+    pub abort_cid: u16,
+    /// The CID of the command to abort (on the I/O queue).
+    pub cid: u16,
 }
 
 /// State of one controller (association) that its admin queue and I/O queues share.
@@ -366,6 +389,7 @@ pub struct CtrlShared {
     io_queues: Mutex<Vec<u16>>,
     /// Reservation notifications of this controller.
     pub resv: crate::reservation::CtrlResv,
+    io_abort: Mutex<HashMap<u16, mpsc::UnboundedSender<AbortRequest>>>,
 }
 
 /// Error log entries kept per controller (ELPE + 1).
@@ -402,6 +426,7 @@ impl CtrlShared {
             error_count: AtomicU64::new(0),
             io_queues: Mutex::new(Vec::new()),
             resv: Default::default(),
+            io_abort: Mutex::new(HashMap::new()),
         }
     }
 
@@ -452,8 +477,34 @@ impl CtrlShared {
         true
     }
 
+    /// Registers where Abort requests for I/O queue `qid` go.
+    pub fn set_abort_sender(&self, qid: u16, tx: mpsc::UnboundedSender<AbortRequest>) {
+        self.io_abort
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(qid, tx);
+    }
+
+    /// Hands an Abort to I/O queue `qid`; false if that queue does not exist.
+    pub fn send_abort(&self, qid: u16, req: AbortRequest) -> bool {
+        self.io_abort
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&qid)
+            .is_some_and(|tx| tx.send(req).is_ok())
+    }
+
+    /// Sends a signal to the admin queue's task.
+    pub fn signal_admin(&self, sig: AdminSignal) {
+        let _ = self.admin_tx.send(sig);
+    }
+
     /// Forgets an I/O queue.
     pub fn remove_io_queue(&self, qid: u16) {
+        self.io_abort
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&qid);
         self.io_queues
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -360,6 +360,111 @@ impl Controller {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Verify (NVM Command Set 1.0 §3.3.4): the controller reads `nblocks`
+    /// blocks from `slba` and reports whether it could; no data moves. Split
+    /// into commands of at most 65536 blocks (the 16-bit NLB field). A block
+    /// that cannot be read is [`Error::Nvme`] with the controller's status.
+    pub async fn verify(&self, nsid: u32, slba: u64, nblocks: u64) -> Result<()> {
+        let ns = self.namespace(nsid)?;
+        check_range(&ns, slba, nblocks)?;
+        let mut lba = slba;
+        while lba < slba + nblocks {
+            let n = (slba + nblocks - lba).min(65536);
+            let sqe = Sqe::verify(nsid, lba, n as u32);
+            self.io(None, sqe, HostData::None).await?;
+            lba += n;
+        }
+        Ok(())
+    }
+
+    /// Compare (NVM Command Set 1.0 §3.2.1): the controller compares `data` (a
+    /// whole number of blocks) with the blocks at `slba`, split by MDTS. A
+    /// mismatch is [`Error::Nvme`] with status Compare Failure.
+    pub async fn compare(&self, nsid: u32, slba: u64, data: impl Into<Bytes>) -> Result<()> {
+        let data: Bytes = data.into();
+        let ns = self.namespace(nsid)?;
+        let bs = u64::from(ns.block_size);
+        if bs == 0 || !(data.len() as u64).is_multiple_of(bs) {
+            return Err(Error::Invalid(format!(
+                "{} bytes is not a whole number of {bs}-byte blocks",
+                data.len()
+            )));
+        }
+        let nblocks = data.len() as u64 / bs;
+        check_range(&ns, slba, nblocks)?;
+        let per = self.blocks_per_cmd(&ns);
+        let mut rxs = Vec::new();
+        let mut off = 0u64;
+        while off < nblocks {
+            let n = per.min(nblocks - off);
+            let sqe = Sqe::rw(io_opcode::COMPARE, nsid, slba + off, n as u32, false);
+            let part = data.slice((off * bs) as usize..((off + n) * bs) as usize);
+            rxs.push((
+                sqe,
+                Self::send(self.io_tx(None)?, sqe, HostData::ToController(part)).await?,
+            ));
+            off += n;
+        }
+        let mut first_err = None;
+        for (sqe, rx) in rxs {
+            if let Err(e) = Self::wait(rx).await.and_then(|c| check(c, &sqe, false)) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Copy (NVM Command Set 1.0 §3.3.1): the controller copies the source
+    /// ranges, in order, to consecutive blocks from `sdlba`, with Source Range
+    /// Entries format 0. Ranges beyond the namespace's MSRC / MSSRL / MCL
+    /// (Identify Namespace) are refused here before anything is sent.
+    pub async fn copy(
+        &self,
+        nsid: u32,
+        sdlba: u64,
+        ranges: &[nvmf_proto::sqe::CopySourceRange],
+        fua: bool,
+    ) -> Result<()> {
+        let ns = self.namespace(nsid)?;
+        let id = &ns.id;
+        if ranges.is_empty() || ranges.len() > usize::from(id.msrc) + 1 {
+            return Err(Error::Invalid(format!(
+                "{} source ranges; the namespace takes 1 to {} (MSRC)",
+                ranges.len(),
+                usize::from(id.msrc) + 1
+            )));
+        }
+        let mut total = 0u64;
+        for r in ranges {
+            if r.nlb == 0 || r.nlb > 65536 {
+                return Err(Error::Invalid(format!("a range of {} blocks", r.nlb)));
+            }
+            if id.mssrl != 0 && r.nlb > u32::from(id.mssrl) {
+                return Err(Error::Invalid(format!(
+                    "a range of {} blocks is longer than MSSRL ({})",
+                    r.nlb, id.mssrl
+                )));
+            }
+            check_range(&ns, r.slba, u64::from(r.nlb))?;
+            total += u64::from(r.nlb);
+        }
+        if id.mcl != 0 && total > u64::from(id.mcl) {
+            return Err(Error::Invalid(format!(
+                "{total} blocks in all is more than MCL ({})",
+                id.mcl
+            )));
+        }
+        check_range(&ns, sdlba, total)?;
+        let mut list = Vec::with_capacity(ranges.len() * nvmf_proto::sqe::CopySourceRange::SIZE);
+        for r in ranges {
+            list.extend_from_slice(&r.encode());
+        }
+        let sqe = Sqe::copy(nsid, sdlba, ranges.len() as u32, fua);
+        self.io(None, sqe, HostData::ToController(Bytes::from(list)))
+            .await
+            .map(|_| ())
+    }
+
     /// Flush.
     pub async fn flush(&self, nsid: u32) -> Result<()> {
         let mut s = Sqe::new(io_opcode::FLUSH);

@@ -71,6 +71,10 @@ pub mod oncs {
     pub const WRITE_ZEROES: u16 = 1 << 3;
     /// Reservations supported.
     pub const RESERVATIONS: u16 = 1 << 5;
+    /// Verify supported (bit 7).
+    pub const VERIFY: u16 = 1 << 7;
+    /// Copy supported (bit 8).
+    pub const COPY: u16 = 1 << 8;
 }
 
 /// CMIC bits (NVMe Base 2.0 Figure 275, byte 76).
@@ -97,6 +101,25 @@ pub mod anacap {
     pub const CHANGE: u8 = 1 << 4;
     /// A namespace's ANAGRPID does not change while it is attached.
     pub const GRPID_STATIC: u8 = 1 << 6;
+}
+
+/// FUSES bits (NVMe Base 2.0 Figure 275, bytes 523:522).
+pub mod fuses {
+    /// Compare and Write fused operation supported.
+    pub const COMPARE_AND_WRITE: u16 = 1 << 0;
+}
+
+/// OCFS bits (NVMe Base 2.0 Figure 275, bytes 535:534): Copy descriptor formats.
+pub mod ocfs {
+    /// Source Range Entries Copy Descriptor Format 0h (NVM Command Set 1.0 Figure 39).
+    pub const FORMAT_0: u16 = 1 << 0;
+}
+
+/// CTRATT bits (NVMe Base 2.0 Figure 275, bytes 99:96).
+pub mod ctratt {
+    /// Traffic Based Keep Alive Support (bit 6): any command the controller
+    /// processes restarts the Keep Alive Timer (NVMe Base 2.0 §3.9.5).
+    pub const TBKAS: u32 = 1 << 6;
 }
 
 /// Identify Controller (NVMe Base 2.0 Figure 275), with the Fabrics fields of
@@ -173,6 +196,10 @@ pub struct IdentifyController {
     pub awun: u16,
     /// Atomic Write Unit Power Fail, 0's based.
     pub awupf: u16,
+    /// Atomic Compare & Write Unit, 0's based logical blocks (bytes 533:532).
+    pub acwu: u16,
+    /// Optional Copy Formats Supported (bytes 535:534), [`ocfs`] bits.
+    pub ocfs: u16,
     /// SGL Support.
     pub sgls: u32,
     /// ANA Transition Time in seconds (NVMe Base 2.0 Figure 275, byte 342).
@@ -242,6 +269,8 @@ impl IdentifyController {
         put_u8(&mut b, 525, self.vwc);
         put_u16(&mut b, 526, self.awun);
         put_u16(&mut b, 528, self.awupf);
+        put_u16(&mut b, 532, self.acwu);
+        put_u16(&mut b, 534, self.ocfs);
         put_u32(&mut b, 536, self.sgls);
         put_u8(&mut b, 342, self.anatt);
         put_u8(&mut b, 343, self.anacap);
@@ -296,6 +325,8 @@ impl IdentifyController {
             vwc: u8_at(b, 525),
             awun: u16_at(b, 526),
             awupf: u16_at(b, 528),
+            acwu: u16_at(b, 532),
+            ocfs: u16_at(b, 534),
             sgls: u32_at(b, 536),
             anatt: u8_at(b, 342),
             anacap: u8_at(b, 343),
@@ -354,6 +385,12 @@ pub struct IdentifyNamespace {
     pub noiob: u16,
     /// NVM Capacity in bytes.
     pub nvmcap: u128,
+    /// Maximum Single Source Range Length of a Copy, in logical blocks (bytes 75:74).
+    pub mssrl: u16,
+    /// Maximum Copy Length of a Copy, in logical blocks (bytes 79:76).
+    pub mcl: u32,
+    /// Maximum Source Range Count of a Copy, 0's based (byte 80).
+    pub msrc: u8,
     /// ANA Group Identifier.
     pub anagrpid: u32,
     /// Namespace Globally Unique Identifier.
@@ -379,6 +416,9 @@ impl IdentifyNamespace {
         put_u8(&mut b, 33, self.dlfeat);
         put_u16(&mut b, 46, self.noiob);
         put_u128(&mut b, 48, self.nvmcap);
+        put_u16(&mut b, 74, self.mssrl);
+        put_u32(&mut b, 76, self.mcl);
+        put_u8(&mut b, 80, self.msrc);
         put_u32(&mut b, 92, self.anagrpid);
         put(&mut b, 104, &self.nguid);
         put(&mut b, 120, &self.eui64);
@@ -414,6 +454,9 @@ impl IdentifyNamespace {
             dlfeat: u8_at(b, 33),
             noiob: u16_at(b, 46),
             nvmcap: u128_at(b, 48),
+            mssrl: u16_at(b, 74),
+            mcl: u32_at(b, 76),
+            msrc: u8_at(b, 80),
             anagrpid: u32_at(b, 92),
             nguid: array_at(b, 104),
             eui64: array_at(b, 120),
@@ -554,6 +597,39 @@ mod tests {
         assert_eq!(u32::from_le_bytes(b[1792..1796].try_into().unwrap()), 516);
         assert_eq!(IdentifyController::decode(&b), c);
         assert_eq!(c.in_capsule_data_size(), 8192);
+    }
+
+    #[test]
+    fn io_set_fields_at_their_offsets() {
+        let c = IdentifyController {
+            ctratt: ctratt::TBKAS,
+            oncs: oncs::VERIFY | oncs::COPY,
+            fuses: fuses::COMPARE_AND_WRITE,
+            acwu: 0x1234,
+            ocfs: ocfs::FORMAT_0,
+            ..Default::default()
+        };
+        let b = c.encode();
+        assert_eq!(&b[96..100], &[0x40, 0, 0, 0]);
+        assert_eq!(&b[520..522], &[0x80, 0x01]);
+        assert_eq!(&b[522..524], &[0x01, 0]);
+        assert_eq!(&b[532..534], &[0x34, 0x12]);
+        assert_eq!(&b[534..536], &[0x01, 0]);
+        assert_eq!(IdentifyController::decode(&b), c);
+        let n = IdentifyNamespace {
+            mssrl: 0x0102,
+            mcl: 0x0304_0506,
+            msrc: 127,
+            lbaf: vec![LbaFormat {
+                ms: 0,
+                lbads: 9,
+                rp: 0,
+            }],
+            ..Default::default()
+        };
+        let b = n.encode();
+        assert_eq!(&b[74..81], &[0x02, 0x01, 0x06, 0x05, 0x04, 0x03, 127]);
+        assert_eq!(IdentifyNamespace::decode(&b), n);
     }
 
     #[test]

@@ -51,6 +51,60 @@ pub mod io_opcode {
     pub const WRITE_ZEROES: u8 = 0x08;
     /// Dataset Management.
     pub const DATASET_MANAGEMENT: u8 = 0x09;
+    /// Verify (NVM Command Set 1.0 §3.3.4): no data transfer.
+    pub const VERIFY: u8 = 0x0C;
+    /// Copy (NVM Command Set 1.0 §3.3.1): host-to-controller source range list.
+    pub const COPY: u8 = 0x19;
+}
+
+/// The FUSE field, CDW0 bits 9:8 (NVMe Base 2.0 Figure 87, §3.4.2 fused operations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fuse {
+    /// 00b: a normal command.
+    Normal,
+    /// 01b: the first command of a fused operation (Compare of Compare and Write).
+    First,
+    /// 10b: the second command of a fused operation (Write of Compare and Write).
+    Second,
+    /// 11b: reserved.
+    Reserved,
+}
+
+/// A Copy command's Source Range Entry in Descriptor Format 0h (NVM Command Set
+/// 1.0 Figure 39: 32 bytes; SLBA at bytes 15:8, NLB 0's based at bytes 17:16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CopySourceRange {
+    /// Starting LBA of the range.
+    pub slba: u64,
+    /// Number of logical blocks, 1-based here (the wire field is 0's based).
+    pub nlb: u32,
+}
+
+impl CopySourceRange {
+    /// Size of one format 0 entry.
+    pub const SIZE: usize = 32;
+
+    /// Encodes one entry.
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        put_u64(&mut b, 8, self.slba);
+        put_u16(&mut b, 16, (self.nlb.saturating_sub(1) & 0xffff) as u16);
+        b
+    }
+
+    /// Decodes the first `count` entries of `b`; `None` if `b` is too short.
+    pub fn decode_list(b: &[u8], count: usize) -> Option<Vec<Self>> {
+        let need = count.checked_mul(Self::SIZE)?;
+        let list = b.get(..need)?;
+        Some(
+            list.chunks_exact(Self::SIZE)
+                .map(|e| Self {
+                    slba: u64_at(e, 8),
+                    nlb: u32::from(u16_at(e, 16)) + 1,
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Direction of a command's data, from opcode bits 1:0 (NVMe Base 2.0 §5, Figure 138 note).
@@ -258,6 +312,49 @@ impl Sqe {
         self.cdw12 & (1 << 30) != 0
     }
 
+    /// The FUSE field (CDW0 bits 9:8, the low two bits of the flags byte).
+    pub fn fuse(&self) -> Fuse {
+        match self.flags & 3 {
+            0 => Fuse::Normal,
+            1 => Fuse::First,
+            2 => Fuse::Second,
+            _ => Fuse::Reserved,
+        }
+    }
+
+    /// The same command with its FUSE field set.
+    pub fn with_fuse(mut self, fuse: Fuse) -> Self {
+        let v = match fuse {
+            Fuse::Normal => 0,
+            Fuse::First => 1,
+            Fuse::Second => 2,
+            Fuse::Reserved => 3,
+        };
+        self.flags = (self.flags & !3) | v;
+        self
+    }
+
+    /// Builds a Verify (NVM Command Set 1.0 §3.3.4): SLBA in CDW10-11, NLB
+    /// (0's based) in CDW12 bits 15:0; no data moves.
+    pub fn verify(nsid: u32, slba: u64, nlb: u32) -> Self {
+        let mut s = Self::rw(io_opcode::VERIFY, nsid, slba, nlb, false);
+        s.sgl1 = SglDescriptor::default();
+        s
+    }
+
+    /// Builds a Copy (NVM Command Set 1.0 §3.3.1) of `nr` format 0 source
+    /// ranges to `sdlba`: SDLBA in CDW10-11, NR (0's based) in CDW12 bits 7:0,
+    /// Descriptor Format 0 in bits 11:8, FUA bit 30. The range list is the data
+    /// (`nr` × 32 bytes; the caller sets SGL1 to how it sends them).
+    pub fn copy(nsid: u32, sdlba: u64, nr: u32, fua: bool) -> Self {
+        let mut s = Self::new(io_opcode::COPY);
+        s.nsid = nsid;
+        s.cdw10 = sdlba as u32;
+        s.cdw11 = (sdlba >> 32) as u32;
+        s.cdw12 = (nr.saturating_sub(1) & 0xff) | if fua { 1 << 30 } else { 0 };
+        s
+    }
+
     /// Builds a Read or Write style LBA command (NVM Command Set 1.0 §3.2.4, §3.2.6).
     pub fn rw(opcode: u8, nsid: u32, slba: u64, nlb: u32, fua: bool) -> Self {
         let mut s = Self::new(opcode);
@@ -328,5 +425,52 @@ mod tests {
         let g = Sqe::get_log_page(0x70, 0, 4096, 1024, false);
         assert_eq!(g.log_page_params(), (0x70, 4096, 1024));
         assert_eq!(Sqe::from_slice(&[0u8; 10]), None);
+    }
+
+    #[test]
+    fn fuse_verify_and_copy_fields() {
+        let s = Sqe::rw(io_opcode::COMPARE, 1, 8, 1, false).with_fuse(Fuse::First);
+        // FUSE is CDW0 bits 9:8: the low bits of byte 1, beside PSDT (bits 15:14).
+        assert_eq!(s.encode()[1], PSDT_SGL | 1);
+        assert_eq!(Sqe::decode(&s.encode()).fuse(), Fuse::First);
+        assert_eq!(s.with_fuse(Fuse::Second).fuse(), Fuse::Second);
+        assert_eq!(s.with_fuse(Fuse::Normal).flags, PSDT_SGL);
+        let mut r = s;
+        r.flags |= 3;
+        assert_eq!(r.fuse(), Fuse::Reserved);
+        let v = Sqe::verify(2, 0x1_0000_0000, 65536);
+        assert_eq!(
+            (v.opcode, v.nsid, v.slba(), v.nlb()),
+            (0x0C, 2, 0x1_0000_0000, 65536)
+        );
+        assert_eq!(v.data_direction(), DataDirection::None);
+        let c = Sqe::copy(1, 4096, 3, true);
+        assert_eq!(c.opcode, 0x19);
+        assert_eq!(c.slba(), 4096);
+        assert_eq!(c.cdw12 & 0xff, 2, "NR is 0's based");
+        assert_eq!((c.cdw12 >> 8) & 0xf, 0, "descriptor format 0");
+        assert!(c.fua());
+        assert_eq!(c.data_direction(), DataDirection::HostToController);
+        let e = CopySourceRange {
+            slba: 0x0102_0304_0506_0708,
+            nlb: 256,
+        }
+        .encode();
+        assert_eq!(&e[8..16], &0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(&e[16..18], &[0xff, 0x00], "NLB is 0's based");
+        assert_eq!(e[..8], [0; 8]);
+        let two = [e, CopySourceRange { slba: 9, nlb: 1 }.encode()].concat();
+        assert_eq!(
+            CopySourceRange::decode_list(&two, 2),
+            Some(vec![
+                CopySourceRange {
+                    slba: 0x0102_0304_0506_0708,
+                    nlb: 256
+                },
+                CopySourceRange { slba: 9, nlb: 1 }
+            ])
+        );
+        assert_eq!(CopySourceRange::decode_list(&two, 3), None);
+        assert_eq!(CopySourceRange::decode_list(&two, usize::MAX), None);
     }
 }

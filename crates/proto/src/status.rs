@@ -105,6 +105,10 @@ statuses! {
     ABORT_REQUESTED = (0, 0x07, "Command Abort Requested");
     /// Generic 08h: Command Aborted due to SQ Deletion.
     ABORTED_SQ_DELETION = (0, 0x08, "Command Aborted due to SQ Deletion");
+    /// Generic 09h: Command Aborted due to Failed Fused Command.
+    ABORTED_FAILED_FUSED = (0, 0x09, "Command Aborted due to Failed Fused Command");
+    /// Generic 0Ah: Command Aborted due to Missing Fused Command.
+    ABORTED_MISSING_FUSED = (0, 0x0A, "Command Aborted due to Missing Fused Command");
     /// Generic 0Bh: Invalid Namespace or Format.
     INVALID_NS = (0, 0x0B, "Invalid Namespace or Format");
     /// Generic 0Ch: Command Sequence Error.
@@ -193,6 +197,18 @@ statuses! {
 }
 
 impl Status {
+    /// NVM command specific 83h: Command Size Limit Exceeded (a Copy beyond
+    /// MSRC, MSSRL or MCL; NVM Command Set 1.0 §3.3.1). Defined outside the
+    /// named table because command-specific 83h of a Fabrics command is
+    /// Connect Restart Discovery, which [`Status::name`] reports for (1, 83h).
+    pub const CMD_SIZE_LIMIT_EXCEEDED: Status = Status {
+        sct: 1,
+        sc: 0x83,
+        dnr: false,
+        more: false,
+        crd: 0,
+    };
+
     /// Decodes the status field: bits 15:1 of CQE DW3\[31:16\] (bit 0 is the phase tag).
     pub fn from_field(field: u16) -> Self {
         Self {

@@ -686,6 +686,57 @@ async fn handle(
                 }
             }
         }
+        "verify" | "compare" | "copy" => {
+            let dev = s(req, "dev")?;
+            let (c, ns) = get(st, dev).await?;
+            let nsid = u(req, "nsid").map(|n| n as u32).or(ns).ok_or_else(|| {
+                anyhow!("'{dev}' names a controller; {op} needs a namespace such as {dev}n1")
+            })?;
+            match op {
+                "verify" => {
+                    c.verify(
+                        nsid,
+                        u(req, "slba").unwrap_or(0),
+                        u(req, "nblocks").unwrap_or(1),
+                    )
+                    .await?
+                }
+                "compare" => {
+                    if payload.is_empty() {
+                        bail!("compare without data (the request must announce \"payload\": N and send N bytes)");
+                    }
+                    c.compare(nsid, u(req, "slba").unwrap_or(0), payload)
+                        .await?
+                }
+                _ => {
+                    let ranges: Vec<nvmf_proto::sqe::CopySourceRange> = req
+                        .get("ranges")
+                        .and_then(Value::as_array)
+                        .ok_or_else(|| anyhow!("copy without \"ranges\""))?
+                        .iter()
+                        .map(|r| {
+                            let slba = r.get(0).and_then(Value::as_u64);
+                            let nlb = r.get(1).and_then(Value::as_u64);
+                            match (slba, nlb) {
+                                (Some(slba), Some(nlb)) if nlb <= 65536 => {
+                                    Ok(nvmf_proto::sqe::CopySourceRange {
+                                        slba,
+                                        nlb: nlb as u32,
+                                    })
+                                }
+                                _ => Err(anyhow!(
+                                    "a copy range is [slba, blocks] with 1..=65536 blocks"
+                                )),
+                            }
+                        })
+                        .collect::<anyhow::Result<_>>()?;
+                    let fua = req.get("fua").and_then(Value::as_bool).unwrap_or(false);
+                    c.copy(nsid, u(req, "sdlba").unwrap_or(0), &ranges, fua)
+                        .await?
+                }
+            }
+            json!({})
+        }
         "namespace" => {
             let dev = s(req, "dev")?;
             let (c, ns) = get(st, dev).await?;

@@ -260,6 +260,14 @@ pub enum HostCommand {
     Read(RwArgs),
     /// Write blocks from a file or stdin.
     Write(RwArgs),
+    /// Compare blocks with a file or stdin (the controller compares; a
+    /// mismatch is an error with status Compare Failure).
+    Compare(RwArgs),
+    /// Verify blocks: the controller reads them and reports whether it could
+    /// (no data moves).
+    Verify(VerifyArgs),
+    /// Copy source ranges (format 0) to consecutive blocks from --sdlba.
+    Copy(CopyArgs),
     /// Disconnect controllers by subsystem NQN or device.
     Disconnect {
         /// Subsystem NQN: disconnect every controller of it.
@@ -401,6 +409,100 @@ pub struct RwArgs {
     fua: bool,
     #[command(flatten)]
     out: Out,
+}
+
+/// Flags of `verify`, as nvme-cli.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Namespace device (nvme0n1).
+    dev: String,
+    /// Namespace ID (default: the device's).
+    #[arg(short = 'n', long = "namespace-id")]
+    nsid: Option<u32>,
+    /// Starting LBA.
+    #[arg(short = 's', long = "start-block", default_value_t = 0)]
+    start_block: u64,
+    /// Number of blocks, 0's based (0 = one block).
+    #[arg(short = 'c', long = "block-count", default_value_t = 0)]
+    block_count: u16,
+    #[command(flatten)]
+    out: Out,
+}
+
+/// Flags of `copy`, as nvme-cli (Source Range Entries format 0 only).
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Namespace device (nvme0n1).
+    dev: String,
+    /// Namespace ID (default: the device's).
+    #[arg(short = 'n', long = "namespace-id")]
+    nsid: Option<u32>,
+    /// Destination starting LBA.
+    #[arg(short = 'd', long = "sdlba", default_value_t = 0)]
+    sdlba: u64,
+    /// Comma-separated starting LBAs of the source ranges.
+    #[arg(short = 's', long = "slbs", value_delimiter = ',', required = true)]
+    slbs: Vec<u64>,
+    /// Comma-separated block counts of the source ranges, 0's based.
+    #[arg(short = 'b', long = "blocks", value_delimiter = ',', required = true)]
+    blocks: Vec<u16>,
+    /// Force unit access.
+    #[arg(short = 'f', long = "force-unit-access")]
+    fua: bool,
+    /// Descriptor format (only 0 is supported).
+    #[arg(short = 'F', long = "format", default_value_t = 0)]
+    format: u8,
+    #[command(flatten)]
+    out: Out,
+}
+
+fn success(out: &Out, verb: &str) -> anyhow::Result<()> {
+    match out.output {
+        OutputFormat::Json => print_json(&json!({"result": "success"})),
+        OutputFormat::Normal => {
+            eprintln!("{verb}: Success");
+            Ok(())
+        }
+    }
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let mut req = json!({"op": "verify", "dev": a.dev, "slba": a.start_block,
+        "nblocks": u64::from(a.block_count) + 1});
+    if let Some(n) = a.nsid {
+        req["nsid"] = json!(n);
+    }
+    daemon::request(&req)?;
+    success(&a.out, "verify")
+}
+
+fn copy(a: CopyArgs) -> anyhow::Result<()> {
+    if a.format != 0 {
+        bail!(
+            "--format {}: only descriptor format 0 is supported",
+            a.format
+        );
+    }
+    if a.slbs.len() != a.blocks.len() {
+        bail!(
+            "--slbs has {} entries and --blocks {}; give one block count per range",
+            a.slbs.len(),
+            a.blocks.len()
+        );
+    }
+    let ranges: Vec<[u64; 2]> = a
+        .slbs
+        .iter()
+        .zip(&a.blocks)
+        .map(|(&s, &b)| [s, u64::from(b) + 1])
+        .collect();
+    let mut req =
+        json!({"op": "copy", "dev": a.dev, "sdlba": a.sdlba, "ranges": ranges, "fua": a.fua});
+    if let Some(n) = a.nsid {
+        req["nsid"] = json!(n);
+    }
+    daemon::request(&req)?;
+    success(&a.out, "copy")
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -587,6 +689,9 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
         }
         HostCommand::Read(a) => rw(a, false),
         HostCommand::Write(a) => rw(a, true),
+        HostCommand::Compare(a) => compare(a),
+        HostCommand::Verify(a) => verify(a),
+        HostCommand::Copy(a) => copy(a),
         HostCommand::Disconnect { nqn, device, out } => {
             let req = match (&nqn, &device) {
                 (Some(n), None) => json!({"op": "disconnect", "subnqn": n}),
@@ -854,6 +959,43 @@ fn list(out: Out) -> anyhow::Result<()> {
     }
 }
 
+/// Reads the data of `write` or `compare`: the file or stdin, cut or padded
+/// with zeroes to `need` bytes.
+fn input_data(a: &RwArgs, need: u64) -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    match &a.data {
+        Some(p) => {
+            std::fs::File::open(p)
+                .with_context(|| format!("opening {}", p.display()))?
+                .read_to_end(&mut buf)?;
+        }
+        None => {
+            std::io::stdin().read_to_end(&mut buf)?;
+        }
+    }
+    buf.truncate(need as usize);
+    buf.resize(need as usize, 0);
+    Ok(buf)
+}
+
+fn compare(a: RwArgs) -> anyhow::Result<()> {
+    let info = daemon::request(&json!({"op": "namespace", "dev": a.dev}))?;
+    let bs = info["block_size"].as_u64().unwrap_or(512);
+    let nblocks = u64::from(a.block_count) + 1;
+    let need = nblocks * bs;
+    if let Some(z) = a.data_size {
+        if z < need {
+            bail!("--data-size {z} is smaller than {need} bytes ({nblocks} blocks of {bs} bytes; -c is 0's based)");
+        }
+    }
+    let buf = input_data(&a, need)?;
+    daemon::request_data(
+        &json!({"op": "compare", "dev": a.dev, "slba": a.start_block}),
+        Some(&buf),
+    )?;
+    success(&a.out, "compare")
+}
+
 fn rw(a: RwArgs, write: bool) -> anyhow::Result<()> {
     let (_, ns) = daemon::parse_dev(&a.dev)?;
     if ns.is_none() {
@@ -873,21 +1015,7 @@ fn rw(a: RwArgs, write: bool) -> anyhow::Result<()> {
         }
     }
     if write {
-        let mut buf = Vec::new();
-        match &a.data {
-            Some(p) => {
-                std::fs::File::open(p)
-                    .with_context(|| format!("opening {}", p.display()))?
-                    .read_to_end(&mut buf)?;
-            }
-            None => {
-                std::io::stdin().read_to_end(&mut buf)?;
-            }
-        }
-        if buf.len() as u64 > need {
-            buf.truncate(need as usize);
-        }
-        buf.resize(need as usize, 0);
+        let buf = input_data(&a, need)?;
         daemon::request_data(
             &json!({"op": "write", "dev": a.dev, "slba": a.start_block, "fua": a.fua}),
             Some(&buf),

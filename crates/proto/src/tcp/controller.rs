@@ -505,6 +505,28 @@ impl ControllerQueue {
         Ok(())
     }
 
+    /// Completes command `cid` with `status` if it asked for its write data
+    /// ([`Self::request_data`]) and is still waiting for its R2T to be sent
+    /// (too much write data was in flight): no data can be on its way for it,
+    /// so it can end here (an Abort, NVMe Base 2.0 §5.1). Returns true if it
+    /// did; false if the command is unknown, has an R2T out, or its data is
+    /// all here.
+    pub fn cancel_data_request(&mut self, cid: u16, status: Status) -> bool {
+        if self.state == State::Closed {
+            return false;
+        }
+        if !self
+            .cmds
+            .get(&cid)
+            .is_some_and(|c| c.waiting_r2t && c.r2t.is_none())
+        {
+            return false;
+        }
+        // Its entry in r2t_wait is skipped once the command is gone.
+        self.complete_inner(Cqe::new(cid, status), true);
+        true
+    }
+
     fn issue_r2ts(&mut self) {
         while let Some(&cid) = self.r2t_wait.front() {
             // Skip commands completed while they waited: their CID may already
