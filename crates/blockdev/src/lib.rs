@@ -4,14 +4,14 @@
 //! (FreeBSD's `nda`, Linux's `/dev/nvmeXnY`). This crate does the same from user
 //! space through the kernel's NBD driver: [`NbdDevice::attach`] binds a free
 //! `/dev/nbdN` to one namespace of a [`nvmf_host::Controller`]; the kernel sends
-//! block requests over a socket pair, and [`nbd::serve`] turns each into NVMe
+//! block requests over a socket pair, and [`nbd::serve()`] turns each into NVMe
 //! commands on the controller's I/O queues (read, write with FUA, flush,
 //! deallocate, write zeroes). Because the controller re-establishes a lost
 //! association and re-sends what was in flight, the device survives a target
 //! restart; I/O waits meanwhile, and fails only after ctrl-loss-tmo.
 //!
 //! Layout: [`nbd::wire`] (the NBD transmission structures, no I/O),
-//! [`nbd::serve`] (the request loop, async), [`nbd::kernel`] (the device's ioctl
+//! [`mod@nbd::serve`] (the request loop, async), [`nbd::kernel`] (the device's ioctl
 //! interface, this crate's only `unsafe`).
 
 pub mod nbd;
