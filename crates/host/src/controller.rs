@@ -327,10 +327,24 @@ impl Controller {
         data: impl Into<Bytes>,
         fua: bool,
     ) -> Result<()> {
-        let data: Bytes = data.into();
+        self.send_blocks(io_opcode::WRITE, nsid, slba, data.into(), fua)
+            .await
+    }
+
+    /// Sends `data` (a whole number of blocks) at `slba` with `opcode` (Write or
+    /// Compare), split by MDTS and spread over the I/O queues; waits for every
+    /// part and returns the first error.
+    async fn send_blocks(
+        &self,
+        opcode: u8,
+        nsid: u32,
+        slba: u64,
+        data: Bytes,
+        fua: bool,
+    ) -> Result<()> {
         let ns = self.namespace(nsid)?;
         let bs = u64::from(ns.block_size);
-        if !(data.len() as u64).is_multiple_of(bs) {
+        if bs == 0 || !(data.len() as u64).is_multiple_of(bs) {
             return Err(Error::Invalid(format!(
                 "{} bytes is not a whole number of {bs}-byte blocks",
                 data.len()
@@ -343,7 +357,7 @@ impl Controller {
         let mut off = 0u64;
         while off < nblocks {
             let n = per.min(nblocks - off);
-            let sqe = Sqe::rw(io_opcode::WRITE, nsid, slba + off, n as u32, fua);
+            let sqe = Sqe::rw(opcode, nsid, slba + off, n as u32, fua);
             let part = data.slice((off * bs) as usize..((off + n) * bs) as usize);
             rxs.push((
                 sqe,
@@ -381,37 +395,8 @@ impl Controller {
     /// whole number of blocks) with the blocks at `slba`, split by MDTS. A
     /// mismatch is [`Error::Nvme`] with status Compare Failure.
     pub async fn compare(&self, nsid: u32, slba: u64, data: impl Into<Bytes>) -> Result<()> {
-        let data: Bytes = data.into();
-        let ns = self.namespace(nsid)?;
-        let bs = u64::from(ns.block_size);
-        if bs == 0 || !(data.len() as u64).is_multiple_of(bs) {
-            return Err(Error::Invalid(format!(
-                "{} bytes is not a whole number of {bs}-byte blocks",
-                data.len()
-            )));
-        }
-        let nblocks = data.len() as u64 / bs;
-        check_range(&ns, slba, nblocks)?;
-        let per = self.blocks_per_cmd(&ns);
-        let mut rxs = Vec::new();
-        let mut off = 0u64;
-        while off < nblocks {
-            let n = per.min(nblocks - off);
-            let sqe = Sqe::rw(io_opcode::COMPARE, nsid, slba + off, n as u32, false);
-            let part = data.slice((off * bs) as usize..((off + n) * bs) as usize);
-            rxs.push((
-                sqe,
-                Self::send(self.io_tx(None)?, sqe, HostData::ToController(part)).await?,
-            ));
-            off += n;
-        }
-        let mut first_err = None;
-        for (sqe, rx) in rxs {
-            if let Err(e) = Self::wait(rx).await.and_then(|c| check(c, &sqe, false)) {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        self.send_blocks(io_opcode::COMPARE, nsid, slba, data.into(), false)
+            .await
     }
 
     /// Copy (NVM Command Set 1.0 §3.3.1): the controller copies the source
