@@ -185,13 +185,7 @@ async fn raw_admin_connect(addr: &TransportAddr) -> HostConnection {
         subnqn: NQN.into(),
         hostnqn: HOST.into(),
     };
-    let r = c
-        .execute(
-            cmd.to_sqe(),
-            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
-        )
-        .await
-        .unwrap();
+    let r = common::send_connect(&mut c, &cmd, &data).await.unwrap();
     assert!(r.cqe.status.is_success());
     assert_ne!(
         r.cqe.dw0 & authreq::ATR,

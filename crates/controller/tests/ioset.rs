@@ -101,13 +101,7 @@ async fn connect_queue(
         subnqn: NQN.into(),
         hostnqn: HOSTNQN.into(),
     };
-    let r = c
-        .execute(
-            cmd.to_sqe(),
-            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
-        )
-        .await
-        .unwrap();
+    let r = common::send_connect(&mut c, &cmd, &data).await.unwrap();
     assert!(r.cqe.status.is_success(), "connect: {}", r.cqe.status);
     if qid != 0 {
         c.queue().set_limits(8192, depth);

@@ -104,13 +104,7 @@ async fn connect_queue_as(
         subnqn: subnqn.into(),
         hostnqn: hostnqn.into(),
     };
-    let r = c
-        .execute(
-            cmd.to_sqe(),
-            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
-        )
-        .await
-        .unwrap();
+    let r = common::send_connect(&mut c, &cmd, &data).await.unwrap();
     let res = if r.cqe.status.is_success() {
         Ok(r.cqe.dw0 as u16)
     } else {

@@ -88,12 +88,7 @@ async fn connect(
         subnqn: subnqn.into(),
         hostnqn: HOSTNQN.into(),
     };
-    let r = c
-        .execute(
-            cmd.to_sqe(),
-            HostData::ToController(Bytes::copy_from_slice(&data.encode())),
-        )
-        .await?;
+    let r = common::send_connect(&mut c, &cmd, &data).await?;
     assert!(r.cqe.status.is_success(), "{:?}", r.cqe.status);
     Ok((c, r.cqe.dw0 as u16))
 }

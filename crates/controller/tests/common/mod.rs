@@ -76,3 +76,17 @@ pub async fn read_discovery_log(d: &mut HostConnection) -> DiscoveryLog {
         .unwrap();
     DiscoveryLog::decode(&log.data_contiguous())
 }
+
+/// Sends Connect (`cmd` with its data `data`) on `c` and returns the completion,
+/// whatever its status: each test checks what it expects of it.
+pub async fn send_connect(
+    c: &mut HostConnection,
+    cmd: &nvmf_proto::fabrics::ConnectCommand,
+    data: &nvmf_proto::fabrics::ConnectData,
+) -> Result<nvmf_proto::tcp::Completion, nvmf_transport::TransportError> {
+    c.execute(
+        cmd.to_sqe(),
+        HostData::ToController(bytes::Bytes::copy_from_slice(&data.encode())),
+    )
+    .await
+}
