@@ -2,49 +2,12 @@
 //! reconnect across a SIGKILL of the target.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{free_port, wait_listening, KillOnDrop};
+use common::{free_port, nvmf, ok, target};
 
-const NVMF: &str = env!("CARGO_BIN_EXE_nvmf");
 const NQN: &str = "nqn.2024-01.io.nvmf-rs:default";
-
-fn target(port: u16, disc: u16, ns: &[&str]) -> KillOnDrop {
-    let mut c = Command::new(NVMF);
-    c.args([
-        "target",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--discovery-listen",
-        &format!("127.0.0.1:{disc}"),
-    ]);
-    c.args(ns);
-    c.stdout(Stdio::null()).stderr(Stdio::null());
-    let child = c.spawn().unwrap();
-    wait_listening(port);
-    KillOnDrop(child)
-}
-
-fn nvmf(run_dir: &Path, args: &[&str]) -> Output {
-    Command::new(NVMF)
-        .args(args)
-        .env("NVMF_RUN_DIR", run_dir)
-        .env("NVMF_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn ok(run_dir: &Path, args: &[&str]) -> String {
-    let o = nvmf(run_dir, args);
-    assert!(
-        o.status.success(),
-        "nvmf {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 /// Writes `data` to nvme0n1 with `nvmf write` over the blocks `range` names
 /// (its -s/-c/-z flags), reads the same blocks back with `nvmf read`, and

@@ -3,52 +3,12 @@
 //! namespace that survives a SIGKILL and restart of the target.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, wait_listening, KillOnDrop};
+use common::{free_port, nvmf, ok, target};
 
-const NVMF: &str = env!("CARGO_BIN_EXE_nvmf");
 const NQN: &str = "nqn.2024-01.io.nvmf-rs:default";
-
-fn target(port: u16, disc: u16, spec: &str) -> KillOnDrop {
-    let child = Command::new(NVMF)
-        .args([
-            "target",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--discovery-listen",
-            &format!("127.0.0.1:{disc}"),
-            "--file",
-            spec,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(port);
-    KillOnDrop(child)
-}
-
-fn nvmf(run_dir: &Path, args: &[&str]) -> Output {
-    Command::new(NVMF)
-        .args(args)
-        .env("NVMF_RUN_DIR", run_dir)
-        .env("NVMF_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn ok(run_dir: &Path, args: &[&str]) -> String {
-    let o = nvmf(run_dir, args);
-    assert!(
-        o.status.success(),
-        "nvmf {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 /// Writes one block from `run`'s host: Ok, or the error text.
 fn write_block(run: &Path, fill: u8) -> Result<(), String> {
@@ -75,7 +35,7 @@ fn two_hosts_write_exclusive_and_a_target_restart() {
     let img = dir.path().join("ns.img");
     let spec = format!("{},size=16M", img.display());
     let (port, disc) = (free_port(), free_port());
-    let mut t = target(port, disc, &spec);
+    let mut t = target(port, disc, &["--file", &spec]);
     let p = port.to_string();
     let hosts = [
         (dir.path().join("a"), "0000000a", "0xaa"),
@@ -184,7 +144,7 @@ fn two_hosts_write_exclusive_and_a_target_restart() {
     // SIGKILL the target and start it again on the same file.
     t.0.kill().unwrap();
     t.0.wait().unwrap();
-    let _t2 = target(port, disc, &spec);
+    let _t2 = target(port, disc, &["--file", &spec]);
     // The hosts reconnect (reconnect delay 1 s); the reservation is still there.
     let t0 = Instant::now();
     let r = loop {

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A loopback port that was free a moment ago.
@@ -44,4 +45,46 @@ pub fn icreq() -> [u8; 128] {
     b[2] = 128;
     b[4] = 128;
     b
+}
+
+/// The `nvmf` binary under test.
+pub const NVMF: &str = env!("CARGO_BIN_EXE_nvmf");
+
+/// Starts `nvmf target` on `port` (discovery also on `disc`) with the namespace
+/// flags `ns`, and waits until it listens.
+pub fn target(port: u16, disc: u16, ns: &[&str]) -> KillOnDrop {
+    let mut c = Command::new(NVMF);
+    c.args([
+        "target",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--discovery-listen",
+        &format!("127.0.0.1:{disc}"),
+    ]);
+    c.args(ns);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let child = c.spawn().unwrap();
+    wait_listening(port);
+    KillOnDrop(child)
+}
+
+/// Runs `nvmf ARGS` with its host daemon in `run_dir`.
+pub fn nvmf(run_dir: &Path, args: &[&str]) -> Output {
+    Command::new(NVMF)
+        .args(args)
+        .env("NVMF_RUN_DIR", run_dir)
+        .env("NVMF_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Runs `nvmf ARGS`, which must succeed; its standard output.
+pub fn ok(run_dir: &Path, args: &[&str]) -> String {
+    let o = nvmf(run_dir, args);
+    assert!(
+        o.status.success(),
+        "nvmf {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
 }
