@@ -10,10 +10,13 @@
 //! association and re-sends what was in flight, the device survives a target
 //! restart; I/O waits meanwhile, and fails only after ctrl-loss-tmo.
 //!
-//! Layout: [`nbd::wire`] (the NBD transmission structures, no I/O),
+//! Layout: [`io`] (the block operations and the [`BlockIo`] a front end hands
+//! them to; [`SinglePath`] runs them on one controller), [`nbd::wire`] (the NBD transmission structures, no I/O),
 //! [`mod@nbd::serve`] (the request loop, async), [`nbd::kernel`] (the device's ioctl
 //! interface, this crate's only `unsafe`).
 
+pub mod io;
 pub mod nbd;
 
+pub use io::{BlockIo, BlockOp, SinglePath};
 pub use nbd::{NbdDevice, NbdError};

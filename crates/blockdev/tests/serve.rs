@@ -60,7 +60,11 @@ async fn reply(s: &mut UnixStream, data_len: usize) -> (u32, u64, Vec<u8>) {
 async fn every_command_and_its_errors() {
     let (_t, c) = setup().await;
     let (mut k, ours) = UnixStream::pair().unwrap();
-    let srv = tokio::spawn(serve(ours, c.clone(), target(&c)));
+    let srv = tokio::spawn(serve(
+        ours,
+        nvmf_blockdev::SinglePath::new(c.clone(), 1),
+        target(&c),
+    ));
 
     // Write with FUA, read back through NBD and through the controller.
     let data: Vec<u8> = (0..2 * BS).map(|i| (i * 7 % 251) as u8).collect();
@@ -125,7 +129,11 @@ async fn every_command_and_its_errors() {
 async fn pipelined_requests_are_matched_by_handle() {
     let (_t, c) = setup().await;
     let (k, ours) = UnixStream::pair().unwrap();
-    let srv = tokio::spawn(serve(ours, c.clone(), target(&c)));
+    let srv = tokio::spawn(serve(
+        ours,
+        nvmf_blockdev::SinglePath::new(c.clone(), 1),
+        target(&c),
+    ));
     let (mut rd, mut wr) = k.into_split();
     const N: u64 = 256;
     let writer = tokio::spawn(async move {
@@ -171,7 +179,11 @@ async fn pipelined_requests_are_matched_by_handle() {
 async fn garbage_ends_the_loop() {
     let (_t, c) = setup().await;
     let (mut k, ours) = UnixStream::pair().unwrap();
-    let srv = tokio::spawn(serve(ours, c.clone(), target(&c)));
+    let srv = tokio::spawn(serve(
+        ours,
+        nvmf_blockdev::SinglePath::new(c.clone(), 1),
+        target(&c),
+    ));
     k.write_all(&[0x55u8; wire::REQUEST_SIZE]).await.unwrap();
     assert!(matches!(srv.await.unwrap(), Err(ServeError::BadMagic(_))));
     // The controller is untouched.

@@ -93,7 +93,7 @@ impl NbdDevice {
             .map_err(|e| NbdError::NoDevice(format!("socket: {e}")))?;
         let target = Target::new(nsid, bs, blocks);
         let size = target.blocks.clone();
-        let server = tokio::spawn(serve(ours, ctrl, target));
+        let server = tokio::spawn(serve(ours, crate::io::SinglePath::new(ctrl, nsid), target));
         let p = path.clone();
         let thread = std::thread::Builder::new()
             .name(format!("nbd-{nsid}"))

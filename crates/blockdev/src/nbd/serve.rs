@@ -6,10 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::io::{BlockIo, BlockOp};
 use bytes::Bytes;
-use nvmf_host::{Controller, HostData};
-use nvmf_proto::sqe::io_opcode;
-use nvmf_proto::Sqe;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -58,9 +56,10 @@ impl Target {
 
 /// Serves requests from `sock` until the peer sends DISC or closes; returns the
 /// number of requests served.
-pub async fn serve<S>(sock: S, ctrl: Controller, t: Target) -> Result<u64, ServeError>
+pub async fn serve<S, B>(sock: S, ctrl: B, t: Target) -> Result<u64, ServeError>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
+    B: BlockIo,
 {
     let (mut rd, mut wr) = tokio::io::split(sock);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
@@ -118,8 +117,8 @@ where
 }
 
 /// Runs one request; read data, or an errno.
-async fn execute(
-    c: &Controller,
+async fn execute<B: BlockIo>(
+    c: &B,
     t: &Target,
     req: &Request,
     data: Option<Bytes>,
@@ -147,88 +146,28 @@ async fn execute(
             return Err(errno::ENOSPC);
         }
     }
-    match req.cmd {
+    let op = match req.cmd {
         cmd::READ => {
             if req.len > MAX_REQUEST {
                 return Err(errno::EINVAL);
             }
-            c.read(t.nsid, slba, nlb).await.map_err(|e| log("read", &e))
+            BlockOp::Read { slba, nlb }
         }
-        cmd::WRITE => {
-            let fua = req.flags & cmd_flag::FUA != 0;
-            c.write(t.nsid, slba, data.unwrap_or_default(), fua)
-                .await
-                .map_err(|e| log("write", &e))?;
-            Ok(Vec::new())
-        }
-        cmd::FLUSH => {
-            c.flush(t.nsid).await.map_err(|e| log("flush", &e))?;
-            Ok(Vec::new())
-        }
-        cmd::TRIM => {
-            deallocate(c, t.nsid, slba, nlb)
-                .await
-                .map_err(|e| log("trim", &e))?;
-            Ok(Vec::new())
-        }
-        cmd::WRITE_ZEROES => {
-            let deac = req.flags & cmd_flag::NO_HOLE == 0;
-            let fua = req.flags & cmd_flag::FUA != 0;
-            write_zeroes(c, t.nsid, slba, nlb, deac, fua)
-                .await
-                .map_err(|e| log("write zeroes", &e))?;
-            Ok(Vec::new())
-        }
-        _ => Err(errno::EOPNOTSUPP),
-    }
-}
-
-/// Dataset Management with Deallocate (NVM Command Set 1.0 §3.2.3), in ranges of
-/// at most 2^32 - 1 blocks, up to 256 ranges a command.
-async fn deallocate(c: &Controller, nsid: u32, slba: u64, nlb: u64) -> nvmf_host::Result<()> {
-    let mut ranges = Vec::new();
-    let (mut lba, end) = (slba, slba + nlb);
-    while lba < end {
-        let n = (end - lba).min(u64::from(u32::MAX));
-        ranges.push((lba, n as u32));
-        lba += n;
-    }
-    for chunk in ranges.chunks(256) {
-        let mut buf = Vec::with_capacity(chunk.len() * 16);
-        for &(lba, n) in chunk {
-            buf.extend_from_slice(&0u32.to_le_bytes()); // context attributes
-            buf.extend_from_slice(&n.to_le_bytes());
-            buf.extend_from_slice(&lba.to_le_bytes());
-        }
-        let mut s = Sqe::new(io_opcode::DATASET_MANAGEMENT);
-        s.nsid = nsid;
-        s.cdw10 = chunk.len() as u32 - 1; // NR, 0's based
-        s.cdw11 = 1 << 2; // AD: deallocate
-        c.io(None, s, HostData::ToController(Bytes::from(buf)))
-            .await?;
-    }
-    Ok(())
-}
-
-/// Write Zeroes (NVM Command Set 1.0 §3.2.8), 65,536 blocks a command; DEAC
-/// (CDW12 bit 25) lets the controller deallocate instead.
-async fn write_zeroes(
-    c: &Controller,
-    nsid: u32,
-    slba: u64,
-    nlb: u64,
-    deac: bool,
-    fua: bool,
-) -> nvmf_host::Result<()> {
-    let (mut lba, end) = (slba, slba + nlb);
-    while lba < end {
-        let n = (end - lba).min(65536);
-        let mut s = Sqe::rw(io_opcode::WRITE_ZEROES, nsid, lba, n as u32, fua);
-        if deac {
-            s.cdw12 |= 1 << 25;
-        }
-        c.io(None, s, HostData::None).await?;
-        lba += n;
-    }
-    Ok(())
+        cmd::WRITE => BlockOp::Write {
+            slba,
+            data: data.unwrap_or_default(),
+            fua: req.flags & cmd_flag::FUA != 0,
+        },
+        cmd::FLUSH => BlockOp::Flush,
+        cmd::TRIM => BlockOp::Discard { slba, nlb },
+        cmd::WRITE_ZEROES => BlockOp::WriteZeroes {
+            slba,
+            nlb,
+            deac: req.flags & cmd_flag::NO_HOLE == 0,
+            fua: req.flags & cmd_flag::FUA != 0,
+        },
+        _ => return Err(errno::EOPNOTSUPP),
+    };
+    let what = op.name();
+    c.submit(op).await.map_err(|e| log(what, &e))
 }

@@ -1,0 +1,170 @@
+//! What a block device asks of a namespace, apart from how the kernel asks it
+//! (NBD today, ublk next) and from how many paths lead to the namespace.
+//!
+//! Each kernel front end decodes its own requests into a [`BlockOp`] and hands
+//! it to a [`BlockIo`]; [`SinglePath`] runs it as NVMe commands on one
+//! controller. A multipath implementation of [`BlockIo`] picks a controller per
+//! operation. The mapping follows NVM Command Set 1.0: Read §3.2.4, Write §3.2.6
+//! (FUA in CDW12 bit 30), Flush §3.2.2 (base spec 2.0 §7.1), Dataset Management
+//! §3.2.3, Write Zeroes §3.2.8.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use nvmf_host::{Controller, HostData};
+use nvmf_proto::sqe::io_opcode;
+use nvmf_proto::Sqe;
+
+/// One block operation, in logical blocks of the namespace.
+#[derive(Debug, Clone)]
+pub enum BlockOp {
+    /// Read `nlb` blocks from `slba`.
+    Read {
+        /// First block.
+        slba: u64,
+        /// Number of blocks (1-based).
+        nlb: u64,
+    },
+    /// Write `data` (a whole number of blocks) at `slba`.
+    Write {
+        /// First block.
+        slba: u64,
+        /// The data.
+        data: Bytes,
+        /// Force Unit Access: on stable media before completion.
+        fua: bool,
+    },
+    /// Commit volatile write cache contents to stable media.
+    Flush,
+    /// Deallocate (trim / discard) `nlb` blocks from `slba`.
+    Discard {
+        /// First block.
+        slba: u64,
+        /// Number of blocks.
+        nlb: u64,
+    },
+    /// Write zeroes over `nlb` blocks from `slba`.
+    WriteZeroes {
+        /// First block.
+        slba: u64,
+        /// Number of blocks.
+        nlb: u64,
+        /// Let the controller deallocate instead of writing (DEAC).
+        deac: bool,
+        /// Force Unit Access.
+        fua: bool,
+    },
+}
+
+impl BlockOp {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BlockOp::Read { .. } => "read",
+            BlockOp::Write { .. } => "write",
+            BlockOp::Flush => "flush",
+            BlockOp::Discard { .. } => "discard",
+            BlockOp::WriteZeroes { .. } => "write zeroes",
+        }
+    }
+}
+
+/// Runs [`BlockOp`]s against one namespace. Cheap to clone: every in-flight
+/// request holds a clone.
+pub trait BlockIo: Clone + Send + Sync + 'static {
+    /// Runs `op`; the data read for [`BlockOp::Read`], empty otherwise.
+    fn submit(&self, op: BlockOp) -> impl Future<Output = nvmf_host::Result<Vec<u8>>> + Send;
+}
+
+/// One namespace over one controller (one path).
+#[derive(Clone)]
+pub struct SinglePath {
+    /// The controller.
+    pub ctrl: Controller,
+    /// The namespace ID.
+    pub nsid: u32,
+}
+
+impl SinglePath {
+    /// Namespace `nsid` of `ctrl`.
+    pub fn new(ctrl: Controller, nsid: u32) -> Self {
+        Self { ctrl, nsid }
+    }
+}
+
+impl BlockIo for SinglePath {
+    async fn submit(&self, op: BlockOp) -> nvmf_host::Result<Vec<u8>> {
+        run(&self.ctrl, self.nsid, op).await
+    }
+}
+
+/// Runs `op` on namespace `nsid` of `c`; shared by every [`BlockIo`] that ends on
+/// a controller.
+pub async fn run(c: &Controller, nsid: u32, op: BlockOp) -> nvmf_host::Result<Vec<u8>> {
+    match op {
+        BlockOp::Read { slba, nlb } => c.read(nsid, slba, nlb).await,
+        BlockOp::Write { slba, data, fua } => {
+            c.write(nsid, slba, data, fua).await.map(|_| Vec::new())
+        }
+        BlockOp::Flush => c.flush(nsid).await.map(|_| Vec::new()),
+        BlockOp::Discard { slba, nlb } => deallocate(c, nsid, slba, nlb).await.map(|_| Vec::new()),
+        BlockOp::WriteZeroes {
+            slba,
+            nlb,
+            deac,
+            fua,
+        } => write_zeroes(c, nsid, slba, nlb, deac, fua)
+            .await
+            .map(|_| Vec::new()),
+    }
+}
+
+/// Dataset Management with Deallocate (NVM Command Set 1.0 §3.2.3), in ranges of
+/// at most 2^32 - 1 blocks, up to 256 ranges a command.
+async fn deallocate(c: &Controller, nsid: u32, slba: u64, nlb: u64) -> nvmf_host::Result<()> {
+    let mut ranges = Vec::new();
+    let (mut lba, end) = (slba, slba + nlb);
+    while lba < end {
+        let n = (end - lba).min(u64::from(u32::MAX));
+        ranges.push((lba, n as u32));
+        lba += n;
+    }
+    for chunk in ranges.chunks(256) {
+        let mut buf = Vec::with_capacity(chunk.len() * 16);
+        for &(lba, n) in chunk {
+            buf.extend_from_slice(&0u32.to_le_bytes()); // context attributes
+            buf.extend_from_slice(&n.to_le_bytes());
+            buf.extend_from_slice(&lba.to_le_bytes());
+        }
+        let mut s = Sqe::new(io_opcode::DATASET_MANAGEMENT);
+        s.nsid = nsid;
+        s.cdw10 = chunk.len() as u32 - 1; // NR, 0's based
+        s.cdw11 = 1 << 2; // AD: deallocate
+        c.io(None, s, HostData::ToController(Bytes::from(buf)))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Write Zeroes (NVM Command Set 1.0 §3.2.8), 65,536 blocks a command; DEAC
+/// (CDW12 bit 25) lets the controller deallocate instead.
+async fn write_zeroes(
+    c: &Controller,
+    nsid: u32,
+    slba: u64,
+    nlb: u64,
+    deac: bool,
+    fua: bool,
+) -> nvmf_host::Result<()> {
+    let (mut lba, end) = (slba, slba + nlb);
+    while lba < end {
+        let n = (end - lba).min(65536);
+        let mut s = Sqe::rw(io_opcode::WRITE_ZEROES, nsid, lba, n as u32, fua);
+        if deac {
+            s.cdw12 |= 1 << 25;
+        }
+        c.io(None, s, HostData::None).await?;
+        lba += n;
+    }
+    Ok(())
+}
