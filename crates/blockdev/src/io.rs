@@ -76,6 +76,38 @@ pub trait BlockIo: Clone + Send + Sync + 'static {
     fn submit(&self, op: BlockOp) -> impl Future<Output = nvmf_host::Result<Vec<u8>>> + Send;
 }
 
+/// What a device must know of its namespace before serving it: Identify
+/// Namespace's block size and size, and which optional commands Identify
+/// Controller's ONCS (Base 2.0 Figure 275) says the controller supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Namespace ID.
+    pub nsid: u32,
+    /// Logical block size in bytes.
+    pub block_size: u32,
+    /// Size in logical blocks.
+    pub blocks: u64,
+    /// Dataset Management (deallocate) is supported: the device offers discard.
+    pub discard: bool,
+    /// Write Zeroes is supported.
+    pub write_zeroes: bool,
+}
+
+impl Geometry {
+    /// The geometry of namespace `nsid` of `ctrl`, from its cached Identify data.
+    pub fn of(ctrl: &Controller, nsid: u32) -> nvmf_host::Result<Self> {
+        let ns = ctrl.namespace(nsid)?;
+        let oncs = ctrl.info().id.oncs;
+        Ok(Self {
+            nsid,
+            block_size: ns.block_size,
+            blocks: ns.blocks,
+            discard: oncs & nvmf_proto::identify::oncs::DSM != 0,
+            write_zeroes: oncs & nvmf_proto::identify::oncs::WRITE_ZEROES != 0,
+        })
+    }
+}
+
 /// One namespace over one controller (one path).
 #[derive(Clone)]
 pub struct SinglePath {

@@ -18,5 +18,5 @@
 pub mod io;
 pub mod nbd;
 
-pub use io::{BlockIo, BlockOp, SinglePath};
+pub use io::{BlockIo, BlockOp, Geometry, SinglePath};
 pub use nbd::{NbdDevice, NbdError};

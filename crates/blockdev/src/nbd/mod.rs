@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::io::{BlockIo, Geometry, SinglePath};
 use nvmf_host::Controller;
-use nvmf_proto::identify::oncs;
 
 pub use serve::{serve, ServeError, Target};
 
@@ -67,22 +67,28 @@ impl NbdDevice {
     /// Binds a free `/dev/nbdN` to namespace `nsid` of `ctrl` (loading the nbd
     /// module if needed) and starts serving it. Needs root (CAP_SYS_ADMIN).
     pub async fn attach(ctrl: Controller, nsid: u32) -> Result<Self, NbdError> {
-        let ns = ctrl.namespace(nsid)?;
-        if !(512..=4096).contains(&ns.block_size) || !ns.block_size.is_power_of_two() {
+        let g = Geometry::of(&ctrl, nsid)?;
+        Self::attach_io(SinglePath::new(ctrl, nsid), g).await
+    }
+
+    /// Binds a free `/dev/nbdN` to a namespace of geometry `g` whose operations
+    /// `io` runs (one controller, or several paths), and starts serving it.
+    pub async fn attach_io<B: BlockIo>(io: B, g: Geometry) -> Result<Self, NbdError> {
+        let nsid = g.nsid;
+        if !(512..=4096).contains(&g.block_size) || !g.block_size.is_power_of_two() {
             return Err(NbdError::BlockSize {
                 nsid,
-                block_size: ns.block_size,
+                block_size: g.block_size,
             });
         }
-        let id = ctrl.info().id;
         let mut fl = wire::flags::HAS_FLAGS | wire::flags::SEND_FLUSH | wire::flags::SEND_FUA;
-        if id.oncs & oncs::DSM != 0 {
+        if g.discard {
             fl |= wire::flags::SEND_TRIM;
         }
-        if id.oncs & oncs::WRITE_ZEROES != 0 {
+        if g.write_zeroes {
             fl |= wire::flags::SEND_WRITE_ZEROES;
         }
-        let (bs, blocks) = (ns.block_size, ns.blocks);
+        let (bs, blocks) = (g.block_size, g.blocks);
         let (dev, path, kernel_end, ours) =
             tokio::task::spawn_blocking(move || configure(bs, blocks, fl))
                 .await
@@ -93,7 +99,7 @@ impl NbdDevice {
             .map_err(|e| NbdError::NoDevice(format!("socket: {e}")))?;
         let target = Target::new(nsid, bs, blocks);
         let size = target.blocks.clone();
-        let server = tokio::spawn(serve(ours, crate::io::SinglePath::new(ctrl, nsid), target));
+        let server = tokio::spawn(serve(ours, io, target));
         let p = path.clone();
         let thread = std::thread::Builder::new()
             .name(format!("nbd-{nsid}"))
