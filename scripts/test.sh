@@ -4,7 +4,7 @@
 #   1. unit/integration tests: cargo nextest run --workspace (if cargo-nextest
 #      is installed; plus cargo test --doc), else cargo test --workspace
 #   2. RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
-#   3. the malformed-PDU flood (crates/cli/tests/flood.rs, 80 s, alone on the
+#   3. the malformed-PDU flood (crates/cli/tests/flood.rs, 130 s, alone on the
 #      machine because it compares a good host's IOPS with and without the flood;
 #      release nvmf binary)
 #   4. tests/interop/run.sh --capture --require all  (Linux-kernel interop in a
