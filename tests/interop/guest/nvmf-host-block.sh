@@ -20,12 +20,16 @@
 #     the device while the target is killed (SIGKILL) and restarted 3 s later:
 #     the write completes without an I/O error (it waits for the reconnect),
 #     the data reads back through the device and is in the target's backing
-#     file; disconnect removes the device.
+#     file;
 #
 #   * then a reload of our target (SIGHUP, config file): namespace 1 grows to
 #     128 MiB -> the device grows, keeps its data and takes writes in the new
 #     part; namespace 2 added -> a second device appears and takes I/O;
-#     namespace 2 removed -> that device goes away.
+#     namespace 2 removed -> that device goes away;
+#   * then ext4 on the device while a writer makes 40 files, each fsync'd: the
+#     target is SIGKILLed and restarted mid-way; no write fails, every
+#     acknowledged file keeps its sha256, fsck -n is clean, the files survive a
+#     remount; disconnect removes the device.
 #
 # ASSUMPTIONS about `nvmf`: `connect -t -a -s -n --block` (root), `list` shows
 # "nvmeXnY (/dev/nbdN)", `disconnect -n NQN`; `target --config` with SIGHUP
@@ -159,6 +163,49 @@ disconnect_checks() {
         fail "$T $1: nvmf list still shows $CTRL"
 }
 
+# fs_kill_checks LABEL: ext4 on $DEV; a writer makes files one after another,
+# each fsync'd (dd conv=fsync) and recorded as acknowledged only when dd
+# returns; the target is SIGKILLed after 2 s and restarted 3 s later. Checked:
+# the writer sees no error, every acknowledged file has its checksum, fsck is
+# clean after umount, and the files survive a remount.
+fs_kill_checks() {
+    _l=$1
+    say "filesystem on $DEV: SIGKILL and restart the target while files are written and fsync'd"
+    mkdir -p $MNT
+    check "$T $_l: mkfs.ext4 $DEV" mkfs.ext4 -q -F "$DEV" || return 1
+    check "$T $_l: mount $DEV" mount "$DEV" $MNT || return 1
+    rm -f /tmp/blk.acked /tmp/blk.wrc
+    (
+        i=0
+        while [ $i -lt 40 ]; do
+            i=$((i+1))
+            dd if=/tmp/blk.pat of=$MNT/w$i bs=256k count=2 skip=$((i % 40)) conv=fsync 2>/dev/null || { echo "w$i" >/tmp/blk.wrc; exit 1; }
+            echo "$(sha256sum <$MNT/w$i | cut -d' ' -f1)  w$i" >>/tmp/blk.acked
+            sleep 0.1
+        done
+        echo 0 >/tmp/blk.wrc
+    ) &
+    _wp=$!
+    sleep 2
+    _before=$(wc -l </tmp/blk.acked 2>/dev/null || echo 0)
+    kill -9 $TARGET_PID; wait $TARGET_PID 2>/dev/null
+    pass "$T $_l: target killed (SIGKILL) with $_before files acknowledged and more being written"
+    sleep 3
+    our_target_start && pass "$T $_l: target restarted" || fail "$T $_l: target did not restart"
+    _w=0; while [ $_w -lt 900 ] && [ ! -s /tmp/blk.wrc ]; do sleep 0.2; _w=$((_w+1)); done
+    wait $_wp 2>/dev/null
+    [ "$(cat /tmp/blk.wrc 2>/dev/null)" = 0 ] &&
+        pass "$T $_l: all 40 files written and fsync'd without an error across the restart" ||
+        fail "$T $_l: the writer failed at $(cat /tmp/blk.wrc 2>/dev/null)"
+    _n=$(wc -l </tmp/blk.acked)
+    check "$T $_l: all $_n acknowledged files have their sha256 (read through the page cache)" sh -c "cd $MNT && sha256sum -c --quiet /tmp/blk.acked"
+    check "$T $_l: umount" umount $MNT
+    check "$T $_l: fsck.ext4 -n -f: the filesystem is consistent" fsck.ext4 -n -f "$DEV"
+    check "$T $_l: mount again" mount "$DEV" $MNT &&
+        check "$T $_l: the $_n acknowledged files keep their sha256 after the remount (read from the target)" sh -c "cd $MNT && sha256sum -c --quiet /tmp/blk.acked"
+    umount $MNT 2>/dev/null
+}
+
 st_need $T nvme mkfs.ext4 blockdev || exit 0
 check "$T: modprobe nbd" modprobe nbd || exit 0
 mkdir -p /run/nvmf
@@ -251,6 +298,7 @@ if our_target_start; then
         else
             fail "$T ours: namespace 2 did not appear as a block device (list: $($NVMF list 2>&1 | grep "^$CTRL" | tr '\n' ' '))"
         fi
+        fs_kill_checks ours
         disconnect_checks ours $ONQN "$DEV"
     fi
     kill -TERM $TARGET_PID 2>/dev/null; wait $TARGET_PID 2>/dev/null
