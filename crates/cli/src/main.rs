@@ -27,6 +27,9 @@ enum Command {
     /// Set or show the ANA state of a group on a port of a running target,
     /// through its --control-socket.
     AnaState(target::AnaStateArgs),
+    /// Convert a configuration saved by nvmetcli (Linux nvmet) into this
+    /// target's TOML.
+    ImportNvmetcli(target::ImportArgs),
     /// Generate load and measure IOPS, bandwidth and latency (fio-style options).
     Perf(perf::PerfArgs),
     #[command(flatten)]
@@ -56,6 +59,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Target(a) => target::run(a, matches.subcommand_matches("target")),
         Command::AnaState(a) => target::ana_state(a),
+        Command::ImportNvmetcli(a) => target::import(a),
         Command::Perf(p) => perf::run(p),
         Command::Host(h) => host::run(h),
     };

@@ -23,6 +23,7 @@ pub mod discovery;
 mod fused;
 pub mod io;
 mod nvm;
+pub mod nvmetcli;
 mod queue;
 pub mod registry;
 pub mod reservation;

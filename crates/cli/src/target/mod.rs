@@ -5,7 +5,7 @@
 //! subsystem; `--config FILE` reads a TOML file (docs/target.md) and SIGHUP
 //! reloads it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -56,6 +56,12 @@ pub struct TargetArgs {
     /// TOML configuration file (see docs/target.md); SIGHUP reloads it.
     #[arg(long, short = 'C', value_name = "FILE", conflicts_with_all = ["subnqn", "memory", "null", "file", "device", "allow_host", "host"])]
     pub config: Option<PathBuf>,
+    /// Serve a configuration saved by nvmetcli (`nvmetcli save`, e.g.
+    /// /etc/nvmet/config.json), converted on the fly; what cannot be carried
+    /// over is logged. SIGHUP re-imports it. `nvmf import-nvmetcli` writes the
+    /// converted TOML instead.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "subnqn", "memory", "null", "file", "device", "allow_host", "host"])]
+    pub import_nvmetcli: Option<PathBuf>,
     /// Also serve discovery on this address (default 127.0.0.1:8009 for the embedded default).
     #[arg(long, value_name = "ADDR:PORT")]
     pub discovery_listen: Vec<String>,
@@ -232,9 +238,72 @@ fn quick_hosts(a: &TargetArgs) -> anyhow::Result<Vec<HostConfig>> {
     Ok(v)
 }
 
-fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(TargetConfig, bool)> {
+/// The configuration file the target was started with (--config, or
+/// --import-nvmetcli converted), read now; None for the flags-only modes.
+fn file_config(a: &TargetArgs) -> Option<anyhow::Result<TargetConfig>> {
     if let Some(path) = &a.config {
-        let mut cfg = TargetConfig::from_file(path)?;
+        return Some(TargetConfig::from_file(path).map_err(anyhow::Error::from));
+    }
+    let path = a.import_nvmetcli.as_ref()?;
+    Some((|| {
+        let c = import_nvmetcli(path)?;
+        for n in &c.notes {
+            warn!("{}: {n}", path.display());
+        }
+        TargetConfig::from_toml(&c.toml, path).with_context(|| {
+            format!(
+                "the configuration converted from {} does not load; write it out with \
+                 `nvmf import-nvmetcli {} -o target.toml`, complete it and use --config",
+                path.display(),
+                path.display()
+            )
+        })
+    })())
+}
+
+/// Reads and converts an nvmetcli configuration.
+fn import_nvmetcli(path: &Path) -> anyhow::Result<nvmf_controller::nvmetcli::Converted> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the nvmetcli configuration {}", path.display()))?;
+    nvmf_controller::nvmetcli::convert(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// Arguments of `nvmf import-nvmetcli`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The file `nvmetcli save` wrote (default location /etc/nvmet/config.json).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Write the TOML here instead of to standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `nvmf import-nvmetcli`: converts nvmetcli's saved JSON into this target's
+/// TOML (docs/target.md), with what could not be carried over as comments and
+/// on standard error.
+pub fn import(a: ImportArgs) -> anyhow::Result<()> {
+    let c = import_nvmetcli(&a.file)?;
+    for n in &c.notes {
+        eprintln!("nvmf: note: {n}");
+    }
+    match &a.output {
+        Some(out) => {
+            std::fs::write(out, &c.toml).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!(
+                "nvmf: wrote {}; serve it with: nvmf target --config {}",
+                out.display(),
+                out.display()
+            );
+        }
+        None => print!("{}", c.toml),
+    }
+    Ok(())
+}
+
+fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(TargetConfig, bool)> {
+    if let Some(cfg) = file_config(a) {
+        let mut cfg = cfg?;
         if !a.listen.is_empty() {
             cfg.listen = parse_addrs(&a.listen, "--listen")?;
         }
@@ -497,11 +566,12 @@ pub fn run(args: TargetArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
                 _ = tokio::signal::ctrl_c() => { info!("interrupted; stopping"); break; }
                 _ = term.recv() => { info!("SIGTERM; stopping"); break; }
                 _ = hup.recv() => {
-                    let Some(path) = args.config.as_ref().filter(|_| from_file) else {
-                        warn!("SIGHUP ignored: the target was not started with --config");
+                    let Some(path) = args.config.as_ref().or(args.import_nvmetcli.as_ref()).filter(|_| from_file) else {
+                        warn!("SIGHUP ignored: the target was not started with --config or --import-nvmetcli");
                         continue;
                     };
-                    match TargetConfig::from_file(path).map_err(anyhow::Error::from).and_then(|c| target.reload(&c).map_err(anyhow::Error::from)) {
+                    let Some(loaded) = file_config(&args) else { continue };
+                    match loaded.and_then(|c| target.reload(&c).map_err(anyhow::Error::from)) {
                         Ok(s) => info!(added = ?s.added, removed = ?s.removed, changed = ?s.changed_namespaces, ana = ?s.ana_changed, "configuration reloaded from {}", path.display()),
                         Err(e) => error!("reload of {} failed, keeping the running configuration: {e:#}", path.display()),
                     }
