@@ -15,6 +15,9 @@
 #   iproute2                                      ip(8)
 #   libssl-dev pkg-config                         building the openssl crate (the
 #                                                 NVMe/TCP TLS channel, crates/transport)
+#   ceph-mon ceph-osd ceph-mgr ceph-common librbd1
+#                                                 the RBD backend's tests against a
+#                                                 single-node cluster (scripts/ceph-cluster.sh)
 #
 # qemu: when qemu-utils >= 8 is already installed (this machine kind ships
 # qemu-utils 10.x from bookworm-backports), bookworm's qemu-system-x86 7.2
@@ -73,7 +76,7 @@ command -v dpkg-query >/dev/null && command -v apt-get >/dev/null \
 
 # --- plain packages -----------------------------------------------------------
 need=()
-for p in busybox-static nvme-cli cpio kmod xz-utils zstd e2fsprogs tcpdump iproute2 debootstrap libssl-dev pkg-config; do
+for p in busybox-static nvme-cli cpio kmod xz-utils zstd e2fsprogs tcpdump iproute2 debootstrap libssl-dev pkg-config ceph-mon ceph-osd ceph-mgr ceph-common librbd1; do
     pkg_installed "$p" || need+=("$p")
 done
 

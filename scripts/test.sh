@@ -7,6 +7,8 @@
 #   3. the malformed-PDU flood (crates/cli/tests/flood.rs, 130 s, alone on the
 #      machine because it compares a good host's IOPS with and without the flood;
 #      release nvmf binary)
+#   3b. the RBD backend against a single-node Ceph cluster on loopback
+#      (scripts/ceph-cluster.sh; crates/cli/tests/rbd.rs)
 #   4. tests/interop/run.sh --capture --require all  (Linux-kernel interop in a
 #      QEMU guest, every suite required, captures checked with tshark;
 #      needs the packages of scripts/install-deps.sh)
@@ -54,6 +56,15 @@ flood() {
         cargo test -p nvmf-cli --test flood -- --ignored --nocapture
 }
 stage "flood (malformed PDUs for 60 s vs a good host)" flood
+rbd() {
+    local dir=$ROOT/target/ceph rc
+    scripts/ceph-cluster.sh start "$dir" || { scripts/ceph-cluster.sh stop "$dir"; return 1; }
+    NVMF_CEPH_CONF=$dir/ceph.conf cargo test -p nvmf-cli --test rbd -- --ignored --nocapture
+    rc=$?
+    scripts/ceph-cluster.sh stop "$dir"
+    return $rc
+}
+stage "rbd (Ceph cluster on loopback)" rbd
 if [ "${NVMF_SKIP_INTEROP:-0}" = 1 ]; then
     skip_stage "interop" "NVMF_SKIP_INTEROP=1"
 else

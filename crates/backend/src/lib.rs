@@ -6,7 +6,7 @@
 //! trait; the backends take care of bounds checking, O_DIRECT buffer alignment,
 //! durability (FUA / flush) and deallocation.
 //!
-//! Four implementations exist:
+//! Five implementations exist:
 //!
 //! * [`open_memory`] — a sparse, volatile RAM disk ([`MemoryBackend`]).
 //! * [`open_file`] — a regular file accessed with positional I/O, optionally
@@ -14,6 +14,8 @@
 //! * [`open_block_device`] — a raw Linux block device ([`BlockDevBackend`]).
 //! * [`open_null`] — reads zeroes, drops writes ([`NullBackend`]): the
 //!   transport's ceiling, for benchmarks.
+//! * [`rbd::open`] — a Ceph RBD image through librbd, loaded at run time
+//!   ([`RbdBackend`]).
 //!
 //! All backends are `Send + Sync` and never serialise I/O behind a single
 //! lock, so a controller may issue commands from many threads at once.
@@ -33,12 +35,14 @@ mod file;
 mod memory;
 mod nontemporal;
 mod null;
+pub mod rbd;
 
 pub use aligned::{AlignedBuf, DIRECT_IO_ALIGN};
 pub use blockdev::BlockDevBackend;
 pub use file::{DirectIo, FileBackend};
 pub use memory::{MemoryBackend, MEMORY_CHUNK_SIZE};
 pub use null::NullBackend;
+pub use rbd::{RbdBackend, RbdSpec};
 
 /// Smallest logical block size accepted by the backends (bytes).
 pub const MIN_BLOCK_SIZE: u32 = 512;

@@ -117,6 +117,8 @@ pub enum BackendSpec {
         /// The device node.
         path: PathBuf,
     },
+    /// A Ceph RBD image (librbd, loaded at run time).
+    Rbd(nvmf_backend::RbdSpec),
 }
 
 /// One namespace.
@@ -630,6 +632,12 @@ struct FileNamespace {
     null: Option<String>,
     file: Option<PathBuf>,
     device: Option<PathBuf>,
+    /// `POOL/IMAGE` of a Ceph RBD image.
+    rbd: Option<String>,
+    /// ceph.conf for `rbd` (default: librados's search, $CEPH_CONF first).
+    ceph_conf: Option<PathBuf>,
+    /// Ceph user for `rbd`, without `client.` (default admin).
+    ceph_id: Option<String>,
     size: Option<String>,
     #[serde(default = "default_bs")]
     block_size: u32,
@@ -785,17 +793,30 @@ impl FileConfig {
                     .map(parse_size)
                     .transpose()
                     .map_err(|m| inv(format!("{f}.size"), m))?;
-                let backend = match (n.memory, n.null, n.file, n.device) {
-                    (Some(m), None, None, None) => BackendSpec::Memory {
+                if (n.ceph_conf.is_some() || n.ceph_id.is_some()) && n.rbd.is_none() {
+                    return Err(inv(
+                        f,
+                        "ceph_conf and ceph_id go with rbd = \"POOL/IMAGE\"".into(),
+                    ));
+                }
+                let backend = match (n.memory, n.null, n.file, n.device, n.rbd) {
+                    (Some(m), None, None, None, None) => BackendSpec::Memory {
                         size: parse_size(&m).map_err(|e| inv(format!("{f}.memory"), e))?,
                     },
-                    (None, Some(m), None, None) => BackendSpec::Null {
+                    (None, Some(m), None, None, None) => BackendSpec::Null {
                         size: parse_size(&m).map_err(|e| inv(format!("{f}.null"), e))?,
                     },
-                    (None, None, Some(path), None) => BackendSpec::File { path, size },
-                    (None, None, None, Some(path)) => BackendSpec::Device { path },
+                    (None, None, Some(path), None, None) => BackendSpec::File { path, size },
+                    (None, None, None, Some(path), None) => BackendSpec::Device { path },
+                    (None, None, None, None, Some(r)) => {
+                        let mut spec = nvmf_backend::RbdSpec::parse(&r)
+                            .map_err(|e| inv(format!("{f}.rbd"), e))?;
+                        spec.conf = n.ceph_conf;
+                        spec.id = n.ceph_id;
+                        BackendSpec::Rbd(spec)
+                    }
                     _ => {
-                        return Err(inv(f, "give exactly one of memory = \"SIZE\", null = \"SIZE\", file = \"PATH\" or device = \"PATH\"".into()))
+                        return Err(inv(f, "give exactly one of memory = \"SIZE\", null = \"SIZE\", file = \"PATH\", device = \"PATH\" or rbd = \"POOL/IMAGE\"".into()))
                     }
                 };
                 let direct = n

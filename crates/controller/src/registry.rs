@@ -95,11 +95,14 @@ impl Namespace {
             BackendSpec::Device { path } => {
                 nvmf_backend::open_block_device(path, Some(cfg.block_size)).map_err(err)?
             }
+            BackendSpec::Rbd(spec) => nvmf_backend::rbd::open(spec, cfg.block_size).map_err(err)?,
         };
         let resv_path = match &cfg.backend {
             BackendSpec::File { path, .. } => Some(crate::reservation::state_path(path, false)),
             BackendSpec::Device { path } => Some(crate::reservation::state_path(path, true)),
-            BackendSpec::Memory { .. } | BackendSpec::Null { .. } => None,
+            // PTPL state of an RBD namespace would belong in the cluster
+            // (image metadata), not in a local file: not persisted.
+            BackendSpec::Memory { .. } | BackendSpec::Null { .. } | BackendSpec::Rbd(_) => None,
         };
         let uuid = cfg.uuid.unwrap_or_else(|| {
             uuid::Uuid::new_v5(

@@ -41,6 +41,10 @@ pub struct TargetArgs {
     /// A block-device-backed namespace.
     #[arg(long, value_name = "PATH")]
     pub device: Vec<String>,
+    /// A namespace on a Ceph RBD image: `POOL/IMAGE[,conf=CEPH_CONF][,id=USER]`
+    /// (librbd; conf defaults to $CEPH_CONF or /etc/ceph/ceph.conf).
+    #[arg(long, value_name = "POOL/IMAGE[,conf=PATH]")]
+    pub rbd: Vec<String>,
     /// Logical block size of quick-mode namespaces.
     #[arg(long, default_value_t = 512, value_parser = parse_block_size)]
     pub block_size: u32,
@@ -54,13 +58,13 @@ pub struct TargetArgs {
     #[arg(long, value_name = "NQN[,dhchap-secret=KEY,…]")]
     pub host: Vec<String>,
     /// TOML configuration file (see docs/target.md); SIGHUP reloads it.
-    #[arg(long, short = 'C', value_name = "FILE", conflicts_with_all = ["subnqn", "memory", "null", "file", "device", "allow_host", "host"])]
+    #[arg(long, short = 'C', value_name = "FILE", conflicts_with_all = ["subnqn", "memory", "null", "file", "device", "rbd", "allow_host", "host"])]
     pub config: Option<PathBuf>,
     /// Serve a configuration saved by nvmetcli (`nvmetcli save`, e.g.
     /// /etc/nvmet/config.json), converted on the fly; what cannot be carried
     /// over is logged. SIGHUP re-imports it. `nvmf import-nvmetcli` writes the
     /// converted TOML instead.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "subnqn", "memory", "null", "file", "device", "allow_host", "host"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "subnqn", "memory", "null", "file", "device", "rbd", "allow_host", "host"])]
     pub import_nvmetcli: Option<PathBuf>,
     /// Also serve discovery on this address (default 127.0.0.1:8009 for the embedded default).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -176,6 +180,7 @@ enum NsArg {
     Null(String),
     File(String),
     Device(String),
+    Rbd(String),
 }
 
 /// Namespace flags in command-line order, so `--file a --memory 1G` gives NSID 1 = a.
@@ -197,8 +202,24 @@ fn ordered_namespaces(m: Option<&ArgMatches>, a: &TargetArgs) -> Vec<NsArg> {
     add("null", &a.null, NsArg::Null);
     add("file", &a.file, NsArg::File);
     add("device", &a.device, NsArg::Device);
+    add("rbd", &a.rbd, NsArg::Rbd);
     v.sort_by_key(|(i, _)| *i);
     v.into_iter().map(|(_, n)| n).collect()
+}
+
+/// `--rbd POOL/IMAGE[,conf=PATH][,id=USER]`.
+fn parse_rbd_arg(s: &str) -> anyhow::Result<nvmf_backend::RbdSpec> {
+    let mut parts = s.split(',');
+    let mut spec = nvmf_backend::RbdSpec::parse(parts.next().unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("--rbd {s}: {e}"))?;
+    for p in parts {
+        match p.split_once('=') {
+            Some(("conf", v)) => spec.conf = Some(v.into()),
+            Some(("id", v)) => spec.id = Some(v.into()),
+            _ => bail!("--rbd {s}: unknown option {p:?} (conf=PATH or id=USER)"),
+        }
+    }
+    Ok(spec)
 }
 
 fn parse_file_arg(s: &str) -> anyhow::Result<(PathBuf, Option<u64>, DirectIo)> {
@@ -358,6 +379,7 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
                     (BackendSpec::File { path, size }, direct)
                 }
                 NsArg::Device(s) => (BackendSpec::Device { path: s.into() }, DirectIo::Auto),
+                NsArg::Rbd(s) => (BackendSpec::Rbd(parse_rbd_arg(&s)?), DirectIo::Auto),
             };
             namespaces.push(NamespaceConfig {
                 nsid,
@@ -496,6 +518,7 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
                 ),
                 BackendSpec::File { path, .. } => format!("file {}", path.display()),
                 BackendSpec::Device { path } => format!("device {}", path.display()),
+                BackendSpec::Rbd(r) => format!("rbd {}/{}", r.pool, r.image),
             };
             println!(
                 "nvmf target: {} namespace {}: {what}, {}-byte blocks",
