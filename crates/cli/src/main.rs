@@ -21,6 +21,8 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Serve NVMe/TCP subsystems (with no options: a 1 GiB memory namespace on 127.0.0.1:4420).
     Target(target::TargetArgs),
