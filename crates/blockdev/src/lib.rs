@@ -15,8 +15,12 @@
 //! [`mod@nbd::serve`] (the request loop, async), [`nbd::kernel`] (the device's ioctl
 //! interface, this crate's only `unsafe`).
 
+pub mod disk;
 pub mod io;
 pub mod nbd;
+pub mod ublk;
 
+pub use disk::{Choice, Disk, DiskError, Kind};
 pub use io::{BlockIo, BlockOp, Geometry, SinglePath};
 pub use nbd::{NbdDevice, NbdError};
+pub use ublk::{Queues, UblkDevice, UblkError};
