@@ -28,6 +28,14 @@ pub fn decode(
     max_bytes: usize,
     data: impl FnOnce(usize) -> Bytes,
 ) -> Result<Request, i32> {
+    if d.op() == op::FLUSH {
+        // A flush has no range: the driver leaves start_sector at all-ones
+        // (blk_rq_pos of a flush request is -1), seen in the guest.
+        return Ok(Request {
+            op: BlockOp::Flush,
+            bytes: 0,
+        });
+    }
     let bs = u64::from(block_size);
     let start = d.start_sector.checked_mul(512).ok_or(-libc::EINVAL)?;
     let len = u64::from(d.nr_sectors) * 512;
@@ -57,7 +65,6 @@ pub fn decode(
                 n,
             )
         }
-        op::FLUSH => (BlockOp::Flush, 0),
         op::DISCARD if nlb > 0 => (BlockOp::Discard { slba, nlb }, 0),
         op::WRITE_ZEROES if nlb > 0 => (
             BlockOp::WriteZeroes {
@@ -133,6 +140,13 @@ mod tests {
     fn flush_discard_write_zeroes() {
         assert!(matches!(
             decode(&desc(op::FLUSH, 0, 0, 0), 4096, MAX, no_data)
+                .unwrap()
+                .op,
+            BlockOp::Flush
+        ));
+        // the kernel's flush: no range, start sector all ones
+        assert!(matches!(
+            decode(&desc(op::FLUSH, 0, u64::MAX, 0), 4096, MAX, no_data)
                 .unwrap()
                 .op,
             BlockOp::Flush
