@@ -309,7 +309,7 @@ impl UblkDevice {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::info!(
-            "{}: namespace {nsid} ({} blocks of {} bytes), {} queues of {} tags{}",
+            "{}: namespace {nsid} ({} blocks of {} bytes), {} queues of {} tags, driver features {features:#x}{}",
             dev.path.display(),
             g.blocks,
             g.block_size,
