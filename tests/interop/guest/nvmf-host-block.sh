@@ -19,7 +19,8 @@
 #     `--block-kind ublk` on the same subsystem: /dev/ublkbN, the same fio
 #     (a FIGURE line: ublk vs NBD vs the kernel host), fio verify, disconnect;
 #   * our target (file namespace, 4096-byte blocks), plain `--block` (auto:
-#     ublk, as this kernel has ublk_drv): the same device checks,
+#     ublk, as this kernel has ublk_drv) with one I/O queue (-i 1: one ublk
+#     queue; nvmet's device has one per CPU): the same device checks,
 #     blkdiscard (trim) reads back zeroes; then a 24 MiB O_DIRECT write through
 #     the device while the target is killed (SIGKILL) and restarted 3 s later:
 #     the write completes without an I/O error (it waits for the reconnect),
@@ -165,6 +166,9 @@ compare_with_kernel_host() {
     return 0
 }
 
+# mq_count DEV: the block device's hardware queues (ublk: its ublk queues)
+mq_count() { ls -d /sys/block/${1#/dev/}/mq/[0-9]* 2>/dev/null | wc -l; }
+
 # ratio A B: A/B with two decimals, ? when B is 0
 ratio() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "?" }'; }
 
@@ -201,6 +205,10 @@ if st_subsys $KNQN 128 1 && st_port 1 tcp $ADDR $KPORT && st_link $KNQN 1; then
             /dev/ublkb*) pass "$T nvmet-ublk: nvmf list names $DEV" ;;
             *) fail "$T nvmet-ublk: nvmf list names '$DEV', not a /dev/ublkbN"; $NVMF list 2>&1 | _st_log ;;
         esac
+        # one ublk queue per I/O queue: the host asks for one I/O queue per CPU
+        _q=$(mq_count "$DEV")
+        [ "$_q" = "$(nproc)" ] && pass "$T nvmet-ublk: $DEV has $_q queues, one per I/O queue (default: one per CPU)" ||
+            fail "$T nvmet-ublk: $DEV has $_q queues, not $(nproc)"
         if [ -b "$DEV" ] && command -v fio >/dev/null; then
             _sz=$(blockdev --getsize64 "$DEV") _ss=$(blockdev --getss "$DEV")
             [ "$_sz" = $((128 << 20)) ] && [ "$_ss" = 4096 ] &&
@@ -227,11 +235,14 @@ rm -f $OFILE
 write_conf 96M
 if our_target_start; then
     pass "$T ours: target listening on $ADDR:$OPORT"
-    if connect_block ours $OPORT $ONQN -l 60 -c 1 && device_checks ours $((96 << 20)) 4096; then
+    if connect_block ours $OPORT $ONQN -l 60 -c 1 -i 1 && device_checks ours $((96 << 20)) 4096; then
         case $DEV in
             /dev/ublkb*) pass "$T ours: plain --block chose ublk ($DEV)" ;;
             *) fail "$T ours: plain --block chose $DEV, not ublk, on a kernel with ublk_drv" ;;
         esac
+        _q=$(mq_count "$DEV")
+        [ "$_q" = 1 ] && pass "$T ours: -i 1: $DEV has 1 queue, as the controller has 1 I/O queue" ||
+            fail "$T ours: -i 1: $DEV has $_q queues, not 1"
         # trim: blkdiscard, then the range reads back as zeroes
         dd if=/dev/urandom of="$DEV" bs=1M count=1 seek=80 oflag=direct 2>/dev/null
         if check "$T ours: blkdiscard 1 MiB" blkdiscard -f -o $((80 << 20)) -l $((1 << 20)) "$DEV"; then
