@@ -17,13 +17,14 @@
 #     nvme-tcp host's /dev/nvmeXnY against the same subsystem (a FIGURE line;
 #     TCG: a ratio only); `nvmf disconnect` removes the device; then
 #     `--block-kind ublk` on the same subsystem: /dev/ublkbN, the same fio
-#     (a FIGURE line: ublk vs NBD vs the kernel host), fio verify, disconnect;
+#     (a FIGURE line: ublk vs NBD vs the kernel host), one ublk queue per I/O
+#     queue (sysfs mq), disconnect;
 #   * our target (file namespace, 4096-byte blocks), plain `--block` (auto:
 #     ublk, as this kernel has ublk_drv) with one I/O queue (-i 1: one ublk
 #     queue; nvmet's device has one per CPU): the same device checks,
-#     blkdiscard (trim) reads back zeroes; then a 24 MiB O_DIRECT write through
-#     the device while the target is killed (SIGKILL) and restarted 3 s later:
-#     the write completes without an I/O error (it waits for the reconnect),
+#     blkdiscard (trim) and blkdiscard -z (write zeroes) read back zeroes;
+#     then a 24 MiB O_DIRECT write through the device while the target is
+#     killed (SIGKILL) and restarted 3 s later: the write completes without an I/O error (it waits for the reconnect),
 #     the data reads back through the device and is in the target's backing
 #     file; disconnect removes the device.
 #
@@ -249,6 +250,13 @@ if our_target_start; then
             _nz=$(dd if="$DEV" bs=1M count=1 skip=80 iflag=direct 2>/dev/null | tr -d '\0' | wc -c)
             [ "$_nz" = 0 ] && pass "$T ours: the discarded range reads back as zeroes" ||
                 fail "$T ours: the discarded range has $_nz non-zero bytes"
+        fi
+        # write zeroes (BLKZEROOUT: the block layer's REQ_OP_WRITE_ZEROES, NVMe Write Zeroes)
+        dd if=/dev/urandom of="$DEV" bs=1M count=1 seek=82 oflag=direct 2>/dev/null
+        if check "$T ours: blkdiscard -z (write zeroes) 1 MiB" blkdiscard -f -z -o $((82 << 20)) -l $((1 << 20)) "$DEV"; then
+            _nz=$(dd if="$DEV" bs=1M count=1 skip=82 iflag=direct 2>/dev/null | tr -d '\0' | wc -c)
+            [ "$_nz" = 0 ] && pass "$T ours: the zeroed range reads back as zeroes" ||
+                fail "$T ours: the zeroed range has $_nz non-zero bytes"
         fi
 
         say "SIGKILL and restart the target during a 24 MiB write through $DEV"
