@@ -201,7 +201,7 @@ for s in "${SUITES[@]}"; do
                        "discover -t -a -s -q --tls --tls-key --tls-compat")
                 script=$HERE/guest/kernel-host-vs-nvmf-target-tls.sh
             elif [ $s = block ]; then
-                verbs=("connect -t -a -s -n -l -c --block" "list" "disconnect -n" "disconnect-all"
+                verbs=("connect -t -a -s -n -i -l -c --block --block-kind" "list" "disconnect -n" "disconnect-all"
                        "target --config")
                 script=$HERE/guest/nvmf-host-block.sh
             elif [ $s = resv ]; then

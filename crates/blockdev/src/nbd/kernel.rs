@@ -1,6 +1,6 @@
 //! The kernel side of an NBD device: finding a free `/dev/nbdN` and the ioctl
 //! interface that configures and runs it (Linux `include/uapi/linux/nbd.h`, the
-//! interface nbd-client uses). This module holds the crate's only `unsafe`: the
+//! interface nbd-client uses). This module's `unsafe` is the
 //! ioctl calls themselves, which have no safe binding in libc or rustix.
 #![allow(unsafe_code)]
 

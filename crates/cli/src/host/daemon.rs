@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use nvmf_blockdev::NbdDevice;
+use nvmf_blockdev::{Choice, Disk};
 use nvmf_host::{ConnectOptions, Controller, LinkState, TransportAddr};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -178,11 +178,13 @@ struct Entry {
     ctrl: Controller,
     /// Namespaces exposed as block devices (`connect --block`).
     disks: Disks,
+    /// ublk or NBD for them (`connect --block-kind`).
+    kind: Choice,
     /// Keeps `disks` in step with the controller's namespaces.
     watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
-type Disks = Arc<Mutex<Vec<NbdDevice>>>;
+type Disks = Arc<Mutex<Vec<Disk>>>;
 
 impl Entry {
     /// Exposes every namespace as a block device from now on, following
@@ -191,9 +193,10 @@ impl Entry {
         if self.watcher.is_some() {
             return Ok(());
         }
-        *self.disks.lock().await = attach_all(&self.ctrl).await?;
+        *self.disks.lock().await = attach_all(&self.ctrl, self.kind).await?;
         self.watcher = Some(tokio::spawn(watch_disks(
             self.ctrl.clone(),
+            self.kind,
             self.disks.clone(),
             self.name.clone(),
         )));
@@ -222,8 +225,9 @@ impl Entry {
 /// Every second, while the association is live: a namespace that is gone from
 /// the controller (the target removed it; the host learnt it from a Namespace
 /// Attribute Changed notice) loses its device, a new one gets a device, and a
-/// resized one gets its device resized.
-async fn watch_disks(ctrl: Controller, disks: Disks, name: String) {
+/// resized one gets its device resized (or, on a ublk without live resize,
+/// removed and made again at the new size).
+async fn watch_disks(ctrl: Controller, kind: Choice, disks: Disks, name: String) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -236,7 +240,10 @@ async fn watch_disks(ctrl: Controller, disks: Disks, name: String) {
         let mut i = 0;
         while i < d.len() {
             match nss.iter().find(|n| n.nsid == d[i].nsid()) {
-                Some(ns) if ns.block_size == d[i].block_size() => {
+                Some(ns)
+                    if ns.block_size == d[i].block_size()
+                        && (ns.blocks == d[i].blocks() || d[i].can_resize()) =>
+                {
                     if ns.blocks != d[i].blocks() {
                         if let Err(e) = d[i].resize(ns.blocks).await {
                             tracing::warn!("{name}: {e}");
@@ -247,7 +254,7 @@ async fn watch_disks(ctrl: Controller, disks: Disks, name: String) {
                 _ => {
                     let dev = d.remove(i);
                     tracing::info!(
-                        "{name}: namespace {} is gone or changed its block size; removing {}",
+                        "{name}: namespace {} is gone or changed its block size or size; removing {}",
                         dev.nsid(),
                         dev.path().display()
                     );
@@ -261,7 +268,7 @@ async fn watch_disks(ctrl: Controller, disks: Disks, name: String) {
             if d.iter().any(|x| x.nsid() == ns.nsid) {
                 continue;
             }
-            match NbdDevice::attach(ctrl.clone(), ns.nsid).await {
+            match Disk::attach(kind, ctrl.clone(), ns.nsid).await {
                 Ok(x) => {
                     tracing::info!(
                         "{name}: new namespace {} at {}",
@@ -278,10 +285,10 @@ async fn watch_disks(ctrl: Controller, disks: Disks, name: String) {
 
 /// Exposes every namespace of `ctrl` as a block device; on a failure the ones
 /// made are taken away again.
-async fn attach_all(ctrl: &Controller) -> anyhow::Result<Vec<NbdDevice>> {
-    let mut disks: Vec<NbdDevice> = Vec::new();
+async fn attach_all(ctrl: &Controller, kind: Choice) -> anyhow::Result<Vec<Disk>> {
+    let mut disks: Vec<Disk> = Vec::new();
     for ns in ctrl.namespaces() {
-        match NbdDevice::attach(ctrl.clone(), ns.nsid).await {
+        match Disk::attach(kind, ctrl.clone(), ns.nsid).await {
             Ok(d) => disks.push(d),
             Err(e) => {
                 for d in disks {
@@ -543,6 +550,10 @@ async fn handle(
         "connect" => {
             let o = options_from(req)?;
             let block = req.get("block").and_then(Value::as_bool).unwrap_or(false);
+            let kind: Choice = match req.get("block_kind").and_then(Value::as_str) {
+                Some(k) => k.parse().map_err(anyhow::Error::msg)?,
+                None => Choice::Auto,
+            };
             {
                 let mut s = st.lock().await;
                 if let Some(e) = s.ctrls.values_mut().find(|e| {
@@ -550,6 +561,7 @@ async fn handle(
                     x.addr == o.addr && x.subnqn == o.subnqn && x.hostnqn == o.hostnqn
                 }) {
                     if block {
+                        e.kind = kind;
                         e.expose().await?;
                     }
                     return Ok(Some(json!({"name": e.name, "already": true})));
@@ -568,6 +580,7 @@ async fn handle(
                 name: name.clone(),
                 ctrl,
                 disks: Arc::default(),
+                kind,
                 watcher: None,
             };
             if block {

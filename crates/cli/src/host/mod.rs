@@ -174,10 +174,15 @@ pub struct ConnectTuning {
     /// Seconds between reconnect attempts.
     #[arg(short = 'c', long = "reconnect-delay")]
     pub reconnect_delay: Option<u64>,
-    /// Also expose each namespace as a local block device (/dev/nbdN, through
-    /// the kernel's NBD driver; needs root). `nvmf list` names the device.
+    /// Also expose each namespace as a local block device (needs root):
+    /// /dev/ublkbN through the kernel's ublk driver where it has one (Linux
+    /// 6.0+, ublk_drv), else /dev/nbdN through NBD. `nvmf list` names the device.
     #[arg(long = "block")]
     pub block: bool,
+    /// The kernel front end for --block: auto (ublk, else NBD), ublk or nbd.
+    /// Implies --block.
+    #[arg(long = "block-kind", value_parser = ["auto", "ublk", "nbd"])]
+    pub block_kind: Option<String>,
 }
 
 /// Host-side commands.
@@ -542,7 +547,8 @@ fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
         "kato_ms": t.keep_alive_tmo.map(|k| k.saturating_mul(1000)),
         "ctrl_loss_tmo": t.ctrl_loss_tmo,
         "reconnect_delay": t.reconnect_delay,
-        "block": t.block,
+        "block": t.block || t.block_kind.is_some(),
+        "block_kind": t.block_kind.as_deref().unwrap_or("auto"),
     })
 }
 
