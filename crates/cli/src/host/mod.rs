@@ -4,6 +4,7 @@
 //! other verbs go through that daemon.
 
 mod daemon;
+mod disco;
 mod fmt;
 mod iocheck;
 
@@ -187,6 +188,15 @@ pub enum HostCommand {
     Discover {
         #[command(flatten)]
         fabric: Fabric,
+        /// Persistent: keep the discovery controller connected (in this
+        /// process, until SIGINT/SIGTERM) and, on every Discovery Log Change
+        /// notice, re-read the log and print what changed.
+        #[arg(short = 'p', long = "persistent")]
+        persistent: bool,
+        /// Keep alive timeout of the persistent discovery controller, in
+        /// seconds (default 30).
+        #[arg(short = 'k', long = "keep-alive-tmo")]
+        keep_alive_tmo: Option<u32>,
         #[command(flatten)]
         out: Out,
     },
@@ -202,12 +212,19 @@ pub enum HostCommand {
         #[command(flatten)]
         out: Out,
     },
-    /// Discover, then connect to every NVM subsystem in the discovery log.
+    /// Discover, then connect to every NVM subsystem in the discovery log,
+    /// following referrals to other discovery services (at most 8 deep, each
+    /// service once).
     ConnectAll {
         #[command(flatten)]
         fabric: Fabric,
         #[command(flatten)]
         tuning: ConnectTuning,
+        /// Persistent: keep the discovery controller connected (in this
+        /// process, until SIGINT/SIGTERM) and connect-all again on every
+        /// Discovery Log Change notice, so new subsystems are connected.
+        #[arg(short = 'p', long = "persistent")]
+        persistent: bool,
         #[command(flatten)]
         out: Out,
     },
@@ -549,11 +566,20 @@ fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
 /// Runs a host command.
 pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
     match cmd {
-        HostCommand::Discover { fabric, out } => {
-            let o = fabric.options(
+        HostCommand::Discover {
+            fabric,
+            persistent,
+            keep_alive_tmo,
+            out,
+        } => {
+            let mut o = fabric.options(
                 nvmf_proto::fabrics::DISCOVERY_NQN,
                 nvmf_transport::addr::DISCOVERY_PORT,
             )?;
+            if persistent {
+                o.kato_ms = keep_alive_tmo.unwrap_or(0).saturating_mul(1000);
+                return disco::persistent(&runtime()?, &o, None, out.output);
+            }
             let log = runtime()?.block_on(nvmf_host::discover_with(&o))?;
             match out.output {
                 OutputFormat::Json => print_json(&fmt::discovery_json(&log))?,
@@ -590,45 +616,18 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
         HostCommand::ConnectAll {
             fabric,
             tuning,
+            persistent,
             out,
         } => {
-            let d = fabric.options(
+            let mut d = fabric.options(
                 nvmf_proto::fabrics::DISCOVERY_NQN,
                 nvmf_transport::addr::DISCOVERY_PORT,
             )?;
-            let log = runtime()?.block_on(nvmf_host::discover_with(&d))?;
-            let mut devices = Vec::new();
-            for e in log
-                .entries
-                .iter()
-                .filter(|e| e.subtype == nvmf_proto::log::subtype::NVME && e.trtype == 3)
-            {
-                let addr =
-                    TransportAddr::from_parts(&e.traddr, &e.trsvcid).map_err(|x| anyhow!(x))?;
-                let mut o = d.clone();
-                o.addr = addr;
-                o.subnqn = e.subnqn.clone();
-                daemon::ensure_running()?;
-                match daemon::request(&connect_req(&o, &tuning)) {
-                    Ok(r) => devices.push(json!({"device": r["name"], "subnqn": e.subnqn, "traddr": e.traddr, "trsvcid": e.trsvcid})),
-                    Err(err) => eprintln!("nvmf: could not connect to {} at {}:{}: {err:#}", e.subnqn, e.traddr, e.trsvcid),
-                }
+            if persistent {
+                d.kato_ms = tuning.keep_alive_tmo.unwrap_or(0).saturating_mul(1000);
+                return disco::persistent(&runtime()?, &d, Some(&tuning), out.output);
             }
-            match out.output {
-                OutputFormat::Json => print_json(&Value::Array(devices))?,
-                OutputFormat::Normal => {
-                    for d in &devices {
-                        println!(
-                            "device: {} ({} at {}:{})",
-                            d["device"].as_str().unwrap_or("?"),
-                            d["subnqn"].as_str().unwrap_or(""),
-                            d["traddr"].as_str().unwrap_or(""),
-                            d["trsvcid"].as_str().unwrap_or("")
-                        );
-                    }
-                }
-            }
-            Ok(())
+            disco::connect_all(&runtime()?, &d, &tuning, out.output)
         }
         HostCommand::List { out } => list(out),
         HostCommand::IdCtrl { dev, out } => {

@@ -1,0 +1,233 @@
+#!/bin/sh
+# kernel-host-discovery.sh -- guest script (trixie track): discovery for
+# operations, the Linux kernel NVMe/TCP host with nvme-cli 2.13 against OUR
+# target (`nvmf target --config`, reloaded with SIGHUP).
+#
+#   tests/interop/run-vm.sh --kernel trixie --no-target --extra target/release/nvmf \
+#       --script tests/interop/guest/kernel-host-discovery.sh
+#
+# Two targets: T1 (`--config`, 127.0.0.1:4420, subsystem A, a [[referral]] to
+# 127.0.0.1:4430) and T2 (quick mode on 127.0.0.1:4430, subsystem C); both in
+# --capture's port range (4420-4430), so the notices show on the wire.
+#   - `nvme discover` at T1 lists the current discovery subsystem (subtype 3),
+#     A (subtype 2) and the referral to T2 (subtype 1), also with -o json;
+#   - `nvme connect-all` at T1 connects A and, following the referral, C;
+#     it does not try to connect the current discovery subsystem;
+#   - `nvme discover -p -k 5` keeps a persistent discovery controller (KATO 5 s);
+#     `udevadm monitor --kernel` watches the uevents the kernel sends on a
+#     Discovery Log Change notice (NVME_AEN=0x70f002, what nvme-cli's udev rule
+#     70-nvmf-autoconnect.rules acts on; udevd does not run in the guest);
+#   - the config gains subsystem B + SIGHUP: the notice arrives; then what the
+#     udev rule runs (`nvme connect-all --device=nvmeX`, on the persistent
+#     controller) connects B;
+#   - the persistent controller stays live past 2 x KATO (keep-alive served);
+#   - B removed from the config + SIGHUP: a second notice (the first was
+#     unmasked by connect-all's log read); the referral removed: a third;
+#   - both targets exit 0 on SIGTERM, no panic in their logs.
+#
+# ASSUMPTIONS about `nvmf` (run.sh checks `nvmf target --help` for
+# --config --listen --memory --subnqn --referral):
+#   nvmf target --config FILE       (SIGHUP reloads FILE; [[referral]] tables)
+#   nvmf target --listen 127.0.0.1:4430 --memory 16M --subnqn NQN
+. /lib/nvme-vm/lib.sh
+
+NVMF=${NVMF_BIN:-/extra/nvmf}
+T=disco
+ADDR=127.0.0.1
+P1=4420
+P2=4430
+A=nqn.2024-01.io.nvmf-rs:disco-a
+B=nqn.2024-01.io.nvmf-rs:disco-b
+C=nqn.2024-01.io.nvmf-rs:disco-c
+DNQN=nqn.2014-08.org.nvmexpress.discovery
+CFG=/tmp/disco.toml
+LOG1=/tmp/nvmf-target-disco1.log
+LOG2=/tmp/nvmf-target-disco2.log
+UEV=/tmp/disco-uevents.log
+PID1= PID2= MONPID=
+
+say() { echo "=== $*"; }
+listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$1[[:space:]]"; }
+
+# write_config WITH_B WITH_REFERRAL
+write_config() {
+    {
+        echo "listen = [\"$ADDR:$P1\"]"
+        if [ "$2" = 1 ]; then
+            printf '\n[[referral]]\naddress = "%s"\nport = %s\ntransport = "tcp"\n' $ADDR $P2
+        fi
+        printf '\n[[subsystem]]\nnqn = "%s"\n[[subsystem.namespace]]\nmemory = "16M"\n' $A
+        if [ "$1" = 1 ]; then
+            printf '\n[[subsystem]]\nnqn = "%s"\n[[subsystem.namespace]]\nmemory = "16M"\n' $B
+        fi
+    } >$CFG
+}
+
+# start_target PIDVAR LOG PORT ARGS...
+start_target() {
+    _v=$1 _l=$2 _p=$3; shift 3
+    "$NVMF" target "$@" >"$_l" 2>&1 &
+    eval "$_v=$!"
+    _w=0; while [ $_w -lt 200 ] && ! listening $_p; do _w=$((_w+1)); sleep 0.1; done
+    listening $_p && pass "$T: nvmf target on $_p ($*)" || { fail "$T: nvmf target on $_p not listening"; cat "$_l"; return 1; }
+}
+
+# stop_target PID NAME
+stop_target() {
+    kill "$1" 2>/dev/null
+    _w=0; while [ $_w -lt 50 ] && kill -0 "$1" 2>/dev/null; do _w=$((_w+1)); sleep 0.1; done
+    if kill -0 "$1" 2>/dev/null; then
+        fail "$T: $2 did not exit within 5 s of SIGTERM"; kill -9 "$1"
+    else
+        wait "$1"; _rc=$?
+        [ $_rc -eq 0 ] && pass "$T: $2 exited 0 on SIGTERM" || fail "$T: $2 exit status $_rc on SIGTERM"
+    fi
+}
+
+# connected NQN: a live controller of NQN exists
+connected() {
+    for c in /sys/class/nvme/nvme*; do
+        [ -e "$c/subsysnqn" ] && [ "$(cat $c/subsysnqn)" = "$1" ] && [ "$(cat $c/state)" = live ] && return 0
+    done
+    return 1
+}
+
+# wait_connected NQN TENTHS
+wait_connected() {
+    _w=0; while [ $_w -lt $2 ]; do connected "$1" && return 0; _w=$((_w+1)); sleep 0.1; done
+    return 1
+}
+
+# aens: how many Discovery Log Change uevents were seen
+aens() { _c=$(grep -c '^NVME_AEN=0x70f002' $UEV 2>/dev/null); echo "${_c:-0}"; }
+
+# wait_aens N TENTHS: until N notices have been seen
+wait_aens() {
+    _w=0; while [ $_w -lt $2 ]; do [ "$(aens)" -ge "$1" ] && return 0; _w=$((_w+1)); sleep 0.1; done
+    return 1
+}
+
+# reload DESC: SIGHUP T1, wait for its log line
+reload() {
+    _n=$(grep -c 'configuration reloaded' $LOG1)
+    kill -HUP $PID1
+    _w=0; while [ $_w -lt 100 ] && [ "$(grep -c 'configuration reloaded' $LOG1)" -le "$_n" ]; do _w=$((_w+1)); sleep 0.1; done
+    if [ "$(grep -c 'configuration reloaded' $LOG1)" -gt "$_n" ]; then
+        pass "$T: reload ($1): $(grep 'configuration reloaded' $LOG1 | tail -n1 | sed 's/.*INFO[^:]*: //' | cut -c1-200)"
+    else
+        fail "$T: reload ($1): no 'configuration reloaded' in the target log"; tail -n 5 $LOG1
+    fi
+}
+
+# ---------------------------------------------------------------------- main --
+say "kernel host (nvme-cli $(nvme version 2>/dev/null | sed -n 's/^nvme version \([^ ]*\).*/\1/p'), $(uname -r)) vs nvmf target: discovery"
+[ -x "$NVMF" ] || { fail "$T: no $NVMF in the guest (--extra target/release/nvmf)"; exit 1; }
+nvmevm_hostnqn
+rm -f $LOG1 $LOG2 $UEV
+write_config 0 1
+sed 's/^/    disco.toml: /' $CFG
+start_target PID1 $LOG1 $P1 --config $CFG || exit 1
+start_target PID2 $LOG2 $P2 --listen $ADDR:$P2 --memory 16M --subnqn $C || exit 1
+
+say "nvme discover: current discovery subsystem, A, referral"
+nvme discover -t tcp -a $ADDR -s $P1 >/tmp/.disco.txt 2>&1; rc=$?
+sed 's/^/    /' /tmp/.disco.txt
+[ $rc -eq 0 ] && pass "$T: nvme discover rc 0" || fail "$T: nvme discover rc=$rc"
+grep -q "subtype: *current discovery subsystem" /tmp/.disco.txt &&
+    pass "$T: the log has the current discovery subsystem entry" || fail "$T: no current discovery subsystem entry"
+grep -q "subtype: *discovery subsystem referral" /tmp/.disco.txt && grep -qE "trsvcid: *$P2\b" /tmp/.disco.txt &&
+    pass "$T: the log has the referral to $ADDR:$P2" || fail "$T: no referral entry to $P2"
+grep -q "subnqn: *$A" /tmp/.disco.txt && pass "$T: the log lists $A" || fail "$T: $A missing"
+nvme discover -t tcp -a $ADDR -s $P1 -o json >/tmp/.disco.json 2>&1
+tr -d ' \n' </tmp/.disco.json >/tmp/.disco.flat
+n=$(grep -o '"subtype":"[^"]*"' /tmp/.disco.flat | sort | uniq -c | tr '\n' ';')
+echo "    json subtypes: $n"
+if grep -q '"subtype":"currentdiscoverysubsystem"' /tmp/.disco.flat &&
+   grep -q '"subtype":"discoverysubsystemreferral"' /tmp/.disco.flat &&
+   grep -q '"subtype":"nvmesubsystem"' /tmp/.disco.flat; then
+    pass "$T: nvme discover -o json: the three subtypes"
+else
+    fail "$T: nvme discover -o json subtypes: $n"
+fi
+
+say "nvme connect-all: A here, C through the referral"
+nvme connect-all -t tcp -a $ADDR -s $P1 >/tmp/.disco.ca 2>&1; rc=$?
+sed 's/^/    /' /tmp/.disco.ca
+[ $rc -eq 0 ] && pass "$T: nvme connect-all rc 0" || fail "$T: nvme connect-all rc=$rc"
+wait_connected $A 100 && pass "$T: connect-all connected $A" || fail "$T: $A not connected"
+wait_connected $C 100 && pass "$T: connect-all followed the referral and connected $C" || fail "$T: $C (behind the referral) not connected"
+nvme list-subsys 2>&1 | sed 's/^/    /'
+
+say "nvme discover -p: a persistent discovery controller"
+udevadm monitor --kernel --property --subsystem-match=nvme >$UEV 2>&1 &
+MONPID=$!
+sleep 1
+nvme discover -p -k 5 -t tcp -a $ADDR -s $P1 >/tmp/.disco.p 2>&1; rc=$?
+[ $rc -eq 0 ] && pass "$T: nvme discover -p rc 0" || { fail "$T: nvme discover -p rc=$rc"; cat /tmp/.disco.p; }
+DCTRL=
+for c in /sys/class/nvme/nvme*; do
+    [ "$(cat $c/subsysnqn 2>/dev/null)" = $DNQN ] && [ "$(cat $c/address 2>/dev/null | grep -c "trsvcid=$P1")" = 1 ] && DCTRL=$(basename $c)
+done
+if [ -n "$DCTRL" ]; then
+    pass "$T: persistent discovery controller $DCTRL ($(cat /sys/class/nvme/$DCTRL/address | tr '\n' ' '), state $(cat /sys/class/nvme/$DCTRL/state), kato $(cat /sys/class/nvme/$DCTRL/kato 2>/dev/null || echo ?))"
+else
+    fail "$T: no discovery controller left after nvme discover -p"
+    ls -l /sys/class/nvme/ ; for c in /sys/class/nvme/nvme*; do echo "$c: $(cat $c/subsysnqn) $(cat $c/address)"; done
+fi
+
+say "reload: subsystem B added"
+write_config 1 1
+reload "B added"
+if wait_aens 1 200; then
+    pass "$T: the kernel got the Discovery Log Change notice (uevent NVME_AEN=0x70f002 on $(grep -B3 '^NVME_AEN=0x70f002' $UEV | sed -n 's/^DEVNAME=//p' | head -n1))"
+else
+    fail "$T: no Discovery Log Change uevent within 20 s"; sed 's/^/    uevent: /' $UEV | tail -n 30
+fi
+if [ -n "$DCTRL" ]; then
+    # what nvme-cli's udev rule runs on that uevent (nvmf-connect@.service)
+    nvme connect-all --device=$DCTRL -t tcp -a $ADDR -s $P1 >/tmp/.disco.ca2 2>&1; rc=$?
+    sed 's/^/    /' /tmp/.disco.ca2
+    [ $rc -eq 0 ] && pass "$T: nvme connect-all --device=$DCTRL rc 0" || fail "$T: nvme connect-all --device=$DCTRL rc=$rc"
+    wait_connected $B 100 && pass "$T: the new subsystem $B is connected" || fail "$T: $B not connected after the notice"
+    [ "$(cat /sys/class/nvme/$DCTRL/state 2>/dev/null)" = live ] && pass "$T: $DCTRL still live after connect-all" ||
+        fail "$T: $DCTRL state '$(cat /sys/class/nvme/$DCTRL/state 2>/dev/null)'"
+    dev=$(nvmevm_wait_ns_dev $B 1 50) && dd if=/dev/urandom of=/tmp/.disco.pat bs=1M count=1 2>/dev/null &&
+        dd if=/tmp/.disco.pat of=$dev bs=1M count=1 oflag=direct 2>/dev/null &&
+        dd if=$dev of=/tmp/.disco.got bs=1M count=1 iflag=direct 2>/dev/null && cmp -s /tmp/.disco.pat /tmp/.disco.got &&
+        pass "$T: 1 MiB written and read back on $B ($dev)" || fail "$T: I/O on $B ($dev)"
+
+    say "keep-alive: $DCTRL past 2 x KATO"
+    sleep 12
+    [ "$(cat /sys/class/nvme/$DCTRL/state 2>/dev/null)" = live ] && pass "$T: $DCTRL live after 12 s (KATO 5 s: keep-alive served)" ||
+        fail "$T: $DCTRL state '$(cat /sys/class/nvme/$DCTRL/state 2>/dev/null)' after 12 s"
+    grep -i 'keep alive\|keep-alive\|kato' $LOG1 | grep -vi 'discovery = false' | tail -n 3 | sed 's/^/    target: /'
+
+    say "reload: B removed, then the referral removed"
+    nvme disconnect -n $B >/dev/null 2>&1
+    write_config 0 1
+    reload "B removed"
+    wait_aens 2 200 && pass "$T: second notice (B removed)" || fail "$T: no second notice after B was removed (have $(aens))"
+    nvme discover --device=$DCTRL -t tcp -a $ADDR -s $P1 >/tmp/.disco.d3 2>&1
+    grep -q "subnqn: *$B" /tmp/.disco.d3 && fail "$T: B still in the log" || pass "$T: B gone from the log read on $DCTRL"
+    write_config 0 0
+    reload "referral removed"
+    wait_aens 3 200 && pass "$T: third notice (referral removed)" || fail "$T: no third notice after the referral was removed (have $(aens))"
+    nvme discover --device=$DCTRL -t tcp -a $ADDR -s $P1 >/tmp/.disco.d4 2>&1
+    sed 's/^/    /' /tmp/.disco.d4
+    grep -q "discovery subsystem referral" /tmp/.disco.d4 && fail "$T: the referral is still listed" ||
+        pass "$T: the referral is gone from the log"
+fi
+kill $MONPID 2>/dev/null
+echo "--- uevents with NVME_AEN"
+grep -B8 '^NVME_AEN' $UEV | grep -E '^(ACTION|DEVPATH|NVME_AEN|NVME_TRADDR|NVME_TRSVCID)=' | sed 's/^/    /'
+
+nvme disconnect-all >/dev/null 2>&1
+sleep 1
+stop_target $PID1 "target 1"
+stop_target $PID2 "target 2"
+for l in $LOG1 $LOG2; do
+    echo "--- $l (last 15 lines)"; tail -n 15 $l | sed 's/^/    /'
+    grep -qi 'panicked' $l && fail "$T: $l has a panic"
+done
+grep -q ' /mnt/host 9p' /proc/mounts && { nvmevm_copy_out $LOG1; nvmevm_copy_out $LOG2; nvmevm_copy_out $UEV; }
+exit 0
