@@ -101,6 +101,9 @@ wait_connected() {
 # aens: how many Discovery Log Change uevents were seen
 aens() { _c=$(grep -c '^NVME_AEN=0x70f002' $UEV 2>/dev/null); echo "${_c:-0}"; }
 
+# aen_devs: the device of each Discovery Log Change uevent
+aen_devs() { awk -v RS= '/\nNVME_AEN=0x70f002\n/' $UEV | sed -n 's/^DEVNAME=//p'; }
+
 # wait_aens N TENTHS: until N notices have been seen
 wait_aens() {
     _w=0; while [ $_w -lt $2 ]; do [ "$(aens)" -ge "$1" ] && return 0; _w=$((_w+1)); sleep 0.1; done
@@ -175,11 +178,16 @@ else
     ls -l /sys/class/nvme/ ; for c in /sys/class/nvme/nvme*; do echo "$c: $(cat $c/subsysnqn) $(cat $c/address)"; done
 fi
 
+sleep 1
+[ "$(aens)" = 0 ] && pass "$T: no notice before any change" || fail "$T: $(aens) notice(s) before any change"
+
 say "reload: subsystem B added"
 write_config 1 1
 reload "B added"
 if wait_aens 1 200; then
-    pass "$T: the kernel got the Discovery Log Change notice (uevent NVME_AEN=0x70f002 on $(grep -B3 '^NVME_AEN=0x70f002' $UEV | sed -n 's/^DEVNAME=//p' | head -n1))"
+    on=$(aen_devs | head -n1)
+    [ "$on" = "/dev/$DCTRL" ] && pass "$T: the kernel got the Discovery Log Change notice (uevent NVME_AEN=0x70f002 on $on)" ||
+        fail "$T: the notice came on '$on', not on the persistent discovery controller /dev/$DCTRL"
 else
     fail "$T: no Discovery Log Change uevent within 20 s"; sed 's/^/    uevent: /' $UEV | tail -n 30
 fi
@@ -218,6 +226,9 @@ if [ -n "$DCTRL" ]; then
         pass "$T: the referral is gone from the log"
 fi
 kill $MONPID 2>/dev/null
+n=$(aen_devs | grep -vc "^/dev/$DCTRL\$")
+[ "$n" = 0 ] && pass "$T: every notice ($(aens)) came on the persistent discovery controller" ||
+    fail "$T: $n notice(s) on other devices: $(aen_devs | tr '\n' ' ')"
 echo "--- uevents with NVME_AEN"
 grep -B8 '^NVME_AEN' $UEV | grep -E '^(ACTION|DEVPATH|NVME_AEN|NVME_TRADDR|NVME_TRSVCID)=' | sed 's/^/    /'
 
