@@ -419,8 +419,9 @@ fn size_arg(v: &str, what: impl FnOnce() -> String) -> anyhow::Result<u64> {
 /// `--referral ADDR[:PORT]`: an IPv4 address, `[IPv6]`, either with an
 /// optional port (default 8009, the discovery port).
 fn parse_referral(s: &str) -> anyhow::Result<TransportAddr> {
-    if let Ok(a) = s.parse::<TransportAddr>() {
-        return Ok(a);
+    // (TransportAddr's own parser defaults to 4420, the I/O port.)
+    if let Ok(socket) = s.parse::<std::net::SocketAddr>() {
+        return Ok(TransportAddr { socket });
     }
     TransportAddr::from_parts(s, &nvmf_transport::addr::DISCOVERY_PORT.to_string())
         .map_err(|e| anyhow::anyhow!("--referral {s}: {e} (expected ADDR[:PORT])"))
