@@ -262,3 +262,70 @@ fn persistent_discover_reports_each_reload() {
         .count();
     assert_eq!(changes, 2, "{}", seen.join("\n"));
 }
+
+/// `nvmf connect-all -p`: connects what is there, then, on the notice a reload
+/// raises, the subsystem it added (what nvme-cli's udev rule does).
+#[test]
+fn persistent_connect_all_connects_a_subsystem_added_by_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let cfg = dir.path().join("t.toml");
+    let port = free_port();
+    write_config(&cfg, port, false, None);
+    let t = Command::new(NVMF)
+        .args(["target", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = t.id();
+    let _t = KillOnDrop(t);
+    wait_listening(port);
+
+    let mut p = Command::new(NVMF)
+        .args([
+            "connect-all",
+            "-p",
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &port.to_string(),
+        ])
+        .env("NVMF_RUN_DIR", &run)
+        .env("NVMF_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = p.stdout.take().unwrap();
+    let p = KillOnDrop(p);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    expect_line(&rx, &["device: nvme", A], &mut seen);
+    write_config(&cfg, port, true, None);
+    sighup(pid);
+    expect_line(&rx, &["device: nvme", B], &mut seen);
+    drop(p);
+    let list: serde_json::Value = serde_json::from_str(&ok(&run, &["list", "-o", "json"])).unwrap();
+    let mut nqns: Vec<&str> = list["Devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["SubsystemNQN"].as_str().unwrap_or(""))
+        .collect();
+    nqns.sort();
+    assert_eq!(nqns, [A, B], "{list}");
+    ok(&run, &["disconnect-all"]);
+    ok(&run, &["host-daemon", "--stop"]);
+}
