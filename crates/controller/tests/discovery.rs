@@ -317,3 +317,36 @@ async fn persistent_discovery_gets_a_notice_per_change_of_its_log() {
     d.close().await;
     quiet.close().await;
 }
+
+/// The host library's persistent discovery controller against the target:
+/// KATO 1 s kept across 3 s with nothing to report (Keep Alive every KATO/2;
+/// the target ends an association whose KATO expires), then a reload that adds
+/// a subsystem ends the wait and the new log lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_persistent_discovery_waits_for_the_notice() {
+    let mut cfg = config(vec![subsystem(A, &[])], &[]);
+    let (t, addr) = start(&cfg).await;
+    let mut o = nvmf_host::ConnectOptions::new(addr, DISCOVERY_NQN);
+    o.hostnqn = ME.into();
+    o.kato_ms = 1000;
+    let mut pd = nvmf_host::PersistentDiscovery::connect(&o).await.unwrap();
+    assert!(pd.notices());
+    let log = pd.log().await.unwrap();
+    assert_eq!(nqns(&log, subtype::NVME).len(), 1);
+    let quiet = tokio::time::timeout(Duration::from_secs(3), pd.wait_change(log.genctr)).await;
+    assert!(
+        quiet.is_err(),
+        "no change yet, but wait_change returned {quiet:?}"
+    );
+    cfg.subsystems.push(subsystem(B, &[]));
+    let s = t.reload(&cfg).unwrap();
+    assert_eq!(s.discovery_notices, 1, "the association is still there");
+    tokio::time::timeout(Duration::from_secs(10), pd.wait_change(log.genctr))
+        .await
+        .expect("no notice within 10 s")
+        .unwrap();
+    let log2 = pd.log().await.unwrap();
+    assert!(log2.genctr > log.genctr);
+    assert_eq!(nqns(&log2, subtype::NVME).len(), 2);
+    pd.close().await;
+}
