@@ -215,7 +215,8 @@ for s in "${SUITES[@]}"; do
                 verbs=("target --listen --memory --file --subnqn")
                 script=$HERE/guest/kernel-host-vs-nvmf-target-ioset.sh
             elif [ $s = disco ]; then
-                verbs=("target --config --listen --memory --subnqn --referral")
+                verbs=("target --config --listen --memory --subnqn --referral"
+                       "discover -t -a -s -p -k" "connect-all -t -a -s -o")
                 script=$HERE/guest/kernel-host-discovery.sh
             elif [ $s = netfault ]; then
                 verbs=("target --listen --file --subnqn" "io-check -t -a -s -n -i -g -G --bytes --offset"

@@ -25,8 +25,13 @@
 #     unmasked by connect-all's log read); the referral removed: a third;
 #   - both targets exit 0 on SIGTERM, no panic in their logs.
 #
+# Then our host against nvmet (port 4425, subsystem K1, a configfs referral to
+# T2): `nvmf connect-all` connects K1 and, through the referral, C;
+# `nvmf discover -p` reports K2 when it is linked to the port (nvmet's notice).
+#
 # ASSUMPTIONS about `nvmf` (run.sh checks `nvmf target --help` for
-# --config --listen --memory --subnqn --referral):
+# --config --listen --memory --subnqn --referral, `nvmf discover --help` for -p -k
+# and `nvmf connect-all --help` for -t -a -s -o):
 #   nvmf target --config FILE       (SIGHUP reloads FILE; [[referral]] tables)
 #   nvmf target --listen 127.0.0.1:4430 --memory 16M --subnqn NQN
 . /lib/nvme-vm/lib.sh
@@ -234,6 +239,59 @@ grep -B8 '^NVME_AEN' $UEV | grep -E '^(ACTION|DEVPATH|NVME_AEN|NVME_TRADDR|NVME_
 
 nvme disconnect-all >/dev/null 2>&1
 sleep 1
+
+# ------------------------------------------------ our host against nvmet --
+say "our host against nvmet: nvmf connect-all follows nvmet's referral to T2; nvmf discover -p gets nvmet's notice"
+K1=nqn.2024-01.io.nvmf-rs:disco-k1
+K2=nqn.2024-01.io.nvmf-rs:disco-k2
+NP=4425
+if nvmevm_target_setup $K1 $ADDR $NP; then
+    R=$NVMET_CFS/ports/1/referrals/t2
+    if mkdir $R && echo -n tcp >$R/addr_trtype && echo -n ipv4 >$R/addr_adrfam &&
+       echo -n $ADDR >$R/addr_traddr && echo -n $P2 >$R/addr_trsvcid && echo 1 >$R/enable; then
+        pass "$T: nvmet port $NP refers to $ADDR:$P2 (configfs ports/1/referrals)"
+    else
+        fail "$T: nvmet referral setup"
+    fi
+    nvme discover -t tcp -a $ADDR -s $NP 2>&1 | grep -E '^(subtype|trsvcid|subnqn)' | paste - - - | sed 's/^/    nvmet log: /'
+    "$NVMF" connect-all -t tcp -a $ADDR -s $NP -o json >/tmp/.ours.ca 2>/tmp/.ours.ca.err; rc=$?
+    sed 's/^/    /' /tmp/.ours.ca /tmp/.ours.ca.err
+    if [ $rc -eq 0 ] && grep -q "\"$K1\"" /tmp/.ours.ca && grep -q "\"$C\"" /tmp/.ours.ca; then
+        pass "$T: nvmf connect-all connected $K1 (nvmet) and, through nvmet's referral, $C (T2)"
+    else
+        fail "$T: nvmf connect-all rc=$rc did not connect both $K1 and $C"
+    fi
+    "$NVMF" list 2>&1 | sed 's/^/    /'
+    "$NVMF" disconnect-all >/dev/null 2>&1
+
+    "$NVMF" discover -p -k 5 -t tcp -a $ADDR -s $NP >/tmp/.ours.p 2>&1 &
+    PP=$!
+    w=0; while [ $w -lt 200 ] && ! grep -q "subnqn: *$K1" /tmp/.ours.p; do w=$((w+1)); sleep 0.1; done
+    grep -q "subnqn: *$K1" /tmp/.ours.p && pass "$T: nvmf discover -p read nvmet's log" || fail "$T: nvmf discover -p printed no log"
+    S2=$NVMET_CFS/subsystems/$K2
+    truncate -s 16M /tmp/k2.img
+    if mkdir $S2 && echo 1 >$S2/attr_allow_any_host && mkdir $S2/namespaces/1 &&
+       echo -n /tmp/k2.img >$S2/namespaces/1/device_path && echo 1 >$S2/namespaces/1/buffered_io &&
+       echo 1 >$S2/namespaces/1/enable && ln -s $S2 $NVMET_CFS/ports/1/subsystems/$K2; then
+        pass "$T: nvmet: $K2 linked to port $NP"
+    else
+        fail "$T: nvmet: adding $K2"
+    fi
+    w=0; while [ $w -lt 200 ] && ! grep -q "+ nvme subsystem $K2" /tmp/.ours.p; do w=$((w+1)); sleep 0.1; done
+    if grep -q "+ nvme subsystem $K2" /tmp/.ours.p; then
+        pass "$T: nvmf discover -p got nvmet's Discovery Log Change notice: $(grep 'discovery log changed' /tmp/.ours.p | head -n1)"
+    else
+        fail "$T: nvmf discover -p did not report $K2 within 20 s"
+    fi
+    sed 's/^/    nvmf discover -p: /' /tmp/.ours.p | grep -v '^ *nvmf discover -p: *$' | tail -n 12
+    kill $PP 2>/dev/null; wait $PP 2>/dev/null
+    rm -f $NVMET_CFS/ports/1/subsystems/$K2
+    echo 0 >$S2/namespaces/1/enable; rmdir $S2/namespaces/1 $S2
+    rmdir $R
+    nvmevm_target_teardown $K1
+    "$NVMF" host-daemon --stop >/dev/null 2>&1
+fi
+
 stop_target $PID1 "target 1"
 stop_target $PID2 "target 2"
 for l in $LOG1 $LOG2; do
