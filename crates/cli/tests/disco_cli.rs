@@ -329,3 +329,57 @@ fn persistent_connect_all_connects_a_subsystem_added_by_a_reload() {
     ok(&run, &["disconnect-all"]);
     ok(&run, &["host-daemon", "--stop"]);
 }
+
+/// `nvmf discover -p` outlives its target: after a restart (with one more
+/// subsystem; GENCTR starts over) it reconnects and reports the difference.
+#[test]
+fn persistent_discover_reconnects_after_a_target_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    let port = free_port();
+    write_config(&cfg, port, false, None);
+    let start = || {
+        let t = Command::new(NVMF)
+            .args(["target", "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(port);
+        KillOnDrop(t)
+    };
+    let t = start();
+    let mut p = Command::new(NVMF)
+        .args([
+            "discover",
+            "-p",
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &port.to_string(),
+        ])
+        .env("NVMF_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = p.stdout.take().unwrap();
+    let _p = KillOnDrop(p);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    expect_line(&rx, &["subnqn:", A], &mut seen);
+    drop(t);
+    write_config(&cfg, port, true, None);
+    let _t = start();
+    expect_line(&rx, &["+ nvme subsystem", B], &mut seen);
+}

@@ -259,20 +259,24 @@ async fn persistent_loop(
                 let log = pd.log().await?;
                 match &last {
                     None => show_log(out, &log)?,
-                    Some(old) if old.genctr != log.genctr => match out {
-                        OutputFormat::Json => show_log(out, &log)?,
-                        OutputFormat::Normal => {
-                            let mut s = format!(
-                                "discovery log changed: GENCTR {} -> {}\n",
-                                old.genctr, log.genctr
-                            );
-                            for l in diff(old, &log) {
-                                s.push_str(&l);
-                                s.push('\n');
+                    // After a reconnect to a restarted target GENCTR may
+                    // start over: a changed entry list counts too.
+                    Some(old) if old.genctr != log.genctr || !diff(old, &log).is_empty() => {
+                        match out {
+                            OutputFormat::Json => show_log(out, &log)?,
+                            OutputFormat::Normal => {
+                                let mut s = format!(
+                                    "discovery log changed: GENCTR {} -> {}\n",
+                                    old.genctr, log.genctr
+                                );
+                                for l in diff(old, &log) {
+                                    s.push_str(&l);
+                                    s.push('\n');
+                                }
+                                emit(&s);
                             }
-                            emit(&s);
                         }
-                    },
+                    }
                     Some(_) => {}
                 }
                 first = false;
