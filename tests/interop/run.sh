@@ -216,7 +216,7 @@ for s in "${SUITES[@]}"; do
                 script=$HERE/guest/kernel-host-vs-nvmf-target-ioset.sh
             elif [ $s = disco ]; then
                 verbs=("target --config --listen --memory --subnqn --referral"
-                       "discover -t -a -s -p -k" "connect-all -t -a -s -o")
+                       "discover -t -a -s -p --foreground -k" "connect-all -t -a -s -o")
                 script=$HERE/guest/kernel-host-discovery.sh
             elif [ $s = netfault ]; then
                 verbs=("target --listen --file --subnqn" "io-check -t -a -s -n -i -g -G --bytes --offset"

@@ -212,6 +212,7 @@ fn persistent_discover_reports_each_reload() {
         .args([
             "discover",
             "-p",
+            "--foreground",
             "-k",
             "2",
             "-t",
@@ -287,6 +288,7 @@ fn persistent_connect_all_connects_a_subsystem_added_by_a_reload() {
         .args([
             "connect-all",
             "-p",
+            "--foreground",
             "-t",
             "tcp",
             "-a",
@@ -353,6 +355,7 @@ fn persistent_discover_reconnects_after_a_target_restart() {
         .args([
             "discover",
             "-p",
+            "--foreground",
             "-t",
             "tcp",
             "-a",
@@ -382,4 +385,95 @@ fn persistent_discover_reconnects_after_a_target_restart() {
     write_config(&cfg, port, true, None);
     let _t = start();
     expect_line(&rx, &["+ nvme subsystem", B], &mut seen);
+}
+
+/// Without --foreground the host daemon holds the persistent discovery
+/// controller: `connect-all -p` returns, and the subsystem a later reload
+/// adds gets connected by the daemon; `disconnect-all` stops it.
+#[test]
+fn the_daemon_holds_the_persistent_discovery_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let cfg = dir.path().join("t.toml");
+    let port = free_port();
+    write_config(&cfg, port, false, None);
+    let t = Command::new(NVMF)
+        .args(["target", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = t.id();
+    let _t = KillOnDrop(t);
+    wait_listening(port);
+    let p = port.to_string();
+    let o = nvmf(
+        &run,
+        &[
+            "connect-all",
+            "-p",
+            "-k",
+            "2",
+            "-t",
+            "tcp",
+            "-a",
+            "127.0.0.1",
+            "-s",
+            &p,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains(A));
+    assert!(
+        stderr.contains("now holds a persistent discovery controller"),
+        "{stderr}"
+    );
+    // Asking again finds it there.
+    let o = nvmf(
+        &run,
+        &["discover", "-p", "-t", "tcp", "-a", "127.0.0.1", "-s", &p],
+    );
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds"));
+
+    let nqns = || -> Vec<String> {
+        let list: serde_json::Value =
+            serde_json::from_str(&ok(&run, &["list", "-o", "json"])).unwrap();
+        let mut v: Vec<String> = list["Devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["SubsystemNQN"].as_str().unwrap_or("").to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(nqns(), [A]);
+    // Past 2 x KATO (2 s), then B added: the daemon's controller is still
+    // there, gets the notice and connects B.
+    std::thread::sleep(Duration::from_secs(5));
+    write_config(&cfg, port, true, None);
+    sighup(pid);
+    let t0 = Instant::now();
+    while nqns() != [A, B] {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "B not connected by the daemon: {:?}\n{}",
+            nqns(),
+            std::fs::read_to_string(run.join("host-daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(&run, &["disconnect-all"]);
+    // Stopped: a subsystem added now is not connected.
+    write_config(&cfg, port, false, None);
+    sighup(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    write_config(&cfg, port, true, None);
+    sighup(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(nqns().is_empty(), "{:?}", nqns());
+    ok(&run, &["host-daemon", "--stop"]);
 }

@@ -30,7 +30,7 @@
 # `nvmf discover -p` reports K2 when it is linked to the port (nvmet's notice).
 #
 # ASSUMPTIONS about `nvmf` (run.sh checks `nvmf target --help` for
-# --config --listen --memory --subnqn --referral, `nvmf discover --help` for -p -k
+# --config --listen --memory --subnqn --referral, `nvmf discover --help` for -p --foreground -k
 # and `nvmf connect-all --help` for -t -a -s -o):
 #   nvmf target --config FILE       (SIGHUP reloads FILE; [[referral]] tables)
 #   nvmf target --listen 127.0.0.1:4430 --memory 16M --subnqn NQN
@@ -264,7 +264,7 @@ if nvmevm_target_setup $K1 $ADDR $NP; then
     "$NVMF" list 2>&1 | sed 's/^/    /'
     "$NVMF" disconnect-all >/dev/null 2>&1
 
-    "$NVMF" discover -p -k 5 -t tcp -a $ADDR -s $NP >/tmp/.ours.p 2>&1 &
+    "$NVMF" discover -p --foreground -k 5 -t tcp -a $ADDR -s $NP >/tmp/.ours.p 2>&1 &
     PP=$!
     w=0; while [ $w -lt 200 ] && ! grep -q "subnqn: *$K1" /tmp/.ours.p; do w=$((w+1)); sleep 0.1; done
     grep -q "subnqn: *$K1" /tmp/.ours.p && pass "$T: nvmf discover -p read nvmet's log" || fail "$T: nvmf discover -p printed no log"

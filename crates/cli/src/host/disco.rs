@@ -90,16 +90,19 @@ pub async fn walk(d: &ConnectOptions) -> anyhow::Result<(Vec<Found>, Vec<String>
     Ok((found, problems))
 }
 
-/// Connects (through the host daemon) to every subsystem found; returns what
-/// was connected as JSON objects (`device`, `subnqn`, `traddr`, `trsvcid`,
-/// `already`). Failures are reported on stderr and skipped.
-fn connect_found(d: &ConnectOptions, tuning: &ConnectTuning, found: &[Found]) -> Vec<Value> {
+/// Connects (through the host daemon) to every subsystem found; `template` is
+/// a daemon `connect` request (options and tuning) whose address and NQN are
+/// replaced. Returns what was connected as JSON objects (`device`, `subnqn`,
+/// `traddr`, `trsvcid`, `already`). Failures are reported on stderr (in the
+/// daemon: its log) and skipped.
+fn connect_found(template: &Value, found: &[Found]) -> Vec<Value> {
     let mut devices = Vec::new();
     for f in found {
-        let mut o = d.clone();
-        o.addr = f.addr;
-        o.subnqn = f.subnqn.clone();
-        let r = daemon::ensure_running().and_then(|()| daemon::request(&connect_req(&o, tuning)));
+        let mut req = template.clone();
+        req["traddr"] = json!(f.addr.traddr());
+        req["trsvcid"] = json!(f.addr.trsvcid());
+        req["subnqn"] = json!(f.subnqn);
+        let r = daemon::ensure_running().and_then(|()| daemon::request(&req));
         match r {
             Ok(r) => devices.push(json!({
                 "device": r["name"],
@@ -108,10 +111,13 @@ fn connect_found(d: &ConnectOptions, tuning: &ConnectTuning, found: &[Found]) ->
                 "trsvcid": f.addr.trsvcid(),
                 "already": r["already"].as_bool().unwrap_or(false),
             })),
-            Err(err) => eprintln!(
-                "nvmf: could not connect to {} at {}: {err:#}",
-                f.subnqn, f.addr
-            ),
+            Err(err) => {
+                eprintln!(
+                    "nvmf: could not connect to {} at {}: {err:#}",
+                    f.subnqn, f.addr
+                );
+                tracing::warn!("could not connect to {} at {}: {err:#}", f.subnqn, f.addr);
+            }
         }
     }
     devices
@@ -151,8 +157,20 @@ pub fn connect_all(
     for p in &problems {
         eprintln!("nvmf: {p}");
     }
-    let devices = connect_found(d, tuning, &found);
+    let mut t = d.clone();
+    t.subnqn = String::new();
+    let devices = connect_found(&connect_req(&t, tuning), &found);
     print_devices(out, &devices)
+}
+
+/// Where persistent discovery reports: standard output (foreground) or the
+/// host daemon's log.
+#[derive(Debug, Clone, Copy)]
+pub enum Sink {
+    /// Print, in this format.
+    Stdout(OutputFormat),
+    /// `tracing::info!` (the daemon's log).
+    Log,
 }
 
 fn key(e: &DiscoveryLogEntry) -> (u8, String, String, String) {
@@ -193,7 +211,19 @@ pub fn diff(old: &DiscoveryLog, new: &DiscoveryLog) -> Vec<String> {
     v
 }
 
-fn show_log(out: OutputFormat, log: &DiscoveryLog) -> anyhow::Result<()> {
+fn show_log(sink: Sink, log: &DiscoveryLog) -> anyhow::Result<()> {
+    let out = match sink {
+        Sink::Stdout(o) => o,
+        Sink::Log => {
+            let nqns: Vec<String> = log
+                .entries
+                .iter()
+                .map(|e| format!("{} {}:{}", e.subnqn, e.traddr, e.trsvcid))
+                .collect();
+            tracing::info!("discovery log, GENCTR {}: {}", log.genctr, nqns.join(", "));
+            return Ok(());
+        }
+    };
     match out {
         OutputFormat::Json => {
             emit(&(serde_json::to_string(&fmt::discovery_json(log))? + "\n"));
@@ -219,27 +249,45 @@ pub fn persistent(
     connect: Option<&ConnectTuning>,
     out: OutputFormat,
 ) -> anyhow::Result<()> {
+    let template = connect.map(|t| {
+        let mut o = d.clone();
+        o.subnqn = String::new();
+        connect_req(&o, t)
+    });
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = persistent_loop(d, connect, out) => r,
+            r = persistent_loop(d, template, Sink::Stdout(out), true) => r,
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = term.recv() => Ok(()),
         }
     })
 }
 
+/// The host daemon's task for `discover -p` / `connect-all -p` (`connect`: the
+/// connect request template): runs until aborted (`disconnect-all`), reports
+/// to the daemon's log, reconnects every 5 s.
+pub async fn daemon_task(d: ConnectOptions, connect: Option<Value>) {
+    tracing::info!("persistent discovery controller at {}: started", d.addr);
+    if let Err(e) = persistent_loop(&d, connect, Sink::Log, false).await {
+        tracing::warn!("persistent discovery controller at {}: {e:#}", d.addr);
+    }
+}
+
+/// `fail_first`: a first connection that fails is an error (foreground);
+/// else it is retried like a lost one (daemon).
 async fn persistent_loop(
     d: &ConnectOptions,
-    connect: Option<&ConnectTuning>,
-    out: OutputFormat,
+    connect: Option<Value>,
+    sink: Sink,
+    fail_first: bool,
 ) -> anyhow::Result<()> {
     let mut first = true;
     let mut last: Option<DiscoveryLog> = None;
     loop {
         let mut pd = match PersistentDiscovery::connect(d).await {
             Ok(p) => p,
-            Err(e) if first => {
+            Err(e) if first && fail_first => {
                 return Err(anyhow!(e).context(format!("discovery controller at {}", d.addr)))
             }
             Err(e) => {
@@ -249,6 +297,10 @@ async fn persistent_loop(
             }
         };
         if first && !pd.notices() {
+            tracing::warn!(
+                "the discovery controller at {} sends no Discovery Log Change notices; polling it",
+                d.addr
+            );
             eprintln!(
                 "nvmf: the discovery controller at {} sends no Discovery Log Change notices; polling it",
                 d.addr
@@ -258,13 +310,20 @@ async fn persistent_loop(
             loop {
                 let log = pd.log().await?;
                 match &last {
-                    None => show_log(out, &log)?,
+                    None => show_log(sink, &log)?,
                     // After a reconnect to a restarted target GENCTR may
                     // start over: a changed entry list counts too.
                     Some(old) if old.genctr != log.genctr || !diff(old, &log).is_empty() => {
-                        match out {
-                            OutputFormat::Json => show_log(out, &log)?,
-                            OutputFormat::Normal => {
+                        match sink {
+                            Sink::Stdout(OutputFormat::Json) => show_log(sink, &log)?,
+                            Sink::Log => tracing::info!(
+                                "discovery log at {} changed: GENCTR {} -> {}: {}",
+                                d.addr,
+                                old.genctr,
+                                log.genctr,
+                                diff(old, &log).join("; ")
+                            ),
+                            Sink::Stdout(OutputFormat::Normal) => {
                                 let mut s = format!(
                                     "discovery log changed: GENCTR {} -> {}\n",
                                     old.genctr, log.genctr
@@ -280,22 +339,34 @@ async fn persistent_loop(
                     Some(_) => {}
                 }
                 first = false;
-                if let Some(t) = connect {
+                if let Some(t) = &connect {
                     // nvme-cli + udev: connect-all on every change.
                     let (found, problems) = walk(d).await?;
                     for p in &problems {
                         eprintln!("nvmf: {p}");
+                        tracing::warn!("{p}");
                     }
-                    let d2 = d.clone();
                     let t2 = t.clone();
                     let devices =
-                        tokio::task::spawn_blocking(move || connect_found(&d2, &t2, &found))
-                            .await?;
+                        tokio::task::spawn_blocking(move || connect_found(&t2, &found)).await?;
                     let new: Vec<Value> = devices
                         .into_iter()
                         .filter(|v| v["already"].as_bool() != Some(true))
                         .collect();
-                    print_devices(out, &new)?;
+                    match sink {
+                        Sink::Stdout(out) => print_devices(out, &new)?,
+                        Sink::Log => {
+                            for v in &new {
+                                tracing::info!(
+                                    "connect-all: {} connected to {} at {}:{}",
+                                    v["device"].as_str().unwrap_or("?"),
+                                    v["subnqn"].as_str().unwrap_or(""),
+                                    v["traddr"].as_str().unwrap_or(""),
+                                    v["trsvcid"].as_str().unwrap_or("")
+                                );
+                            }
+                        }
+                    }
                 }
                 let genctr = log.genctr;
                 last = Some(log);

@@ -158,7 +158,7 @@ fn parse_uuid(s: &str) -> anyhow::Result<[u8; 16]> {
 }
 
 /// Queue and timeout flags of `connect`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct ConnectTuning {
     /// Number of I/O queues (default: one per CPU, at most 8).
     #[arg(short = 'i', long = "nr-io-queues")]
@@ -188,11 +188,16 @@ pub enum HostCommand {
     Discover {
         #[command(flatten)]
         fabric: Fabric,
-        /// Persistent: keep the discovery controller connected (in this
-        /// process, until SIGINT/SIGTERM) and, on every Discovery Log Change
-        /// notice, re-read the log and print what changed.
+        /// Persistent: print the log, then the host daemon keeps the
+        /// discovery controller connected and, on every Discovery Log Change
+        /// notice, re-reads the log and logs what changed (until
+        /// `disconnect-all`).
         #[arg(short = 'p', long = "persistent")]
         persistent: bool,
+        /// With -p: hold the discovery controller in this process instead
+        /// (until SIGINT/SIGTERM) and print every change.
+        #[arg(long = "foreground", requires = "persistent")]
+        foreground: bool,
         /// Keep alive timeout of the persistent discovery controller, in
         /// seconds (default 30).
         #[arg(short = 'k', long = "keep-alive-tmo")]
@@ -220,11 +225,16 @@ pub enum HostCommand {
         fabric: Fabric,
         #[command(flatten)]
         tuning: ConnectTuning,
-        /// Persistent: keep the discovery controller connected (in this
-        /// process, until SIGINT/SIGTERM) and connect-all again on every
-        /// Discovery Log Change notice, so new subsystems are connected.
+        /// Persistent: after connecting, the host daemon keeps the discovery
+        /// controller connected and connect-alls again on every Discovery Log
+        /// Change notice, so new subsystems are connected (until
+        /// `disconnect-all`).
         #[arg(short = 'p', long = "persistent")]
         persistent: bool,
+        /// With -p: hold the discovery controller in this process instead
+        /// (until SIGINT/SIGTERM) and print the devices it connects.
+        #[arg(long = "foreground", requires = "persistent")]
+        foreground: bool,
         #[command(flatten)]
         out: Out,
     },
@@ -563,12 +573,35 @@ fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
     })
 }
 
+/// Hands a persistent discovery controller for `d` (its address, host NQN,
+/// KATO) to the host daemon; `connect`: the connect request template of
+/// `connect-all -p`. Says so on stderr (stdout carries the log or devices).
+fn hand_to_daemon(d: &ConnectOptions, connect: Option<Value>) -> anyhow::Result<()> {
+    let mut req = connect_req(d, &ConnectTuning::default());
+    req["op"] = json!("discover-persistent");
+    req["kato_ms"] = json!(d.kato_ms);
+    req["connect"] = connect.unwrap_or(Value::Null);
+    daemon::ensure_running()?;
+    let r = daemon::request(&req)?;
+    eprintln!(
+        "nvmf: the host daemon {} a persistent discovery controller at {} (nvmf disconnect-all stops it)",
+        if r["already"].as_bool() == Some(true) {
+            "already holds"
+        } else {
+            "now holds"
+        },
+        d.addr
+    );
+    Ok(())
+}
+
 /// Runs a host command.
 pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
     match cmd {
         HostCommand::Discover {
             fabric,
             persistent,
+            foreground,
             keep_alive_tmo,
             out,
         } => {
@@ -576,14 +609,17 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
                 nvmf_proto::fabrics::DISCOVERY_NQN,
                 nvmf_transport::addr::DISCOVERY_PORT,
             )?;
-            if persistent {
-                o.kato_ms = keep_alive_tmo.unwrap_or(0).saturating_mul(1000);
+            o.kato_ms = keep_alive_tmo.unwrap_or(0).saturating_mul(1000);
+            if foreground {
                 return disco::persistent(&runtime()?, &o, None, out.output);
             }
             let log = runtime()?.block_on(nvmf_host::discover_with(&o))?;
             match out.output {
                 OutputFormat::Json => print_json(&fmt::discovery_json(&log))?,
                 OutputFormat::Normal => emit(&fmt::discovery_text(&log)),
+            }
+            if persistent {
+                hand_to_daemon(&o, None)?;
             }
             Ok(())
         }
@@ -617,17 +653,26 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
             fabric,
             tuning,
             persistent,
+            foreground,
             out,
         } => {
             let mut d = fabric.options(
                 nvmf_proto::fabrics::DISCOVERY_NQN,
                 nvmf_transport::addr::DISCOVERY_PORT,
             )?;
-            if persistent {
+            if foreground {
                 d.kato_ms = tuning.keep_alive_tmo.unwrap_or(0).saturating_mul(1000);
                 return disco::persistent(&runtime()?, &d, Some(&tuning), out.output);
             }
-            disco::connect_all(&runtime()?, &d, &tuning, out.output)
+            disco::connect_all(&runtime()?, &d, &tuning, out.output)?;
+            if persistent {
+                let mut t = d.clone();
+                t.subnqn = String::new();
+                let template = connect_req(&t, &tuning);
+                d.kato_ms = tuning.keep_alive_tmo.unwrap_or(0).saturating_mul(1000);
+                hand_to_daemon(&d, Some(template))?;
+            }
+            Ok(())
         }
         HostCommand::List { out } => list(out),
         HostCommand::IdCtrl { dev, out } => {
