@@ -27,7 +27,9 @@
 #
 # Then our host against nvmet (port 4425, subsystem K1, a configfs referral to
 # T2): `nvmf connect-all` connects K1 and, through the referral, C;
-# `nvmf discover -p` reports K2 when it is linked to the port (nvmet's notice).
+# `nvmf discover -p --foreground` reports K2 when it is linked to the port
+# (nvmet's notice); `nvmf connect-all -p` leaves the discovery controller to the
+# host daemon, which connects K3 when it is linked.
 #
 # ASSUMPTIONS about `nvmf` (run.sh checks `nvmf target --help` for
 # --config --listen --memory --subnqn --referral, `nvmf discover --help` for -p --foreground -k
@@ -285,6 +287,32 @@ if nvmevm_target_setup $K1 $ADDR $NP; then
     fi
     sed 's/^/    nvmf discover -p: /' /tmp/.ours.p | grep -v '^ *nvmf discover -p: *$' | tail -n 12
     kill $PP 2>/dev/null; wait $PP 2>/dev/null
+
+    # the host daemon holds the persistent discovery controller (connect-all -p)
+    K3=nqn.2024-01.io.nvmf-rs:disco-k3
+    "$NVMF" connect-all -p -k 5 -t tcp -a $ADDR -s $NP >/tmp/.ours.cap 2>&1; rc=$?
+    sed 's/^/    /' /tmp/.ours.cap
+    [ $rc -eq 0 ] && grep -q "now holds a persistent discovery controller" /tmp/.ours.cap &&
+        pass "$T: nvmf connect-all -p: the host daemon holds the discovery controller" ||
+        fail "$T: nvmf connect-all -p rc=$rc"
+    S3=$NVMET_CFS/subsystems/$K3
+    truncate -s 16M /tmp/k3.img
+    mkdir $S3 && echo 1 >$S3/attr_allow_any_host && mkdir $S3/namespaces/1 &&
+        echo -n /tmp/k3.img >$S3/namespaces/1/device_path && echo 1 >$S3/namespaces/1/buffered_io &&
+        echo 1 >$S3/namespaces/1/enable && ln -s $S3 $NVMET_CFS/ports/1/subsystems/$K3 ||
+        fail "$T: nvmet: adding $K3"
+    w=0; while [ $w -lt 300 ] && ! "$NVMF" list -o json 2>/dev/null | grep -q "\"$K3\""; do w=$((w+1)); sleep 0.1; done
+    if "$NVMF" list -o json 2>/dev/null | grep -q "\"$K3\""; then
+        pass "$T: the host daemon connected $K3 after nvmet's notice"
+    else
+        fail "$T: the host daemon did not connect $K3 within 30 s"
+        tail -n 20 /run/nvmf/host-daemon.log 2>/dev/null | sed 's/^/    daemon: /'
+    fi
+    "$NVMF" list 2>&1 | sed 's/^/    /'
+    grep -E 'discovery|connect-all' /run/nvmf/host-daemon.log 2>/dev/null | tail -n 6 | sed 's/^/    daemon: /'
+    "$NVMF" disconnect-all >/dev/null 2>&1
+    rm -f $NVMET_CFS/ports/1/subsystems/$K3
+    echo 0 >$S3/namespaces/1/enable; rmdir $S3/namespaces/1 $S3
     rm -f $NVMET_CFS/ports/1/subsystems/$K2
     echo 0 >$S2/namespaces/1/enable; rmdir $S2/namespaces/1 $S2
     rmdir $R
