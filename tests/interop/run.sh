@@ -46,7 +46,11 @@
 #             and served by OUR target (`nvmf import-nvmetcli`, `nvmf target
 #             --import-nvmetcli`): same data, serial, UUID, hosts, ANA states
 #             for the kernel host (guest/nvmetcli-import.sh)
-#   all       selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli (default)
+#   disco     discovery (trixie track): the kernel host against OUR target:
+#             current discovery entry, referrals followed by nvme connect-all,
+#             nvme discover -p and the Discovery Log Change notice on a reload
+#             (guest/kernel-host-discovery.sh)
+#   all       selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco (default)
 #
 # options:
 #   --no-build        do not run cargo build; use $NVMF_BIN or target/release/nvmf
@@ -82,12 +86,12 @@ while [ $# -gt 0 ]; do
         --require) REQUIRE=1; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; VMARGS=("$@"); break ;;
-        selftest|target|host|netfault|auth|authself|tls|tlsself|block|resv|ana|ioset|nvmetcli) SUITES+=("$1"); shift ;;
-        all) SUITES+=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli); shift ;;
+        selftest|target|host|netfault|auth|authself|tls|tlsself|block|resv|ana|ioset|nvmetcli|disco) SUITES+=("$1"); shift ;;
+        all) SUITES+=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco); shift ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco)
 
 NVMF=${NVMF_BIN:-$ROOT/target/release/nvmf}
 NPASS=0 NFAIL=0 NSKIP=0
@@ -100,7 +104,7 @@ result() {   # result PASS|FAIL|SKIP SUITE MSG
 
 need_nvmf() {
     local s
-    for s in target host netfault auth tls block resv ana ioset nvmetcli; do [[ " ${SUITES[*]} " == *" $s "* ]] && return 0; done
+    for s in target host netfault auth tls block resv ana ioset nvmetcli disco; do [[ " ${SUITES[*]} " == *" $s "* ]] && return 0; done
     return 1
 }
 
@@ -182,7 +186,7 @@ for s in "${SUITES[@]}"; do
             run_suite "$s" "$HERE/guest/kernel-host-vs-nvmf-target-$sec.sh" \
                 --script "$HERE/guest/nvmf-host-vs-kernel-target-$sec.sh" --kernel trixie \
                 --env NVMF_TARGET_MODE=kernel --env NVMF_HOST_MODE=kernel ;;
-        target|host|netfault|auth|tls|block|resv|ana|ioset|nvmetcli)
+        target|host|netfault|auth|tls|block|resv|ana|ioset|nvmetcli|disco)
             if [ $BUILD_OK = 0 ]; then result FAIL "$s" "cargo build --release -p nvmf-cli failed"; continue; fi
             if [ ! -x "$NVMF" ]; then
                 if [ $REQUIRE = 1 ]; then result FAIL "$s" "no $NVMF"; else result SKIP "$s" "no $NVMF"; fi
@@ -217,6 +221,10 @@ for s in "${SUITES[@]}"; do
             elif [ $s = nvmetcli ]; then
                 verbs=("import-nvmetcli -o" "target --import-nvmetcli")
                 script=$HERE/guest/nvmetcli-import.sh
+            elif [ $s = disco ]; then
+                verbs=("target --config --listen --memory --subnqn --referral"
+                       "discover -t -a -s -p --foreground -k" "connect-all -t -a -s -o")
+                script=$HERE/guest/kernel-host-discovery.sh
             elif [ $s = netfault ]; then
                 verbs=("target --listen --file --subnqn" "io-check -t -a -s -n -i -g -G --bytes --offset"
                        "connect -t -a -s -n -l -c" "write -s -c -d" "read -s -c -d" "disconnect -n" "list")
@@ -241,7 +249,7 @@ for s in "${SUITES[@]}"; do
             extra=()
             case $s in   # the security suites: both directions in one trixie guest
                 auth|tls) extra=(--script "$HERE/guest/nvmf-host-vs-kernel-target-$s.sh" --kernel trixie) ;;
-                block|resv|ana|ioset|nvmetcli) extra=(--kernel trixie) ;;
+                block|resv|ana|ioset|nvmetcli|disco) extra=(--kernel trixie) ;;
             esac
             run_suite "$s" "$script" "${extra[@]}" --extra "$NVMF" --env "NVMF_BIN=/extra/$(basename "$NVMF")" ;;
     esac

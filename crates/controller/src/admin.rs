@@ -312,15 +312,18 @@ impl QueueTask {
         };
         self.refresh_ns();
         let page: Vec<u8> = match id {
-            lid::DISCOVERY if discovery => build_log(
-                &self.ctx.registry,
-                &self.ctx.ports,
-                self.conn.stream().local_addr().ok().map(|a| a.ip()),
-                &self.ctx.port_treq,
-                &ctrl.hostnqn,
-                32,
-            )
-            .encode(),
+            lid::DISCOVERY if discovery => {
+                ctrl.discovery_log_read(rae);
+                build_log(
+                    &self.ctx.registry,
+                    &self.ctx.ports,
+                    self.conn.stream().local_addr().ok(),
+                    &self.ctx.port_treq,
+                    &ctrl.hostnqn,
+                    32,
+                )
+                .encode()
+            }
             lid::ERROR => {
                 let mut v = Vec::with_capacity(64 * crate::registry::ERROR_LOG_ENTRIES);
                 for e in ctrl.errors() {

@@ -262,6 +262,11 @@ pub struct TargetConfig {
     /// ANA state of groups on listen ports; unlisted (port, group) pairs are
     /// optimized (NVMe Base 2.0 §8.1; docs/target.md).
     pub ana_states: Vec<crate::ana::AnaPortState>,
+    /// Other discovery services this one refers hosts to: each is a SUBTYPE 1
+    /// (referral) entry of the discovery log (NVMe Base 2.0 Figure 262; nvmet's
+    /// configfs `ports/N/referrals`). A reload that changes them raises a
+    /// Discovery Log Change notice.
+    pub referrals: Vec<TransportAddr>,
 }
 
 /// Whether a TLS port insists on TLS (the discovery log's TREQ secure channel
@@ -325,6 +330,7 @@ impl TargetConfig {
             tcp_congestion: None,
             tls: None,
             ana_states: Vec::new(),
+            referrals: Vec::new(),
         }
     }
 
@@ -541,6 +547,24 @@ struct FileConfig {
     /// `[[ana_state]]` tables: port, group, state.
     #[serde(default, rename = "ana_state")]
     ana_states: Vec<FileAnaState>,
+    /// `[[referral]]` tables: address, port, transport.
+    #[serde(default, rename = "referral")]
+    referrals: Vec<FileReferral>,
+}
+
+/// `[[referral]]`: another discovery service (nvmet `ports/N/referrals/NAME`:
+/// `addr_traddr`, `addr_trsvcid`, `addr_trtype`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileReferral {
+    /// IPv4 or IPv6 address.
+    address: String,
+    /// TCP port (default 8009, the discovery port).
+    #[serde(default)]
+    port: Option<u16>,
+    /// Only "tcp".
+    #[serde(default)]
+    transport: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -860,8 +884,27 @@ impl FileConfig {
                 state: a.state.parse().map_err(|m| inv(format!("{f}.state"), m))?,
             });
         }
+        let mut referrals = Vec::new();
+        for (i, r) in self.referrals.iter().enumerate() {
+            let f = format!("referral[{i}]");
+            if let Some(t) = r.transport.as_deref() {
+                if !t.eq_ignore_ascii_case("tcp") {
+                    return Err(inv(
+                        format!("{f}.transport"),
+                        format!("'{t}': only \"tcp\" is supported"),
+                    ));
+                }
+            }
+            let port = r.port.unwrap_or(nvmf_transport::addr::DISCOVERY_PORT);
+            let a = TransportAddr::from_parts(&r.address, &port.to_string())
+                .map_err(|m| inv(format!("{f}.address"), m))?;
+            if !referrals.contains(&a) {
+                referrals.push(a);
+            }
+        }
         Ok(TargetConfig {
             ana_states,
+            referrals,
             listen,
             discovery_listen,
             subsystems,
@@ -1016,6 +1059,37 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(field), "{t}: {e}");
+        }
+    }
+
+    #[test]
+    fn referral_tables() {
+        let t = r#"
+            [[referral]]
+            address = "192.168.0.2"
+            [[referral]]
+            address = "fd00::2"
+            port = 4430
+            transport = "tcp"
+            [[subsystem]]
+            nqn = "nqn.2024-01.io.test:a"
+            [[subsystem.namespace]]
+            memory = "1M"
+        "#;
+        let c = TargetConfig::from_toml(t, Path::new("t.toml")).unwrap();
+        let r: Vec<String> = c.referrals.iter().map(|a| a.to_string()).collect();
+        assert_eq!(r, ["192.168.0.2:8009", "[fd00::2]:4430"]);
+        for (bad, field) in [
+            (t.replace("\"tcp\"", "\"rdma\""), "referral[1].transport"),
+            (
+                t.replace("192.168.0.2", "host.example"),
+                "referral[0].address",
+            ),
+        ] {
+            let e = TargetConfig::from_toml(&bad, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{field}: {e}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! The Discovery Log Page this target serves (NVMe Base 2.0 §5.16.1.23).
 
+use nvmf_proto::fabrics::DISCOVERY_NQN;
 use nvmf_proto::log::{adrfam, subtype, trtype, DiscoveryLog, DiscoveryLogEntry};
 use nvmf_transport::TransportAddr;
 
@@ -30,37 +31,79 @@ pub const TREQ_TLS: u8 = 0x01 | 0x04;
 /// TLS port: TLS 1.3 (`NVMF_TCP_SECTYPE_TLS13` = 2).
 pub const SECTYPE_TLS13: u8 = 2;
 
-/// Builds the log for `hostnqn`: one entry per subsystem the host may reach, on
-/// every port; `local` is the address of the host's discovery connection.
+/// Builds the log for `hostnqn`, in nvmet's order: first the current discovery
+/// subsystem (SUBTYPE 3) at `local`, the address the host's discovery
+/// connection reached; then one entry per subsystem the host may reach, on
+/// every port (SUBTYPE 2); then one per referral to another discovery service
+/// (SUBTYPE 1). NVMe Base 2.0 §5.16.1.23 and Figure 262; the current-discovery
+/// entry as Linux nvmet writes it (`NVME_NQN_CURR`, captured in
+/// `crates/proto/tests/vectors.rs` `discovery_log_page`).
 pub fn build_log(
     reg: &Registry,
     ports: &[TransportAddr],
-    local: Option<std::net::IpAddr>,
+    local: Option<std::net::SocketAddr>,
     port_treq: &[Option<Treq>],
     hostnqn: &str,
     asqsz: u16,
 ) -> DiscoveryLog {
+    let local_ip = local.map(|a| a.ip());
+    let family = |p: &TransportAddr| {
+        if p.is_ipv6() {
+            adrfam::IPV6
+        } else {
+            adrfam::IPV4
+        }
+    };
+    let treq_of = |treq: Option<Treq>| match treq {
+        Some(Treq::Required) => TREQ_TLS,
+        // TREQ "not required" with SECTYPE TLS 1.3: TLS is offered.
+        Some(Treq::NotRequired) | None => TREQ,
+    };
+    let tsas_of = |treq: Option<Treq>| {
+        let mut t = [0; 256];
+        if treq.is_some() {
+            t[0] = SECTYPE_TLS13;
+        }
+        t
+    };
     let mut entries = Vec::new();
+    if let Some(here) = local {
+        let here = TransportAddr { socket: here };
+        // The port this connection came in on: a listen port (the same TCP port,
+        // at the same or a wildcard address), or a discovery-only port, which
+        // gets the PORTID after the listen ports.
+        let i = ports.iter().position(|p| {
+            p.socket.port() == here.socket.port()
+                && (p.socket.ip() == here.socket.ip() || p.socket.ip().is_unspecified())
+        });
+        let treq = i.and_then(|i| port_treq.get(i).copied().flatten());
+        entries.push(DiscoveryLogEntry {
+            trtype: trtype::TCP,
+            adrfam: family(&here),
+            subtype: subtype::CURRENT_DISCOVERY,
+            treq: treq_of(treq),
+            portid: i.unwrap_or(ports.len()) as u16 + 1,
+            cntlid: 0xffff,
+            asqsz,
+            eflags: 0,
+            trsvcid: here.trsvcid(),
+            subnqn: DISCOVERY_NQN.into(),
+            traddr: here.traddr(),
+            tsas: tsas_of(treq),
+        });
+    }
     for s in reg.subsystems() {
         if !s.host_allowed(hostnqn) {
             continue;
         }
         for (i, p) in ports.iter().enumerate() {
-            let p = &advertised(p, local);
+            let p = &advertised(p, local_ip);
             let treq = port_treq.get(i).copied().flatten();
             entries.push(DiscoveryLogEntry {
                 trtype: trtype::TCP,
-                adrfam: if p.is_ipv6() {
-                    adrfam::IPV6
-                } else {
-                    adrfam::IPV4
-                },
+                adrfam: family(p),
                 subtype: subtype::NVME,
-                treq: match treq {
-                    Some(Treq::Required) => TREQ_TLS,
-                    // TREQ "not required" with SECTYPE TLS 1.3: TLS is offered.
-                    Some(Treq::NotRequired) | None => TREQ,
-                },
+                treq: treq_of(treq),
                 portid: i as u16 + 1,
                 cntlid: 0xffff,
                 asqsz,
@@ -68,15 +111,27 @@ pub fn build_log(
                 trsvcid: p.trsvcid(),
                 subnqn: s.nqn.clone(),
                 traddr: p.traddr(),
-                tsas: {
-                    let mut t = [0; 256];
-                    if treq.is_some() {
-                        t[0] = SECTYPE_TLS13;
-                    }
-                    t
-                },
+                tsas: tsas_of(treq),
             });
         }
+    }
+    for (i, r) in reg.referrals().iter().enumerate() {
+        // What the other service requires is not known here: TREQ "not
+        // specified" (nvmet's default `addr_treq` of a referral).
+        entries.push(DiscoveryLogEntry {
+            trtype: trtype::TCP,
+            adrfam: family(r),
+            subtype: subtype::REFERRAL,
+            treq: 0,
+            portid: i as u16 + 1,
+            cntlid: 0xffff,
+            asqsz,
+            eflags: 0,
+            trsvcid: r.trsvcid(),
+            subnqn: DISCOVERY_NQN.into(),
+            traddr: r.traddr(),
+            tsas: [0; 256],
+        });
     }
     DiscoveryLog {
         genctr: reg.genctr(),

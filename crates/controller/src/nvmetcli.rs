@@ -145,6 +145,9 @@ pub fn convert(text: &str) -> Result<Converted, NvmetcliError> {
     let mut tls_ports = Vec::new();
     let mut inline_sizes = BTreeSet::new();
     let mut ana_states = Vec::new();
+    // nvmet keeps referrals per port; this target lists the same referrals on
+    // every port.
+    let mut referrals = BTreeSet::new();
     for p in &saved.ports {
         let trtype = attr(&p.addr, "trtype").unwrap_or_default();
         if trtype != "tcp" {
@@ -189,12 +192,18 @@ pub fn convert(text: &str) -> Result<Converted, NvmetcliError> {
                 ana_states.push((addr.clone(), g.grpid, state));
             }
         }
-        let enabled_refs = p.referrals.iter().filter(|r| r.enable != Some(0)).count();
-        if enabled_refs > 0 {
-            notes.push(format!(
-                "port {}: {} referral(s) not imported (add them by hand: docs/target.md)",
-                p.portid, enabled_refs
-            ));
+        for r in p.referrals.iter().filter(|r| r.enable != Some(0)) {
+            let rt = attr(&r.addr, "trtype").unwrap_or_default();
+            let port = attr(&r.addr, "trsvcid").and_then(|v| v.parse::<u16>().ok());
+            match (rt.as_str(), attr(&r.addr, "traddr"), port) {
+                ("tcp", Some(a), Some(port)) if !a.is_empty() => {
+                    referrals.insert((a, port));
+                }
+                _ => notes.push(format!(
+                    "port {} referral {:?}: only TCP referrals with traddr and trsvcid are served; left out",
+                    p.portid, r.name
+                )),
+            }
         }
         listens.push(Listen {
             portid: p.portid,
@@ -414,6 +423,23 @@ pub fn convert(text: &str) -> Result<Converted, NvmetcliError> {
         );
     }
 
+    if !referrals.is_empty() {
+        root.insert(
+            "referral".into(),
+            toml::Value::Array(
+                referrals
+                    .into_iter()
+                    .map(|(address, port)| {
+                        let mut t = toml::Table::new();
+                        t.insert("address".into(), address.into());
+                        t.insert("port".into(), i64::from(port).into());
+                        toml::Value::Table(t)
+                    })
+                    .collect(),
+            ),
+        );
+    }
+
     let mut out =
         String::from("# Imported from an nvmetcli configuration (nvmf import-nvmetcli).\n");
     for n in &notes {
@@ -444,7 +470,9 @@ mod tests {
                       { "ana": { "state": "non-optimized" }, "grpid": 2 } ],
       "param": { "inline_data_size": "16384", "pi_enable": "0" },
       "portid": 1,
-      "referrals": [],
+      "referrals": [ { "addr": { "adrfam": "ipv4", "traddr": "10.0.0.9", "treq": "not specified",
+                                 "trsvcid": "8009", "trtype": "tcp", "tsas": "none" },
+                       "enable": 1, "name": "r1" } ],
       "subsystems": [ "nqn.2024-01.io.example:a", "nqn.2024-01.io.example:b" ]
     },
     { "addr": { "adrfam": "ipv4", "traddr": "10.0.0.1", "treq": "not specified",
@@ -518,6 +546,7 @@ mod tests {
         assert_eq!(b.hosts.len(), 1);
         assert_eq!(b.hosts[0].nqn, "nqn.2014-08.org.nvmexpress:uuid:host-a");
         assert_eq!(cfg.ana_states.len(), 1);
+        assert_eq!(cfg.referrals.len(), 1, "{}", c.toml);
         let joined = c.notes.join("\n");
         assert!(!joined.contains("version"), "a default is noted:\n{joined}");
         assert!(!joined.contains("qid_max"), "a default is noted:\n{joined}");

@@ -16,6 +16,7 @@ use nvmf_proto::log::{lid, ErrorLogEntry};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{BackendSpec, HostConfig, NamespaceConfig, SubsystemConfig, TargetConfig};
+use nvmf_transport::TransportAddr;
 use tracing::info;
 
 /// Errors opening what the configuration names.
@@ -387,6 +388,7 @@ pub struct CtrlShared {
     admin_rx: Mutex<Option<mpsc::UnboundedReceiver<AdminSignal>>>,
     changed_ns: Mutex<Vec<u32>>,
     ns_aen_masked: AtomicBool,
+    disc_aen_masked: AtomicBool,
     errors: Mutex<VecDeque<ErrorLogEntry>>,
     error_count: AtomicU64,
     io_queues: Mutex<Vec<u16>>,
@@ -425,6 +427,7 @@ impl CtrlShared {
             admin_rx: Mutex::new(Some(admin_rx)),
             changed_ns: Mutex::new(Vec::new()),
             ns_aen_masked: AtomicBool::new(false),
+            disc_aen_masked: AtomicBool::new(false),
             errors: Mutex::new(VecDeque::new()),
             error_count: AtomicU64::new(0),
             io_queues: Mutex::new(Vec::new()),
@@ -550,14 +553,32 @@ impl CtrlShared {
         let _ = self.admin_tx.send(AdminSignal::Aen(dw0));
     }
 
-    /// Raises a Discovery Log Page Change notice if the host enabled it.
-    pub fn discovery_changed(&self) {
-        if self.aec.load(Ordering::Relaxed) & aec::DISCOVERY_LOG_CHANGE != 0 {
+    /// Raises a Discovery Log Page Change notice (Notice F0h, log page 70h;
+    /// NVMe Base 2.0 Figure 147, NVMe-oF 1.1 §5.3) if the host enabled it
+    /// (Asynchronous Event Configuration bit 31). Further changes are masked
+    /// until the host reads the log with RAE clear (Base 2.0 §5.2; nvmet
+    /// `nvmet_aen_bit_disabled(ctrl, NVME_AEN_BIT_DISC_CHANGE)`): one notice
+    /// per read, however many reloads happen in between. True if a notice was
+    /// sent.
+    pub fn discovery_changed(&self) -> bool {
+        if self.aec.load(Ordering::Relaxed) & aec::DISCOVERY_LOG_CHANGE != 0
+            && !self.disc_aen_masked.swap(true, Ordering::AcqRel)
+        {
             let _ = self.admin_tx.send(AdminSignal::Aen(aen_dw0(
                 aen_type::NOTICE,
                 aen_notice::DISCOVERY_LOG_CHANGE,
                 lid::DISCOVERY,
             )));
+            return true;
+        }
+        false
+    }
+
+    /// The host read the discovery log: unless `rae` (Retain Asynchronous
+    /// Event), the next change raises a notice again.
+    pub fn discovery_log_read(&self, rae: bool) {
+        if !rae {
+            self.disc_aen_masked.store(false, Ordering::Release);
         }
     }
 
@@ -606,6 +627,8 @@ pub struct Registry {
     discovery_ctrls: Mutex<Vec<std::sync::Weak<CtrlShared>>>,
     /// The discovery subsystem (holds discovery controllers).
     pub discovery: Arc<Subsystem>,
+    /// Referrals to other discovery services (discovery log SUBTYPE 1).
+    referrals: RwLock<Vec<TransportAddr>>,
     /// When the target started, for SMART power-on hours.
     pub started: Instant,
     /// ANA states of every listen port and group.
@@ -623,6 +646,10 @@ pub struct ReloadSummary {
     pub changed_namespaces: Vec<(String, Vec<u32>)>,
     /// ANA states changed: "ADDR:PORT group N: STATE".
     pub ana_changed: Vec<String>,
+    /// The referrals changed.
+    pub referrals_changed: bool,
+    /// Discovery controllers sent a Discovery Log Change notice.
+    pub discovery_notices: usize,
 }
 
 impl Registry {
@@ -646,6 +673,7 @@ impl Registry {
             genctr: AtomicU64::new(1),
             discovery_ctrls: Mutex::new(Vec::new()),
             discovery: Arc::new(Subsystem::new(&disc)?),
+            referrals: RwLock::new(cfg.referrals.clone()),
             started: Instant::now(),
             ana: crate::ana::AnaTable::new(&cfg.listen, &cfg.ana_states),
         })
@@ -675,6 +703,36 @@ impl Registry {
         self.genctr.load(Ordering::Acquire)
     }
 
+    /// The referrals to other discovery services.
+    pub fn referrals(&self) -> Vec<TransportAddr> {
+        self.referrals
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The NQNs of the subsystems `hostnqn` may reach: what its discovery log
+    /// lists, apart from the ports and referrals.
+    fn visible_to(&self, hostnqn: &str) -> Vec<String> {
+        self.subsystems
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|s| s.host_allowed(hostnqn))
+            .map(|s| s.nqn.clone())
+            .collect()
+    }
+
+    /// The discovery controllers still connected.
+    fn discovery_controllers(&self) -> Vec<Arc<CtrlShared>> {
+        let mut l = self
+            .discovery_ctrls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        l.retain(|w| w.strong_count() > 0);
+        l.iter().filter_map(std::sync::Weak::upgrade).collect()
+    }
+
     /// Remembers a discovery controller for change notices.
     pub fn add_discovery_ctrl(&self, c: &Arc<CtrlShared>) {
         let mut l = self
@@ -691,6 +749,16 @@ impl Registry {
     pub fn reload(&self, cfg: &TargetConfig) -> Result<ReloadSummary, RegistryError> {
         let mut summary = ReloadSummary::default();
         let mut hosts_changed = false;
+        // What each connected discovery controller's host sees now, to tell
+        // after the reload whose discovery log changed.
+        let disc_before: Vec<(Arc<CtrlShared>, Vec<String>)> = self
+            .discovery_controllers()
+            .into_iter()
+            .map(|c| {
+                let v = self.visible_to(&c.hostnqn);
+                (c, v)
+            })
+            .collect();
         // Open everything new first, so a bad namespace leaves the running set alone.
         let mut fresh = Vec::new();
         for s in &cfg.subsystems {
@@ -750,14 +818,27 @@ impl Registry {
                 .push(format!("{port} group {g}: {}", self.ana.state(Some(p), g)));
         }
         crate::ana::notify_changed(self, &ana);
-        if !summary.added.is_empty() || !summary.removed.is_empty() || hosts_changed {
+        {
+            let mut r = self.referrals.write().unwrap_or_else(|e| e.into_inner());
+            if *r != cfg.referrals {
+                *r = cfg.referrals.clone();
+                summary.referrals_changed = true;
+            }
+        }
+        // GENCTR is one counter for every host (as nvmet's `nvmet_genctr`); it
+        // moves whenever some host's log may have changed. The notice goes to
+        // the discovery controllers whose own log changed (nvmet
+        // `nvmet_subsys_disc_changed` checks the host is allowed).
+        if !summary.added.is_empty()
+            || !summary.removed.is_empty()
+            || hosts_changed
+            || summary.referrals_changed
+        {
             self.genctr.fetch_add(1, Ordering::AcqRel);
-            let l = self
-                .discovery_ctrls
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            for c in l.iter().filter_map(std::sync::Weak::upgrade) {
-                c.discovery_changed();
+            for (c, before) in disc_before {
+                if summary.referrals_changed || self.visible_to(&c.hostnqn) != before {
+                    summary.discovery_notices += usize::from(c.discovery_changed());
+                }
             }
         }
         Ok(summary)

@@ -5,7 +5,7 @@ use nvmf_controller::config::{BackendSpec, Limits, NamespaceConfig, SubsystemCon
 use nvmf_controller::{Target, TargetConfig};
 use nvmf_proto::fabrics::{ConnectCommand, ConnectData, CNTLID_DYNAMIC, DISCOVERY_NQN};
 use nvmf_proto::identify::{cns, decode_ns_list, IdentifyController, IdentifyNamespace};
-use nvmf_proto::log::{lid, DiscoveryLog};
+use nvmf_proto::log::{lid, subtype, DiscoveryLog};
 use nvmf_proto::sqe::{admin_opcode, io_opcode};
 use nvmf_proto::tcp::{Digests, HostData, HostQueueConfig};
 use nvmf_proto::{Sqe, Status};
@@ -57,6 +57,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
         busy_poll_us: 0,
         tcp_congestion: None,
         ana_states: vec![],
+        referrals: vec![],
         tls: None,
     }
 }
@@ -251,9 +252,13 @@ async fn discovery_and_connect_errors() {
         connect_queue(&addr, DISCOVERY_NQN, 0, CNTLID_DYNAMIC, Digests::default()).await;
     r.unwrap();
     let log = read_discovery_log(&mut d).await;
-    assert_eq!(log.numrec, 1);
-    assert_eq!(log.entries[0].subnqn, NQN);
-    assert_eq!(log.entries[0].trsvcid, addr.trsvcid());
+    // The current discovery subsystem first (as nvmet), then the subsystem.
+    assert_eq!(log.numrec, 2);
+    assert_eq!(log.entries[0].subtype, subtype::CURRENT_DISCOVERY);
+    assert_eq!(log.entries[0].subnqn, DISCOVERY_NQN);
+    assert_eq!(log.entries[1].subtype, subtype::NVME);
+    assert_eq!(log.entries[1].subnqn, NQN);
+    assert_eq!(log.entries[1].trsvcid, addr.trsvcid());
 
     // Unknown subsystem: Connect Invalid Parameters pointing at SUBNQN in the data.
     let (_c, r) = connect_queue(
@@ -506,7 +511,12 @@ async fn discovery_log_as(addr: &TransportAddr, hostnqn: &str) -> DiscoveryLog {
 /// The subsystem NQNs the discovery log lists for `hostnqn`, sorted, and GENCTR.
 async fn discovery_log_of(addr: &TransportAddr, hostnqn: &str) -> (Vec<String>, u64) {
     let log = discovery_log_as(addr, hostnqn).await;
-    let mut nqns: Vec<String> = log.entries.iter().map(|e| e.subnqn.clone()).collect();
+    let mut nqns: Vec<String> = log
+        .entries
+        .iter()
+        .filter(|e| e.subtype == subtype::NVME)
+        .map(|e| e.subnqn.clone())
+        .collect();
     nqns.sort();
     (nqns, log.genctr)
 }
@@ -591,8 +601,11 @@ async fn wildcard_listener_is_advertised_at_the_reached_address() {
     assert!(wild.socket.ip().is_unspecified());
     let addr = TransportAddr::from_parts("127.0.0.1", &wild.trsvcid()).unwrap();
     let log = discovery_log_as(&addr, HOSTNQN).await;
-    assert_eq!(log.entries[0].traddr.trim(), "127.0.0.1");
-    assert_eq!(log.entries[0].trsvcid.trim(), wild.trsvcid());
+    for e in &log.entries {
+        assert_eq!(e.traddr.trim(), "127.0.0.1", "SUBTYPE {}", e.subtype);
+        assert_eq!(e.trsvcid.trim(), wild.trsvcid(), "SUBTYPE {}", e.subtype);
+    }
+    assert_eq!(log.numrec, 2);
 }
 
 /// Issue 13: a reload is applied whole or not at all. One subsystem gains a

@@ -330,12 +330,21 @@ pub(crate) async fn shutdown(conn: &mut HostConnection) -> Result<()> {
 pub(crate) async fn admin_bringup(
     opts: &ConnectOptions,
 ) -> Result<(HostConnection, u16, Cap, u32, IdentifyController)> {
-    let mut admin = tcp_connect(opts, ADMIN_QUEUE_DEPTH).await?;
     let kato = if opts.subnqn == DISCOVERY_NQN {
         0
     } else {
         opts.kato_ms
     };
+    admin_bringup_kato(opts, kato).await
+}
+
+/// As [`admin_bringup`] with the Keep Alive Timeout given: a persistent
+/// discovery controller keeps one (NVMe-oF 1.1 §3.4, Base 2.0 §3.9).
+pub(crate) async fn admin_bringup_kato(
+    opts: &ConnectOptions,
+    kato: u32,
+) -> Result<(HostConnection, u16, Cap, u32, IdentifyController)> {
+    let mut admin = tcp_connect(opts, ADMIN_QUEUE_DEPTH).await?;
     let cntlid = fabrics_connect(
         &mut admin,
         opts,

@@ -1,7 +1,13 @@
-//! Reading a discovery controller's log page (NVMe Base 2.0 §5.16.1.23).
+//! Reading a discovery controller's log page (NVMe Base 2.0 §5.16.1.23), once
+//! or from a persistent discovery controller that reports changes
+//! (NVMe-oF 1.1 §5.3, Discovery Log Change notice).
+
+use std::time::Duration;
 
 use nvmf_proto::fabrics::DISCOVERY_NQN;
+use nvmf_proto::features::{aec, aen_notice, aen_type, fid};
 use nvmf_proto::log::{lid, DiscoveryLog};
+use nvmf_proto::sqe::admin_opcode;
 use nvmf_proto::tcp::HostData;
 use nvmf_proto::Sqe;
 use nvmf_transport::{HostConnection, TransportAddr};
@@ -38,6 +44,144 @@ pub async fn discover_with(opts: &ConnectOptions) -> Result<DiscoveryLog> {
     let _ = assoc::shutdown(&mut admin).await;
     admin.close().await;
     r
+}
+
+/// KATO of a persistent discovery controller when none is asked for: 30 s,
+/// nvme-cli's `NVMF_DEF_DISC_TMO`.
+pub const PERSISTENT_DISCOVERY_KATO_MS: u32 = 30_000;
+
+/// A discovery controller that stays connected (`nvme discover -p`): it keeps
+/// a Keep Alive Timeout, enables Discovery Log Change notices (Set Features
+/// Asynchronous Event Configuration bit 31, Base 2.0 §5.27.1.7) and keeps one
+/// Asynchronous Event Request outstanding, so the host learns when its log
+/// changes (a subsystem, an allowed host or a referral added or removed)
+/// instead of polling. Single task: the caller alternates [`Self::log`] and
+/// [`Self::wait_change`], which sends the Keep Alives while it waits.
+#[derive(Debug)]
+pub struct PersistentDiscovery {
+    conn: HostConnection,
+    max: u32,
+    kato: Duration,
+    aer: Option<u16>,
+    /// The notices the controller supports (Identify Controller OAES).
+    notices: bool,
+}
+
+impl PersistentDiscovery {
+    /// Connects to the discovery controller of `opts.addr` with KATO
+    /// `opts.kato_ms` ([`PERSISTENT_DISCOVERY_KATO_MS`] if 0), enables the
+    /// Discovery Log Change notice if the controller supports it (OAES bit 31).
+    pub async fn connect(opts: &ConnectOptions) -> Result<Self> {
+        let mut opts = opts.clone();
+        opts.subnqn = DISCOVERY_NQN.to_string();
+        opts.nr_io_queues = 0;
+        let kato = if opts.kato_ms == 0 {
+            PERSISTENT_DISCOVERY_KATO_MS
+        } else {
+            opts.kato_ms
+        };
+        let (mut conn, _cntlid, cap, _vs, id) = assoc::admin_bringup_kato(&opts, kato).await?;
+        let page = 1u64 << (12 + u32::from(cap.mpsmin));
+        let max = if id.mdts == 0 {
+            MAX_TRANSFER_CAP
+        } else {
+            (page << id.mdts.min(20)).min(u64::from(MAX_TRANSFER_CAP)) as u32
+        };
+        let notices = id.oaes & aec::DISCOVERY_LOG_CHANGE != 0;
+        if notices {
+            let mut s = Sqe::new(admin_opcode::SET_FEATURES);
+            s.cdw10 = u32::from(fid::ASYNC_EVENT_CONFIG);
+            s.cdw11 = aec::DISCOVERY_LOG_CHANGE;
+            exec(&mut conn, s, HostData::None).await?;
+        }
+        Ok(Self {
+            conn,
+            max,
+            kato: Duration::from_millis(u64::from(kato)),
+            aer: None,
+            notices,
+        })
+    }
+
+    /// Whether the controller sends Discovery Log Change notices (else
+    /// [`Self::wait_change`] polls the log every KATO/2).
+    pub fn notices(&self) -> bool {
+        self.notices
+    }
+
+    /// Reads the whole log (RAE clear: the next change raises a notice again).
+    pub async fn log(&mut self) -> Result<DiscoveryLog> {
+        read_log(&mut self.conn, self.max).await
+    }
+
+    /// Waits until the controller reports a Discovery Log Change (an
+    /// Asynchronous Event Request completing with Notice F0h, log page 70h;
+    /// Base 2.0 Figure 147), sending Keep Alive every KATO/2 meanwhile. Without
+    /// notice support it returns when GENCTR differs from `genctr`. Other
+    /// events are logged and waited through. An error means the association
+    /// ended (the caller reconnects).
+    pub async fn wait_change(&mut self, genctr: u64) -> Result<()> {
+        let period = (self.kato / 2).max(Duration::from_millis(100));
+        loop {
+            if self.notices && self.aer.is_none() {
+                let cid = self
+                    .conn
+                    .submit(Sqe::new(admin_opcode::ASYNC_EVENT_REQUEST), HostData::None)?;
+                self.conn.kick()?;
+                self.aer = Some(cid);
+            }
+            match tokio::time::timeout(period, self.conn.next_completion()).await {
+                Ok(c) => {
+                    let c = c?;
+                    if Some(c.cqe.cid) != self.aer {
+                        tracing::debug!("discovery: stray completion CID {}", c.cqe.cid);
+                        continue;
+                    }
+                    self.aer = None;
+                    if !c.cqe.status.is_success() {
+                        return Err(Error::Invalid(format!(
+                            "Asynchronous Event Request failed: {}",
+                            c.cqe.status
+                        )));
+                    }
+                    let dw0 = c.cqe.dw0;
+                    let (t, info, log) = (dw0 & 7, (dw0 >> 8) & 0xff, (dw0 >> 16) & 0xff);
+                    if t == u32::from(aen_type::NOTICE)
+                        && info == u32::from(aen_notice::DISCOVERY_LOG_CHANGE)
+                    {
+                        return Ok(());
+                    }
+                    tracing::info!(
+                        "discovery: asynchronous event type {t}, info {info:#x}, log {log:#x}"
+                    );
+                }
+                Err(_) => {
+                    // KATO/2 passed: Keep Alive (its completion is matched by
+                    // CID; an event completing meanwhile stays queued).
+                    exec(
+                        &mut self.conn,
+                        Sqe::new(admin_opcode::KEEP_ALIVE),
+                        HostData::None,
+                    )
+                    .await?;
+                    if !self.notices {
+                        let hdr = DiscoveryLog::decode(
+                            &read_range(&mut self.conn, 1024, self.max).await?,
+                        );
+                        if hdr.genctr != genctr {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shuts the controller down (CC.SHN) and closes the connection.
+    pub async fn close(mut self) {
+        let _ = assoc::shutdown(&mut self.conn).await;
+        self.conn.close().await;
+    }
 }
 
 async fn read_range(conn: &mut HostConnection, len: u64, max: u32) -> Result<Vec<u8>> {

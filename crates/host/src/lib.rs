@@ -23,7 +23,7 @@ mod resv;
 
 pub use assoc::{ControllerInfo, MAX_TRANSFER_CAP};
 pub use controller::{AsyncEvent, Controller, LinkState, Namespace};
-pub use discovery::{discover, discover_with};
+pub use discovery::{discover, discover_with, PersistentDiscovery, PERSISTENT_DISCOVERY_KATO_MS};
 pub use error::{Error, Result};
 pub use options::{
     default_hostid, default_hostnqn, ConnectOptions, ADMIN_QUEUE_DEPTH, DEFAULT_ADMIN_TIMEOUT,

@@ -304,6 +304,9 @@ async fn attach_all(ctrl: &Controller, kind: Choice) -> anyhow::Result<Vec<Disk>
 #[derive(Default)]
 struct State {
     ctrls: BTreeMap<u32, Entry>,
+    /// Persistent discovery controllers (`discover -p`, `connect-all -p`),
+    /// by "ADDR HOSTNQN": each a task that holds one (host/disco.rs).
+    persistent: Vec<(String, tokio::task::JoinHandle<()>)>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -756,9 +759,30 @@ async fn handle(
             let n = c.namespace(ns.unwrap_or(1))?;
             json!({"nsid": n.nsid, "block_size": n.block_size, "blocks": n.blocks})
         }
+        "discover-persistent" => {
+            // A persistent discovery controller held here; with "connect" (a
+            // connect request used as template) new subsystems get connected.
+            let o = options_from(req)?;
+            let key = format!("{} {}", o.addr, o.hostnqn);
+            let mut g = st.lock().await;
+            g.persistent.retain(|(_, t)| !t.is_finished());
+            if g.persistent.iter().any(|(k, _)| *k == key) {
+                return Ok(Some(json!({"already": true})));
+            }
+            let connect = req.get("connect").filter(|v| v.is_object()).cloned();
+            let task = tokio::spawn(super::disco::daemon_task(o, connect));
+            g.persistent.push((key, task));
+            json!({"already": false})
+        }
         "disconnect" | "disconnect-all" => {
             let victims: Vec<Entry> = {
                 let mut g = st.lock().await;
+                if op == "disconnect-all" {
+                    for (k, t) in g.persistent.drain(..) {
+                        t.abort();
+                        tracing::info!("persistent discovery controller at {k}: stopped");
+                    }
+                }
                 let keys: Vec<u32> = if op == "disconnect-all" {
                     g.ctrls.keys().copied().collect()
                 } else if let Some(dev) = req.get("dev").and_then(Value::as_str) {

@@ -41,7 +41,7 @@ fn adrfam(v: u8) -> String {
     }
 }
 
-fn subtype(v: u8) -> String {
+pub(crate) fn subtype(v: u8) -> String {
     match v {
         1 => "discovery subsystem referral".into(),
         2 => "nvme subsystem".into(),

@@ -4,6 +4,7 @@
 //! other verbs go through that daemon.
 
 mod daemon;
+mod disco;
 mod fmt;
 mod iocheck;
 
@@ -157,7 +158,7 @@ fn parse_uuid(s: &str) -> anyhow::Result<[u8; 16]> {
 }
 
 /// Queue and timeout flags of `connect`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct ConnectTuning {
     /// Number of I/O queues (default: one per CPU, at most 8).
     #[arg(short = 'i', long = "nr-io-queues")]
@@ -192,6 +193,20 @@ pub enum HostCommand {
     Discover {
         #[command(flatten)]
         fabric: Fabric,
+        /// Persistent: print the log, then the host daemon keeps the
+        /// discovery controller connected and, on every Discovery Log Change
+        /// notice, re-reads the log and logs what changed (until
+        /// `disconnect-all`).
+        #[arg(short = 'p', long = "persistent")]
+        persistent: bool,
+        /// With -p: hold the discovery controller in this process instead
+        /// (until SIGINT/SIGTERM) and print every change.
+        #[arg(long = "foreground", requires = "persistent")]
+        foreground: bool,
+        /// Keep alive timeout of the persistent discovery controller, in
+        /// seconds (default 30).
+        #[arg(short = 'k', long = "keep-alive-tmo")]
+        keep_alive_tmo: Option<u32>,
         #[command(flatten)]
         out: Out,
     },
@@ -207,12 +222,24 @@ pub enum HostCommand {
         #[command(flatten)]
         out: Out,
     },
-    /// Discover, then connect to every NVM subsystem in the discovery log.
+    /// Discover, then connect to every NVM subsystem in the discovery log,
+    /// following referrals to other discovery services (at most 8 deep, each
+    /// service once).
     ConnectAll {
         #[command(flatten)]
         fabric: Fabric,
         #[command(flatten)]
         tuning: ConnectTuning,
+        /// Persistent: after connecting, the host daemon keeps the discovery
+        /// controller connected and connect-alls again on every Discovery Log
+        /// Change notice, so new subsystems are connected (until
+        /// `disconnect-all`).
+        #[arg(short = 'p', long = "persistent")]
+        persistent: bool,
+        /// With -p: hold the discovery controller in this process instead
+        /// (until SIGINT/SIGTERM) and print the devices it connects.
+        #[arg(long = "foreground", requires = "persistent")]
+        foreground: bool,
         #[command(flatten)]
         out: Out,
     },
@@ -552,18 +579,53 @@ fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
     })
 }
 
+/// Hands a persistent discovery controller for `d` (its address, host NQN,
+/// KATO) to the host daemon; `connect`: the connect request template of
+/// `connect-all -p`. Says so on stderr (stdout carries the log or devices).
+fn hand_to_daemon(d: &ConnectOptions, connect: Option<Value>) -> anyhow::Result<()> {
+    let mut req = connect_req(d, &ConnectTuning::default());
+    req["op"] = json!("discover-persistent");
+    req["kato_ms"] = json!(d.kato_ms);
+    req["connect"] = connect.unwrap_or(Value::Null);
+    daemon::ensure_running()?;
+    let r = daemon::request(&req)?;
+    eprintln!(
+        "nvmf: the host daemon {} a persistent discovery controller at {} (nvmf disconnect-all stops it)",
+        if r["already"].as_bool() == Some(true) {
+            "already holds"
+        } else {
+            "now holds"
+        },
+        d.addr
+    );
+    Ok(())
+}
+
 /// Runs a host command.
 pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
     match cmd {
-        HostCommand::Discover { fabric, out } => {
-            let o = fabric.options(
+        HostCommand::Discover {
+            fabric,
+            persistent,
+            foreground,
+            keep_alive_tmo,
+            out,
+        } => {
+            let mut o = fabric.options(
                 nvmf_proto::fabrics::DISCOVERY_NQN,
                 nvmf_transport::addr::DISCOVERY_PORT,
             )?;
+            o.kato_ms = keep_alive_tmo.unwrap_or(0).saturating_mul(1000);
+            if foreground {
+                return disco::persistent(&runtime()?, &o, None, out.output);
+            }
             let log = runtime()?.block_on(nvmf_host::discover_with(&o))?;
             match out.output {
                 OutputFormat::Json => print_json(&fmt::discovery_json(&log))?,
                 OutputFormat::Normal => emit(&fmt::discovery_text(&log)),
+            }
+            if persistent {
+                hand_to_daemon(&o, None)?;
             }
             Ok(())
         }
@@ -596,43 +658,25 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
         HostCommand::ConnectAll {
             fabric,
             tuning,
+            persistent,
+            foreground,
             out,
         } => {
-            let d = fabric.options(
+            let mut d = fabric.options(
                 nvmf_proto::fabrics::DISCOVERY_NQN,
                 nvmf_transport::addr::DISCOVERY_PORT,
             )?;
-            let log = runtime()?.block_on(nvmf_host::discover_with(&d))?;
-            let mut devices = Vec::new();
-            for e in log
-                .entries
-                .iter()
-                .filter(|e| e.subtype == nvmf_proto::log::subtype::NVME && e.trtype == 3)
-            {
-                let addr =
-                    TransportAddr::from_parts(&e.traddr, &e.trsvcid).map_err(|x| anyhow!(x))?;
-                let mut o = d.clone();
-                o.addr = addr;
-                o.subnqn = e.subnqn.clone();
-                daemon::ensure_running()?;
-                match daemon::request(&connect_req(&o, &tuning)) {
-                    Ok(r) => devices.push(json!({"device": r["name"], "subnqn": e.subnqn, "traddr": e.traddr, "trsvcid": e.trsvcid})),
-                    Err(err) => eprintln!("nvmf: could not connect to {} at {}:{}: {err:#}", e.subnqn, e.traddr, e.trsvcid),
-                }
+            if foreground {
+                d.kato_ms = tuning.keep_alive_tmo.unwrap_or(0).saturating_mul(1000);
+                return disco::persistent(&runtime()?, &d, Some(&tuning), out.output);
             }
-            match out.output {
-                OutputFormat::Json => print_json(&Value::Array(devices))?,
-                OutputFormat::Normal => {
-                    for d in &devices {
-                        println!(
-                            "device: {} ({} at {}:{})",
-                            d["device"].as_str().unwrap_or("?"),
-                            d["subnqn"].as_str().unwrap_or(""),
-                            d["traddr"].as_str().unwrap_or(""),
-                            d["trsvcid"].as_str().unwrap_or("")
-                        );
-                    }
-                }
+            disco::connect_all(&runtime()?, &d, &tuning, out.output)?;
+            if persistent {
+                let mut t = d.clone();
+                t.subnqn = String::new();
+                let template = connect_req(&t, &tuning);
+                d.kato_ms = tuning.keep_alive_tmo.unwrap_or(0).saturating_mul(1000);
+                hand_to_daemon(&d, Some(template))?;
             }
             Ok(())
         }

@@ -112,6 +112,12 @@ pub struct TargetArgs {
     /// the ana_state tables of --config.
     #[arg(long = "ana-state", value_name = "ADDR:PORT=GROUP:STATE")]
     pub ana_state: Vec<String>,
+    /// Refer hosts to another discovery service (repeatable): `ADDR[:PORT]`,
+    /// port 8009 by default. Each is a referral entry (SUBTYPE 1) of the
+    /// discovery log, which `nvme connect-all` and `nvmf connect-all` follow.
+    /// Added to the `[[referral]]` tables of --config.
+    #[arg(long = "referral", value_name = "ADDR[:PORT]")]
+    pub referral: Vec<String>,
     /// ANA group of a quick-mode namespace (repeatable): `NSID=GROUP`, 1..=128
     /// (default group 1).
     #[arg(
@@ -442,6 +448,12 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
 /// Applies the tuning flags, which override a config file's values, and checks
 /// the result.
 fn apply_tuning(cfg: &mut TargetConfig, a: &TargetArgs) -> anyhow::Result<()> {
+    for r in &a.referral {
+        let addr = parse_referral(r)?;
+        if !cfg.referrals.contains(&addr) {
+            cfg.referrals.push(addr);
+        }
+    }
     if !a.ana_state.is_empty() {
         cfg.ana_states = a
             .ana_state
@@ -493,6 +505,17 @@ fn apply_tuning(cfg: &mut TargetConfig, a: &TargetArgs) -> anyhow::Result<()> {
 /// Parses a size given on the command line; `what` names the flag for the error.
 fn size_arg(v: &str, what: impl FnOnce() -> String) -> anyhow::Result<u64> {
     parse_size(v).map_err(anyhow::Error::msg).with_context(what)
+}
+
+/// `--referral ADDR[:PORT]`: an IPv4 address, `[IPv6]`, either with an
+/// optional port (default 8009, the discovery port).
+fn parse_referral(s: &str) -> anyhow::Result<TransportAddr> {
+    // (TransportAddr's own parser defaults to 4420, the I/O port.)
+    if let Ok(socket) = s.parse::<std::net::SocketAddr>() {
+        return Ok(TransportAddr { socket });
+    }
+    TransportAddr::from_parts(s, &nvmf_transport::addr::DISCOVERY_PORT.to_string())
+        .map_err(|e| anyhow::anyhow!("--referral {s}: {e} (expected ADDR[:PORT])"))
 }
 
 fn parse_addrs(v: &[String], flag: &str) -> anyhow::Result<Vec<TransportAddr>> {
@@ -595,7 +618,7 @@ pub fn run(args: TargetArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
                     };
                     let Some(loaded) = file_config(&args) else { continue };
                     match loaded.and_then(|c| target.reload(&c).map_err(anyhow::Error::from)) {
-                        Ok(s) => info!(added = ?s.added, removed = ?s.removed, changed = ?s.changed_namespaces, ana = ?s.ana_changed, "configuration reloaded from {}", path.display()),
+                        Ok(s) => info!(added = ?s.added, removed = ?s.removed, changed = ?s.changed_namespaces, ana = ?s.ana_changed, referrals_changed = s.referrals_changed, discovery_notices = s.discovery_notices, "configuration reloaded from {}", path.display()),
                         Err(e) => error!("reload of {} failed, keeping the running configuration: {e:#}", path.display()),
                     }
                 }
@@ -642,6 +665,24 @@ mod tests {
     fn quick(args: &[&str]) -> anyhow::Result<TargetConfig> {
         let t = T::try_parse_from(std::iter::once("target").chain(args.iter().copied()))?;
         Ok(build_config(&t.a, None)?.0)
+    }
+
+    #[test]
+    fn referral_flags_default_to_the_discovery_port() {
+        let c = quick(&[
+            "--memory",
+            "1M",
+            "--referral",
+            "10.0.0.2",
+            "--referral",
+            "[::1]:4430",
+            "--referral",
+            "10.0.0.2:8009",
+        ])
+        .unwrap();
+        let r: Vec<String> = c.referrals.iter().map(|a| a.to_string()).collect();
+        assert_eq!(r, ["10.0.0.2:8009", "[::1]:4430"]);
+        assert!(quick(&["--memory", "1M", "--referral", "no-such-host"]).is_err());
     }
 
     #[test]
