@@ -49,12 +49,8 @@ pub fn run_all(t: &mut Target, r: &mut Report) {
         return;
     }
     discovery_rules(t, r);
-    let admin = admin_rules(t, r);
-    match admin {
-        Some(mut a) => {
-            io_rules(t, r, &mut a);
-            unknown_subnqn_rule(t, r);
-        }
+    match admin_rules(t, r) {
+        Some(mut a) => io_rules(t, r, &mut a),
         None => {
             for id in [
                 "io.connect",
@@ -66,6 +62,7 @@ pub fn run_all(t: &mut Target, r: &mut Report) {
             }
         }
     }
+    unknown_subnqn_rule(t, r);
     robustness_rules(t, r);
 }
 
@@ -783,7 +780,7 @@ fn io_rules(t: &Target, r: &mut Report, a: &mut Admin) {
     }
     let read = |io: &mut Conn, lba: u64| {
         io.command(
-            Sqe::rw(io_opcode::READ, nsid, lba, 0, false),
+            Sqe::rw(io_opcode::READ, nsid, lba, 1, false),
             &[],
             false,
             bs,
@@ -828,33 +825,56 @@ fn io_rules(t: &Target, r: &mut Report, a: &mut Admin) {
         }
         Err(e) => r.add("io.read.lba-range", Verdict::Fail, S_READ, e),
     }
-    write_rules(t, r, a, &mut io, nsid, ns.nsze - 1, bs);
+    write_rules(t, r, a, &mut io, nsid, ns.nsze, bs);
 }
 
-/// Writes to the last block (in-capsule, then through R2T), reading back each
-/// time, and restores the block's old contents.
-#[allow(clippy::too_many_arguments)]
+/// Writes at the end of the namespace, reading back each time, and restores the
+/// old contents: one block in the capsule; N blocks through R2T/H2CData, N
+/// chosen so that the data is larger than the in-capsule data size (the case a
+/// Linux host sends through R2T); then one block through R2T although it would
+/// fit in the capsule (the host chooses, TCP 1.0 §3.3; nvmet waits for
+/// in-capsule data that never comes). That last one runs last, as a target that
+/// hangs there leaves the connection unusable.
 fn write_rules(
     t: &Target,
     r: &mut Report,
     a: &Admin,
     io: &mut Conn,
     nsid: u32,
-    lba: u64,
+    nsze: u64,
     bs: usize,
 ) {
+    const IDS: [&str; 3] = ["io.write.in-capsule", "io.write.r2t", "io.write.r2t-small"];
     if t.read_only {
-        for id in ["io.write.in-capsule", "io.write.r2t"] {
+        for id in IDS {
             r.add(id, Verdict::Skip, S_WRITE, "--read-only".into());
         }
         return;
     }
-    let read = |io: &mut Conn| {
+    let icd_max = a
+        .ident
+        .as_ref()
+        .map_or(0, |i| (i.ioccsz as usize * 16).saturating_sub(64));
+    let n = icd_max / bs + 1;
+    if nsze < n as u64 || n > 1024 {
+        for id in IDS {
+            r.add(
+                id,
+                Verdict::Skip,
+                S_WRITE,
+                format!("{n} blocks needed past the {icd_max}-byte in-capsule size"),
+            );
+        }
+        return;
+    }
+    let first = nsze - n as u64;
+    let last = nsze - 1;
+    let read = |io: &mut Conn, lba: u64, nb: usize| {
         io.command(
-            Sqe::rw(io_opcode::READ, nsid, lba, 0, false),
+            Sqe::rw(io_opcode::READ, nsid, lba, nb as u32, false),
             &[],
             false,
-            bs,
+            nb * bs,
         )
         .and_then(|res| {
             if res.cqe.status.is_success() {
@@ -864,38 +884,54 @@ fn write_rules(
             }
         })
     };
-    let old = match read(io) {
+    let old = match read(io, first, n) {
         Ok(d) => d,
         Err(e) => {
-            r.add("io.write.in-capsule", Verdict::Skip, S_WRITE, e);
+            for id in IDS {
+                r.add(
+                    id,
+                    Verdict::Skip,
+                    S_WRITE,
+                    format!("reading the old contents: {e}"),
+                );
+            }
             return;
         }
     };
-    let pattern = |seed: u8| -> Vec<u8> {
-        (0..bs)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+    let pattern = |seed: u8, len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
             .collect()
     };
-    let write = |io: &mut Conn, data: &[u8], icd: bool| -> Result<String, String> {
-        let res = io.command(Sqe::rw(io_opcode::WRITE, nsid, lba, 0, false), data, icd, 0)?;
+    let write = |io: &mut Conn, lba: u64, data: &[u8], icd: bool| -> Result<String, String> {
+        let nb = data.len() / bs;
+        let res = io
+            .command(
+                Sqe::rw(io_opcode::WRITE, nsid, lba, nb as u32, false),
+                data,
+                icd,
+                0,
+            )
+            .map_err(|e| format!("write: {e}"))?;
         if !res.cqe.status.is_success() {
             return Err(format!("write: {}", status_text(res.cqe.status)));
         }
-        let back = read(io)?;
+        if !icd && res.r2ts == 0 {
+            return Err("write completed without any R2T (where did the data come from?)".into());
+        }
+        let back = read(io, lba, nb)?;
         if back != data {
             return Err("read back differs from what was written".into());
         }
         Ok(format!(
-            "LBA {lba}: written with {} R2T(s), read back equal",
+            "LBA {lba}, {nb} block(s), {} bytes: {} R2T(s), read back equal",
+            data.len(),
             res.r2ts
         ))
     };
-    let icd_max = a
-        .ident
-        .as_ref()
-        .map_or(0, |i| (i.ioccsz as usize * 16).saturating_sub(64));
+    let old_last = old.get((n - 1) * bs..).unwrap_or(&[]).to_vec();
     if icd_max >= bs {
-        match write(io, &pattern(1), true) {
+        match write(io, last, &pattern(1, bs), true) {
             Ok(d) => r.add("io.write.in-capsule", Verdict::Pass, S_WRITE, d),
             Err(e) => r.add("io.write.in-capsule", Verdict::Fail, S_WRITE, e),
         }
@@ -907,23 +943,46 @@ fn write_rules(
             format!("IOCCSZ allows {icd_max} bytes of in-capsule data, a block is {bs}"),
         );
     }
-    match write(io, &pattern(7), false) {
-        Ok(d) => {
-            if d.contains("with 0 R2T") {
-                r.add("io.write.r2t", Verdict::Fail, S_R2T, d);
-            } else {
-                r.add("io.write.r2t", Verdict::Pass, S_R2T, d);
-            }
-        }
+    match write(io, first, &pattern(7, n * bs), false) {
+        Ok(d) => r.add("io.write.r2t", Verdict::Pass, S_R2T, d),
         Err(e) => r.add("io.write.r2t", Verdict::Fail, S_R2T, e),
     }
-    if let Err(e) = write(io, &old, false) {
+    if let Err(e) = write(io, first, &old, false) {
         r.add(
             "io.write.restore",
             Verdict::Fail,
             S_R2T,
-            format!("restoring LBA {lba}: {e}"),
+            format!("restoring LBA {first}..={last}: {e}"),
         );
+        return;
+    }
+    if n == 1 {
+        r.add(
+            "io.write.r2t-small",
+            Verdict::Skip,
+            S_R2T,
+            "no in-capsule data: every write goes through R2T (io.write.r2t)".into(),
+        );
+        return;
+    }
+    match write(io, last, &pattern(9, bs), false) {
+        Ok(d) => {
+            r.add("io.write.r2t-small", Verdict::Pass, S_R2T, d);
+            if let Err(e) = write(io, last, &old_last, icd_max >= bs) {
+                r.add(
+                    "io.write.restore",
+                    Verdict::Fail,
+                    S_R2T,
+                    format!("restoring LBA {last}: {e}"),
+                );
+            }
+        }
+        Err(e) => r.add(
+            "io.write.r2t-small",
+            Verdict::Fail,
+            S_R2T,
+            format!("1 block ({bs} bytes <= {icd_max} in-capsule) through a transport SGL: {e}"),
+        ),
     }
 }
 
