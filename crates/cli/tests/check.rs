@@ -138,6 +138,9 @@ enum Fake {
     BadIcResp,
     /// A correct ICResp, then it reads whatever comes and never answers.
     Silent,
+    /// A correct ICResp, then it closes as soon as anything more arrives (as
+    /// nvmet does on a fatal error: no C2HTermReq).
+    Closer,
 }
 
 fn fake_target(mode: Fake) -> u16 {
@@ -167,7 +170,7 @@ fn serve(mut s: TcpStream, mode: Fake) {
             r[11] = 1; // header digest, whatever was asked
             1000
         }
-        Fake::Silent => {
+        Fake::Silent | Fake::Closer => {
             r[11] = icreq[11] & 3;
             131072
         }
@@ -176,9 +179,13 @@ fn serve(mut s: TcpStream, mode: Fake) {
     if s.write_all(&r).is_err() {
         return;
     }
-    if let Fake::Silent = mode {
-        let mut sink = [0u8; 4096];
-        while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+    let mut sink = [0u8; 4096];
+    match mode {
+        Fake::Silent => while matches!(s.read(&mut sink), Ok(n) if n > 0) {},
+        Fake::Closer => {
+            let _ = s.read(&mut sink);
+        }
+        Fake::BadIcResp => {}
     }
 }
 
@@ -245,5 +252,36 @@ fn a_target_that_ignores_malformed_pdus_fails_the_robustness_rules() {
         "robust.bad-header-digest",
     ] {
         assert_eq!(verdict(&v, id), Some("FAIL"), "{id}: {v:#}");
+    }
+}
+
+#[test]
+fn closing_without_a_termreq_is_info_not_pass() {
+    let port = fake_target(Fake::Closer).to_string();
+    let out = check(&[
+        "-a",
+        "127.0.0.1",
+        "-s",
+        &port,
+        "-n",
+        "nqn.2024-01.io.test:fake",
+        "--timeout",
+        "2",
+        "-o",
+        "json",
+    ]);
+    let v = json(&out);
+    // Connect is never answered: a failure, so exit 1.
+    assert_eq!(out.status.code(), Some(1), "{v:#}");
+    assert_eq!(verdict(&v, "admin.connect"), Some("FAIL"), "{v:#}");
+    for id in [
+        "robust.unknown-pdu-type",
+        "robust.bad-hlen",
+        "robust.plen-below-hlen",
+        "robust.second-icreq",
+        "robust.h2cdata-without-r2t",
+        "robust.bad-header-digest",
+    ] {
+        assert_eq!(verdict(&v, id), Some("INFO"), "{id}: {v:#}");
     }
 }
