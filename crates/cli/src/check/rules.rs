@@ -1082,12 +1082,17 @@ fn robust(
     r.add(id, v, S_TERM, format!("{d}{alive_txt}"));
 }
 
+/// Command identifier of the PDUs the robustness rules corrupt, so that a capture
+/// checker can tell them from real malformed traffic
+/// (tests/interop/check-capture.sh tolerates malformed frames carrying it).
+pub const ROBUST_CID: u16 = 0xC4EC;
+
 /// Malformed input, each on its own connection.
 fn robustness_rules(t: &Target, r: &mut Report) {
     let plain = Some(Digests::default());
     let keep_alive = |c: &Conn| -> Vec<u8> {
         let mut s = Sqe::new(admin_opcode::KEEP_ALIVE);
-        s.cid = 1;
+        s.cid = ROBUST_CID;
         c.encoder()
             .to_bytes(&Pdu::CapsuleCmd {
                 sqe: s,
@@ -1177,7 +1182,7 @@ fn robustness_rules(t: &Target, r: &mut Report) {
         |c| {
             c.encoder()
                 .to_bytes(&Pdu::H2CData(DataPdu {
-                    cccid: 0x1234,
+                    cccid: ROBUST_CID,
                     ttag: 0x4321,
                     datao: 0,
                     datal: 512,
