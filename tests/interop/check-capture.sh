@@ -15,7 +15,10 @@
 # reassembly errors ("New fragment overlaps old data"), which tshark raises when
 # a sender retransmits a range with other segment boundaries (valid TCP: the
 # loopback drops segments when a receive queue is full under the emulated CPU);
-# they say nothing of the NVMe/TCP bytes. Every other malformed frame fails.
+# they say nothing of the NVMe/TCP bytes. Also tolerated and counted: the PDUs
+# `nvmf check` corrupts on purpose (bad HLEN, bad header digest; host suite),
+# recognised by their command identifier C4ECh (ROBUST_CID in
+# crates/cli/src/check/rules.rs). Every other malformed frame fails.
 set -uo pipefail
 AUTH=0
 [ "${1:-}" = --auth ] && { AUTH=1; shift; }
@@ -26,18 +29,20 @@ opts=(-d tcp.port==4420,nvme-tcp -d tcp.port==4421,nvme-tcp -d tcp.port==8009,nv
 total=$(tshark -r "$pcap" "${opts[@]}" -Y nvme-tcp -T fields -e frame.number 2>/dev/null | wc -l)
 bad=$(tshark -r "$pcap" "${opts[@]}" -Y '_ws.malformed || nvme-tcp.hdgst.status == "Bad" || nvme-tcp.ddgst.status == "Bad"' \
       -T fields -e frame.number 2>/dev/null)
-known=0 tcp=0 unexpected=()
+known=0 tcp=0 deliberate=0 unexpected=()
 for f in $bad; do
     detail=$(tshark -r "$pcap" "${opts[@]}" -Y "frame.number==$f" -V 2>/dev/null)
     if grep -q 'NVMe Get Log Page (Error Information)' <<<"$detail"; then
         known=$((known+1))
+    elif grep -qE 'Command ID: 0xc4ec|Cmd ID: 0xc4ec|Command Capsule ID: 0xc4ec' <<<"$detail"; then
+        deliberate=$((deliberate+1))
     elif grep -q 'Reassembly error, protocol TCP' <<<"$detail" && ! grep -qE 'nvme-tcp\.(h|d)dgst\.status: Bad|Digest: .*\[incorrect' <<<"$detail"; then
         tcp=$((tcp+1))
     else
         unexpected+=("$f")
     fi
 done
-echo "check-capture: $total NVMe/TCP frames, ${#unexpected[@]} malformed, $known in tshark's Error Information decoder (known tshark defect), $tcp TCP reassembly overlaps (retransmissions)"
+echo "check-capture: $total NVMe/TCP frames, ${#unexpected[@]} malformed, $known in tshark's Error Information decoder (known tshark defect), $tcp TCP reassembly overlaps (retransmissions), $deliberate corrupted on purpose by nvmf check"
 if [ ${#unexpected[@]} -gt 0 ]; then
     for f in "${unexpected[@]:0:5}"; do
         echo "--- frame $f:"

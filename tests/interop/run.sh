@@ -230,7 +230,7 @@ for s in "${SUITES[@]}"; do
                        "connect -t -a -s -n -l -c" "write -s -c -d" "read -s -c -d" "disconnect -n" "list")
                 script=$HERE/guest/netfault.sh
             else
-                verbs=("discover -t -a -s -o" "io-check -t -a -s -n -g -G -i --nsid --bytes")
+                verbs=("discover -t -a -s -o" "io-check -t -a -s -n -g -G -i --nsid --bytes" "check -t -a -s -n")
                 script=$HERE/guest/nvmf-host-vs-kernel-target.sh
             fi
             missing=""

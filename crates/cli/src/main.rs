@@ -6,6 +6,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod check;
 mod host;
 mod perf;
 mod target;
@@ -34,6 +35,10 @@ enum Command {
     ImportNvmetcli(target::ImportArgs),
     /// Generate load and measure IOPS, bandwidth and latency (fio-style options).
     Perf(perf::PerfArgs),
+    /// Check an NVMe/TCP target against the spec's rules: one line per rule
+    /// (verdict, rule, spec section, what was seen) and a summary; exit status 1
+    /// if a rule failed.
+    Check(check::CheckArgs),
     #[command(flatten)]
     Host(host::HostCommand),
 }
@@ -64,6 +69,11 @@ fn main() -> std::process::ExitCode {
         Command::ImportNvmetcli(a) => target::import(a),
         Command::Perf(p) => perf::run(p),
         Command::Host(h) => host::run(h),
+        Command::Check(a) => match check::run(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
