@@ -11,12 +11,15 @@
 //! restart; I/O waits meanwhile, and fails only after ctrl-loss-tmo.
 //!
 //! Layout: [`io`] (the block operations and the [`BlockIo`] a front end hands
-//! them to; [`SinglePath`] runs them on one controller), [`nbd::wire`] (the NBD transmission structures, no I/O),
+//! them to; [`SinglePath`] runs them on one controller), [`multipath`] (one
+//! namespace over several controllers, ANA-aware, with failover), [`nbd::wire`] (the NBD transmission structures, no I/O),
 //! [`mod@nbd::serve`] (the request loop, async), [`nbd::kernel`] (the device's ioctl
 //! interface, this crate's only `unsafe`).
 
 pub mod io;
+pub mod multipath;
 pub mod nbd;
 
 pub use io::{BlockIo, BlockOp, Geometry, SinglePath};
+pub use multipath::{IoPolicy, Multipath};
 pub use nbd::{NbdDevice, NbdError};
