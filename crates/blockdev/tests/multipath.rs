@@ -4,7 +4,7 @@
 //! ANA change and by killing its target. No operation may fail, and every
 //! block must read back as last written.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -280,11 +280,11 @@ impl Drop for Instance {
     }
 }
 
-fn ha_config(path: &PathBuf, lo: u16, hi: u16) -> TargetConfig {
+fn ha_config(path: &Path, lo: u16, hi: u16) -> TargetConfig {
     let mut c = config(
         &["127.0.0.1:0"],
         BackendSpec::File {
-            path: path.clone(),
+            path: path.to_path_buf(),
             size: Some(1 << 20),
         },
         vec![],

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use nvmf_blockdev::NbdDevice;
+use nvmf_blockdev::{IoPolicy, Multipath, NbdDevice};
 use nvmf_host::{ConnectOptions, Controller, LinkState, TransportAddr};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -176,43 +176,152 @@ pub fn ensure_running() -> anyhow::Result<()> {
 struct Entry {
     name: String,
     ctrl: Controller,
-    /// Namespaces exposed as block devices (`connect --block`).
-    disks: Disks,
-    /// Keeps `disks` in step with the controller's namespaces.
+    /// The block devices of every controller (shared with the other entries:
+    /// a device may have paths through several controllers).
+    heads: Heads,
+    /// Keeps this controller's paths in step with its namespaces
+    /// (`connect --block`).
     watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
-type Disks = Arc<Mutex<Vec<NbdDevice>>>;
+/// A namespace exposed as a block device, over every controller of the
+/// subsystem that the daemon holds with `--block` (Linux's native multipath
+/// likewise gives one device per namespace of a subsystem, whatever the number
+/// of controllers: NVMe Base 2.0 §8.1; the namespace is the same one when the
+/// subsystem NQN, NSID and the Identify Namespace NGUID / EUI64 match).
+struct Head {
+    subnqn: String,
+    nsid: u32,
+    nguid: [u8; 16],
+    eui64: [u8; 8],
+    block_size: u32,
+    mp: Multipath,
+    dev: NbdDevice,
+}
+
+impl Head {
+    /// True when namespace `ns` of a controller of `subnqn` is this device's
+    /// namespace. An all-zero NGUID or EUI64 is "not reported" (Identify
+    /// Namespace, NVM Command Set 1.0 Figure 97) and not compared.
+    fn matches(&self, subnqn: &str, ns: &nvmf_host::Namespace) -> bool {
+        let same =
+            |a: &[u8], b: &[u8]| a.iter().all(|&x| x == 0) || b.iter().all(|&x| x == 0) || a == b;
+        self.subnqn == subnqn
+            && self.nsid == ns.nsid
+            && self.block_size == ns.block_size
+            && same(&self.nguid, &ns.id.nguid)
+            && same(&self.eui64, &ns.id.eui64)
+    }
+}
+
+type Heads = Arc<Mutex<Vec<Head>>>;
+
+/// Makes namespace `ns` of `ctrl` a path of its device, making the device if
+/// it is the first path.
+async fn join(
+    heads: &mut Vec<Head>,
+    ctrl: &Controller,
+    ns: &nvmf_host::Namespace,
+    name: &str,
+    policy: Option<IoPolicy>,
+) -> anyhow::Result<()> {
+    let subnqn = ctrl.options().subnqn.clone();
+    if let Some(h) = heads.iter().find(|h| h.matches(&subnqn, ns)) {
+        if !h.mp.has_path(ctrl) {
+            h.mp.add_path(ctrl, ns.nsid);
+            tracing::info!(
+                "{name}: namespace {} is another path of {} ({} paths)",
+                ns.nsid,
+                h.dev.path().display(),
+                h.mp.len()
+            );
+        }
+        if let Some(p) = policy {
+            h.mp.set_policy(p);
+        }
+        return Ok(());
+    }
+    let mp = Multipath::new(ctrl, ns.nsid, policy.unwrap_or_default());
+    let g = mp.geometry()?;
+    let dev = NbdDevice::attach_io(mp.clone(), g).await?;
+    tracing::info!("{name}: namespace {} at {}", ns.nsid, dev.path().display());
+    heads.push(Head {
+        subnqn,
+        nsid: ns.nsid,
+        nguid: ns.id.nguid,
+        eui64: ns.id.eui64,
+        block_size: ns.block_size,
+        mp,
+        dev,
+    });
+    Ok(())
+}
+
+/// Takes `ctrl` away as a path of every device (of namespace `nsid` only
+/// with `Some`); a device left without a path is removed.
+async fn leave(heads: &mut Vec<Head>, ctrl: &Controller, nsid: Option<u32>, name: &str) {
+    let mut i = 0;
+    while i < heads.len() {
+        let h = &heads[i];
+        if !h.mp.has_path(ctrl) || nsid.is_some_and(|n| n != h.nsid) {
+            i += 1;
+            continue;
+        }
+        let left = h.mp.remove_path(ctrl);
+        if left > 0 {
+            tracing::info!(
+                "{name}: no longer a path of {} ({left} left)",
+                h.dev.path().display()
+            );
+            i += 1;
+            continue;
+        }
+        let h = heads.remove(i);
+        let p = h.dev.path().display().to_string();
+        match h.dev.detach().await {
+            Ok(()) => tracing::info!("{name}: {p} removed"),
+            Err(e) => tracing::warn!("{name}: removing {p}: {e}"),
+        }
+    }
+}
 
 impl Entry {
-    /// Exposes every namespace as a block device from now on, following
-    /// namespaces that come, go or change size on the target.
-    async fn expose(&mut self) -> anyhow::Result<()> {
+    /// Exposes every namespace as a block device (or as one more path of the
+    /// device that already exposes it) from now on, following namespaces
+    /// that come, go or change size on the target.
+    async fn expose(&mut self, policy: Option<IoPolicy>) -> anyhow::Result<()> {
+        let mut heads = self.heads.lock().await;
+        if let Some(p) = policy {
+            let nqn = &self.ctrl.options().subnqn;
+            for h in heads.iter().filter(|h| &h.subnqn == nqn) {
+                h.mp.set_policy(p);
+            }
+        }
         if self.watcher.is_some() {
             return Ok(());
         }
-        *self.disks.lock().await = attach_all(&self.ctrl).await?;
+        for ns in self.ctrl.namespaces() {
+            if let Err(e) = join(&mut heads, &self.ctrl, &ns, &self.name, policy).await {
+                leave(&mut heads, &self.ctrl, None, &self.name).await;
+                bail!("exposing namespace {} as a block device: {e}", ns.nsid);
+            }
+        }
+        drop(heads);
         self.watcher = Some(tokio::spawn(watch_disks(
             self.ctrl.clone(),
-            self.disks.clone(),
+            self.heads.clone(),
             self.name.clone(),
         )));
         Ok(())
     }
 
-    /// Takes the block devices away, then disconnects the controller.
+    /// Takes this controller away from the block devices (removing those it
+    /// was the last path of), then disconnects it.
     async fn disconnect(self) {
         if let Some(w) = self.watcher {
             w.abort();
         }
-        let disks = std::mem::take(&mut *self.disks.lock().await);
-        for d in disks {
-            let p = d.path().display().to_string();
-            match d.detach().await {
-                Ok(()) => tracing::info!("{}: {p} removed", self.name),
-                Err(e) => tracing::warn!("{}: removing {p}: {e}", self.name),
-            }
-        }
+        leave(&mut *self.heads.lock().await, &self.ctrl, None, &self.name).await;
         if let Err(err) = self.ctrl.disconnect().await {
             tracing::warn!("{}: shutdown: {err}", self.name);
         }
@@ -221,82 +330,88 @@ impl Entry {
 
 /// Every second, while the association is live: a namespace that is gone from
 /// the controller (the target removed it; the host learnt it from a Namespace
-/// Attribute Changed notice) loses its device, a new one gets a device, and a
+/// Attribute Changed notice) stops being a path of its device (the device
+/// goes with its last path), a new one gets a device (or joins one), and a
 /// resized one gets its device resized.
-async fn watch_disks(ctrl: Controller, disks: Disks, name: String) {
+async fn watch_disks(ctrl: Controller, heads: Heads, name: String) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let subnqn = ctrl.options().subnqn.clone();
     loop {
         tick.tick().await;
         if ctrl.state() != LinkState::Live {
             continue;
         }
         let nss = ctrl.namespaces();
-        let mut d = disks.lock().await;
-        let mut i = 0;
-        while i < d.len() {
-            match nss.iter().find(|n| n.nsid == d[i].nsid()) {
-                Some(ns) if ns.block_size == d[i].block_size() => {
-                    if ns.blocks != d[i].blocks() {
-                        if let Err(e) = d[i].resize(ns.blocks).await {
-                            tracing::warn!("{name}: {e}");
-                        }
-                    }
-                    i += 1;
-                }
-                _ => {
-                    let dev = d.remove(i);
-                    tracing::info!(
-                        "{name}: namespace {} is gone or changed its block size; removing {}",
-                        dev.nsid(),
-                        dev.path().display()
-                    );
-                    if let Err(e) = dev.detach().await {
+        let mut h = heads.lock().await;
+        let gone: Vec<u32> = h
+            .iter()
+            .filter(|d| d.mp.has_path(&ctrl))
+            .filter(|d| !nss.iter().any(|n| d.matches(&subnqn, n)))
+            .map(|d| d.nsid)
+            .collect();
+        for nsid in gone {
+            tracing::info!("{name}: namespace {nsid} is gone or changed; leaving its device");
+            leave(&mut h, &ctrl, Some(nsid), &name).await;
+        }
+        for ns in &nss {
+            if let Some(d) = h
+                .iter()
+                .find(|d| d.mp.has_path(&ctrl) && d.matches(&subnqn, ns))
+            {
+                if ns.blocks != d.dev.blocks() {
+                    if let Err(e) = d.dev.resize(ns.blocks).await {
                         tracing::warn!("{name}: {e}");
                     }
                 }
-            }
-        }
-        for ns in &nss {
-            if d.iter().any(|x| x.nsid() == ns.nsid) {
                 continue;
             }
-            match NbdDevice::attach(ctrl.clone(), ns.nsid).await {
-                Ok(x) => {
-                    tracing::info!(
-                        "{name}: new namespace {} at {}",
-                        ns.nsid,
-                        x.path().display()
-                    );
-                    d.push(x);
-                }
-                Err(e) => tracing::warn!("{name}: exposing new namespace {}: {e}", ns.nsid),
+            if let Err(e) = join(&mut h, &ctrl, ns, &name, None).await {
+                tracing::warn!("{name}: exposing new namespace {}: {e}", ns.nsid);
             }
         }
     }
 }
 
-/// Exposes every namespace of `ctrl` as a block device; on a failure the ones
-/// made are taken away again.
-async fn attach_all(ctrl: &Controller) -> anyhow::Result<Vec<NbdDevice>> {
-    let mut disks: Vec<NbdDevice> = Vec::new();
-    for ns in ctrl.namespaces() {
-        match NbdDevice::attach(ctrl.clone(), ns.nsid).await {
-            Ok(d) => disks.push(d),
-            Err(e) => {
-                for d in disks {
-                    let _ = d.detach().await;
-                }
-                bail!("exposing namespace {} as a block device: {e}", ns.nsid);
-            }
-        }
+/// The name of an ANA state code, as nvme-cli prints it.
+fn ana_name(s: Option<u8>) -> &'static str {
+    use nvmf_proto::log::ana_state;
+    match s {
+        None => "-",
+        Some(ana_state::OPTIMIZED) => "optimized",
+        Some(ana_state::NON_OPTIMIZED) => "non-optimized",
+        Some(ana_state::INACCESSIBLE) => "inaccessible",
+        Some(ana_state::PERSISTENT_LOSS) => "persistent-loss",
+        Some(ana_state::CHANGE) => "change",
+        Some(_) => "reserved",
     }
-    Ok(disks)
+}
+
+/// One block device with its paths, for `list`.
+fn head_json(h: &Head, ctrls: &BTreeMap<u32, Entry>) -> Value {
+    let paths: Vec<Value> =
+        h.mp.paths()
+            .iter()
+            .map(|p| {
+                let name = ctrls
+                    .values()
+                    .find(|e| e.ctrl.same_association(&p.ctrl))
+                    .map(|e| e.name.clone());
+                let o = p.ctrl.options();
+                json!({"controller": name, "traddr": o.addr.traddr(), "trsvcid": o.addr.trsvcid(),
+                   "state": state_str(&p.link), "ana_state": ana_name(p.ana),
+                   "usable": format!("{:?}", p.usable).to_lowercase(),
+                   "commands": p.commands, "outstanding": p.outstanding, "failovers": p.failovers})
+            })
+            .collect();
+    json!({"device": h.dev.path().display().to_string(), "subnqn": h.subnqn, "nsid": h.nsid,
+           "iopolicy": h.mp.policy().name(), "paths": paths})
 }
 
 #[derive(Default)]
 struct State {
     ctrls: BTreeMap<u32, Entry>,
+    heads: Heads,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -502,11 +617,12 @@ pub fn options_from(req: &Value) -> anyhow::Result<ConnectOptions> {
 
 async fn ctrl_json(e: &Entry) -> Value {
     let devs: Vec<(u32, String)> = e
-        .disks
+        .heads
         .lock()
         .await
         .iter()
-        .map(|d| (d.nsid(), d.path().display().to_string()))
+        .filter(|h| h.mp.has_path(&e.ctrl))
+        .map(|h| (h.nsid, h.dev.path().display().to_string()))
         .collect();
     let info = e.ctrl.info();
     let o = e.ctrl.options();
@@ -517,7 +633,8 @@ async fn ctrl_json(e: &Entry) -> Value {
         .map(|n| {
             let dev = devs.iter().find(|d| d.0 == n.nsid).map(|d| d.1.clone());
             json!({"name": format!("{}n{}", e.name, n.nsid), "nsid": n.nsid, "block_size": n.block_size,
-                   "blocks": n.blocks, "nuse": n.id.nuse, "size": n.size_bytes(), "block_device": dev})
+                   "blocks": n.blocks, "nuse": n.id.nuse, "size": n.size_bytes(), "block_device": dev,
+                   "ana_state": ana_name(e.ctrl.ana_state(n.nsid))})
         })
         .collect();
     json!({
@@ -543,6 +660,10 @@ async fn handle(
         "connect" => {
             let o = options_from(req)?;
             let block = req.get("block").and_then(Value::as_bool).unwrap_or(false);
+            let policy = match req.get("iopolicy").and_then(Value::as_str) {
+                Some(p) => Some(p.parse::<IoPolicy>().map_err(|e| anyhow!(e))?),
+                None => None,
+            };
             {
                 let mut s = st.lock().await;
                 if let Some(e) = s.ctrls.values_mut().find(|e| {
@@ -550,7 +671,7 @@ async fn handle(
                     x.addr == o.addr && x.subnqn == o.subnqn && x.hostnqn == o.hostnqn
                 }) {
                     if block {
-                        e.expose().await?;
+                        e.expose(policy).await?;
                     }
                     return Ok(Some(json!({"name": e.name, "already": true})));
                 }
@@ -567,11 +688,11 @@ async fn handle(
             let mut e = Entry {
                 name: name.clone(),
                 ctrl,
-                disks: Arc::default(),
+                heads: s.heads.clone(),
                 watcher: None,
             };
             if block {
-                if let Err(err) = e.expose().await {
+                if let Err(err) = e.expose(policy).await {
                     e.disconnect().await;
                     return Err(err);
                 }
@@ -586,6 +707,11 @@ async fn handle(
                 v.push(ctrl_json(e).await);
             }
             Value::Array(v)
+        }
+        "block-devices" => {
+            let s = st.lock().await;
+            let h = s.heads.lock().await;
+            Value::Array(h.iter().map(|h| head_json(h, &s.ctrls)).collect())
         }
         "id-ctrl" => {
             let (c, _) = get(st, s(req, "dev")?).await?;
