@@ -1008,10 +1008,10 @@ fn block_devices_text(heads: &[Value]) -> String {
                 },
                 s(p, "controller"),
                 format!("{}:{}", s(p, "traddr"), s(p, "trsvcid")),
-                s(p, "state"),
                 s(p, "ana_state"),
                 s(p, "commands"),
                 s(p, "failovers"),
+                s(p, "state"),
             ]);
         }
     }
@@ -1024,10 +1024,10 @@ fn block_devices_text(heads: &[Value]) -> String {
                 "I/O policy",
                 "Path",
                 "Address",
-                "State",
                 "ANA state",
                 "Commands",
                 "Failovers",
+                "State",
             ],
             &rows,
         )
