@@ -23,6 +23,11 @@
 #     list` shows path A not live (then lost) while B carries the I/O;
 #   * `nvmf disconnect -d` of path A's controller keeps the device (I/O still
 #     works), of path B's removes it.
+# Part 3, the kernel's nvmet target on both ports (configfs, ANA group 1):
+#   one device; fio randrw crc32c verify; mid-run port 1's ANA group goes
+#   inaccessible (nvmf list shows it), then the subsystem is unlinked from
+#   port 1 (nvmet deletes those controllers; reconnects are refused): fio ends
+#   with no error and verify passes.
 #
 # ASSUMPTIONS about `nvmf`: `connect ... --block [--iopolicy P]` prints
 # "device: nvmeN"; `list` prints, after the controllers, a table headed
@@ -30,7 +35,7 @@
 # FAILOVERS STATE...; `target --config --control-socket`, `ana-state
 # --control-socket --port --group --state`, `disconnect -d`.
 . /lib/nvme-vm/lib.sh
-. /lib/nvme-vm/selftest.sh     # st_need _st_log
+. /lib/nvme-vm/selftest.sh     # st_need _st_log st_subsys st_port st_link st_cleanup
 
 NVMF=${NVMF_BIN:-/extra/nvmf}
 T=mpath
@@ -242,6 +247,49 @@ _w=0; while [ $_w -lt 50 ] && [ -e /sys/block/${DEV#/dev/}/pid ]; do sleep 0.1; 
 [ ! -e /sys/block/${DEV#/dev/}/pid ] && [ -z "$(devices)" ] && pass "$T: disconnecting the last path removes $DEV" ||
     fail "$T: $DEV still attached after its last path went"
 stop_target $TB
+
+# ------------------------------------ part 3: the kernel's nvmet target ----
+say "part 3: nvmet, one subsystem on ports $APORT and $BPORT (configfs ana_groups)"
+KS=nqn.2024-01.io.nvmf-rs:mpath-kernel
+S=$KS
+if [ ! -d "$NVMET_CFS" ]; then
+    skip "$T nvmet: no nvmet configfs"
+elif st_subsys $KS 64 1 && st_port 1 tcp 127.0.0.1 $APORT && st_port 2 tcp 127.0.0.1 $BPORT &&
+     st_link $KS 1 && st_link $KS 2; then
+    if [ ! -e $NVMET_CFS/ports/1/ana_groups/1/ana_state ]; then
+        skip "$T nvmet: no ANA groups in this nvmet"
+    else
+        CA=$(connect $APORT) CB=$(connect $BPORT)
+        [ -n "$CA" ] && [ -n "$CB" ] && pass "$T nvmet: connected $CA, $CB" || fail "$T nvmet: connect: $(tail -n 2 /tmp/mp.conn)"
+        show_list
+        DEV=$(devices)
+        if [ "$(echo "$DEV" | wc -w)" = 1 ] && [ -b "$DEV" ] && [ "$(path $APORT 1)" = optimized ] && [ "$(path $BPORT 1)" = optimized ]; then
+            pass "$T nvmet: one block device $DEV over both ports, both ANA optimized"
+            fio_start $DEV 25
+            sleep 6
+            echo inaccessible >$NVMET_CFS/ports/1/ana_groups/1/ana_state
+            wait_path $APORT 1 inaccessible && pass "$T nvmet: port $APORT inaccessible (nvmet configfs) -> nvmf list shows it" ||
+                fail "$T nvmet: path $APORT is '$(path $APORT 1)' after nvmet set it inaccessible"
+            sleep 3
+            rm -f $NVMET_CFS/ports/1/subsystems/$KS
+            pass "$T nvmet: subsystem unlinked from port $APORT mid-fio (its controllers deleted)"
+            _w=0; while [ $_w -lt 100 ] && [ "$(path $APORT 4)" = live ]; do sleep 0.1; _w=$((_w+1)); done
+            [ "$(path $APORT 4)" != live ] && pass "$T nvmet: path $APORT is $(path $APORT 4) after the unlink" ||
+                fail "$T nvmet: path $APORT still live after the unlink"
+            fio_check "nvmet (ANA inaccessible, then the port dropped)"
+            echo "    failovers: $APORT $(path $APORT 3), $BPORT $(path $BPORT 3)"
+            show_list
+        else
+            fail "$T nvmet: devices '$DEV', paths $(path $APORT 1) / $(path $BPORT 1)"
+        fi
+        $NVMF disconnect -n $KS >/dev/null 2>&1
+        _w=0; while [ $_w -lt 50 ] && [ -n "$(devices)" ]; do sleep 0.1; _w=$((_w+1)); done
+        [ -z "$(devices)" ] && pass "$T nvmet: disconnect -n removes the device" || fail "$T nvmet: device left after disconnect -n"
+    fi
+else
+    fail "$T nvmet: subsystem/port setup"
+fi
+st_cleanup $KS
 
 $NVMF disconnect-all >/dev/null 2>&1
 echo "--- daemon log (last 40 lines)"; tail -n 40 $DAEMON_LOG 2>/dev/null | sed 's/^/    daemon: /'
