@@ -391,8 +391,12 @@ impl Multipath {
                                 op.name(),
                                 p.ctrl.options().addr
                             );
-                            if let Some(s) = e.ana_state() {
-                                p.ana_hint.store(s, Ordering::Relaxed);
+                            // One log read per burst of ANA statuses, not one per operation.
+                            if let Some(s) = e
+                                .ana_state()
+                                .filter(|&s| p.ana_hint.swap(s, Ordering::Relaxed) == 0)
+                            {
+                                tracing::debug!("ANA state {s:#x} reported by an I/O status; re-reading the ANA log");
                                 let p = p.clone();
                                 tokio::spawn(async move {
                                     let _ = p.ctrl.refresh_ana().await;

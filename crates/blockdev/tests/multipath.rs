@@ -64,16 +64,23 @@ async fn connect(addr: TransportAddr) -> Controller {
 
 /// `writers` tasks, each rewriting its own stripe of blocks with a counter
 /// and reading each block back, until `stop`; any error or mismatch fails.
-/// Returns the operations done.
-fn load(mp: &Multipath, writers: u64, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<u64>> {
+/// Returns the write-and-read-back rounds done and the longest one (how
+/// long a failover held an operation up).
+fn load(
+    mp: &Multipath,
+    writers: u64,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(u64, Duration)>> {
     (0..writers)
         .map(|w| {
             let mp = mp.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
                 let mut n = 0u64;
+                let mut longest = Duration::ZERO;
                 let stripe = BLOCKS / writers;
                 while !stop.load(Ordering::Relaxed) {
+                    let t0 = std::time::Instant::now();
                     let lba = w * stripe + (n % (stripe / 4)) * 4;
                     let tag = format!("w{w} n{n} ");
                     let mut d = tag.as_bytes().repeat(BS * 4 / tag.len() + 1);
@@ -90,9 +97,10 @@ fn load(mp: &Multipath, writers: u64, stop: Arc<AtomicBool>) -> Vec<tokio::task:
                         .await
                         .unwrap_or_else(|e| panic!("read {n} of writer {w}: {e}"));
                     assert!(r == d, "writer {w}: block {lba} read back wrong");
+                    longest = longest.max(t0.elapsed());
                     n += 1;
                 }
-                n
+                (n, longest)
             })
         })
         .collect()
@@ -216,13 +224,16 @@ async fn ana_change_moves_io_without_errors() {
     );
 
     stop.store(true, Ordering::Relaxed);
+    let mut longest = Duration::ZERO;
     for t in tasks {
-        assert!(t.await.expect("no I/O error") > 0);
+        let (n, l) = t.await.expect("no I/O error");
+        assert!(n > 0);
+        longest = longest.max(l);
     }
     // ANA statuses seen before the notices were handled went elsewhere.
     let p = mp.paths();
     eprintln!(
-        "commands {:?}, failovers {:?}",
+        "FIGURE: ANA changes: commands per path {:?}, failovers {:?}, longest write+read round {longest:?}",
         commands(&mp),
         p.iter().map(|p| p.failovers).collect::<Vec<_>>()
     );
@@ -340,12 +351,15 @@ async fn killing_one_target_of_two_loses_no_io() {
     );
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
+    let mut longest = Duration::ZERO;
     for t in tasks {
-        total += t.await.expect("no I/O error");
+        let (n, l) = t.await.expect("no I/O error");
+        total += n;
+        longest = longest.max(l);
     }
     assert!(total > 100);
     eprintln!(
-        "commands {:?}, failovers {:?}",
+        "FIGURE: target killed: longest write+read round {longest:?}, commands per path {:?}, failovers {:?}",
         commands(&mp),
         mp.paths().iter().map(|p| p.failovers).collect::<Vec<_>>()
     );
