@@ -199,18 +199,52 @@ struct Head {
     dev: NbdDevice,
 }
 
-impl Head {
-    /// True when namespace `ns` of a controller of `subnqn` is this device's
-    /// namespace. An all-zero NGUID or EUI64 is "not reported" (Identify
-    /// Namespace, NVM Command Set 1.0 Figure 97) and not compared.
-    fn matches(&self, subnqn: &str, ns: &nvmf_host::Namespace) -> bool {
+/// What identifies a namespace across the controllers of a subsystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NsIdentity<'a> {
+    subnqn: &'a str,
+    nsid: u32,
+    nguid: [u8; 16],
+    eui64: [u8; 8],
+    block_size: u32,
+}
+
+impl NsIdentity<'_> {
+    /// True when both name the same namespace: same subsystem NQN, NSID and
+    /// block size, and equal NGUID and EUI64 where both report one (an
+    /// all-zero value is "not reported": NVM Command Set 1.0 Figure 97). Linux
+    /// puts two controllers' namespaces under one head when the NSID matches
+    /// and the identifiers are all equal (`nvme_ns_ids_equal`); here one side
+    /// not reporting an identifier is no reason to make a second device.
+    fn same_namespace(&self, o: &NsIdentity<'_>) -> bool {
         let same =
             |a: &[u8], b: &[u8]| a.iter().all(|&x| x == 0) || b.iter().all(|&x| x == 0) || a == b;
-        self.subnqn == subnqn
-            && self.nsid == ns.nsid
-            && self.block_size == ns.block_size
-            && same(&self.nguid, &ns.id.nguid)
-            && same(&self.eui64, &ns.id.eui64)
+        self.subnqn == o.subnqn
+            && self.nsid == o.nsid
+            && self.block_size == o.block_size
+            && same(&self.nguid, &o.nguid)
+            && same(&self.eui64, &o.eui64)
+    }
+}
+
+impl Head {
+    /// True when namespace `ns` of a controller of `subnqn` is this device's
+    /// namespace.
+    fn matches(&self, subnqn: &str, ns: &nvmf_host::Namespace) -> bool {
+        NsIdentity {
+            subnqn: &self.subnqn,
+            nsid: self.nsid,
+            nguid: self.nguid,
+            eui64: self.eui64,
+            block_size: self.block_size,
+        }
+        .same_namespace(&NsIdentity {
+            subnqn,
+            nsid: ns.nsid,
+            nguid: ns.id.nguid,
+            eui64: ns.id.eui64,
+            block_size: ns.block_size,
+        })
     }
 }
 
@@ -901,4 +935,48 @@ async fn handle(
         }
         other => bail!("unknown request '{other}'"),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NsIdentity;
+
+    fn id(subnqn: &str, nsid: u32, nguid: u8, eui64: u8) -> NsIdentity<'_> {
+        NsIdentity {
+            subnqn,
+            nsid,
+            nguid: [nguid; 16],
+            eui64: [eui64; 8],
+            block_size: 4096,
+        }
+    }
+
+    /// Paths join one device only for the same subsystem, NSID, block size
+    /// and reported identifiers.
+    #[test]
+    fn same_namespace_rule() {
+        let a = id("nqn.a", 1, 7, 0);
+        assert!(a.same_namespace(&id("nqn.a", 1, 7, 0)));
+        assert!(
+            a.same_namespace(&id("nqn.a", 1, 0, 0)),
+            "NGUID not reported"
+        );
+        assert!(
+            a.same_namespace(&id("nqn.a", 1, 7, 9)),
+            "EUI64 reported by one only"
+        );
+        assert!(!a.same_namespace(&id("nqn.a", 1, 8, 0)), "another NGUID");
+        assert!(!a.same_namespace(&id("nqn.a", 2, 7, 0)), "another NSID");
+        assert!(
+            !a.same_namespace(&id("nqn.b", 1, 7, 0)),
+            "another subsystem"
+        );
+        assert!(
+            !id("nqn.a", 1, 0, 3).same_namespace(&id("nqn.a", 1, 0, 4)),
+            "another EUI64"
+        );
+        let mut b = id("nqn.a", 1, 7, 0);
+        b.block_size = 512;
+        assert!(!a.same_namespace(&b), "another block size");
+    }
 }
