@@ -13,7 +13,8 @@
 //! only after ctrl-loss-tmo.
 //!
 //! Layout: [`io`] (the block operations and the [`BlockIo`] a front end hands
-//! them to; [`SinglePath`] runs them on one controller), [`disk`] (the choice),
+//! them to; [`SinglePath`] runs them on one controller), [`multipath`] (one namespace over several controllers, ANA-aware,
+//! with failover), [`disk`] (the choice),
 //! [`ublk`] ([`ublk::uapi`] layouts, [`ublk::map`] request mapping, no I/O;
 //! [`ublk::ctrl`] control commands and [`ublk::queue`] the per-queue threads,
 //! with `unsafe` for io_uring and mmap), [`nbd::wire`] (the NBD transmission
@@ -22,10 +23,12 @@
 
 pub mod disk;
 pub mod io;
+pub mod multipath;
 pub mod nbd;
 pub mod ublk;
 
 pub use disk::{Choice, Disk, DiskError, Kind};
 pub use io::{BlockIo, BlockOp, Geometry, SinglePath};
+pub use multipath::{IoPolicy, Multipath};
 pub use nbd::{NbdDevice, NbdError};
 pub use ublk::{Queues, UblkDevice, UblkError};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use nvmf_proto::features::{aen_fields, aen_notice, aen_type};
 use nvmf_proto::identify::{cns, decode_ns_list, IdentifyController, IdentifyNamespace};
-use nvmf_proto::log::lid;
+use nvmf_proto::log::{decode_ana_log, lid, AnaGroup};
 use nvmf_proto::sqe::{admin_opcode, io_opcode};
 use nvmf_proto::tcp::{Completion, HostData};
 use nvmf_proto::{Sqe, Status};
@@ -85,6 +85,19 @@ struct Inner {
     state: Mutex<LinkState>,
     events: Mutex<Option<mpsc::Receiver<AsyncEvent>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    ana: RwLock<AnaCache>,
+}
+
+/// The ANA log page (NVMe Base 2.0 §5.16.1.12) as last read: on connect, on
+/// every reconnect and after each ANA Change notice.
+#[derive(Default)]
+struct AnaCache {
+    /// The page was read at least once.
+    read: bool,
+    /// Its Change Count.
+    chgcnt: u64,
+    /// Its group descriptors, with their NSIDs.
+    groups: Vec<AnaGroup>,
 }
 
 /// A controller association: an admin queue and I/O queues, each driven by its own
@@ -92,6 +105,9 @@ struct Inner {
 #[derive(Clone)]
 pub struct Controller {
     inner: Arc<Inner>,
+    /// Commands sent through this handle fail at once when the association
+    /// is lost instead of waiting for the next one (see [`Self::failfast`]).
+    failfast: bool,
 }
 
 impl std::fmt::Debug for Controller {
@@ -160,6 +176,7 @@ impl Controller {
         };
         let kato = opts.kato_ms;
         let ctrl = Controller {
+            failfast: false,
             inner: Arc::new(Inner {
                 opts,
                 admin,
@@ -173,6 +190,7 @@ impl Controller {
                 state: Mutex::new(LinkState::Live),
                 events: Mutex::new(Some(ev_rx)),
                 tasks: Mutex::new(tasks),
+                ana: RwLock::new(AnaCache::default()),
             }),
         };
         let mut t = Vec::new();
@@ -190,7 +208,92 @@ impl Controller {
             )));
         }
         lock(&ctrl.inner.tasks).extend(t);
+        if let Err(e) = ctrl.refresh_ana().await {
+            tracing::warn!("reading the ANA log page: {e}");
+        }
         Ok(ctrl)
+    }
+
+    /// A handle on the same association whose commands, when the association
+    /// is lost (or while it is being re-established), fail at once with
+    /// [`Error::PathUnavailable`] instead of being kept and sent again on the
+    /// next association. For a multipath layer, which retries them on another
+    /// path: a command kept here could otherwise reach the namespace again,
+    /// later, after the other path wrote newer data (Linux likewise fails
+    /// REQ_NVME_MPATH requests over instead of requeueing them).
+    pub fn failfast(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            failfast: true,
+        }
+    }
+
+    /// True when `other` is a handle on the same association.
+    pub fn same_association(&self, other: &Controller) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// True when the controller reports Asymmetric Namespace Access (Identify
+    /// Controller CMIC bit 3, NVMe Base 2.0 Figure 275).
+    pub fn ana_reporting(&self) -> bool {
+        self.info().id.cmic & nvmf_proto::identify::cmic::ANA != 0
+    }
+
+    /// The ANA state (NVMe Base 2.0 §8.1.3; the codes of
+    /// [`nvmf_proto::log::ana_state`]) of namespace `nsid` through this
+    /// controller, from the ANA log page as last read: the group listing
+    /// `nsid`, else the group of its Identify Namespace ANAGRPID. `None` when
+    /// the controller does not report ANA or the log did not name it.
+    pub fn ana_state(&self, nsid: u32) -> Option<u8> {
+        let a = read(&self.inner.ana);
+        if !a.read {
+            return None;
+        }
+        if let Some(g) = a.groups.iter().find(|g| g.nsids.contains(&nsid)) {
+            return Some(g.state);
+        }
+        let grp = self.namespace(nsid).ok()?.id.anagrpid;
+        a.groups.iter().find(|g| g.grpid == grp).map(|g| g.state)
+    }
+
+    /// The ANA group descriptors as last read (empty when not read).
+    pub fn ana_groups(&self) -> Vec<AnaGroup> {
+        read(&self.inner.ana).groups.clone()
+    }
+
+    /// Reads the ANA log page now (with the NSIDs: RGO clear) and keeps it for
+    /// [`Self::ana_state`]. Nothing to do when the controller does not report
+    /// ANA. Done on connect, reconnect and after each ANA Change notice
+    /// (NVMe Base 2.0 §8.1.4: the host reads the log to learn the new states);
+    /// a multipath layer also calls it after an ANA status, as Linux queues
+    /// its ana_work from nvme_failover_req.
+    pub async fn refresh_ana(&self) -> Result<()> {
+        if !self.ana_reporting() {
+            return Ok(());
+        }
+        let id = self.info().id;
+        // Header, one descriptor per group, one NSID per namespace (Figure 225).
+        let groups = id.nanagrpid.clamp(1, 1024);
+        let nsids = id.nn.clamp(self.namespaces().len() as u32, 4096);
+        let len = 16 + 32 * groups + 4 * nsids;
+        let page = Self {
+            inner: self.inner.clone(),
+            failfast: false,
+        }
+        .get_log_page(lid::ANA, 0xffff_ffff, len)
+        .await?;
+        let (chgcnt, groups) = decode_ana_log(&page);
+        let mut a = write(&self.inner.ana);
+        if a.read && chgcnt != 0 && chgcnt < a.chgcnt {
+            // An older page than the one kept (two reads crossed).
+            return Ok(());
+        }
+        *a = AnaCache {
+            read: true,
+            chgcnt,
+            groups,
+        };
+        Ok(())
     }
 
     /// The options this controller was connected with.
@@ -247,14 +350,20 @@ impl Controller {
     }
 
     async fn send(
+        &self,
         tx: &mpsc::Sender<Request>,
         sqe: Sqe,
         data: HostData,
     ) -> Result<oneshot::Receiver<Result<Completion>>> {
         let (reply, rx) = oneshot::channel();
-        tx.send(Request { sqe, data, reply })
-            .await
-            .map_err(|_| Error::Disconnected)?;
+        tx.send(Request {
+            sqe,
+            data,
+            reply,
+            failfast: self.failfast,
+        })
+        .await
+        .map_err(|_| Error::Disconnected)?;
         Ok(rx)
     }
 
@@ -264,7 +373,7 @@ impl Controller {
 
     /// Runs an admin command. A completion with an error status is [`Error::Nvme`].
     pub async fn admin(&self, sqe: Sqe, data: HostData) -> Result<Completion> {
-        let c = Self::wait(Self::send(&self.inner.admin, sqe, data).await?).await?;
+        let c = Self::wait(self.send(&self.inner.admin, sqe, data).await?).await?;
         check(c, &sqe, true)
     }
 
@@ -282,7 +391,7 @@ impl Controller {
 
     /// Runs an I/O command on queue `qid` (1-based), or round-robin with `None`.
     pub async fn io(&self, qid: Option<u16>, sqe: Sqe, data: HostData) -> Result<Completion> {
-        let c = Self::wait(Self::send(self.io_tx(qid)?, sqe, data).await?).await?;
+        let c = Self::wait(self.send(self.io_tx(qid)?, sqe, data).await?).await?;
         check(c, &sqe, false)
     }
 
@@ -304,7 +413,8 @@ impl Controller {
             let len = (n * u64::from(ns.block_size)) as u32;
             rxs.push((
                 sqe,
-                Self::send(self.io_tx(None)?, sqe, HostData::FromController(len)).await?,
+                self.send(self.io_tx(None)?, sqe, HostData::FromController(len))
+                    .await?,
             ));
             lba += n;
         }
@@ -361,7 +471,8 @@ impl Controller {
             let part = data.slice((off * bs) as usize..((off + n) * bs) as usize);
             rxs.push((
                 sqe,
-                Self::send(self.io_tx(None)?, sqe, HostData::ToController(part)).await?,
+                self.send(self.io_tx(None)?, sqe, HostData::ToController(part))
+                    .await?,
             ));
             off += n;
         }
@@ -660,7 +771,10 @@ async fn keep_alive(w: std::sync::Weak<Inner>, kato_ms: u32) {
             continue;
         }
         let gen = inner.gen.load(Ordering::SeqCst);
-        let ctrl = Controller { inner };
+        let ctrl = Controller {
+            inner,
+            failfast: false,
+        };
         let sent = tokio::time::Instant::now();
         let r = tokio::time::timeout(
             Duration::from_millis(u64::from(kato_ms)),
@@ -693,13 +807,17 @@ async fn keep_alive(w: std::sync::Weak<Inner>, kato_ms: u32) {
 async fn aer_loop(w: std::sync::Weak<Inner>, tx: mpsc::Sender<AsyncEvent>) {
     loop {
         let Some(inner) = w.upgrade() else { return };
-        let ctrl = Controller { inner };
-        let rx = match Controller::send(
-            &ctrl.inner.admin,
-            Sqe::new(admin_opcode::ASYNC_EVENT_REQUEST),
-            HostData::None,
-        )
-        .await
+        let ctrl = Controller {
+            inner,
+            failfast: false,
+        };
+        let rx = match ctrl
+            .send(
+                &ctrl.inner.admin,
+                Sqe::new(admin_opcode::ASYNC_EVENT_REQUEST),
+                HostData::None,
+            )
+            .await
         {
             Ok(rx) => rx,
             Err(_) => return,
@@ -718,11 +836,18 @@ async fn aer_loop(w: std::sync::Weak<Inner>, tx: mpsc::Sender<AsyncEvent>) {
                 tracing::info!("asynchronous event: type {t}, info {info:#x}, log page {log:#x}");
                 let _ = tx.try_send(ev);
                 let Some(inner) = w.upgrade() else { return };
-                let ctrl = Controller { inner };
+                let ctrl = Controller {
+                    inner,
+                    failfast: false,
+                };
                 // Reading the log page (RAE = 0) re-arms this event type.
                 // Reservation notifications (80h) are left to the caller (resv_notification):
                 // reading one removes it.
-                if log != 0 && log != lid::DISCOVERY && log != lid::RESERVATION {
+                if log == lid::ANA {
+                    if let Err(e) = ctrl.refresh_ana().await {
+                        tracing::warn!("reading the ANA log page after an ANA Change: {e}");
+                    }
+                } else if log != 0 && log != lid::DISCOVERY && log != lid::RESERVATION {
                     let _ = ctrl.get_log_page(log, 0xffff_ffff, 512).await;
                 }
                 if t == aen_type::NOTICE && info == aen_notice::NS_ATTRIBUTE_CHANGED {
@@ -816,6 +941,16 @@ async fn supervise(w: std::sync::Weak<Inner>, mut fail_rx: mpsc::UnboundedReceiv
                     }
                     *lock(&inner.state) = LinkState::Live;
                     tracing::info!("{}: reconnected after {attempt} attempt(s)", opts.subnqn);
+                    // The ANA states may have changed while the path was down.
+                    let c = Controller {
+                        inner,
+                        failfast: false,
+                    };
+                    tokio::spawn(async move {
+                        if let Err(e) = c.refresh_ana().await {
+                            tracing::warn!("reading the ANA log page after a reconnect: {e}");
+                        }
+                    });
                     break;
                 }
                 Err(e) => {

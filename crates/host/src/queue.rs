@@ -34,6 +34,11 @@ pub(crate) struct Request {
     pub sqe: Sqe,
     pub data: HostData,
     pub reply: oneshot::Sender<Result<Completion>>,
+    /// Fail with [`Error::PathUnavailable`] when the connection is lost (or
+    /// is down when the command arrives) instead of waiting to be sent again
+    /// on the next association: the caller (a multipath layer) retries it on
+    /// another path. See [`crate::Controller::failfast`].
+    pub failfast: bool,
 }
 
 /// Control messages from the supervisor.
@@ -183,6 +188,7 @@ fn send_abort(to: &mpsc::Sender<Request>, qid: u16, cid: u16, limit: Duration) {
                 sqe,
                 data: HostData::None,
                 reply,
+                failfast: false,
             })
             .await
             .is_err()
@@ -252,7 +258,7 @@ pub(crate) async fn run(
             let failed = failed.or_else(|| c.kick().err().map(|e| e.to_string()));
             if let Some(e) = failed {
                 tracing::warn!(qid, "queue connection failed: {e}");
-                requeue(&mut pending, &mut inflight);
+                lose(qid, &mut pending, &mut inflight);
                 conn = None;
                 let _ = fail_tx.send((qid, gen));
             }
@@ -266,7 +272,7 @@ pub(crate) async fn run(
                     dead = None;
                 }
                 Some(Ctl::Reset) => {
-                    requeue(&mut pending, &mut inflight);
+                    lose(qid, &mut pending, &mut inflight);
                     if let Some(c) = conn.take() {
                         tokio::spawn(c.close());
                     }
@@ -299,6 +305,11 @@ pub(crate) async fn run(
                     Some(msg) => {
                         let _ = req.reply.send(Err(Error::ControllerLost(msg.clone())));
                     }
+                    None if req.failfast && conn.is_none() => {
+                        let _ = req.reply.send(Err(Error::PathUnavailable(format!(
+                            "queue {qid} is reconnecting"
+                        ))));
+                    }
                     None => {
                         seq += 1;
                         pending.push_back(Cmd { req, seq, retries: 0 });
@@ -319,7 +330,7 @@ pub(crate) async fn run(
                 }
                 Err(e) => {
                     tracing::warn!(qid, "queue connection failed: {e}");
-                    requeue(&mut pending, &mut inflight);
+                    lose(qid, &mut pending, &mut inflight);
                     conn = None;
                     let _ = fail_tx.send((qid, gen));
                 }
@@ -339,7 +350,7 @@ pub(crate) async fn run(
                     }
                     Expired::Reset(why) => {
                         tracing::warn!(qid, "{why}; resetting the association");
-                        requeue(&mut pending, &mut inflight);
+                        lose(qid, &mut pending, &mut inflight);
                         if let Some(c) = conn.take() {
                             tokio::spawn(c.close());
                         }
@@ -378,6 +389,26 @@ fn complete(qid: u16, mut f: Inflight, c: Completion, pending: &mut VecDeque<Cmd
     let _ = f.cmd.req.reply.send(Ok(c));
 }
 
+/// The connection is gone: commands of failfast handles fail with
+/// [`Error::PathUnavailable`] (never sent again on this path, so a multipath
+/// layer may retry them elsewhere without an old copy turning up later, as
+/// Linux fails over REQ_NVME_MPATH requests when it tears a queue down); the
+/// others go back to the pending list to be sent on the next association.
+fn lose(qid: u16, pending: &mut VecDeque<Cmd>, inflight: &mut HashMap<u16, Inflight>) {
+    requeue(pending, inflight);
+    if !pending.iter().any(|c| c.req.failfast) {
+        return;
+    }
+    let (fail, keep): (VecDeque<Cmd>, VecDeque<Cmd>) =
+        pending.drain(..).partition(|c| c.req.failfast);
+    *pending = keep;
+    for c in fail {
+        let _ = c.req.reply.send(Err(Error::PathUnavailable(format!(
+            "queue {qid} lost its connection"
+        ))));
+    }
+}
+
 /// Puts the commands in flight back at the front of the pending list, in the
 /// order they were first submitted.
 fn requeue(pending: &mut VecDeque<Cmd>, inflight: &mut HashMap<u16, Inflight>) {
@@ -398,6 +429,7 @@ mod tests {
                 sqe: Sqe::new(0),
                 data: HostData::None,
                 reply,
+                failfast: false,
             },
             seq,
             retries: 0,

@@ -325,3 +325,74 @@ async fn no_io_timeout_waits() {
     assert!(t.faults.aborts.lock().unwrap().is_empty());
     c.disconnect().await.unwrap();
 }
+
+/// A failfast handle (for multipath): its command in flight when the
+/// association dies fails at once with PathUnavailable and is never sent
+/// again after the reconnect, and a command sent while reconnecting fails at
+/// once; a plain handle's command on the same association waits and is sent
+/// again on the new association.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failfast_commands_fail_at_once_and_are_not_resent() {
+    let store = support::store(1 << 20);
+    let faults = std::sync::Arc::new(support::Faults::default());
+    faults.hold(100, 1);
+    faults.hold(200, 1);
+    let t = MiniTarget::start_with("127.0.0.1:0", store.clone(), faults.clone()).await;
+    let addr = t.addr.to_string();
+    let c = Controller::connect(opts(&t)).await.unwrap();
+    let ff = c.failfast();
+    assert!(ff.same_association(&c));
+    let w_ff = {
+        let ff = ff.clone();
+        tokio::spawn(async move { ff.write(1, 100, vec![1u8; 512], false).await })
+    };
+    let w_plain = {
+        let c = c.clone();
+        tokio::spawn(async move { c.write(1, 200, vec![2u8; 512], false).await })
+    };
+    // Both are held by the target; then it dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!w_ff.is_finished() && !w_plain.is_finished());
+    t.kill();
+    drop(t);
+    let e = tokio::time::timeout(Duration::from_secs(3), w_ff)
+        .await
+        .expect("the failfast write ends at once")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::PathUnavailable(_)), "{e}");
+    assert!(e.is_path_error());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        matches!(c.state(), LinkState::Reconnecting { .. }),
+        "{:?}",
+        c.state()
+    );
+    let e = tokio::time::timeout(Duration::from_secs(1), ff.read(1, 0, 1))
+        .await
+        .expect("a failfast read while reconnecting ends at once")
+        .unwrap_err();
+    assert!(matches!(e, Error::PathUnavailable(_)), "{e}");
+    assert!(
+        !w_plain.is_finished(),
+        "the plain write waits for the reconnect"
+    );
+    let f2 = std::sync::Arc::new(support::Faults::default());
+    let t = MiniTarget::start_with(&addr, store.clone(), f2.clone()).await;
+    tokio::time::timeout(Duration::from_secs(20), w_plain)
+        .await
+        .expect("the plain write completes after the reconnect")
+        .unwrap()
+        .unwrap();
+    let log: Vec<u64> = f2.write_log.lock().unwrap().iter().map(|w| w.1).collect();
+    assert!(log.contains(&200), "{log:?}");
+    assert!(
+        !log.contains(&100),
+        "the failfast write was sent again: {log:?}"
+    );
+    // Live again: the failfast handle works.
+    ff.write(1, 100, vec![3u8; 512], false).await.unwrap();
+    assert_eq!(c.read(1, 100, 1).await.unwrap(), vec![3u8; 512]);
+    c.disconnect().await.unwrap();
+    drop(t);
+}

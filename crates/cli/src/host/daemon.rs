@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use nvmf_blockdev::{Choice, Disk};
+use nvmf_blockdev::{Choice, Disk, IoPolicy, Multipath, Queues};
 use nvmf_host::{ConnectOptions, Controller, LinkState, TransportAddr};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -176,46 +176,190 @@ pub fn ensure_running() -> anyhow::Result<()> {
 struct Entry {
     name: String,
     ctrl: Controller,
-    /// Namespaces exposed as block devices (`connect --block`).
-    disks: Disks,
-    /// ublk or NBD for them (`connect --block-kind`).
+    /// The block devices of every controller (shared with the other entries:
+    /// a device may have paths through several controllers).
+    heads: Heads,
+    /// ublk or NBD for the devices this controller makes (`connect --block-kind`).
     kind: Choice,
-    /// Keeps `disks` in step with the controller's namespaces.
+    /// Keeps this controller's paths in step with its namespaces
+    /// (`connect --block`).
     watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
-type Disks = Arc<Mutex<Vec<Disk>>>;
+/// A namespace exposed as a block device, over every controller of the
+/// subsystem that the daemon holds with `--block` (Linux's native multipath
+/// likewise gives one device per namespace of a subsystem, whatever the number
+/// of controllers: NVMe Base 2.0 §8.1; the namespace is the same one when the
+/// subsystem NQN, NSID and the Identify Namespace NGUID / EUI64 match).
+struct Head {
+    subnqn: String,
+    nsid: u32,
+    nguid: [u8; 16],
+    eui64: [u8; 8],
+    block_size: u32,
+    mp: Multipath,
+    dev: Disk,
+}
+
+/// What identifies a namespace across the controllers of a subsystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NsIdentity<'a> {
+    subnqn: &'a str,
+    nsid: u32,
+    nguid: [u8; 16],
+    eui64: [u8; 8],
+    block_size: u32,
+}
+
+impl NsIdentity<'_> {
+    /// True when both name the same namespace: same subsystem NQN, NSID and
+    /// block size, and equal NGUID and EUI64 where both report one (an
+    /// all-zero value is "not reported": NVM Command Set 1.0 Figure 97). Linux
+    /// puts two controllers' namespaces under one head when the NSID matches
+    /// and the identifiers are all equal (`nvme_ns_ids_equal`); here one side
+    /// not reporting an identifier is no reason to make a second device.
+    fn same_namespace(&self, o: &NsIdentity<'_>) -> bool {
+        let same =
+            |a: &[u8], b: &[u8]| a.iter().all(|&x| x == 0) || b.iter().all(|&x| x == 0) || a == b;
+        self.subnqn == o.subnqn
+            && self.nsid == o.nsid
+            && self.block_size == o.block_size
+            && same(&self.nguid, &o.nguid)
+            && same(&self.eui64, &o.eui64)
+    }
+}
+
+impl Head {
+    /// True when namespace `ns` of a controller of `subnqn` is this device's
+    /// namespace.
+    fn matches(&self, subnqn: &str, ns: &nvmf_host::Namespace) -> bool {
+        NsIdentity {
+            subnqn: &self.subnqn,
+            nsid: self.nsid,
+            nguid: self.nguid,
+            eui64: self.eui64,
+            block_size: self.block_size,
+        }
+        .same_namespace(&NsIdentity {
+            subnqn,
+            nsid: ns.nsid,
+            nguid: ns.id.nguid,
+            eui64: ns.id.eui64,
+            block_size: ns.block_size,
+        })
+    }
+}
+
+type Heads = Arc<Mutex<Vec<Head>>>;
+
+/// Makes namespace `ns` of `ctrl` a path of its device, making the device if
+/// it is the first path.
+async fn join(
+    heads: &mut Vec<Head>,
+    ctrl: &Controller,
+    ns: &nvmf_host::Namespace,
+    name: &str,
+    policy: Option<IoPolicy>,
+    kind: Choice,
+) -> anyhow::Result<()> {
+    let subnqn = ctrl.options().subnqn.clone();
+    if let Some(h) = heads.iter().find(|h| h.matches(&subnqn, ns)) {
+        if !h.mp.has_path(ctrl) {
+            h.mp.add_path(ctrl, ns.nsid);
+            tracing::info!(
+                "{name}: namespace {} is another path of {} ({} paths)",
+                ns.nsid,
+                h.dev.path().display(),
+                h.mp.len()
+            );
+        }
+        if let Some(p) = policy {
+            h.mp.set_policy(p);
+        }
+        return Ok(());
+    }
+    let mp = Multipath::new(ctrl, ns.nsid, policy.unwrap_or_default());
+    let g = mp.geometry()?;
+    let dev = Disk::attach_io(kind, mp.clone(), g, Queues::of(ctrl)).await?;
+    tracing::info!("{name}: namespace {} at {}", ns.nsid, dev.path().display());
+    heads.push(Head {
+        subnqn,
+        nsid: ns.nsid,
+        nguid: ns.id.nguid,
+        eui64: ns.id.eui64,
+        block_size: ns.block_size,
+        mp,
+        dev,
+    });
+    Ok(())
+}
+
+/// Takes `ctrl` away as a path of every device (of namespace `nsid` only
+/// with `Some`); a device left without a path is removed.
+async fn leave(heads: &mut Vec<Head>, ctrl: &Controller, nsid: Option<u32>, name: &str) {
+    let mut i = 0;
+    while i < heads.len() {
+        let h = &heads[i];
+        if !h.mp.has_path(ctrl) || nsid.is_some_and(|n| n != h.nsid) {
+            i += 1;
+            continue;
+        }
+        let left = h.mp.remove_path(ctrl);
+        if left > 0 {
+            tracing::info!(
+                "{name}: no longer a path of {} ({left} left)",
+                h.dev.path().display()
+            );
+            i += 1;
+            continue;
+        }
+        let h = heads.remove(i);
+        let p = h.dev.path().display().to_string();
+        match h.dev.detach().await {
+            Ok(()) => tracing::info!("{name}: {p} removed"),
+            Err(e) => tracing::warn!("{name}: removing {p}: {e}"),
+        }
+    }
+}
 
 impl Entry {
-    /// Exposes every namespace as a block device from now on, following
-    /// namespaces that come, go or change size on the target.
-    async fn expose(&mut self) -> anyhow::Result<()> {
+    /// Exposes every namespace as a block device (or as one more path of the
+    /// device that already exposes it) from now on, following namespaces
+    /// that come, go or change size on the target.
+    async fn expose(&mut self, policy: Option<IoPolicy>) -> anyhow::Result<()> {
+        let mut heads = self.heads.lock().await;
+        if let Some(p) = policy {
+            let nqn = &self.ctrl.options().subnqn;
+            for h in heads.iter().filter(|h| &h.subnqn == nqn) {
+                h.mp.set_policy(p);
+            }
+        }
         if self.watcher.is_some() {
             return Ok(());
         }
-        *self.disks.lock().await = attach_all(&self.ctrl, self.kind).await?;
+        for ns in self.ctrl.namespaces() {
+            if let Err(e) = join(&mut heads, &self.ctrl, &ns, &self.name, policy, self.kind).await {
+                leave(&mut heads, &self.ctrl, None, &self.name).await;
+                bail!("exposing namespace {} as a block device: {e}", ns.nsid);
+            }
+        }
+        drop(heads);
         self.watcher = Some(tokio::spawn(watch_disks(
             self.ctrl.clone(),
             self.kind,
-            self.disks.clone(),
+            self.heads.clone(),
             self.name.clone(),
         )));
         Ok(())
     }
 
-    /// Takes the block devices away, then disconnects the controller.
+    /// Takes this controller away from the block devices (removing those it
+    /// was the last path of), then disconnects it.
     async fn disconnect(self) {
         if let Some(w) = self.watcher {
             w.abort();
         }
-        let disks = std::mem::take(&mut *self.disks.lock().await);
-        for d in disks {
-            let p = d.path().display().to_string();
-            match d.detach().await {
-                Ok(()) => tracing::info!("{}: {p} removed", self.name),
-                Err(e) => tracing::warn!("{}: removing {p}: {e}", self.name),
-            }
-        }
+        leave(&mut *self.heads.lock().await, &self.ctrl, None, &self.name).await;
         if let Err(err) = self.ctrl.disconnect().await {
             tracing::warn!("{}: shutdown: {err}", self.name);
         }
@@ -224,81 +368,98 @@ impl Entry {
 
 /// Every second, while the association is live: a namespace that is gone from
 /// the controller (the target removed it; the host learnt it from a Namespace
-/// Attribute Changed notice) loses its device, a new one gets a device, and a
-/// resized one gets its device resized (or, on a ublk without live resize,
-/// removed and made again at the new size).
-async fn watch_disks(ctrl: Controller, kind: Choice, disks: Disks, name: String) {
+/// Attribute Changed notice) stops being a path of its device (the device
+/// goes with its last path), a new one gets a device (or joins one), and a
+/// resized one gets its device resized (on a ublk device without live resize:
+/// the device is made again at the new size, and the other controllers'
+/// watchers join it again as paths).
+async fn watch_disks(ctrl: Controller, kind: Choice, heads: Heads, name: String) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let subnqn = ctrl.options().subnqn.clone();
     loop {
         tick.tick().await;
         if ctrl.state() != LinkState::Live {
             continue;
         }
         let nss = ctrl.namespaces();
-        let mut d = disks.lock().await;
-        let mut i = 0;
-        while i < d.len() {
-            match nss.iter().find(|n| n.nsid == d[i].nsid()) {
-                Some(ns)
-                    if ns.block_size == d[i].block_size()
-                        && (ns.blocks == d[i].blocks() || d[i].can_resize()) =>
-                {
-                    if ns.blocks != d[i].blocks() {
-                        if let Err(e) = d[i].resize(ns.blocks).await {
-                            tracing::warn!("{name}: {e}");
-                        }
-                    }
-                    i += 1;
-                }
-                _ => {
-                    let dev = d.remove(i);
-                    tracing::info!(
-                        "{name}: namespace {} is gone or changed its block size or size; removing {}",
-                        dev.nsid(),
-                        dev.path().display()
-                    );
-                    if let Err(e) = dev.detach().await {
-                        tracing::warn!("{name}: {e}");
-                    }
-                }
-            }
+        let mut h = heads.lock().await;
+        let gone: Vec<u32> = h
+            .iter()
+            .filter(|d| d.mp.has_path(&ctrl))
+            .filter(|d| !nss.iter().any(|n| d.matches(&subnqn, n)))
+            .map(|d| d.nsid)
+            .collect();
+        for nsid in gone {
+            tracing::info!("{name}: namespace {nsid} is gone or changed; leaving its device");
+            leave(&mut h, &ctrl, Some(nsid), &name).await;
         }
         for ns in &nss {
-            if d.iter().any(|x| x.nsid() == ns.nsid) {
-                continue;
-            }
-            match Disk::attach(kind, ctrl.clone(), ns.nsid).await {
-                Ok(x) => {
-                    tracing::info!(
-                        "{name}: new namespace {} at {}",
-                        ns.nsid,
-                        x.path().display()
-                    );
-                    d.push(x);
+            if let Some(i) = h
+                .iter()
+                .position(|d| d.mp.has_path(&ctrl) && d.matches(&subnqn, ns))
+            {
+                let d = &h[i];
+                if ns.blocks == d.dev.blocks() {
+                    continue;
                 }
-                Err(e) => tracing::warn!("{name}: exposing new namespace {}: {e}", ns.nsid),
+                if d.dev.can_resize() {
+                    if let Err(e) = d.dev.resize(ns.blocks).await {
+                        tracing::warn!("{name}: {e}");
+                    }
+                    continue;
+                }
+                let d = h.remove(i);
+                let p = d.dev.path().display().to_string();
+                tracing::info!(
+                    "{name}: namespace {} is now {} blocks; {p} cannot be resized live, making it again",
+                    ns.nsid,
+                    ns.blocks
+                );
+                if let Err(e) = d.dev.detach().await {
+                    tracing::warn!("{name}: removing {p}: {e}");
+                }
+            }
+            if let Err(e) = join(&mut h, &ctrl, ns, &name, None, kind).await {
+                tracing::warn!("{name}: exposing new namespace {}: {e}", ns.nsid);
             }
         }
     }
 }
 
-/// Exposes every namespace of `ctrl` as a block device; on a failure the ones
-/// made are taken away again.
-async fn attach_all(ctrl: &Controller, kind: Choice) -> anyhow::Result<Vec<Disk>> {
-    let mut disks: Vec<Disk> = Vec::new();
-    for ns in ctrl.namespaces() {
-        match Disk::attach(kind, ctrl.clone(), ns.nsid).await {
-            Ok(d) => disks.push(d),
-            Err(e) => {
-                for d in disks {
-                    let _ = d.detach().await;
-                }
-                bail!("exposing namespace {} as a block device: {e}", ns.nsid);
-            }
-        }
+/// The name of an ANA state code, as nvme-cli prints it.
+fn ana_name(s: Option<u8>) -> &'static str {
+    use nvmf_proto::log::ana_state;
+    match s {
+        None => "-",
+        Some(ana_state::OPTIMIZED) => "optimized",
+        Some(ana_state::NON_OPTIMIZED) => "non-optimized",
+        Some(ana_state::INACCESSIBLE) => "inaccessible",
+        Some(ana_state::PERSISTENT_LOSS) => "persistent-loss",
+        Some(ana_state::CHANGE) => "change",
+        Some(_) => "reserved",
     }
-    Ok(disks)
+}
+
+/// One block device with its paths, for `list`.
+fn head_json(h: &Head, ctrls: &BTreeMap<u32, Entry>) -> Value {
+    let paths: Vec<Value> =
+        h.mp.paths()
+            .iter()
+            .map(|p| {
+                let name = ctrls
+                    .values()
+                    .find(|e| e.ctrl.same_association(&p.ctrl))
+                    .map(|e| e.name.clone());
+                let o = p.ctrl.options();
+                json!({"controller": name, "traddr": o.addr.traddr(), "trsvcid": o.addr.trsvcid(),
+                   "state": state_str(&p.link), "ana_state": ana_name(p.ana),
+                   "usable": format!("{:?}", p.usable).to_lowercase(),
+                   "commands": p.commands, "outstanding": p.outstanding, "failovers": p.failovers})
+            })
+            .collect();
+    json!({"device": h.dev.path().display().to_string(), "subnqn": h.subnqn, "nsid": h.nsid,
+           "iopolicy": h.mp.policy().name(), "paths": paths})
 }
 
 #[derive(Default)]
@@ -307,6 +468,7 @@ struct State {
     /// Persistent discovery controllers (`discover -p`, `connect-all -p`),
     /// by "ADDR HOSTNQN": each a task that holds one (host/disco.rs).
     persistent: Vec<(String, tokio::task::JoinHandle<()>)>,
+    heads: Heads,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -512,11 +674,12 @@ pub fn options_from(req: &Value) -> anyhow::Result<ConnectOptions> {
 
 async fn ctrl_json(e: &Entry) -> Value {
     let devs: Vec<(u32, String)> = e
-        .disks
+        .heads
         .lock()
         .await
         .iter()
-        .map(|d| (d.nsid(), d.path().display().to_string()))
+        .filter(|h| h.mp.has_path(&e.ctrl))
+        .map(|h| (h.nsid, h.dev.path().display().to_string()))
         .collect();
     let info = e.ctrl.info();
     let o = e.ctrl.options();
@@ -527,7 +690,8 @@ async fn ctrl_json(e: &Entry) -> Value {
         .map(|n| {
             let dev = devs.iter().find(|d| d.0 == n.nsid).map(|d| d.1.clone());
             json!({"name": format!("{}n{}", e.name, n.nsid), "nsid": n.nsid, "block_size": n.block_size,
-                   "blocks": n.blocks, "nuse": n.id.nuse, "size": n.size_bytes(), "block_device": dev})
+                   "blocks": n.blocks, "nuse": n.id.nuse, "size": n.size_bytes(), "block_device": dev,
+                   "ana_state": ana_name(e.ctrl.ana_state(n.nsid))})
         })
         .collect();
     json!({
@@ -557,6 +721,10 @@ async fn handle(
                 Some(k) => k.parse().map_err(anyhow::Error::msg)?,
                 None => Choice::Auto,
             };
+            let policy = match req.get("iopolicy").and_then(Value::as_str) {
+                Some(p) => Some(p.parse::<IoPolicy>().map_err(|e| anyhow!(e))?),
+                None => None,
+            };
             {
                 let mut s = st.lock().await;
                 if let Some(e) = s.ctrls.values_mut().find(|e| {
@@ -565,7 +733,7 @@ async fn handle(
                 }) {
                     if block {
                         e.kind = kind;
-                        e.expose().await?;
+                        e.expose(policy).await?;
                     }
                     return Ok(Some(json!({"name": e.name, "already": true})));
                 }
@@ -582,12 +750,12 @@ async fn handle(
             let mut e = Entry {
                 name: name.clone(),
                 ctrl,
-                disks: Arc::default(),
+                heads: s.heads.clone(),
                 kind,
                 watcher: None,
             };
             if block {
-                if let Err(err) = e.expose().await {
+                if let Err(err) = e.expose(policy).await {
                     e.disconnect().await;
                     return Err(err);
                 }
@@ -602,6 +770,11 @@ async fn handle(
                 v.push(ctrl_json(e).await);
             }
             Value::Array(v)
+        }
+        "block-devices" => {
+            let s = st.lock().await;
+            let h = s.heads.lock().await;
+            Value::Array(h.iter().map(|h| head_json(h, &s.ctrls)).collect())
         }
         "id-ctrl" => {
             let (c, _) = get(st, s(req, "dev")?).await?;
@@ -812,4 +985,48 @@ async fn handle(
         }
         other => bail!("unknown request '{other}'"),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NsIdentity;
+
+    fn id(subnqn: &str, nsid: u32, nguid: u8, eui64: u8) -> NsIdentity<'_> {
+        NsIdentity {
+            subnqn,
+            nsid,
+            nguid: [nguid; 16],
+            eui64: [eui64; 8],
+            block_size: 4096,
+        }
+    }
+
+    /// Paths join one device only for the same subsystem, NSID, block size
+    /// and reported identifiers.
+    #[test]
+    fn same_namespace_rule() {
+        let a = id("nqn.a", 1, 7, 0);
+        assert!(a.same_namespace(&id("nqn.a", 1, 7, 0)));
+        assert!(
+            a.same_namespace(&id("nqn.a", 1, 0, 0)),
+            "NGUID not reported"
+        );
+        assert!(
+            a.same_namespace(&id("nqn.a", 1, 7, 9)),
+            "EUI64 reported by one only"
+        );
+        assert!(!a.same_namespace(&id("nqn.a", 1, 8, 0)), "another NGUID");
+        assert!(!a.same_namespace(&id("nqn.a", 2, 7, 0)), "another NSID");
+        assert!(
+            !a.same_namespace(&id("nqn.b", 1, 7, 0)),
+            "another subsystem"
+        );
+        assert!(
+            !id("nqn.a", 1, 0, 3).same_namespace(&id("nqn.a", 1, 0, 4)),
+            "another EUI64"
+        );
+        let mut b = id("nqn.a", 1, 7, 0);
+        b.block_size = 512;
+        assert!(!a.same_namespace(&b), "another block size");
+    }
 }

@@ -184,6 +184,13 @@ pub struct ConnectTuning {
     /// Implies --block.
     #[arg(long = "block-kind", value_parser = ["auto", "ublk", "nbd"])]
     pub block_kind: Option<String>,
+    /// How the block devices spread I/O over the paths (controllers) of
+    /// the subsystem: round-robin or queue-depth (nvme-cli's subsystem
+    /// iopolicy). Applies to every device of the subsystem; default
+    /// round-robin. Connecting --block to another address of a subsystem
+    /// already exposed adds a path to its devices.
+    #[arg(long = "iopolicy", value_parser = ["round-robin", "queue-depth"])]
+    pub iopolicy: Option<String>,
 }
 
 /// Host-side commands.
@@ -576,6 +583,7 @@ fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
         "reconnect_delay": t.reconnect_delay,
         "block": t.block || t.block_kind.is_some(),
         "block_kind": t.block_kind.as_deref().unwrap_or("auto"),
+        "iopolicy": t.iopolicy,
     })
 }
 
@@ -920,12 +928,16 @@ fn hexdump(d: &[u8]) -> String {
 }
 
 fn list(out: Out) -> anyhow::Result<()> {
-    let ctrls = if daemon::running() {
-        daemon::request(&json!({"op": "list"}))?
+    let (ctrls, heads) = if daemon::running() {
+        (
+            daemon::request(&json!({"op": "list"}))?,
+            daemon::request(&json!({"op": "block-devices"}))?,
+        )
     } else {
-        json!([])
+        (json!([]), json!([]))
     };
     let ctrls = ctrls.as_array().cloned().unwrap_or_default();
+    let heads = heads.as_array().cloned().unwrap_or_default();
     match out.output {
         OutputFormat::Json => {
             let mut devices = Vec::new();
@@ -948,7 +960,9 @@ fn list(out: Out) -> anyhow::Result<()> {
                        "Firmware": c["fr"], "Transport": "tcp", "Address": format!("traddr={},trsvcid={}", c["traddr"].as_str().unwrap_or(""), c["trsvcid"].as_str().unwrap_or("")),
                        "SubsystemNQN": c["subnqn"], "State": c["state"], "Namespaces": c["namespaces"]})
             }).collect();
-            print_json(&json!({"Devices": devices, "Controllers": controllers}))
+            print_json(
+                &json!({"Devices": devices, "Controllers": controllers, "BlockDevices": heads}),
+            )
         }
         OutputFormat::Normal => {
             let mut rows = Vec::new();
@@ -1004,9 +1018,70 @@ fn list(out: Out) -> anyhow::Result<()> {
                 ],
                 &rows,
             ));
+            if !heads.is_empty() {
+                emit(&block_devices_text(&heads));
+            }
             Ok(())
         }
     }
+}
+
+/// The block devices and their paths, as `list` prints them after the
+/// controllers.
+fn block_devices_text(heads: &[Value]) -> String {
+    let mut rows = Vec::new();
+    for h in heads {
+        let s = |v: &Value, k: &str| match &v[k] {
+            Value::String(x) => x.clone(),
+            Value::Null => "-".into(),
+            x => x.to_string(),
+        };
+        for (i, p) in h["paths"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let first = i == 0;
+            rows.push(vec![
+                if first { s(h, "device") } else { String::new() },
+                if first {
+                    format!("{} n{}", s(h, "subnqn"), s(h, "nsid"))
+                } else {
+                    String::new()
+                },
+                if first {
+                    s(h, "iopolicy")
+                } else {
+                    String::new()
+                },
+                s(p, "controller"),
+                format!("{}:{}", s(p, "traddr"), s(p, "trsvcid")),
+                s(p, "ana_state"),
+                s(p, "commands"),
+                s(p, "failovers"),
+                s(p, "state"),
+            ]);
+        }
+    }
+    format!(
+        "\n{}",
+        fmt::table(
+            &[
+                "Block device",
+                "Namespace",
+                "I/O policy",
+                "Path",
+                "Address",
+                "ANA state",
+                "Commands",
+                "Failovers",
+                "State",
+            ],
+            &rows,
+        )
+    )
 }
 
 /// Reads the data of `write` or `compare`: the file or stdin, cut or padded
