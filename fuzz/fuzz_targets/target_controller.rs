@@ -163,6 +163,7 @@ fn env() -> &'static Env {
             busy_poll_us: 0,
             tcp_congestion: None,
             ana_states: vec![],
+            metrics: None,
             tls: None,
         };
         cfg.validate("fuzz").expect("valid configuration");

@@ -260,6 +260,9 @@ pub struct TargetConfig {
     /// ANA state of groups on listen ports; unlisted (port, group) pairs are
     /// optimized (NVMe Base 2.0 §8.1; docs/target.md).
     pub ana_states: Vec<crate::ana::AnaPortState>,
+    /// Where to serve `GET /metrics` (Prometheus text format; crate::metrics),
+    /// `None`: no metrics endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Whether a TLS port insists on TLS (the discovery log's TREQ secure channel
@@ -323,6 +326,7 @@ impl TargetConfig {
             tcp_congestion: None,
             tls: None,
             ana_states: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -522,6 +526,9 @@ struct FileConfig {
     busy_poll_us: u32,
     #[serde(default)]
     tcp_congestion: Option<String>,
+    /// `ADDR:PORT` serving GET /metrics.
+    #[serde(default)]
+    metrics: Option<String>,
     /// "required" or "not-required": TLS on every listen port (or on tls_ports).
     #[serde(default)]
     tls: Option<String>,
@@ -766,6 +773,15 @@ impl FileConfig {
             }
             None => None,
         };
+        let metrics = match &self.metrics {
+            None => None,
+            Some(s) => Some(s.parse().map_err(|_| {
+                inv(
+                    "metrics".into(),
+                    format!("'{s}' is not an ADDR:PORT (e.g. 127.0.0.1:9100)"),
+                )
+            })?),
+        };
         let discovery_listen = match self.discovery_listen {
             None => vec![],
             Some(v) => v
@@ -850,6 +866,7 @@ impl FileConfig {
             busy_poll_us: self.busy_poll_us,
             tcp_congestion: self.tcp_congestion,
             tls,
+            metrics,
         })
     }
 }
@@ -865,6 +882,7 @@ mod tests {
             header_digest = false
             busy_poll_us = 50
             tcp_congestion = "cubic"
+            metrics = "127.0.0.1:9100"
             [limits]
             max_queue_depth = 256
             [[subsystem]]
@@ -886,6 +904,7 @@ mod tests {
         assert!(!c.header_digest);
         assert_eq!(c.busy_poll_us, 50);
         assert_eq!(c.tcp_congestion.as_deref(), Some("cubic"));
+        assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(c.limits.max_queue_depth, 256);
         let s = &c.subsystems[0];
         assert_eq!(s.namespaces[0].nsid, 1);
@@ -990,6 +1009,7 @@ mod tests {
             ("busy_poll_us = 2000000\n", "busy_poll_us"),
             ("tcp_congestion = \"cu bic\"\n", "tcp_congestion"),
             ("tcp_congestion = \"\"\n", "tcp_congestion"),
+            ("metrics = \"localhost\"\n", "metrics"),
         ] {
             let e = TargetConfig::from_toml(t, Path::new("t.toml"))
                 .unwrap_err()

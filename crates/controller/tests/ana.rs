@@ -55,6 +55,7 @@ fn config(namespaces: Vec<NamespaceConfig>, states: Vec<AnaPortState>) -> Target
         tcp_congestion: None,
         tls: None,
         ana_states: states,
+        metrics: None,
     }
 }
 

@@ -68,6 +68,7 @@ fn config(hosts: Vec<HostConfig>) -> TargetConfig {
         busy_poll_us: 0,
         tcp_congestion: None,
         ana_states: vec![],
+        metrics: None,
         tls: None,
     }
 }

@@ -48,6 +48,7 @@ async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
         busy_poll_us: 0,
         tcp_congestion: None,
         ana_states: vec![],
+        metrics: None,
         tls: None,
     };
     let t = Arc::new(Target::bind(&cfg).await.unwrap());

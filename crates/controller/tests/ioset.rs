@@ -60,6 +60,7 @@ fn config(file: std::path::PathBuf) -> TargetConfig {
         tcp_congestion: None,
         tls: None,
         ana_states: vec![],
+        metrics: None,
     }
 }
 

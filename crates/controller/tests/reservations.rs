@@ -63,6 +63,7 @@ fn config(file: Option<PathBuf>) -> TargetConfig {
         tcp_congestion: None,
         tls: None,
         ana_states: vec![],
+        metrics: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
         busy_poll_us: 0,
         tcp_congestion: None,
         ana_states: vec![],
+        metrics: None,
         tls: None,
     }
 }

@@ -48,6 +48,7 @@ fn config(keys: Vec<ConfiguredPsk>, derivation: Derivation) -> TargetConfig {
         busy_poll_us: 0,
         tcp_congestion: None,
         ana_states: vec![],
+        metrics: None,
         tls: Some(TlsConfig {
             treq: Default::default(),
             ports: vec![],
