@@ -507,7 +507,12 @@ impl QueueTask {
             Role::Io(q) => (q, true),
             _ => (0, false),
         };
-        let ns = if io { self.ns.get(&sqe.nsid) } else { None };
+        // Fabrics commands carry FCTYPE where the NSID would be.
+        let ns = if io && sqe.opcode != admin_opcode::FABRICS {
+            self.ns.get(&sqe.nsid)
+        } else {
+            None
+        };
         let kind = match sqe.opcode {
             io_opcode::READ if io => Kind::Read,
             io_opcode::WRITE if io => Kind::Write,
