@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod host;
 mod perf;
+mod stats;
 mod target;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -29,6 +30,9 @@ enum Command {
     AnaState(target::AnaStateArgs),
     /// Generate load and measure IOPS, bandwidth and latency (fio-style options).
     Perf(perf::PerfArgs),
+    /// Show a running target's I/O statistics per namespace, from its
+    /// --metrics endpoint (IOPS and MiB/s with --interval, latency, errors).
+    Stats(stats::StatsArgs),
     #[command(flatten)]
     Host(host::HostCommand),
 }
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Target(a) => target::run(a, matches.subcommand_matches("target")),
         Command::AnaState(a) => target::ana_state(a),
         Command::Perf(p) => perf::run(p),
+        Command::Stats(s) => stats::run(s),
         Command::Host(h) => host::run(h),
     };
     match result {
