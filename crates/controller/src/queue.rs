@@ -373,6 +373,9 @@ impl QueueTask {
     /// Takes the queue's events, stopping early while backlogged.
     fn handle_events(&mut self) {
         let mut n = 0u32;
+        // The commands of one pass arrived together (one read of the socket):
+        // they share one arrival time, which saves a clock read per command.
+        let mut arrived: Option<Instant> = None;
         while !self.backlogged() {
             let Some(ev) = self.conn.queue.poll_event() else {
                 break;
@@ -388,7 +391,10 @@ impl QueueTask {
                     self.conn_initialised = true;
                     debug!(peer = %self.peer, ?digests, hpda, "connection initialised");
                 }
-                ControllerEvent::Command(cmd) => self.on_command(cmd),
+                ControllerEvent::Command(cmd) => {
+                    self.cmd_start = *arrived.get_or_insert_with(Instant::now);
+                    self.on_command(cmd)
+                }
                 ControllerEvent::Data { cid, data } => {
                     if let Some((sqe, start)) = self.waiting_data.remove(&cid) {
                         self.cmd_start = start;
@@ -420,8 +426,8 @@ impl QueueTask {
         }
     }
 
+    /// Runs a command capsule; `cmd_start` holds when it was taken in.
     fn on_command(&mut self, cmd: IncomingCommand) {
-        self.cmd_start = Instant::now();
         if let Some(c) = &self.ctrl {
             c.touch();
         }
