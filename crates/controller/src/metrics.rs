@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -116,7 +116,7 @@ impl IoCounters {
 
     /// Counts one completed command: its kind, the bytes it moved (successful
     /// reads and writes only), its status code type if it failed, and its
-    /// latency from the command capsule's arrival to the completion.
+    /// latency from the command capsule being taken in to the completion.
     #[inline]
     pub fn record(&self, kind: Kind, bytes: u64, sct: Option<u8>, latency: Duration) {
         self.cmds[kind as usize].add(1);
@@ -303,25 +303,80 @@ pub struct TargetMetrics {
     pub connects_unknown_subsystem: AtomicU64,
 }
 
+/// A completion counted at the end of its queue's pass.
+#[derive(Debug)]
+struct Pending {
+    block: usize,
+    kind: Kind,
+    bytes: u64,
+    sct: Option<u8>,
+    start: Instant,
+}
+
 /// A queue's own view of its counter blocks: looked up by NSID on every
-/// completion (a short vector: a queue touches few namespaces).
+/// completion (a short vector: a queue touches few namespaces). Completions
+/// wait in `pending` until the end of the queue task's pass over its events,
+/// when one clock read gives all of them their latency: the completions of a
+/// pass go out in one write, so that moment is when they leave.
 #[derive(Debug, Default)]
 pub(crate) struct QueueCounters {
     blocks: Vec<Arc<IoCounters>>,
+    pending: Vec<Pending>,
 }
 
 impl QueueCounters {
-    /// The block of `nsid`, registered with `subsys` on first use.
+    /// Notes a completion (counted at the next [`QueueCounters::flush`]).
+    #[allow(clippy::too_many_arguments)]
     #[inline]
-    pub(crate) fn get(
+    pub(crate) fn push(
+        &mut self,
+        subsys: &Subsystem,
+        (cntlid, qid, nsid): (u16, u16, u32),
+        hostnqn: &str,
+        kind: Kind,
+        bytes: u64,
+        sct: Option<u8>,
+        start: Instant,
+    ) {
+        let block = self.index(subsys, cntlid, qid, nsid, hostnqn);
+        self.pending.push(Pending {
+            block,
+            kind,
+            bytes,
+            sct,
+            start,
+        });
+    }
+
+    /// Counts the pending completions, all with the latency up to now.
+    #[inline]
+    pub(crate) fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for p in self.pending.drain(..) {
+            if let Some(b) = self.blocks.get(p.block) {
+                b.record(
+                    p.kind,
+                    p.bytes,
+                    p.sct,
+                    now.saturating_duration_since(p.start),
+                );
+            }
+        }
+    }
+
+    /// The index of the block of `nsid`, registered with `subsys` on first use.
+    fn index(
         &mut self,
         subsys: &Subsystem,
         cntlid: u16,
         qid: u16,
         nsid: u32,
         hostnqn: &str,
-    ) -> &IoCounters {
-        let i = match self.blocks.iter().position(|b| b.nsid == nsid) {
+    ) -> usize {
+        match self.blocks.iter().position(|b| b.nsid == nsid) {
             Some(i) => i,
             None => {
                 let host: Arc<str> = match self.blocks.first() {
@@ -332,12 +387,12 @@ impl QueueCounters {
                     .push(subsys.metrics.register(cntlid, qid, nsid, host));
                 self.blocks.len() - 1
             }
-        };
-        &self.blocks[i]
+        }
     }
 
     /// Folds the blocks into `subsys`'s retired totals.
     pub(crate) fn retire(&mut self, subsys: &Subsystem) {
+        self.flush();
         subsys.metrics.retire(&self.blocks);
         self.blocks.clear();
     }
@@ -440,7 +495,7 @@ fn io_families(
         }
     }
     let name = format!("nvmf_{prefix}_latency_seconds");
-    f.head(&name, "histogram", &format!("Command latency per {what}, from the command capsule's arrival to its completion being queued."));
+    f.head(&name, "histogram", &format!("Command latency per {what}, from the command capsule being taken in to its completion being queued."));
     for (l, t) in rows {
         let mut cum = 0u64;
         for (i, n) in t.buckets.iter().enumerate() {

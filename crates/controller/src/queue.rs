@@ -185,6 +185,9 @@ impl QueueTask {
         let mut graceful = false;
         let reason: String = loop {
             t.handle_events();
+            // Completions of this pass (and of the events handled since the
+            // last one) get their latency now, just before they are written.
+            t.counters.flush();
             if close_rx.is_none() {
                 if let Some(c) = &t.ctrl {
                     close_rx = Some(c.close_watch());
@@ -533,10 +536,15 @@ impl QueueTask {
         };
         let nsid = ns.map_or(0, |n| n.nsid);
         let sct = (!ok).then_some(cqe.status.sct);
-        let latency = self.cmd_start.elapsed();
-        self.counters
-            .get(&c.subsys, c.cntlid, qid, nsid, &c.hostnqn)
-            .record(kind, bytes, sct, latency);
+        self.counters.push(
+            &c.subsys,
+            (c.cntlid, qid, nsid),
+            &c.hostnqn,
+            kind,
+            bytes,
+            sct,
+            self.cmd_start,
+        );
     }
 
     fn note_error(&self, sqe: &Sqe, cqe: &Cqe) {
