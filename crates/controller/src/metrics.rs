@@ -495,7 +495,7 @@ fn io_families(
         }
     }
     let name = format!("nvmf_{prefix}_latency_seconds");
-    f.head(&name, "histogram", &format!("Command latency per {what}, from the command capsule being taken in to its completion being queued."));
+    f.head(&name, "histogram", &format!("Command latency per {what}, from the command capsule being taken in to its completion being written."));
     for (l, t) in rows {
         let mut cum = 0u64;
         for (i, n) in t.buckets.iter().enumerate() {
