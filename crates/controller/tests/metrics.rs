@@ -590,3 +590,84 @@ fn the_checker_refuses_malformed_expositions() {
         assert!(parse_exposition(bad).is_err(), "accepted: {bad:?}");
     }
 }
+
+/// A host's protocol error (an unknown PDU type after ICReq) is answered with a
+/// C2HTermReq, counted; Connects to an unknown subsystem or an unknown
+/// controller are counted as refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn termreqs_and_refused_connects_are_counted() {
+    use nvmf_proto::tcp::pdu::{IcReq, Pdu, PduEncoder, PFV_1_0};
+    let (t, addr) = start(&config()).await;
+    let maddr = t.metrics_addr().unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr.socket).await.unwrap();
+    let icreq = PduEncoder::default().to_bytes(&Pdu::IcReq(IcReq {
+        pfv: PFV_1_0,
+        hpda: 0,
+        digests: Default::default(),
+        maxr2t: 0,
+    }));
+    s.write_all(&icreq).await.unwrap();
+    let mut bad = vec![0u8; 24];
+    (bad[0], bad[2], bad[4]) = (0x7f, 24, 24);
+    s.write_all(&bad).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    // ICResp (128 bytes), then the C2HTermReq (type 3).
+    assert_eq!(buf.get(128), Some(&3), "no C2HTermReq");
+
+    for (subnqn, qid, cntlid) in [
+        ("nqn.2024-01.io.nvmf-rs:nosuch", 0, CNTLID_DYNAMIC),
+        (NQN, 1, 0x1234),
+    ] {
+        let mut c = HostConnection::connect(&addr, HostQueueConfig::default())
+            .await
+            .unwrap();
+        let cmd = ConnectCommand {
+            recfmt: 0,
+            qid,
+            sqsize: 31,
+            cattr: 0,
+            kato: 0,
+        };
+        let data = ConnectData {
+            hostid: [7; 16],
+            cntlid,
+            subnqn: subnqn.into(),
+            hostnqn: HOSTNQN.into(),
+        };
+        let r = common::send_connect(&mut c, &cmd, &data).await.unwrap();
+        assert!(!r.cqe.status.is_success());
+    }
+    let (_, s) = scrape(maddr).await;
+    assert_eq!(get(&s, "nvmf_termreqs_sent_total", &[]), 1.0);
+    assert_eq!(get(&s, "nvmf_tcp_connections_accepted_total", &[]), 3.0);
+    assert_eq!(get(&s, "nvmf_connects_unknown_subsystem_total", &[]), 1.0);
+    assert_eq!(
+        get(
+            &s,
+            "nvmf_subsystem_connects_rejected_total",
+            &[("subsystem", NQN)]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &s,
+            "nvmf_subsystem_connects_accepted_total",
+            &[("subsystem", NQN)]
+        ),
+        0.0
+    );
+    // Before Connect the connection belonged to no subsystem.
+    assert_eq!(
+        get(
+            &s,
+            "nvmf_subsystem_termreqs_sent_total",
+            &[("subsystem", NQN)]
+        ),
+        0.0
+    );
+}
