@@ -4,6 +4,7 @@
 //! with `--interval N`, rates over N seconds (two scrapes N seconds apart).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -291,6 +292,13 @@ pub fn run(a: StatsArgs) -> anyhow::Result<()> {
     let subs = subsystems(&now);
     let rate = |x: f64| (before.is_some() && secs > 0.0).then(|| x / secs);
     const MIB: f64 = 1024.0 * 1024.0;
+    // Printed at the end in one write; a closed stdout (`| head`) is not an error.
+    let mut o = String::new();
+    macro_rules! out {
+        ($($t:tt)*) => {{
+            let _ = writeln!(o, $($t)*);
+        }};
+    }
     match a.output {
         Format::Json => {
             let ns: Vec<Value> = rows
@@ -319,13 +327,13 @@ pub fn run(a: StatsArgs) -> anyhow::Result<()> {
                 "namespaces": ns,
                 "subsystems": subs,
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            out!("{}", serde_json::to_string_pretty(&out)?);
         }
         Format::Normal => {
             let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.1}"));
             if before.is_some() {
-                println!("over {secs:.1} s:");
-                println!(
+                out!("over {secs:.1} s:");
+                out!(
                     "{:<40} {:>5} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>7}",
                     "SUBSYSTEM",
                     "NSID",
@@ -338,7 +346,7 @@ pub fn run(a: StatsArgs) -> anyhow::Result<()> {
                     "ERRORS"
                 );
                 for ((sub, nsid), n) in &rows {
-                    println!(
+                    out!(
                         "{:<40} {:>5} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>7}",
                         sub,
                         nsid,
@@ -352,8 +360,8 @@ pub fn run(a: StatsArgs) -> anyhow::Result<()> {
                     );
                 }
             } else {
-                println!("since the target started:");
-                println!(
+                out!("since the target started:");
+                out!(
                     "{:<40} {:>5} {:>10} {:>10} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
                     "SUBSYSTEM",
                     "NSID",
@@ -367,7 +375,7 @@ pub fn run(a: StatsArgs) -> anyhow::Result<()> {
                     "ERRORS"
                 );
                 for ((sub, nsid), n) in &rows {
-                    println!(
+                    out!(
                         "{:<40} {:>5} {:>10} {:>10} {:>8} {:>10.1} {:>10.1} {:>9} {:>9} {:>7}",
                         sub,
                         nsid,
@@ -382,14 +390,19 @@ pub fn run(a: StatsArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            println!();
-            println!(
+            out!();
+            out!(
                 "{:<40} {:>11} {:>9} {:>9} {:>10} {:>9}",
-                "SUBSYSTEM", "CONTROLLERS", "CONNECTS", "REJECTED", "KA EXPIRED", "TERMREQS"
+                "SUBSYSTEM",
+                "CONTROLLERS",
+                "CONNECTS",
+                "REJECTED",
+                "KA EXPIRED",
+                "TERMREQS"
             );
             for (sub, m) in &subs {
                 let g = |k: &str| m.get(k).copied().unwrap_or(0.0);
-                println!(
+                out!(
                     "{:<40} {:>11} {:>9} {:>9} {:>10} {:>9}",
                     sub,
                     g("controllers"),
@@ -401,7 +414,10 @@ pub fn run(a: StatsArgs) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    match std::io::stdout().lock().write_all(o.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
