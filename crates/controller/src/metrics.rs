@@ -46,7 +46,8 @@ impl Kind {
     const NAMES: [&'static str; 3] = ["read", "write", "other"];
 }
 
-/// Names of the Status Code Type values (NVMe Base 2.0 §4.2.3, Figure 95),
+/// Names of the Status Code Type values (NVMe Base 2.0, Completion Queue
+/// Entry Status Field; docs/spec-facts.md "Status Code Type values"),
 /// the `sct` label of the error counters.
 pub const SCT_NAMES: [&str; 8] = [
     "generic",

@@ -433,7 +433,7 @@ async fn io_counts_errors_and_the_exposition() {
     assert_eq!(get(&s, "nvmf_tcp_connections_accepted_total", &[]), 2.0);
 
     // 10 writes of 8 KiB, then a read beyond the end (4096 blocks): LBA Out of
-    // Range, a generic status (NVMe Base 2.0 Figure 102).
+    // Range, a generic status (NVM Command Set 1.0: SCT 0h, SC 80h).
     for i in 0..10u64 {
         let r = io
             .execute(
