@@ -164,6 +164,7 @@ fn env() -> &'static Env {
             tcp_congestion: None,
             ana_states: vec![],
             referrals: vec![],
+            metrics: None,
             tls: None,
         };
         cfg.validate("fuzz").expect("valid configuration");

@@ -54,7 +54,9 @@
 #             --block` to two ports / an HA pair of OUR target -> one /dev/nbdN;
 #             fio verify while a path goes ANA inaccessible / its target dies
 #             (guest/nvmf-host-multipath.sh)
-#   all       selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath (default)
+#   metrics   the kernel host against OUR target with --metrics, read by `nvmf stats`
+#             (guest/kernel-host-vs-nvmf-target-metrics.sh)
+#   all       selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics (default)
 #
 # options:
 #   --no-build        do not run cargo build; use $NVMF_BIN or target/release/nvmf
@@ -90,12 +92,12 @@ while [ $# -gt 0 ]; do
         --require) REQUIRE=1; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; VMARGS=("$@"); break ;;
-        selftest|target|host|netfault|auth|authself|tls|tlsself|block|resv|ana|ioset|nvmetcli|disco|mpath) SUITES+=("$1"); shift ;;
-        all) SUITES+=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath); shift ;;
+        selftest|target|host|netfault|auth|authself|tls|tlsself|block|resv|ana|ioset|nvmetcli|disco|mpath|metrics) SUITES+=("$1"); shift ;;
+        all) SUITES+=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics); shift ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics)
 
 NVMF=${NVMF_BIN:-$ROOT/target/release/nvmf}
 NPASS=0 NFAIL=0 NSKIP=0
@@ -108,7 +110,7 @@ result() {   # result PASS|FAIL|SKIP SUITE MSG
 
 need_nvmf() {
     local s
-    for s in target host netfault auth tls block resv ana ioset nvmetcli disco mpath; do [[ " ${SUITES[*]} " == *" $s "* ]] && return 0; done
+    for s in target host netfault auth tls block resv ana ioset nvmetcli disco mpath metrics; do [[ " ${SUITES[*]} " == *" $s "* ]] && return 0; done
     return 1
 }
 
@@ -190,7 +192,7 @@ for s in "${SUITES[@]}"; do
             run_suite "$s" "$HERE/guest/kernel-host-vs-nvmf-target-$sec.sh" \
                 --script "$HERE/guest/nvmf-host-vs-kernel-target-$sec.sh" --kernel trixie \
                 --env NVMF_TARGET_MODE=kernel --env NVMF_HOST_MODE=kernel ;;
-        target|host|netfault|auth|tls|block|resv|ana|ioset|nvmetcli|disco|mpath)
+        target|host|netfault|auth|tls|block|resv|ana|ioset|nvmetcli|disco|mpath|metrics)
             if [ $BUILD_OK = 0 ]; then result FAIL "$s" "cargo build --release -p nvmf-cli failed"; continue; fi
             if [ ! -x "$NVMF" ]; then
                 if [ $REQUIRE = 1 ]; then result FAIL "$s" "no $NVMF"; else result SKIP "$s" "no $NVMF"; fi
@@ -234,6 +236,9 @@ for s in "${SUITES[@]}"; do
                        "target --config --control-socket"
                        "ana-state --control-socket --port --group --state")
                 script=$HERE/guest/nvmf-host-multipath.sh
+            elif [ $s = metrics ]; then
+                verbs=("target --listen --memory --subnqn --block-size --metrics" "stats --metrics --interval -o")
+                script=$HERE/guest/kernel-host-vs-nvmf-target-metrics.sh
             elif [ $s = netfault ]; then
                 verbs=("target --listen --file --subnqn" "io-check -t -a -s -n -i -g -G --bytes --offset"
                        "connect -t -a -s -n -l -c" "write -s -c -d" "read -s -c -d" "disconnect -n" "list")
@@ -258,7 +263,7 @@ for s in "${SUITES[@]}"; do
             extra=()
             case $s in   # the security suites: both directions in one trixie guest
                 auth|tls) extra=(--script "$HERE/guest/nvmf-host-vs-kernel-target-$s.sh" --kernel trixie) ;;
-                block|resv|ana|ioset|nvmetcli|disco|mpath) extra=(--kernel trixie) ;;
+                block|resv|ana|ioset|nvmetcli|disco|mpath|metrics) extra=(--kernel trixie) ;;
             esac
             run_suite "$s" "$script" "${extra[@]}" --extra "$NVMF" --env "NVMF_BIN=/extra/$(basename "$NVMF")" ;;
     esac

@@ -52,6 +52,7 @@ fn config(listen: &[&str], backend: BackendSpec, states: Vec<AnaPortState>) -> T
         tls: None,
         ana_states: states,
         referrals: vec![],
+        metrics: None,
     }
 }
 

@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod check;
 mod host;
 mod perf;
+mod stats;
 mod target;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -39,6 +40,9 @@ enum Command {
     /// (verdict, rule, spec section, what was seen) and a summary; exit status 1
     /// if a rule failed.
     Check(check::CheckArgs),
+    /// Show a running target's I/O statistics per namespace, from its
+    /// --metrics endpoint (IOPS and MiB/s with --interval, latency, errors).
+    Stats(stats::StatsArgs),
     #[command(flatten)]
     Host(host::HostCommand),
 }
@@ -68,6 +72,7 @@ fn main() -> std::process::ExitCode {
         Command::AnaState(a) => target::ana_state(a),
         Command::ImportNvmetcli(a) => target::import(a),
         Command::Perf(p) => perf::run(p),
+        Command::Stats(s) => stats::run(s),
         Command::Host(h) => host::run(h),
         Command::Check(a) => match check::run(a) {
             Ok(true) => Ok(()),

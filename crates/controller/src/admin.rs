@@ -378,19 +378,18 @@ impl QueueTask {
             num_err_log_entries: u128::from(errors),
             ..Default::default()
         };
-        for ns in self
-            .ns
-            .values()
-            .filter(|n| nsid == 0 || nsid == u32::MAX || n.nsid == nsid)
-        {
-            let st = &ns.stats;
-            s.host_reads += u128::from(st.reads.load(Ordering::Relaxed));
-            s.host_writes += u128::from(st.writes.load(Ordering::Relaxed));
+        // The queues' counter blocks (crate::metrics) of the subsystem's namespaces.
+        let Some(c) = &self.ctrl else { return s };
+        for (n, t) in c.subsys.metrics.by_namespace() {
+            if n == 0 || !(nsid == 0 || nsid == u32::MAX || n == nsid) || !self.ns.contains_key(&n)
+            {
+                continue;
+            }
+            s.host_reads += u128::from(t.cmds[crate::metrics::Kind::Read as usize]);
+            s.host_writes += u128::from(t.cmds[crate::metrics::Kind::Write as usize]);
             // Data units are thousands of 512-byte units, rounded up (NVMe Base 2.0 Figure 207).
-            s.data_units_read +=
-                u128::from(st.bytes_read.load(Ordering::Relaxed).div_ceil(512_000));
-            s.data_units_written +=
-                u128::from(st.bytes_written.load(Ordering::Relaxed).div_ceil(512_000));
+            s.data_units_read += u128::from(t.bytes_read.div_ceil(512_000));
+            s.data_units_written += u128::from(t.bytes_written.div_ceil(512_000));
         }
         s
     }

@@ -267,6 +267,9 @@ pub struct TargetConfig {
     /// configfs `ports/N/referrals`). A reload that changes them raises a
     /// Discovery Log Change notice.
     pub referrals: Vec<TransportAddr>,
+    /// Where to serve `GET /metrics` (Prometheus text format; crate::metrics),
+    /// `None`: no metrics endpoint.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Whether a TLS port insists on TLS (the discovery log's TREQ secure channel
@@ -331,6 +334,7 @@ impl TargetConfig {
             tls: None,
             ana_states: Vec::new(),
             referrals: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -530,6 +534,9 @@ struct FileConfig {
     busy_poll_us: u32,
     #[serde(default)]
     tcp_congestion: Option<String>,
+    /// `ADDR:PORT` serving GET /metrics.
+    #[serde(default)]
+    metrics: Option<String>,
     /// "required" or "not-required": TLS on every listen port (or on tls_ports).
     #[serde(default)]
     tls: Option<String>,
@@ -798,6 +805,15 @@ impl FileConfig {
             }
             None => None,
         };
+        let metrics = match &self.metrics {
+            None => None,
+            Some(s) => Some(s.parse().map_err(|_| {
+                inv(
+                    "metrics".into(),
+                    format!("'{s}' is not an ADDR:PORT (e.g. 127.0.0.1:9100)"),
+                )
+            })?),
+        };
         let discovery_listen = match self.discovery_listen {
             None => vec![],
             Some(v) => v
@@ -914,6 +930,7 @@ impl FileConfig {
             busy_poll_us: self.busy_poll_us,
             tcp_congestion: self.tcp_congestion,
             tls,
+            metrics,
         })
     }
 }
@@ -929,6 +946,7 @@ mod tests {
             header_digest = false
             busy_poll_us = 50
             tcp_congestion = "cubic"
+            metrics = "127.0.0.1:9100"
             [limits]
             max_queue_depth = 256
             [[subsystem]]
@@ -950,6 +968,7 @@ mod tests {
         assert!(!c.header_digest);
         assert_eq!(c.busy_poll_us, 50);
         assert_eq!(c.tcp_congestion.as_deref(), Some("cubic"));
+        assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(c.limits.max_queue_depth, 256);
         let s = &c.subsystems[0];
         assert_eq!(s.namespaces[0].nsid, 1);
@@ -1054,6 +1073,7 @@ mod tests {
             ("busy_poll_us = 2000000\n", "busy_poll_us"),
             ("tcp_congestion = \"cu bic\"\n", "tcp_congestion"),
             ("tcp_congestion = \"\"\n", "tcp_congestion"),
+            ("metrics = \"localhost\"\n", "metrics"),
         ] {
             let e = TargetConfig::from_toml(t, Path::new("t.toml"))
                 .unwrap_err()

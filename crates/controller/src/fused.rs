@@ -241,6 +241,7 @@ impl QueueTask {
         }
         let tx = self.done_tx.clone();
         let ns: Arc<Namespace> = ns;
+        let start = self.cmd_start;
         tokio::task::spawn_blocking(move || {
             let (a, b) = run_pair(&ns, &fsqe, &fdata, &ssqe, &sdata);
             for (sqe, st) in [(fsqe, a), (ssqe, b)] {
@@ -249,6 +250,7 @@ impl QueueTask {
                     cid: sqe.cid,
                     result,
                     sqe,
+                    start,
                 });
             }
         });

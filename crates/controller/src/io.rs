@@ -95,8 +95,6 @@ pub(crate) fn run_io_locked(
                     SharedData::One(buf.freeze())
                 }
             };
-            ns.stats.reads.fetch_add(1, Ordering::Relaxed);
-            ns.stats.bytes_read.fetch_add(len, Ordering::Relaxed);
             Ok(Some(d))
         }
         io_opcode::WRITE => {
@@ -108,8 +106,6 @@ pub(crate) fn run_io_locked(
             let parts: Vec<&[u8]> = data.iter().map(|b| b.as_ref()).collect();
             be.write_at(off, &parts, sqe.fua())
                 .map_err(|e| backend_status(&e, true))?;
-            ns.stats.writes.fetch_add(1, Ordering::Relaxed);
-            ns.stats.bytes_written.fetch_add(len, Ordering::Relaxed);
             Ok(None)
         }
         io_opcode::FLUSH => {
@@ -170,9 +166,7 @@ pub(crate) fn run_io_locked(
         }
         io_opcode::VERIFY => crate::nvm::verify(ns, sqe).map(|()| None),
         io_opcode::COPY => {
-            let len = crate::nvm::copy(ns, sqe, data)?;
-            ns.stats.writes.fetch_add(1, Ordering::Relaxed);
-            ns.stats.bytes_written.fetch_add(len, Ordering::Relaxed);
+            crate::nvm::copy(ns, sqe, data)?;
             Ok(None)
         }
         _ => Err(Status::INVALID_OPCODE.dnr()),
@@ -265,6 +259,7 @@ impl QueueTask {
         let sqe = *sqe;
         // Until a blocking-pool thread takes it, an Abort may still cancel it.
         let start = crate::abort::PoolStart::new();
+        let arrived = self.cmd_start;
         self.pool_queued.insert(cid, start.clone());
         tokio::task::spawn_blocking(move || {
             let mut out = Ok(None);
@@ -285,6 +280,7 @@ impl QueueTask {
                 cid,
                 result: out,
                 sqe,
+                start: arrived,
             });
         });
         Outcome::Async

@@ -22,6 +22,7 @@ pub mod control;
 pub mod discovery;
 mod fused;
 pub mod io;
+pub mod metrics;
 mod nvm;
 pub mod nvmetcli;
 mod queue;

@@ -19,7 +19,7 @@ use nvmf_proto::fabrics::{
 };
 use nvmf_proto::log::ErrorLogEntry;
 use nvmf_proto::registers::{Cc, Csts};
-use nvmf_proto::sqe::{admin_opcode, DataDirection};
+use nvmf_proto::sqe::{admin_opcode, io_opcode, DataDirection};
 use nvmf_proto::tcp::{ControllerEvent, ControllerQueue, IncomingCommand};
 use nvmf_proto::{Cqe, Sqe, Status};
 use nvmf_transport::{Connection, TransportAddr};
@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::Limits;
+use crate::metrics::Kind;
 use crate::registry::{AbortRequest, AdminSignal, CtrlShared, NsMap, Registry};
 
 /// What every connection task shares.
@@ -64,6 +65,8 @@ pub(crate) struct Done {
     pub cid: u16,
     pub result: Result<Option<SharedData>, Status>,
     pub sqe: Sqe,
+    /// When the command arrived (for the latency histogram).
+    pub start: Instant,
 }
 
 /// Admin queue state that only its own task touches.
@@ -92,7 +95,8 @@ pub(crate) struct QueueTask {
     pub ctrl: Option<Arc<CtrlShared>>,
     pub ns: Arc<NsMap>,
     pub ns_gen: u64,
-    pub waiting_data: nvmf_proto_cidmap::Map<Sqe>,
+    /// Commands waiting for their data, with when they arrived.
+    pub waiting_data: nvmf_proto_cidmap::Map<(Sqe, Instant)>,
     pub done_tx: mpsc::UnboundedSender<Done>,
     pub peer: SocketAddr,
     pub close_after_flush: bool,
@@ -117,6 +121,11 @@ pub(crate) struct QueueTask {
     pub abort_rx: Option<mpsc::UnboundedReceiver<AbortRequest>>,
     /// Commands handed to the blocking pool and not done yet, by CID.
     pub pool_queued: nvmf_proto_cidmap::Map<crate::abort::PoolStart>,
+    /// When the command being run arrived (its capsule was taken from the
+    /// queue): the start of its latency (crate::metrics).
+    pub cmd_start: Instant,
+    /// This queue's command counters, one block per namespace.
+    pub counters: crate::metrics::QueueCounters,
 }
 
 /// A tiny CID map for commands waiting on data.
@@ -164,6 +173,8 @@ impl QueueTask {
             fused: Default::default(),
             abort_rx: None,
             pool_queued: Default::default(),
+            cmd_start: Instant::now(),
+            counters: Default::default(),
         };
         let started = Instant::now();
         let mut admin_rx: Option<mpsc::UnboundedReceiver<AdminSignal>> = None;
@@ -174,6 +185,9 @@ impl QueueTask {
         let mut graceful = false;
         let reason: String = loop {
             t.handle_events();
+            // Completions of this pass (and of the events handled since the
+            // last one) get their latency now, just before they are written.
+            t.counters.flush();
             if close_rx.is_none() {
                 if let Some(c) = &t.ctrl {
                     close_rx = Some(c.close_watch());
@@ -239,6 +253,9 @@ impl QueueTask {
     }
 
     fn finish(&mut self, reason: &str) {
+        if let Some(c) = &self.ctrl {
+            self.counters.retire(&c.subsys);
+        }
         match (&self.role, &self.ctrl) {
             (Role::Admin(a), Some(c)) => {
                 info!(peer = %self.peer, cntlid = c.cntlid, subnqn = %c.subsys.nqn, hostnqn = %c.hostnqn, discovery = a.discovery, "association ended: {reason}");
@@ -335,6 +352,10 @@ impl QueueTask {
                         self.conn.queue.outstanding(),
                         self.conn.queue.tx().len()
                     );
+                    c.subsys
+                        .metrics
+                        .keep_alive_expiries
+                        .fetch_add(1, Ordering::Relaxed);
                     return Some("keep-alive timeout".into());
                 }
                 None
@@ -355,6 +376,9 @@ impl QueueTask {
     /// Takes the queue's events, stopping early while backlogged.
     fn handle_events(&mut self) {
         let mut n = 0u32;
+        // The commands of one pass arrived together (one read of the socket):
+        // they share one arrival time, which saves a clock read per command.
+        let mut arrived: Option<Instant> = None;
         while !self.backlogged() {
             let Some(ev) = self.conn.queue.poll_event() else {
                 break;
@@ -370,9 +394,13 @@ impl QueueTask {
                     self.conn_initialised = true;
                     debug!(peer = %self.peer, ?digests, hpda, "connection initialised");
                 }
-                ControllerEvent::Command(cmd) => self.on_command(cmd),
+                ControllerEvent::Command(cmd) => {
+                    self.cmd_start = *arrived.get_or_insert_with(Instant::now);
+                    self.on_command(cmd)
+                }
                 ControllerEvent::Data { cid, data } => {
-                    if let Some(sqe) = self.waiting_data.remove(&cid) {
+                    if let Some((sqe, start)) = self.waiting_data.remove(&cid) {
+                        self.cmd_start = start;
                         self.execute(sqe, data, 0);
                     } else {
                         self.fused_data(cid, data);
@@ -392,6 +420,7 @@ impl QueueTask {
                 ControllerEvent::Terminated { reason, fes } => match fes {
                     Some(f) => {
                         self.misbehaved = true;
+                        self.count_termreq();
                         warn!(peer = %self.peer, ?f, "protocol error, terminating the connection: {reason}")
                     }
                     None => info!(peer = %self.peer, "connection terminated: {reason}"),
@@ -400,6 +429,7 @@ impl QueueTask {
         }
     }
 
+    /// Runs a command capsule; `cmd_start` holds when it was taken in.
     fn on_command(&mut self, cmd: IncomingCommand) {
         if let Some(c) = &self.ctrl {
             c.touch();
@@ -413,7 +443,7 @@ impl QueueTask {
             // Write data comes by R2T; run the command once it is all here.
             match self.conn.queue.request_data(sqe.cid) {
                 Ok(()) => {
-                    self.waiting_data.insert(sqe.cid, sqe);
+                    self.waiting_data.insert(sqe.cid, (sqe, self.cmd_start));
                 }
                 Err(e) => {
                     warn!(peer = %self.peer, "cannot request data: {e}");
@@ -453,9 +483,11 @@ impl QueueTask {
         match outcome {
             Outcome::Complete(cqe) => {
                 self.note_error(sqe, &cqe);
+                self.count(sqe, &cqe);
                 self.conn.queue.complete(cqe);
             }
             Outcome::Read(data, cqe) => {
+                self.count(sqe, &cqe);
                 let plain = cqe.status.is_success() && cqe.dw0 == 0 && cqe.dw1 == 0;
                 match self
                     .conn
@@ -474,6 +506,45 @@ impl QueueTask {
             }
             Outcome::Async | Outcome::Held => {}
         }
+    }
+
+    /// Counts a completed command in this queue's counters (crate::metrics):
+    /// only the queue's own task writes them, so this takes no lock.
+    fn count(&mut self, sqe: &Sqe, cqe: &Cqe) {
+        let Some(c) = &self.ctrl else { return };
+        let (qid, io) = match self.role {
+            Role::Io(q) => (q, true),
+            _ => (0, false),
+        };
+        // Fabrics commands carry FCTYPE where the NSID would be.
+        let ns = if io && sqe.opcode != admin_opcode::FABRICS {
+            self.ns.get(&sqe.nsid)
+        } else {
+            None
+        };
+        let kind = match sqe.opcode {
+            io_opcode::READ if io => Kind::Read,
+            io_opcode::WRITE if io => Kind::Write,
+            _ => Kind::Other,
+        };
+        let ok = cqe.status.is_success();
+        let bytes = match (ns, kind, ok) {
+            (Some(n), Kind::Read | Kind::Write, true) => {
+                u64::from(sqe.nlb()) * u64::from(n.backend.info().block_size)
+            }
+            _ => 0,
+        };
+        let nsid = ns.map_or(0, |n| n.nsid);
+        let sct = (!ok).then_some(cqe.status.sct);
+        self.counters.push(
+            &c.subsys,
+            (c.cntlid, qid, nsid),
+            &c.hostnqn,
+            kind,
+            bytes,
+            sct,
+            self.cmd_start,
+        );
     }
 
     fn note_error(&self, sqe: &Sqe, cqe: &Cqe) {
@@ -499,6 +570,7 @@ impl QueueTask {
 
     fn on_done(&mut self, d: Done) {
         self.pool_queued.remove(&d.cid);
+        self.cmd_start = d.start;
         let outcome = match d.result {
             Ok(Some(data)) => Outcome::Read(data, Cqe::new(d.cid, Status::SUCCESS)),
             Ok(None) => Outcome::Complete(Cqe::new(d.cid, Status::SUCCESS)),
@@ -523,12 +595,53 @@ impl QueueTask {
         }
     }
 
+    /// Counts a C2HTermReq this queue sent (crate::metrics).
+    fn count_termreq(&self) {
+        let m = &self.ctx.registry.metrics;
+        m.termreqs_sent.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = &self.ctrl {
+            c.subsys
+                .metrics
+                .termreqs_sent
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Before Connect, only Connect is allowed (NVMe-oF 1.1 §3.3).
     fn before_connect(&mut self, sqe: &Sqe, data: &[Bytes]) -> Outcome {
         if sqe.opcode != admin_opcode::FABRICS || sqe.fctype() != fctype::CONNECT {
             return Outcome::Complete(Cqe::new(sqe.cid, Status::COMMAND_SEQUENCE_ERROR.dnr()));
         }
-        Outcome::Complete(self.connect(sqe, data))
+        let cqe = self.connect(sqe, data);
+        self.count_connect(data, cqe.status.is_success());
+        Outcome::Complete(cqe)
+    }
+
+    /// Counts a Connect, accepted or not, in its subsystem's counters (or the
+    /// target's, when it names no subsystem served here).
+    fn count_connect(&self, data: &[Bytes], accepted: bool) {
+        let reg = &self.ctx.registry;
+        let subsys = match &self.ctrl {
+            Some(c) if accepted => Some(c.subsys.clone()),
+            _ => {
+                let raw: Vec<u8> = data.iter().flat_map(|b| b.iter().copied()).collect();
+                ConnectData::decode(&raw).and_then(|cd| {
+                    if cd.subnqn == DISCOVERY_NQN {
+                        Some(reg.discovery.clone())
+                    } else {
+                        reg.subsystem(&cd.subnqn)
+                    }
+                })
+            }
+        };
+        match subsys {
+            Some(s) if accepted => s.metrics.connects_accepted.fetch_add(1, Ordering::Relaxed),
+            Some(s) => s.metrics.connects_rejected.fetch_add(1, Ordering::Relaxed),
+            None => reg
+                .metrics
+                .connects_unknown_subsystem
+                .fetch_add(1, Ordering::Relaxed),
+        };
     }
 
     fn connect(&mut self, sqe: &Sqe, data: &[Bytes]) -> Cqe {

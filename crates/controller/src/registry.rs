@@ -36,19 +36,6 @@ pub enum RegistryError {
     },
 }
 
-/// Per-namespace counters for the SMART log.
-#[derive(Debug, Default)]
-pub struct NsStats {
-    /// Read commands.
-    pub reads: AtomicU64,
-    /// Write commands.
-    pub writes: AtomicU64,
-    /// Bytes read.
-    pub bytes_read: AtomicU64,
-    /// Bytes written.
-    pub bytes_written: AtomicU64,
-}
-
 /// A namespace being served.
 #[derive(Debug)]
 pub struct Namespace {
@@ -64,8 +51,6 @@ pub struct Namespace {
     pub nguid: [u8; 16],
     /// EUI-64 (from the UUID).
     pub eui64: [u8; 8],
-    /// Counters.
-    pub stats: NsStats,
     /// Reservations (NVMe Base 2.0 §8.19), persisted beside file and device backends.
     pub resv: Arc<crate::reservation::Reservation>,
     /// Orders writes against fused Compare and Write (NVMe Base 2.0 §3.4.2):
@@ -121,7 +106,6 @@ impl Namespace {
             uuid: b,
             nguid: b,
             eui64,
-            stats: NsStats::default(),
             resv: Arc::new(crate::reservation::Reservation::open(resv_path)),
             write_order: RwLock::new(()),
         })
@@ -146,6 +130,8 @@ pub struct Subsystem {
     controllers: Mutex<HashMap<u16, Arc<CtrlShared>>>,
     /// The next CNTLID to try and the range handed out (cntlid_min..=cntlid_max).
     next_cntlid: Mutex<(u16, u16, u16)>,
+    /// Connection events and the queues' command counters (crate::metrics).
+    pub metrics: crate::metrics::SubsysMetrics,
 }
 
 impl Subsystem {
@@ -163,6 +149,7 @@ impl Subsystem {
             ns_generation: AtomicU64::new(1),
             controllers: Mutex::new(HashMap::new()),
             next_cntlid: Mutex::new((cfg.cntlid_min, cfg.cntlid_min, cfg.cntlid_max)),
+            metrics: Default::default(),
         })
     }
 
@@ -220,6 +207,9 @@ impl Subsystem {
                 kato_ms,
             ));
             ctrls.insert(id, c.clone());
+            self.metrics
+                .controllers_created
+                .fetch_add(1, Ordering::Relaxed);
             return Some(c);
         }
         None
@@ -633,6 +623,8 @@ pub struct Registry {
     pub started: Instant,
     /// ANA states of every listen port and group.
     pub ana: crate::ana::AnaTable,
+    /// Target-wide counters (crate::metrics).
+    pub metrics: crate::metrics::TargetMetrics,
 }
 
 /// What a reload changed.
@@ -676,6 +668,7 @@ impl Registry {
             referrals: RwLock::new(cfg.referrals.clone()),
             started: Instant::now(),
             ana: crate::ana::AnaTable::new(&cfg.listen, &cfg.ana_states),
+            metrics: Default::default(),
         })
     }
 

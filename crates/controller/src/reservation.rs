@@ -742,9 +742,15 @@ impl QueueTask {
         let raw: Vec<u8> = data.iter().flat_map(|b| b.iter().copied()).collect();
         let tx = self.done_tx.clone();
         let sqe = *sqe;
+        let start = self.cmd_start;
         tokio::task::spawn_blocking(move || {
             let result = run_mutation(&ns, &ctrl, &sqe, &raw).map(|()| None);
-            let _ = tx.send(Done { cid, result, sqe });
+            let _ = tx.send(Done {
+                cid,
+                result,
+                sqe,
+                start,
+            });
         });
         Outcome::Async
     }

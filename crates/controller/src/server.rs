@@ -27,6 +27,15 @@ pub enum TargetError {
     /// A socket option of the configuration could not be set.
     #[error("tcp_congestion: {0}")]
     SocketOption(TransportError),
+    /// The metrics address could not be bound.
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running target.
@@ -35,6 +44,8 @@ pub struct Target {
     ctx: Arc<TargetCtx>,
     listeners: Vec<Arc<Listener>>,
     admission: Arc<Admission>,
+    metrics: std::sync::Mutex<Option<tokio::net::TcpListener>>,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Target {
@@ -94,6 +105,15 @@ impl Target {
                     .map_err(TargetError::SocketOption)?;
             }
         }
+        let metrics = match cfg.metrics {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| TargetError::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
         let ctx = Arc::new(TargetCtx {
             registry,
             limits: cfg.limits.clone(),
@@ -105,7 +125,15 @@ impl Target {
             ctx,
             listeners,
             admission: Arc::new(Admission::default()),
+            metrics: std::sync::Mutex::new(metrics),
+            metrics_addr,
         })
+    }
+
+    /// The address serving `GET /metrics` (with the real port when 0 was asked
+    /// for), if the configuration asked for one.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// Addresses serving subsystems (with real ports when 0 was asked for).
@@ -143,6 +171,17 @@ impl Target {
     /// connection runs on its own task.
     pub async fn serve(self: Arc<Self>) {
         let mut tasks = Vec::new();
+        let metrics = self
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(l) = metrics {
+            tasks.push(tokio::spawn(crate::metrics::serve(
+                self.ctx.registry.clone(),
+                l,
+            )));
+        }
         for lis in &self.listeners {
             let lis = lis.clone();
             let me = self.clone();
@@ -154,11 +193,14 @@ impl Target {
                                 .peer_addr()
                                 .map(|a| a.ip())
                                 .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                            let m = &me.ctx.registry.metrics;
                             let Some(ticket) = me.admit(ip) else {
+                                m.tcp_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 warn!(%ip, "connection refused: connection limit reached");
                                 drop(conn);
                                 continue;
                             };
+                            m.tcp_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let ctx = me.ctx.clone();
                             let adm = me.admission.clone();
                             let tls = lis.tls().cloned();

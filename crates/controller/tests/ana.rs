@@ -56,6 +56,7 @@ fn config(namespaces: Vec<NamespaceConfig>, states: Vec<AnaPortState>) -> Target
         tls: None,
         ana_states: states,
         referrals: vec![],
+        metrics: None,
     }
 }
 

@@ -69,6 +69,7 @@ fn config(hosts: Vec<HostConfig>) -> TargetConfig {
         tcp_congestion: None,
         ana_states: vec![],
         referrals: vec![],
+        metrics: None,
         tls: None,
     }
 }

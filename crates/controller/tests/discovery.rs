@@ -60,6 +60,7 @@ fn config(subsystems: Vec<SubsystemConfig>, referrals: &[&str]) -> TargetConfig 
         tcp_congestion: None,
         ana_states: vec![],
         referrals: referrals.iter().map(|r| r.parse().unwrap()).collect(),
+        metrics: None,
         tls: None,
     }
 }

@@ -49,6 +49,7 @@ async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
         tcp_congestion: None,
         ana_states: vec![],
         referrals: vec![],
+        metrics: None,
         tls: None,
     };
     let t = Arc::new(Target::bind(&cfg).await.unwrap());

@@ -61,6 +61,7 @@ fn config(file: std::path::PathBuf) -> TargetConfig {
         tls: None,
         ana_states: vec![],
         referrals: vec![],
+        metrics: None,
     }
 }
 

@@ -80,10 +80,12 @@ async fn the_example_config_runs() {
     let text = text
         .replace("127.0.0.1:4420", "127.0.0.1:0")
         .replace("127.0.0.1:4421", "127.0.0.2:0")
+        .replace("127.0.0.1:9100", "127.0.0.1:0")
         .replace("/tmp/", &format!("{}/", dir.display()));
     let cfg = TargetConfig::from_toml(&text, &path).unwrap();
     assert_eq!(cfg.subsystems.len(), 2);
-    let (_t, addr) = start(&cfg).await;
+    let (t, addr) = start(&cfg).await;
+    assert!(t.metrics_addr().is_some(), "the example serves metrics");
     for (nqn, nsids) in [
         ("nqn.2024-01.io.example:scratch", vec![1, 2]),
         ("nqn.2024-01.io.example:shared", vec![1]),

@@ -64,6 +64,7 @@ fn config(file: Option<PathBuf>) -> TargetConfig {
         tls: None,
         ana_states: vec![],
         referrals: vec![],
+        metrics: None,
     }
 }
 

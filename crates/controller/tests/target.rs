@@ -58,6 +58,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
         tcp_congestion: None,
         ana_states: vec![],
         referrals: vec![],
+        metrics: None,
         tls: None,
     }
 }

@@ -49,6 +49,7 @@ fn config(keys: Vec<ConfiguredPsk>, derivation: Derivation) -> TargetConfig {
         tcp_congestion: None,
         ana_states: vec![],
         referrals: vec![],
+        metrics: None,
         tls: Some(TlsConfig {
             treq: Default::default(),
             ports: vec![],

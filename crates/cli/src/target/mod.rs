@@ -138,6 +138,11 @@ pub struct TargetArgs {
     /// --control-socket PATH ...` changes ANA states live.
     #[arg(long = "control-socket", value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics (`GET /metrics`, text format 0.0.4) on this
+    /// address, e.g. 127.0.0.1:9100; `nvmf stats` reads them. Overrides
+    /// metrics of --config.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Options of `nvmf ana-state`.
@@ -467,6 +472,9 @@ fn apply_tuning(cfg: &mut TargetConfig, a: &TargetArgs) -> anyhow::Result<()> {
     if let Some(us) = a.busy_poll_us {
         cfg.busy_poll_us = us;
     }
+    if a.metrics.is_some() {
+        cfg.metrics = a.metrics;
+    }
     if a.tcp_congestion.is_some() {
         cfg.tcp_congestion = a.tcp_congestion.clone();
     }
@@ -574,6 +582,9 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
                 b.trsvcid()
             );
         }
+    }
+    if let Some(m) = target.metrics_addr() {
+        println!("nvmf target: metrics on http://{m}/metrics  (nvmf stats --metrics {m})");
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
