@@ -35,7 +35,7 @@ pub mod cmd {
     pub const ADD_DEV: u32 = ioc(IOWR, 0x04, S);
     /// Delete a stopped device; waits until its char device is closed.
     pub const DEL_DEV: u32 = ioc(IOWR, 0x05, S);
-    /// Add the disk; waits until every queue fetched every tag. data[0] = pid.
+    /// Add the disk; waits until every queue fetched every tag. `data[0]` = pid.
     pub const START_DEV: u32 = ioc(IOWR, 0x06, S);
     /// Remove the disk and abort the queues' pending fetches.
     pub const STOP_DEV: u32 = ioc(IOWR, 0x07, S);
@@ -43,7 +43,7 @@ pub mod cmd {
     pub const SET_PARAMS: u32 = ioc(IOWR, 0x08, S);
     /// The driver's feature flags (a u64), since 6.5.
     pub const GET_FEATURES: u32 = ioc(IOR, 0x13, S);
-    /// New size in sectors in data[0], on a live device; needs `UBLK_F_UPDATE_SIZE`.
+    /// New size in sectors in `data[0]`, on a live device; needs `UBLK_F_UPDATE_SIZE`.
     pub const UPDATE_SIZE: u32 = ioc(IOWR, 0x15, S);
 }
 
