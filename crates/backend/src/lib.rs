@@ -110,13 +110,13 @@ pub enum BackendError {
     /// An operating-system I/O call failed. See
     /// [`BackendError::is_media_error`] to distinguish media errors from
     /// other failures.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Io {
         /// What the backend was doing (static, for cheap construction).
         context: &'static str,
-        /// The underlying OS error.
-        #[source]
-        source: io::Error,
+        /// The underlying OS error: part of this error's message, and so
+        /// not also its `source()` (a printed chain names it once).
+        error: io::Error,
     },
     /// The operation is not supported by this backend.
     #[error("operation not supported: {0}")]
@@ -136,8 +136,8 @@ impl BackendError {
     /// status codes).
     pub fn is_media_error(&self) -> bool {
         match self {
-            BackendError::Io { source, .. } => matches!(
-                source.raw_os_error(),
+            BackendError::Io { error, .. } => matches!(
+                error.raw_os_error(),
                 Some(libc::EIO | libc::ENODATA | libc::EILSEQ | libc::EBADMSG | libc::EUCLEAN)
             ),
             _ => false,
@@ -148,7 +148,7 @@ impl BackendError {
     pub(crate) fn io(context: &'static str, source: impl Into<io::Error>) -> Self {
         BackendError::Io {
             context,
-            source: source.into(),
+            error: source.into(),
         }
     }
 }

@@ -231,7 +231,7 @@ fn sizing_rules() {
 
     // Missing file without size: ENOENT.
     match open_file(&p("missing"), None, 512, DirectIo::Auto) {
-        Err(BackendError::Io { source, .. }) => {
+        Err(BackendError::Io { error: source, .. }) => {
             assert_eq!(source.kind(), std::io::ErrorKind::NotFound)
         }
         other => panic!("unexpected {other:?}"),
@@ -360,7 +360,7 @@ fn direct_auto_falls_back_when_refused() {
     let path = ramfs.dir.path().join("ns");
     // On: refused.
     match FileBackend::open(&path, Some(MIB), 512, DirectIo::On) {
-        Err(BackendError::Io { source, .. }) => {
+        Err(BackendError::Io { error: source, .. }) => {
             assert_eq!(source.raw_os_error(), Some(libc::EINVAL))
         }
         other => panic!("O_DIRECT On on ramfs should fail, got {other:?}"),

@@ -24,12 +24,14 @@ use tracing::info;
 pub enum RegistryError {
     /// A namespace's backend could not be opened. The cause is the source, not
     /// part of this message, so that a printed chain (`{:#}`) names it once.
-    #[error("subsystem {nqn} namespace {nsid}")]
+    #[error("subsystem {nqn} namespace {nsid} ({what})")]
     Backend {
         /// Subsystem.
         nqn: String,
         /// Namespace.
         nsid: u32,
+        /// What it is stored on: "file PATH", "device PATH", "rbd POOL/IMAGE", ...
+        what: String,
         /// The backend's error.
         #[source]
         source: nvmf_backend::BackendError,
@@ -63,9 +65,17 @@ pub struct Namespace {
 impl Namespace {
     /// Opens the backend a namespace configuration names.
     pub fn open(subnqn: &str, cfg: &NamespaceConfig) -> Result<Self, RegistryError> {
+        let what = match &cfg.backend {
+            BackendSpec::Memory { .. } => "memory".to_string(),
+            BackendSpec::Null { .. } => "null".to_string(),
+            BackendSpec::File { path, .. } => format!("file {}", path.display()),
+            BackendSpec::Device { path } => format!("device {}", path.display()),
+            BackendSpec::Rbd(r) => format!("rbd {}/{}", r.pool, r.image),
+        };
         let err = |source| RegistryError::Backend {
             nqn: subnqn.to_string(),
             nsid: cfg.nsid,
+            what: what.clone(),
             source,
         };
         let backend = match &cfg.backend {
@@ -642,6 +652,43 @@ pub struct ReloadSummary {
     pub referrals_changed: bool,
     /// Discovery controllers sent a Discovery Log Change notice.
     pub discovery_notices: usize,
+}
+
+/// One plain line for logs: what changed, in words (no Rust debug syntax).
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if !self.added.is_empty() {
+            parts.push(format!("added {}", self.added.join(", ")));
+        }
+        if !self.removed.is_empty() {
+            parts.push(format!("removed {}", self.removed.join(", ")));
+        }
+        for (nqn, nsids) in &self.changed_namespaces {
+            let n: Vec<String> = nsids.iter().map(u32::to_string).collect();
+            parts.push(format!("{nqn}: namespaces {} changed", n.join(", ")));
+        }
+        if !self.ana_changed.is_empty() {
+            parts.push(format!(
+                "ANA states changed in {}",
+                self.ana_changed.join(", ")
+            ));
+        }
+        if self.referrals_changed {
+            parts.push("referrals changed".into());
+        }
+        if self.discovery_notices > 0 {
+            parts.push(format!(
+                "{} discovery log change notice(s) sent",
+                self.discovery_notices
+            ));
+        }
+        if parts.is_empty() {
+            f.write_str("no change")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
 }
 
 impl Registry {

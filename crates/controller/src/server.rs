@@ -250,7 +250,8 @@ impl Target {
                 }
             }));
         }
-        info!("serving on {:?}", self.bound());
+        let bound: Vec<String> = self.bound().iter().map(ToString::to_string).collect();
+        info!("serving on {}", bound.join(", "));
         for t in tasks {
             let _ = t.await;
         }

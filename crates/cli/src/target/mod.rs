@@ -629,7 +629,7 @@ pub fn run(args: TargetArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
                     };
                     let Some(loaded) = file_config(&args) else { continue };
                     match loaded.and_then(|c| target.reload(&c).map_err(anyhow::Error::from)) {
-                        Ok(s) => info!(added = ?s.added, removed = ?s.removed, changed = ?s.changed_namespaces, ana = ?s.ana_changed, referrals_changed = s.referrals_changed, discovery_notices = s.discovery_notices, "configuration reloaded from {}", path.display()),
+                        Ok(s) => info!("configuration reloaded from {}: {s}", path.display()),
                         Err(e) => error!("reload of {} failed, keeping the running configuration: {e:#}", path.display()),
                     }
                 }
