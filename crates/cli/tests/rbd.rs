@@ -230,3 +230,132 @@ fn target_serves_an_image_to_io_check_and_perf() {
     assert!(rep["total"]["iops"].as_f64().unwrap() > 0.0, "{out}");
     eprintln!("perf through our target on RBD: {}", rep["total"]);
 }
+
+/// Two `nvmf target` gateways on one RBD image form an HA pair with ANA: the
+/// first port optimized, the second non-optimized, distinct CNTLID ranges.
+/// Our multipath I/O (`nvmf_blockdev::Multipath`) prefers the optimized
+/// gateway; when that gateway is killed mid-writes, the writes fail over to
+/// the other with no error, and the image holds every acknowledged block.
+#[test]
+#[ignore = "needs a Ceph cluster: scripts/test.sh's rbd stage"]
+fn two_gateways_on_one_image_fail_over_with_ana() {
+    use nvmf_blockdev::{BlockIo, BlockOp, IoPolicy, Multipath};
+    use nvmf_host::{ConnectOptions, Controller, TransportAddr};
+    use std::time::Duration;
+
+    image("nvmf-ha", 32);
+    let ns = format!("rbd/nvmf-ha,conf={}", conf());
+    let nqn = "nqn.2024-01.io.test:rbd-ha";
+    let (p1, d1, p2, d2) = (free_port(), free_port(), free_port(), free_port());
+    let mut gw1 = target(
+        p1,
+        d1,
+        &[
+            "--rbd",
+            &ns,
+            "--block-size",
+            "4096",
+            "--subnqn",
+            nqn,
+            "--cntlid-range",
+            "1-99",
+        ],
+    );
+    let ana2 = format!("127.0.0.1:{p2}=1:non-optimized");
+    let _gw2 = target(
+        p2,
+        d2,
+        &[
+            "--rbd",
+            &ns,
+            "--block-size",
+            "4096",
+            "--subnqn",
+            nqn,
+            "--cntlid-range",
+            "100-199",
+            "--ana-state",
+            &ana2,
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let connect = |port: u16| {
+            let mut o = ConnectOptions::new(
+                format!("127.0.0.1:{port}")
+                    .parse::<TransportAddr>()
+                    .unwrap(),
+                nqn,
+            );
+            o.nr_io_queues = 1;
+            o.ctrl_loss_tmo = Some(Duration::from_secs(2));
+            o.reconnect_delay = Duration::from_secs(1);
+            Controller::connect(o)
+        };
+        let (a, b) = (connect(p1).await.unwrap(), connect(p2).await.unwrap());
+        let mp = Multipath::new(&a, 1, IoPolicy::RoundRobin);
+        mp.add_path(&b, 1);
+        let block = |i: u64| vec![(i as u8).wrapping_mul(31).wrapping_add(7); 4096];
+        // Before the failure: only the optimized gateway carries I/O.
+        for i in 0..64u64 {
+            mp.submit(BlockOp::Write {
+                slba: i,
+                data: block(i).into(),
+                fua: false,
+            })
+            .await
+            .expect("write through the optimized gateway");
+        }
+        let paths = mp.paths();
+        assert!(
+            paths[0].commands >= 64 && paths[1].commands == 0,
+            "ANA: optimized first: {:?}",
+            paths
+                .iter()
+                .map(|p| (p.commands, p.ana))
+                .collect::<Vec<_>>()
+        );
+        // The optimized gateway dies; writes carry on through the other.
+        let writer = {
+            let mp = mp.clone();
+            tokio::spawn(async move {
+                for i in 64..512u64 {
+                    mp.submit(BlockOp::Write {
+                        slba: i,
+                        data: block(i).into(),
+                        fua: false,
+                    })
+                    .await?;
+                }
+                mp.submit(BlockOp::Flush).await?;
+                Ok::<_, nvmf_host::Error>(())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = gw1.0.kill();
+        writer
+            .await
+            .unwrap()
+            .expect("no write fails across the gateway failure");
+        let paths = mp.paths();
+        assert!(paths[1].commands > 0, "the non-optimized gateway took over");
+        eprintln!(
+            "FIGURE: RBD gateway pair: commands per gateway {:?}, failovers {:?}",
+            paths.iter().map(|p| p.commands).collect::<Vec<_>>(),
+            paths.iter().map(|p| p.failovers).collect::<Vec<_>>()
+        );
+    });
+    // Every acknowledged block is in the image.
+    let img = rbd(&["export", "rbd/nvmf-ha", "-"]);
+    for i in 0..512usize {
+        assert_eq!(
+            img[i * 4096],
+            (i as u8).wrapping_mul(31).wrapping_add(7),
+            "block {i}"
+        );
+    }
+}
