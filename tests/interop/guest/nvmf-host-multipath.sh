@@ -95,6 +95,14 @@ connect() {
 }
 
 # the block devices `nvmf list` shows
+# attached DEV: the device is served (NBD: a server pid in sysfs; ublk: the
+# disk exists, it goes away with its server)
+attached() {
+    case $1 in
+        /dev/nbd*) [ -e /sys/block/${1#/dev/}/pid ] ;;
+        *) [ -e /sys/block/${1#/dev/}/size ] ;;
+    esac
+}
 devices() { $NVMF list 2>/dev/null | awk '/^Block device/{b=1;next} b && $1 ~ /^\/dev\/(nbd|ublkb)[0-9]/ {print $1}'; }
 # path PORT N: field N after the address in the path row of PORT (1 ANA state,
 # 2 commands, 3 failovers, 4 the first word of the link state)
@@ -193,8 +201,8 @@ wait_path $APORT 1 optimized && pass "$T: path $APORT optimized again" || fail "
 fio_check "part 1 (ANA inaccessible mid-run)"
 echo "    failovers: $APORT $(path $APORT 3), $BPORT $(path $BPORT 3)"
 $NVMF disconnect -n $S >/tmp/mp.disc 2>&1
-_w=0; while [ $_w -lt 50 ] && [ -e /sys/block/${DEV#/dev/}/pid ]; do sleep 0.1; _w=$((_w+1)); done
-[ ! -e /sys/block/${DEV#/dev/}/pid ] && pass "$T: disconnect -n removes $DEV" || fail "$T: $DEV still attached after disconnect -n"
+_w=0; while [ $_w -lt 50 ] && attached $DEV; do sleep 0.1; _w=$((_w+1)); done
+! attached $DEV && pass "$T: disconnect -n removes $DEV" || fail "$T: $DEV still attached after disconnect -n"
 stop_target $TPID
 CTL=
 
@@ -231,7 +239,7 @@ show_list
 
 say "disconnecting path A keeps the device; path B removes it"
 check "$T: nvmf disconnect -d $CA" $NVMF disconnect -d $CA
-if [ -e /sys/block/${DEV#/dev/}/pid ] && [ "$(devices)" = "$DEV" ] && [ -z "$(path $APORT 1)" ]; then
+if attached $DEV && [ "$(devices)" = "$DEV" ] && [ -z "$(path $APORT 1)" ]; then
     pass "$T: $DEV stays, with the one path left"
 else
     fail "$T: after disconnecting $CA: devices '$(devices)', path A '$(path $APORT 1)'"
@@ -243,8 +251,8 @@ dd if=/tmp/mp.pat of=$DEV bs=1M count=4 oflag=direct 2>/dev/null &&
 dd if=$FILE bs=1M count=4 2>/dev/null | cmp -s - /tmp/mp.pat && pass "$T: and in the target's backing file" ||
     fail "$T: the backing file does not hold the data"
 check "$T: nvmf disconnect -d $CB" $NVMF disconnect -d $CB
-_w=0; while [ $_w -lt 50 ] && [ -e /sys/block/${DEV#/dev/}/pid ]; do sleep 0.1; _w=$((_w+1)); done
-[ ! -e /sys/block/${DEV#/dev/}/pid ] && [ -z "$(devices)" ] && pass "$T: disconnecting the last path removes $DEV" ||
+_w=0; while [ $_w -lt 50 ] && attached $DEV; do sleep 0.1; _w=$((_w+1)); done
+! attached $DEV && [ -z "$(devices)" ] && pass "$T: disconnecting the last path removes $DEV" ||
     fail "$T: $DEV still attached after its last path went"
 stop_target $TB
 
