@@ -193,6 +193,11 @@ impl Drop for Aio<'_> {
     }
 }
 
+/// A failed set-up step (`r` = -errno) as a configuration error naming the step.
+fn setup_err(what: String, r: c_int) -> BackendError {
+    invalid(format!("{what}: {}", std::io::Error::from_raw_os_error(-r)))
+}
+
 fn os(what: &'static str, r: isize) -> BackendError {
     BackendError::io(what, std::io::Error::from_raw_os_error((-r) as i32))
 }
@@ -274,15 +279,17 @@ impl RbdBackend {
             )
         };
         if r < 0 {
-            return Err(invalid(format!(
-                "reading the Ceph configuration {}: {}",
-                spec.conf
-                    .as_deref()
-                    .map_or("(default: $CEPH_CONF, /etc/ceph/ceph.conf)".into(), |p| p
-                        .display()
-                        .to_string()),
-                std::io::Error::from_raw_os_error(-r)
-            )));
+            return Err(setup_err(
+                format!(
+                    "reading the Ceph configuration {}",
+                    spec.conf
+                        .as_deref()
+                        .map_or("(default: $CEPH_CONF, /etc/ceph/ceph.conf)".into(), |p| p
+                            .display()
+                            .to_string())
+                ),
+                r,
+            ));
         }
         // SAFETY: a live cluster handle; null means CEPH_ARGS.
         unsafe { (me.api.rados_conf_parse_env)(me.cluster, ptr::null()) };
@@ -303,21 +310,14 @@ impl RbdBackend {
         // SAFETY: a live, configured cluster handle.
         let r = unsafe { (me.api.rados_connect)(me.cluster) };
         if r < 0 {
-            return Err(invalid(format!(
-                "connecting to the Ceph cluster: {}",
-                std::io::Error::from_raw_os_error(-r)
-            )));
+            return Err(setup_err("connecting to the Ceph cluster".into(), r));
         }
         let pool = cstr("pool", &spec.pool)?;
         let mut ioctx = ptr::null_mut();
         // SAFETY: a connected cluster, a NUL-terminated pool name, a valid out-pointer.
         let r = unsafe { (me.api.rados_ioctx_create)(me.cluster, pool.as_ptr(), &mut ioctx) };
         if r < 0 {
-            return Err(invalid(format!(
-                "opening pool {:?}: {}",
-                spec.pool,
-                std::io::Error::from_raw_os_error(-r)
-            )));
+            return Err(setup_err(format!("opening pool {:?}", spec.pool), r));
         }
         me.ioctx = ioctx;
         let name = cstr("image", &spec.image)?;
@@ -326,12 +326,10 @@ impl RbdBackend {
         // out-pointer, no snapshot (null).
         let r = unsafe { (me.api.rbd_open)(me.ioctx, name.as_ptr(), &mut image, ptr::null()) };
         if r < 0 {
-            return Err(invalid(format!(
-                "opening image {}/{}: {}",
-                spec.pool,
-                spec.image,
-                std::io::Error::from_raw_os_error(-r)
-            )));
+            return Err(setup_err(
+                format!("opening image {}/{}", spec.pool, spec.image),
+                r,
+            ));
         }
         me.image = image;
         let mut size = 0u64;

@@ -121,6 +121,20 @@ pub enum BackendSpec {
     Rbd(nvmf_backend::RbdSpec),
 }
 
+/// What a namespace is stored on, for logs and errors: "memory 64 MiB",
+/// "null 1024 MiB", "file PATH", "device PATH", "rbd POOL/IMAGE".
+impl std::fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendSpec::Memory { size } => write!(f, "memory {} MiB", size >> 20),
+            BackendSpec::Null { size } => write!(f, "null {} MiB", size >> 20),
+            BackendSpec::File { path, .. } => write!(f, "file {}", path.display()),
+            BackendSpec::Device { path } => write!(f, "device {}", path.display()),
+            BackendSpec::Rbd(r) => write!(f, "rbd {}/{}", r.pool, r.image),
+        }
+    }
+}
+
 /// One namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespaceConfig {

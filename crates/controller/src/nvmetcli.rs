@@ -135,6 +135,20 @@ fn listen_addr(adrfam: &str, traddr: &str, trsvcid: &str) -> String {
     }
 }
 
+/// Adds `[[name]]` tables to `root`, one per item of `rows`, if there is any.
+fn root_tables<const N: usize>(
+    root: &mut toml::Table,
+    name: &str,
+    rows: impl Iterator<Item = [(&'static str, toml::Value); N]>,
+) {
+    let rows: Vec<toml::Value> = rows
+        .map(|r| toml::Value::Table(r.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+        .collect();
+    if !rows.is_empty() {
+        root.insert(name.into(), toml::Value::Array(rows));
+    }
+}
+
 /// Converts nvmetcli's saved JSON `text` into this target's TOML configuration.
 pub fn convert(text: &str) -> Result<Converted, NvmetcliError> {
     let saved: Saved = serde_json::from_str(text)?;
@@ -405,40 +419,27 @@ pub fn convert(text: &str) -> Result<Converted, NvmetcliError> {
         )));
     }
     root.insert("subsystem".into(), toml::Value::Array(subsystems));
-    if !ana_states.is_empty() {
-        root.insert(
-            "ana_state".into(),
-            toml::Value::Array(
-                ana_states
-                    .into_iter()
-                    .map(|(port, group, state)| {
-                        let mut t = toml::Table::new();
-                        t.insert("port".into(), port.into());
-                        t.insert("group".into(), i64::from(group).into());
-                        t.insert("state".into(), state.into());
-                        toml::Value::Table(t)
-                    })
-                    .collect(),
-            ),
-        );
-    }
-
-    if !referrals.is_empty() {
-        root.insert(
-            "referral".into(),
-            toml::Value::Array(
-                referrals
-                    .into_iter()
-                    .map(|(address, port)| {
-                        let mut t = toml::Table::new();
-                        t.insert("address".into(), address.into());
-                        t.insert("port".into(), i64::from(port).into());
-                        toml::Value::Table(t)
-                    })
-                    .collect(),
-            ),
-        );
-    }
+    root_tables(
+        &mut root,
+        "ana_state",
+        ana_states.into_iter().map(|(port, group, state)| {
+            [
+                ("port", port.into()),
+                ("group", i64::from(group).into()),
+                ("state", state.into()),
+            ]
+        }),
+    );
+    root_tables(
+        &mut root,
+        "referral",
+        referrals.into_iter().map(|(address, port)| {
+            [
+                ("address", address.into()),
+                ("port", i64::from(port).into()),
+            ]
+        }),
+    );
 
     let mut out =
         String::from("# Imported from an nvmetcli configuration (nvmf import-nvmetcli).\n");

@@ -65,13 +65,7 @@ pub struct Namespace {
 impl Namespace {
     /// Opens the backend a namespace configuration names.
     pub fn open(subnqn: &str, cfg: &NamespaceConfig) -> Result<Self, RegistryError> {
-        let what = match &cfg.backend {
-            BackendSpec::Memory { .. } => "memory".to_string(),
-            BackendSpec::Null { .. } => "null".to_string(),
-            BackendSpec::File { path, .. } => format!("file {}", path.display()),
-            BackendSpec::Device { path } => format!("device {}", path.display()),
-            BackendSpec::Rbd(r) => format!("rbd {}/{}", r.pool, r.image),
-        };
+        let what = cfg.backend.to_string();
         let err = |source| RegistryError::Backend {
             nqn: subnqn.to_string(),
             nsid: cfg.nsid,

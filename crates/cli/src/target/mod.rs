@@ -539,17 +539,14 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
     for s in &cfg.subsystems {
         for n in &s.namespaces {
             let what = match &n.backend {
-                BackendSpec::Memory { size } => format!(
-                    "memory {} MiB (VOLATILE: data is lost when the target stops)",
-                    size >> 20
+                BackendSpec::Memory { .. } => format!(
+                    "{} (VOLATILE: data is lost when the target stops)",
+                    n.backend
                 ),
-                BackendSpec::Null { size } => format!(
-                    "null {} MiB (reads return zeroes, writes are dropped)",
-                    size >> 20
-                ),
-                BackendSpec::File { path, .. } => format!("file {}", path.display()),
-                BackendSpec::Device { path } => format!("device {}", path.display()),
-                BackendSpec::Rbd(r) => format!("rbd {}/{}", r.pool, r.image),
+                BackendSpec::Null { .. } => {
+                    format!("{} (reads return zeroes, writes are dropped)", n.backend)
+                }
+                b => b.to_string(),
             };
             println!(
                 "nvmf target: {} namespace {}: {what}, {}-byte blocks",
