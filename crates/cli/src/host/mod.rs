@@ -1103,7 +1103,9 @@ fn input_data(a: &RwArgs, need: u64) -> anyhow::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn compare(a: RwArgs) -> anyhow::Result<()> {
+/// Bytes of data the command moves: (block-count + 1) blocks of the
+/// namespace's size; a --data-size below that is refused.
+fn data_len(a: &RwArgs) -> anyhow::Result<u64> {
     let info = daemon::request(&json!({"op": "namespace", "dev": a.dev}))?;
     let bs = info["block_size"].as_u64().unwrap_or(512);
     let nblocks = u64::from(a.block_count) + 1;
@@ -1113,6 +1115,11 @@ fn compare(a: RwArgs) -> anyhow::Result<()> {
             bail!("--data-size {z} is smaller than {need} bytes ({nblocks} blocks of {bs} bytes; -c is 0's based)");
         }
     }
+    Ok(need)
+}
+
+fn compare(a: RwArgs) -> anyhow::Result<()> {
+    let need = data_len(&a)?;
     let buf = input_data(&a, need)?;
     daemon::request_data(
         &json!({"op": "compare", "dev": a.dev, "slba": a.start_block}),
@@ -1130,15 +1137,8 @@ fn rw(a: RwArgs, write: bool) -> anyhow::Result<()> {
             a.dev
         );
     }
-    let info = daemon::request(&json!({"op": "namespace", "dev": a.dev}))?;
-    let bs = info["block_size"].as_u64().unwrap_or(512);
+    let need = data_len(&a)?;
     let nblocks = u64::from(a.block_count) + 1;
-    let need = nblocks * bs;
-    if let Some(z) = a.data_size {
-        if z < need {
-            bail!("--data-size {z} is smaller than {need} bytes ({nblocks} blocks of {bs} bytes; -c is 0's based)");
-        }
-    }
     if write {
         let buf = input_data(&a, need)?;
         daemon::request_data(
