@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, nvmf, ok, wait_listening, KillOnDrop, NVMF};
+use common::{free_port, nvmf, ok, target, wait_listening, KillOnDrop, NVMF};
 
 const A: &str = "nqn.2024-01.io.nvmf-rs:disco-a";
 const B: &str = "nqn.2024-01.io.nvmf-rs:disco-b";
@@ -20,26 +20,14 @@ const C: &str = "nqn.2024-01.io.nvmf-rs:disco-c";
 /// `nvmf target` in quick mode: subsystem `nqn` (16 MiB memory) on `port`,
 /// discovery also on `disc`, referring to `referrals`.
 fn quick_target(port: u16, disc: u16, nqn: &str, referrals: &[u16]) -> KillOnDrop {
-    let mut c = Command::new(NVMF);
-    c.args([
-        "target",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--discovery-listen",
-        &format!("127.0.0.1:{disc}"),
-        "--memory",
-        "16M",
-        "--subnqn",
-        nqn,
-    ]);
-    for r in referrals {
-        c.args(["--referral", &format!("127.0.0.1:{r}")]);
+    let refs: Vec<String> = referrals.iter().map(|r| format!("127.0.0.1:{r}")).collect();
+    let mut args = vec!["--memory", "16M", "--subnqn", nqn];
+    for r in &refs {
+        args.extend(["--referral", r.as_str()]);
     }
-    c.stdout(Stdio::null()).stderr(Stdio::null());
-    let child = c.spawn().unwrap();
-    wait_listening(port);
+    let t = target(port, disc, &args);
     wait_listening(disc);
-    KillOnDrop(child)
+    t
 }
 
 #[test]
@@ -165,6 +153,46 @@ fn write_config(path: &Path, port: u16, with_b: bool, referral: Option<u16>) {
 
 /// Waits up to 20 s for a line of `rx` containing every one of `want`;
 /// returns the lines read meanwhile.
+/// Starts `nvmf target --config CFG` listening on `port`; its pid too (for SIGHUP).
+fn config_target(cfg: &Path, port: u16) -> (u32, KillOnDrop) {
+    let t = Command::new(NVMF)
+        .args(["target", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = t.id();
+    let t = KillOnDrop(t);
+    wait_listening(port);
+    (pid, t)
+}
+
+/// Runs `nvmf ARGS` (its host daemon in `run` if given, logging at `log`) and
+/// hands its standard output over line by line.
+fn watch(args: &[&str], run: Option<&Path>, log: &str) -> (KillOnDrop, mpsc::Receiver<String>) {
+    let mut c = Command::new(NVMF);
+    c.args(args).env("NVMF_LOG", log);
+    if let Some(r) = run {
+        c.env("NVMF_RUN_DIR", r);
+    }
+    let mut p = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = p.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    (KillOnDrop(p), rx)
+}
+
 fn expect_line(rx: &mpsc::Receiver<String>, want: &[&str], seen: &mut Vec<String>) {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(20) {
@@ -196,20 +224,13 @@ fn persistent_discover_reports_each_reload() {
     let cfg = dir.path().join("t.toml");
     let port = free_port();
     write_config(&cfg, port, false, None);
-    let t = Command::new(NVMF)
-        .args(["target", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = t.id();
-    let _t = KillOnDrop(t);
-    wait_listening(port);
+    let (pid, _t) = config_target(&cfg, port);
 
     // KATO 2 s: the controller must keep the association alive across the
     // waits below (the target ends an association whose KATO expires).
-    let mut p = Command::new(NVMF)
-        .args([
+    let port_s = port.to_string();
+    let (_p, rx) = watch(
+        &[
             "discover",
             "-p",
             "--foreground",
@@ -220,24 +241,11 @@ fn persistent_discover_reports_each_reload() {
             "-a",
             "127.0.0.1",
             "-s",
-            &port.to_string(),
-        ])
-        .env("NVMF_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = p.stdout.take().unwrap();
-    let _p = KillOnDrop(p);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+            &port_s,
+        ],
+        None,
+        "warn",
+    );
     let mut seen = Vec::new();
     expect_line(&rx, &["subnqn:", A], &mut seen);
 
@@ -274,18 +282,11 @@ fn persistent_connect_all_connects_a_subsystem_added_by_a_reload() {
     let cfg = dir.path().join("t.toml");
     let port = free_port();
     write_config(&cfg, port, false, None);
-    let t = Command::new(NVMF)
-        .args(["target", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = t.id();
-    let _t = KillOnDrop(t);
-    wait_listening(port);
+    let (pid, _t) = config_target(&cfg, port);
 
-    let mut p = Command::new(NVMF)
-        .args([
+    let port_s = port.to_string();
+    let (p, rx) = watch(
+        &[
             "connect-all",
             "-p",
             "--foreground",
@@ -294,25 +295,11 @@ fn persistent_connect_all_connects_a_subsystem_added_by_a_reload() {
             "-a",
             "127.0.0.1",
             "-s",
-            &port.to_string(),
-        ])
-        .env("NVMF_RUN_DIR", &run)
-        .env("NVMF_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = p.stdout.take().unwrap();
-    let p = KillOnDrop(p);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+            &port_s,
+        ],
+        Some(&run),
+        "warn",
+    );
     let mut seen = Vec::new();
     expect_line(&rx, &["device: nvme", A], &mut seen);
     write_config(&cfg, port, true, None);
@@ -340,19 +327,11 @@ fn persistent_discover_reconnects_after_a_target_restart() {
     let cfg = dir.path().join("t.toml");
     let port = free_port();
     write_config(&cfg, port, false, None);
-    let start = || {
-        let t = Command::new(NVMF)
-            .args(["target", "--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_listening(port);
-        KillOnDrop(t)
-    };
+    let start = || config_target(&cfg, port).1;
     let t = start();
-    let mut p = Command::new(NVMF)
-        .args([
+    let port_s = port.to_string();
+    let (_p, rx) = watch(
+        &[
             "discover",
             "-p",
             "--foreground",
@@ -361,24 +340,11 @@ fn persistent_discover_reconnects_after_a_target_restart() {
             "-a",
             "127.0.0.1",
             "-s",
-            &port.to_string(),
-        ])
-        .env("NVMF_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = p.stdout.take().unwrap();
-    let _p = KillOnDrop(p);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            let Ok(l) = l else { break };
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
+            &port_s,
+        ],
+        None,
+        "error",
+    );
     let mut seen = Vec::new();
     expect_line(&rx, &["subnqn:", A], &mut seen);
     drop(t);
@@ -398,15 +364,7 @@ fn the_daemon_holds_the_persistent_discovery_controller() {
     let cfg = dir.path().join("t.toml");
     let port = free_port();
     write_config(&cfg, port, false, None);
-    let t = Command::new(NVMF)
-        .args(["target", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = t.id();
-    let _t = KillOnDrop(t);
-    wait_listening(port);
+    let (pid, _t) = config_target(&cfg, port);
     let p = port.to_string();
     let o = nvmf(
         &run,
