@@ -191,6 +191,16 @@ impl Conn {
 
     /// Runs one command: `out` is sent in the capsule when `in_capsule`, else
     /// through R2T/H2CData; `in_len` bytes are expected back in C2HData.
+    /// Runs a command that returns `len` bytes to the host: its data, or
+    /// what went wrong (the failure, or the status if not success).
+    pub fn data_in(&mut self, sqe: Sqe, len: usize) -> Result<Vec<u8>, String> {
+        match self.command(sqe, &[], false, len) {
+            Ok(res) if res.cqe.status.is_success() => Ok(res.data),
+            Ok(res) => Err(status_text(res.cqe.status)),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn command(
         &mut self,
         mut sqe: Sqe,

@@ -276,22 +276,8 @@ fn discovery_rules(t: &mut Target, r: &mut Report) {
     }
 
     // Two-part read, as nvme-cli does: the header, then header and entries.
-    let hdr = match c.command(
-        Sqe::get_log_page(lid::DISCOVERY, 0, 1024, 0, false),
-        &[],
-        false,
-        1024,
-    ) {
-        Ok(res) if res.cqe.status.is_success() => DiscoveryLog::decode(&res.data),
-        Ok(res) => {
-            r.add(
-                "disc.log.read",
-                Verdict::Fail,
-                S_DLOG,
-                status_text(res.cqe.status),
-            );
-            return;
-        }
+    let hdr = match c.data_in(Sqe::get_log_page(lid::DISCOVERY, 0, 1024, 0, false), 1024) {
+        Ok(d) => DiscoveryLog::decode(&d),
         Err(e) => {
             r.add("disc.log.read", Verdict::Fail, S_DLOG, e);
             return;
@@ -299,22 +285,11 @@ fn discovery_rules(t: &mut Target, r: &mut Report) {
     };
     let n = hdr.numrec.min(64) as usize;
     let len = 1024 * (n + 1);
-    let full = match c.command(
+    let full = match c.data_in(
         Sqe::get_log_page(lid::DISCOVERY, 0, len as u32, 0, false),
-        &[],
-        false,
         len,
     ) {
-        Ok(res) if res.cqe.status.is_success() => res.data,
-        Ok(res) => {
-            r.add(
-                "disc.log.read",
-                Verdict::Fail,
-                S_DLOG,
-                status_text(res.cqe.status),
-            );
-            return;
-        }
+        Ok(d) => d,
         Err(e) => {
             r.add("disc.log.read", Verdict::Fail, S_DLOG, e);
             return;
@@ -722,17 +697,11 @@ fn io_rules(t: &Target, r: &mut Report, a: &mut Admin) {
         }
     }
     // First active namespace.
-    let nsid = match a.conn.command(
-        Sqe::identify(cns::ACTIVE_NS_LIST, 0),
-        &[],
-        false,
-        IDENTIFY_SIZE,
-    ) {
-        Ok(res) if res.cqe.status.is_success() => nvmf_proto::identify::decode_ns_list(&res.data)
-            .first()
-            .copied(),
-        _ => None,
-    };
+    let nsid = a
+        .conn
+        .data_in(Sqe::identify(cns::ACTIVE_NS_LIST, 0), IDENTIFY_SIZE)
+        .ok()
+        .and_then(|d| nvmf_proto::identify::decode_ns_list(&d).first().copied());
     let Some(nsid) = nsid else {
         r.add(
             "io.identify-ns",
@@ -742,22 +711,11 @@ fn io_rules(t: &Target, r: &mut Report, a: &mut Admin) {
         );
         return;
     };
-    let ns = match a.conn.command(
-        Sqe::identify(cns::NAMESPACE, nsid),
-        &[],
-        false,
-        IDENTIFY_SIZE,
-    ) {
-        Ok(res) if res.cqe.status.is_success() => IdentifyNamespace::decode(&res.data),
-        Ok(res) => {
-            r.add(
-                "io.identify-ns",
-                Verdict::Fail,
-                S_NS,
-                status_text(res.cqe.status),
-            );
-            return;
-        }
+    let ns = match a
+        .conn
+        .data_in(Sqe::identify(cns::NAMESPACE, nsid), IDENTIFY_SIZE)
+    {
+        Ok(d) => IdentifyNamespace::decode(&d),
         Err(e) => {
             r.add("io.identify-ns", Verdict::Fail, S_NS, e);
             return;
