@@ -201,16 +201,7 @@ fn target_serves_an_image_to_io_check_and_perf() {
     ok(run.path(), &["disconnect-all"]);
 
     let mut args = vec!["perf"];
-    args.extend([
-        "-t",
-        "tcp",
-        "-a",
-        "127.0.0.1",
-        "-s",
-        &p,
-        "-n",
-        "nqn.2024-01.io.test:rbd",
-    ]);
+    args.extend(base);
     args.extend([
         "--rw",
         "randrw",
