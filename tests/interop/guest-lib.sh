@@ -31,6 +31,27 @@ check() {
 }
 
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
+# listening PORT: something listens on TCP PORT (any address)
+listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$1[[:space:]]"; }
+
+# nvmevm_ana_cfg FILE NQN NSFILE CNTLID_MIN CNTLID_MAX PORT=STATE...: an nvmf
+# target config listening on each PORT of 127.0.0.1, subsystem NQN with one
+# 64 MiB file namespace NSFILE in ANA group 1, in STATE on each PORT; written
+# whole (a reload by SIGHUP never reads half a file)
+nvmevm_ana_cfg() {
+    _f=$1 _nqn=$2 _ns=$3 _lo=$4 _hi=$5; shift 5
+    _l=""
+    for _ps in "$@"; do _l="$_l${_l:+, }\"127.0.0.1:${_ps%%=*}\""; done
+    {
+        echo "listen = [$_l]"
+        for _ps in "$@"; do
+            printf '[[ana_state]]\nport = "127.0.0.1:%s"\ngroup = 1\nstate = "%s"\n' "${_ps%%=*}" "${_ps#*=}"
+        done
+        printf '[[subsystem]]\nnqn = "%s"\ncntlid_min = %s\ncntlid_max = %s\n' "$_nqn" "$_lo" "$_hi"
+        printf '[[subsystem.namespace]]\nfile = "%s"\nsize = "64M"\nana_group = 1\n' "$_ns"
+    } >"$_f.tmp" && mv "$_f.tmp" "$_f"
+}
+
 # rate MB T0 -- print throughput of MB MiB moved since uptime T0
 rate() { awk -v mb="$1" -v a="$2" -v b="$(uptime_s)" 'BEGIN{d=b-a; if(d<=0)d=0.01; printf "    -> %d MiB in %.2fs = %.1f MiB/s\n", mb, d, mb/d}'; }
 

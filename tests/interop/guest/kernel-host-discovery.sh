@@ -54,7 +54,6 @@ UEV=/tmp/disco-uevents.log
 PID1= PID2= MONPID=
 
 say() { echo "=== $*"; }
-listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$1[[:space:]]"; }
 
 # write_config WITH_B WITH_REFERRAL
 write_config() {

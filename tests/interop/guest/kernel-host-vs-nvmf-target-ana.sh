@@ -46,23 +46,6 @@ LOG=/tmp/nvmf-target-ana.log
 PIDS=""
 
 say() { echo "=== $*"; }
-listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$1[[:space:]]"; }
-
-# write_cfg FILE CNTLID_MIN CNTLID_MAX PORT=STATE...: a config listening on
-# each PORT of 127.0.0.1 with group 1 in STATE there
-write_cfg() {
-    _f=$1 _lo=$2 _hi=$3; shift 3
-    _l=""
-    for _ps in "$@"; do _l="$_l${_l:+, }\"127.0.0.1:${_ps%%=*}\""; done
-    {
-        echo "listen = [$_l]"
-        for _ps in "$@"; do
-            printf '[[ana_state]]\nport = "127.0.0.1:%s"\ngroup = 1\nstate = "%s"\n' "${_ps%%=*}" "${_ps#*=}"
-        done
-        printf '[[subsystem]]\nnqn = "%s"\ncntlid_min = %s\ncntlid_max = %s\n' "$S" "$_lo" "$_hi"
-        printf '[[subsystem.namespace]]\nfile = "%s"\nsize = "64M"\nana_group = 1\n' "$FILE"
-    } >"$_f.tmp" && mv "$_f.tmp" "$_f"
-}
 
 # start_target CFG PORT...: start `nvmf target --config CFG`, wait for its ports; echo the pid
 start_target() {
@@ -183,7 +166,7 @@ truncate -s 64M $FILE
 say "part 1: one target, two ports, ANA state flipped live (config + SIGHUP)"
 CFG=/tmp/ana.toml
 CTL=/tmp/ana.sock
-write_cfg $CFG 1 99 4420=optimized 4421=optimized
+nvmevm_ana_cfg $CFG "$S" "$FILE" 1 99 4420=optimized 4421=optimized
 start_target $CFG 4420 4421 || exit 1
 TPID=$START_PID
 if connect_two "one target:"; then
@@ -202,8 +185,8 @@ if connect_two "one target:"; then
     loop_start
     carrier
     _t0=$(uptime_s)
-    if [ $APORT = 4420 ]; then write_cfg $CFG 1 99 4420=inaccessible 4421=optimized
-    else write_cfg $CFG 1 99 4420=optimized 4421=inaccessible; fi
+    if [ $APORT = 4420 ]; then nvmevm_ana_cfg $CFG "$S" "$FILE" 1 99 4420=inaccessible 4421=optimized
+    else nvmevm_ana_cfg $CFG "$S" "$FILE" 1 99 4420=optimized 4421=inaccessible; fi
     kill -HUP $TPID
     if _st_wait_state $ACT inaccessible 100; then
         pass "$T: SIGHUP with 127.0.0.1:$APORT group 1 inaccessible -> host path ${ACT##*/} inaccessible after $(awk -v a=$_t0 -v b=$(uptime_s) 'BEGIN{printf "%.1f", b-a}') s (ANA Change notice + log 0Ch)"
@@ -217,7 +200,7 @@ if connect_two "one target:"; then
     grep -qi 'inaccessible' /tmp/ana.log && pass "$T: nvme ana-log through the failed-over controller says inaccessible" ||
         fail "$T: nvme ana-log after the change: $(head -c 300 /tmp/ana.log)"
     moved "inaccessible"
-    write_cfg $CFG 1 99 4420=optimized 4421=optimized
+    nvmevm_ana_cfg $CFG "$S" "$FILE" 1 99 4420=optimized 4421=optimized
     kill -HUP $TPID
     _st_wait_state $ACT optimized 100 && pass "$T: restored: path ${ACT##*/} optimized again" ||
         fail "$T: path ${ACT##*/} still '$(cat $ACT/ana_state)' after the restore"
@@ -240,8 +223,8 @@ stop_target $TPID
 
 CTL=
 say "part 2: an HA pair (two processes, same subsystem and file), one killed mid-writes"
-write_cfg /tmp/ana-a.toml 1 99 4420=optimized
-write_cfg /tmp/ana-b.toml 100 199 4421=optimized
+nvmevm_ana_cfg /tmp/ana-a.toml "$S" "$FILE" 1 99 4420=optimized
+nvmevm_ana_cfg /tmp/ana-b.toml "$S" "$FILE" 100 199 4421=optimized
 start_target /tmp/ana-a.toml 4420 || exit 1
 TA=$START_PID
 start_target /tmp/ana-b.toml 4421 || exit 1

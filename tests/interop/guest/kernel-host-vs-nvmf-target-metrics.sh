@@ -35,7 +35,6 @@ TARGET_LOG=/tmp/nvmf-target-metrics.log
 TARGET_PID=
 
 say() { echo "=== $*"; }
-listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$1[[:space:]]"; }
 
 # jnum FILE KEY: the (first) number after "KEY": in FILE, as an integer
 jnum() { sed -n "s/.*\"$2\": \([0-9.]*\).*/\1/p" "$1" | head -n1 | cut -d. -f1; }

@@ -47,7 +47,6 @@ TARGET_LOG=/tmp/nvmf-target-nvmetcli.log
 TARGET_PID=
 
 say() { echo "=== $* (uptime $(uptime_s)s)"; }
-listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$1[[:space:]]"; }
 
 st_need $T nvme || exit 0
 modprobe nvmet >/dev/null 2>&1; modprobe nvmet-tcp >/dev/null 2>&1

@@ -58,7 +58,6 @@ TARGET_PID=
 MNT=/mnt/blk
 
 say() { echo "=== $* (uptime $(uptime_s)s)"; }
-listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$1[[:space:]]"; }
 
 # dev_of CTRL NSID: the block device `nvmf list` shows for namespace NSID of
 # controller CTRL (a line "nvme0n1 (/dev/nbd0) ..." or "nvme0n1 (/dev/ublkb0) ...")

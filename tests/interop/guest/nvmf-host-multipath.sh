@@ -48,22 +48,6 @@ CTL=
 PIDS=""
 
 say() { echo "=== $* (uptime $(uptime_s)s)"; }
-listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$1[[:space:]]"; }
-
-# write_cfg FILE CNTLID_MIN CNTLID_MAX PORT=STATE...
-write_cfg() {
-    _f=$1 _lo=$2 _hi=$3; shift 3
-    _l=""
-    for _ps in "$@"; do _l="$_l${_l:+, }\"127.0.0.1:${_ps%%=*}\""; done
-    {
-        echo "listen = [$_l]"
-        for _ps in "$@"; do
-            printf '[[ana_state]]\nport = "127.0.0.1:%s"\ngroup = 1\nstate = "%s"\n' "${_ps%%=*}" "${_ps#*=}"
-        done
-        printf '[[subsystem]]\nnqn = "%s"\ncntlid_min = %s\ncntlid_max = %s\n' "$S" "$_lo" "$_hi"
-        printf '[[subsystem.namespace]]\nfile = "%s"\nsize = "64M"\nana_group = 1\n' "$FILE"
-    } >"$_f"
-}
 
 # start_target CFG PORT...: sets START_PID
 start_target() {
@@ -146,7 +130,7 @@ rm -f $FILE
 # ------------------------------------------------- part 1: two ports ----
 say "part 1: one target on ports $APORT and $BPORT, the host connects --block to both"
 CTL=/tmp/mpath.ctl
-write_cfg /tmp/mp.toml 1 65519 $APORT=optimized $BPORT=optimized
+nvmevm_ana_cfg /tmp/mp.toml "$S" "$FILE" 1 65519 $APORT=optimized $BPORT=optimized
 start_target /tmp/mp.toml $APORT $BPORT || exit 1
 TPID=$START_PID
 CA=$(connect $APORT) CB=$(connect $BPORT)
@@ -208,8 +192,8 @@ CTL=
 
 # ---------------------------------------------- part 2: an HA pair ------
 say "part 2: two target processes on one file, the host connects --block --iopolicy queue-depth"
-write_cfg /tmp/mp-a.toml 1 99 $APORT=optimized
-write_cfg /tmp/mp-b.toml 100 199 $BPORT=optimized
+nvmevm_ana_cfg /tmp/mp-a.toml "$S" "$FILE" 1 99 $APORT=optimized
+nvmevm_ana_cfg /tmp/mp-b.toml "$S" "$FILE" 100 199 $BPORT=optimized
 start_target /tmp/mp-a.toml $APORT || exit 1
 TA=$START_PID
 start_target /tmp/mp-b.toml $BPORT || exit 1
