@@ -4,11 +4,18 @@
 #
 #   SPDK_DIR=/path/to/built/spdk bench/side-by-side.sh [ROUNDS [SECONDS]]   (default 3 rounds of 6 s)
 #
-# The client for both is SPDK's spdk_nvme_perf pinned to core 1 (-c 0x2, no hugepages).
+# One client for every target, pinned to core 1: SPDK's spdk_nvme_perf (-c 0x2), or with
+# SBS_CLIENT=nvmf our `nvmf perf` (taskset -c 1, one job, same cases).
 # Targets, started afresh in each round in this order (so rounds interleave ours and SPDK's):
-#   ours         `nvmf target --memory 1G --block-size 4096 --threads 1`, taskset -c 0
+#   ours         `nvmf target --memory 1G --block-size 4096 --threads 1`, taskset -c 0: the
+#                default options (adaptive polling: 50 µs after passes of at most 2 PDUs)
 #   spdk         SPDK's nvmf_tgt, reactor on core 0 (-m 0x1), one 1 GiB Malloc bdev, 4096-byte blocks
-#   ours-poll50  as ours, plus `--busy-poll-us 50`
+#   ours-poll    as ours, plus `--busy-poll-batch 0` (poll 50 µs after every pass)
+#   ours-nopoll  as ours, plus `--busy-poll-us 0` (never poll: the default before 2026-12-04)
+# SPDK's memory (target and spdk_nvme_perf): 4 KiB pages (`--no-huge`) by default;
+# SPDK_HUGE=1 gives both 2 MiB hugetlbfs pages (reserved and mounted by bench/spdk-lib.sh),
+# SPDK as it is meant to run: its Malloc bdev and buffers then sit in huge pages, as our
+# memory namespace always does (transparent huge pages).
 # Each target's namespace is written full first (spdk_nvme_perf 128 KiB sequential writes
 # for SBS_FILL_SECS, default 10 s; a fresh process first-touching 1 GiB writes only
 # 100-300 MiB/s here), then every case runs for SECONDS:
@@ -23,7 +30,8 @@
 #
 # Environment: SPDK_DIR (required; without it the script prints SKIP and exits 0),
 #   NVMF (default target/release/nvmf), SBS_PORT (first port, default 46420),
-#   SBS_ONLY (regex over case names), SBS_TARGETS (default "ours spdk ours-poll50").
+#   SBS_ONLY (regex over case names), SBS_TARGETS (default "ours spdk ours-poll"),
+#   SBS_CLIENT (spdk, the default, or nvmf), SPDK_HUGE (1: hugepages for SPDK).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -36,7 +44,9 @@ SECS=${2:-6}
 NVMF=${NVMF:-$ROOT/target/release/nvmf}
 PORT=${SBS_PORT:-46420}
 ONLY=${SBS_ONLY:-.}
-TARGETS=${SBS_TARGETS:-ours spdk ours-poll50}
+TARGETS=${SBS_TARGETS:-ours spdk ours-poll}
+CLIENT=${SBS_CLIENT:-spdk}
+[[ $CLIENT == spdk || $CLIENT == nvmf ]] || { echo "SBS_CLIENT must be spdk or nvmf, not $CLIENT" >&2; exit 2; }
 HZ=$(getconf CLK_TCK)
 OUR_NQN=nqn.2024-01.io.nvmf-rs:default
 STAMP=$(date +%Y-%m-%d-%H%M%S)
@@ -51,12 +61,13 @@ if [[ ! -x $NVMF ]]; then
 fi
 ((SECS >= 2)) || { echo "SECONDS must be at least 2" >&2; exit 2; }
 
+# name|spdk_nvme_perf options|nvmf perf options
 CASES=(
-    "randread-4k-qd128|-q 128 -o 4096 -w randread"
-    "randwrite-4k-qd128|-q 128 -o 4096 -w randwrite"
-    "read-128k-qd16|-q 16 -o 131072 -w read"
-    "write-128k-qd16|-q 16 -o 131072 -w write"
-    "randread-4k-qd1|-q 1 -o 4096 -w randread"
+    "randread-4k-qd128|-q 128 -o 4096 -w randread|--iodepth 128 --bs 4k --rw randread"
+    "randwrite-4k-qd128|-q 128 -o 4096 -w randwrite|--iodepth 128 --bs 4k --rw randwrite"
+    "read-128k-qd16|-q 16 -o 131072 -w read|--iodepth 16 --bs 128k --rw read"
+    "write-128k-qd16|-q 16 -o 131072 -w write|--iodepth 16 --bs 128k --rw write"
+    "randread-4k-qd1|-q 1 -o 4096 -w randread|--iodepth 1 --bs 4k --rw randread"
 )
 
 OPID=
@@ -74,10 +85,12 @@ start_target() {
         spdk_tgt_start "$PORT" || exit 1
         TPID=$SPDK_TGT_PID
         TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$SPDK_NQN"
+        NQN=$SPDK_NQN
         ;;
-    ours | ours-poll50)
+    ours | ours-poll | ours-nopoll)
         local extra=
-        [[ $name == ours-poll50 ]] && extra="--busy-poll-us 50"
+        [[ $name == ours-poll ]] && extra="--busy-poll-batch 0"
+        [[ $name == ours-nopoll ]] && extra="--busy-poll-us 0"
         # shellcheck disable=SC2086
         taskset -c 0 "$NVMF" target --listen "127.0.0.1:$PORT" --memory 1G --block-size 4096 \
             --threads 1 $extra >"$RAW/$name-$PORT.log" 2>&1 &
@@ -86,6 +99,11 @@ start_target() {
         port_open "$PORT" || { echo "our target did not come up ($RAW/$name-$PORT.log)" >&2; exit 1; }
         TPID=$OPID
         TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$OUR_NQN"
+        NQN=$OUR_NQN
+        ;;
+    *)
+        echo "unknown target $name (ours, spdk, ours-poll, ours-nopoll)" >&2
+        exit 2
         ;;
     esac
 }
@@ -94,13 +112,49 @@ stop_target() { stop_ours; spdk_tgt_stop; }
 # busy time of the whole machine, USER_HZ ticks (user nice system irq softirq steal)
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 
-# run_case ROUND TARGET CASE OPTS: one spdk_nvme_perf run, one TSV line
+# nvmf_client OUT ERR ARGS...: `nvmf perf` on core 1 against the current target, in the
+# background (sets ppid); its JSON result goes to OUT
+nvmf_client() {
+    local out=$1 err=$2
+    shift 2
+    # shellcheck disable=SC2086
+    taskset -c 1 "$NVMF" perf -t tcp -a 127.0.0.1 -s "$PORT" -n "$NQN" --size 1G -o json "$@" \
+        >"$out" 2>"$err" &
+    ppid=$!
+}
+
+# nvmf_total FILE FIELD: the figures of `nvmf perf -o json` in perf_total's order
+nvmf_total() {
+    python3 -c 'import json,sys
+d=json.load(open(sys.argv[1]))["total"]
+print([d["iops"], d["mib_s"], d["lat_us"]["mean"]][int(sys.argv[2]) - 1])' "$1" "$2" 2>/dev/null
+}
+
+# result_total FILE FIELD: IOPS (1), MiB/s (2) or mean latency (3) of one client run
+result_total() {
+    if [[ $CLIENT == nvmf ]]; then nvmf_total "$@"; else perf_total "$@"; fi
+}
+has_result() {
+    if [[ $CLIENT == nvmf ]]; then [[ -n $(nvmf_total "$1" 1) ]]; else grep -q '^Total' "$1"; fi
+}
+
+# run_case ROUND TARGET CASE SPDK_OPTS NVMF_OPTS: one client run, one TSV line
 run_case() {
-    local round=$1 tname=$2 cname=$3 opts=$4 try ppid out err t0 t1 c0 c1 m0 m1 n0 n1 i
+    local round=$1 tname=$2 cname=$3 opts=$4 nopts=$5 try ppid out err t0 t1 c0 c1 m0 m1 n0 n1 i
     out=$RAW/$tname.$cname.$round.out err=$RAW/$tname.$cname.$round.err
-    for try in 1 2 3; do
+    if [[ $CLIENT == nvmf ]]; then
         # shellcheck disable=SC2086
-        stdbuf -oL "$SPDK_DIR/build/bin/spdk_nvme_perf" -c 0x2 --no-huge -s "${PERF_MEM:-1024}" \
+        nvmf_client "$out" "$err" $nopts --runtime "$SECS"
+        sleep 0.3 # connected and running (its connect takes a few ms)
+        t0=$(cpu_ticks "$TPID") c0=$(cpu_ticks "$ppid") m0=$(machine_ticks) n0=$(date +%s%N)
+        sleep "$(awk -v s="$SECS" 'BEGIN { print s - 0.8 }')"
+        t1=$(cpu_ticks "$TPID") c1=$(cpu_ticks "$ppid") m1=$(machine_ticks) n1=$(date +%s%N)
+        wait "$ppid"
+    fi
+    for try in 1 2 3; do
+        [[ $CLIENT == nvmf ]] && break
+        # shellcheck disable=SC2086
+        stdbuf -oL "$SPDK_DIR/build/bin/spdk_nvme_perf" -c 0x2 $(spdk_mem_args "${PERF_MEM:-1024}") \
             -r "$TRID" $opts -t "$SECS" >"$out" 2>"$err" &
         ppid=$!
         for ((i = 0; i < 600; i++)); do
@@ -117,12 +171,12 @@ run_case() {
         echo "   attach failed (try $try), retrying" >&2
         sleep 1
     done
-    if ! grep -q '^Total' "$out"; then
+    if ! has_result "$out"; then
         echo "   $tname $cname round $round: no result ($(tail -1 "$err"))" >&2
         return
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$tname" "$cname" \
-        "$(perf_total "$out" 1)" "$(perf_total "$out" 2)" "$(perf_total "$out" 3)" \
+        "$(result_total "$out" 1)" "$(result_total "$out" 2)" "$(result_total "$out" 3)" \
         "$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v w="$((n1 - n0))" 'BEGIN { printf "%.3f", (b - a) / hz / (w / 1e9) }')" \
         "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" -v w="$((n1 - n0))" 'BEGIN { printf "%.3f", (b - a) / hz / (w / 1e9) }')" \
         "$(cat "$err" "$out" | grep -E '\*ERROR\*' | grep -c -v 'DISCONNECTED\] CQ transport error -6 (No')" \
@@ -137,6 +191,7 @@ printf 'round\ttarget\tcase\tiops\tmib_s\tmean_us\ttarget_cpu\tclient_cpu\terror
     echo "ours: $NVMF ($("$NVMF" --version 2>/dev/null)); commit $(git -C "$ROOT" log -1 --format=%h 2>/dev/null)"
     echo "spdk: $SPDK_DIR ($(cat "$SPDK_DIR/VERSION" 2>/dev/null || grep -m1 -o 'v[0-9][0-9.]*' "$SPDK_DIR/CHANGELOG.md" 2>/dev/null))"
     echo "rounds: $ROUNDS x $SECS s; targets in each round: $TARGETS"
+    echo "client: $([[ $CLIENT == nvmf ]] && echo "nvmf perf (ours)" || echo "spdk_nvme_perf"); SPDK memory: $([[ ${SPDK_HUGE:-0} == 1 ]] && echo "2 MiB hugetlbfs pages" || echo "4 KiB pages (--no-huge)")"
 } >"$RAW/meta.txt"
 cat "$RAW/meta.txt" >&2
 
@@ -145,13 +200,19 @@ for r in $(seq "$ROUNDS"); do
         echo "== round $r/$ROUNDS: $t (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
         start_target "$t"
         # fill the namespace (1 GiB) so reads copy written data on both targets
-        spdk_perf "$RAW/prefill.out" "$RAW/prefill.err" "$TRID" -q 16 -o 131072 -w write -t "${SBS_FILL_SECS:-10}" ||
-            echo "   prefill failed: $(tail -1 "$RAW/prefill.err")" >&2
-        awk -v m="$(perf_total "$RAW/prefill.out" 2)" -v s="${SBS_FILL_SECS:-10}" 'BEGIN { if (m * s < 1024) print "   warning: prefill wrote less than 1 GiB (" m " MiB/s)" }' >&2
+        if [[ $CLIENT == nvmf ]]; then
+            nvmf_client "$RAW/prefill.out" "$RAW/prefill.err" --rw write --bs 128k --iodepth 16 \
+                --runtime "${SBS_FILL_SECS:-10}"
+            wait "$ppid" || echo "   prefill failed: $(tail -1 "$RAW/prefill.err")" >&2
+        else
+            spdk_perf "$RAW/prefill.out" "$RAW/prefill.err" "$TRID" -q 16 -o 131072 -w write -t "${SBS_FILL_SECS:-10}" ||
+                echo "   prefill failed: $(tail -1 "$RAW/prefill.err")" >&2
+        fi
+        awk -v m="$(result_total "$RAW/prefill.out" 2)" -v s="${SBS_FILL_SECS:-10}" 'BEGIN { if (m * s < 1024) print "   warning: prefill wrote less than 1 GiB (" m " MiB/s)" }' >&2
         for c in "${CASES[@]}"; do
-            name=${c%%|*} opts=${c#*|}
+            IFS='|' read -r name opts nopts <<<"$c"
             [[ $name =~ $ONLY ]] || continue
-            run_case "$r" "$t" "$name" "$opts"
+            run_case "$r" "$t" "$name" "$opts" "$nopts"
         done
         stop_target
     done
@@ -159,9 +220,10 @@ done
 echo "load after: $(cat /proc/loadavg)" >>"$RAW/meta.txt"
 echo "load after: $(cat /proc/loadavg)" >&2
 
-python3 - "$TSV" "$RAW/meta.txt" "$TARGETS" >"$MD" <<'EOF'
+python3 - "$TSV" "$RAW/meta.txt" "$TARGETS" "$CLIENT" >"$MD" <<'EOF'
 import csv, statistics, sys
-tsv, meta, targets = sys.argv[1], sys.argv[2], sys.argv[3].split()
+tsv, meta, targets, client = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4]
+cname = 'nvmf perf' if client == 'nvmf' else 'spdk_nvme_perf'
 rows = list(csv.DictReader(open(tsv), delimiter='\t'))
 cases = []
 for r in rows:
@@ -170,8 +232,9 @@ for r in rows:
 def med(t, c, k):
     v = [float(r[k]) for r in rows if r['target'] == t and r['case'] == c]
     return (statistics.median(v), len(v)) if v else (None, 0)
-label = {'ours': 'ours (default options)', 'ours-poll50': 'ours `--busy-poll-us 50`', 'spdk': 'SPDK nvmf_tgt'}
-print('# Side by side: our target and SPDK nvmf_tgt, client spdk_nvme_perf\n')
+label = {'ours': 'ours (default options)', 'ours-poll': 'ours `--busy-poll-batch 0`',
+         'ours-nopoll': 'ours `--busy-poll-us 0`', 'spdk': 'SPDK nvmf_tgt'}
+print(f'# Side by side: our target and SPDK nvmf_tgt, client {cname}\n')
 for line in open(meta):
     print('- ' + line.rstrip())
 print('\nMedians over the rounds (n = runs that gave a result). Throughput: IOPS for 4 KiB,'
@@ -198,7 +261,7 @@ for c in cases:
         elif k == 'mean_us': cells.append(f'{s / o:.2f}')
         else: cells.append(f'{o / s:.2f}')
     print('| ' + ' | '.join(cells) + ' |')
-print('\nCPU per I/O (µs of CPU time per I/O, medians): target process | spdk_nvme_perf; '
+print(f'\nCPU per I/O (µs of CPU time per I/O, medians): target process | {cname}; '
       'in brackets the share of a core each used.\n')
 hdr = ['case'] + [label.get(t, t) for t in ['spdk'] + ours]
 print('| ' + ' | '.join(hdr) + ' |')

@@ -47,13 +47,31 @@ proc_alive() {   # true while $1 exists and is not a zombie
 # utime+stime of a process, in USER_HZ ticks (0 if it is gone)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
+# spdk_mem_args MB: DPDK memory options. Default: `--no-huge -s MB` (anonymous 4 KiB
+# pages, nothing to set up). SPDK_HUGE=1: `-s MB` from 2 MiB hugetlbfs pages, which is how
+# SPDK is meant to run (its DMA-able buffers, the Malloc bdev included, live there); the
+# pages are reserved and /dev/hugepages mounted here if they are not yet.
+spdk_mem_args() {
+    if [[ ${SPDK_HUGE:-0} == 1 ]]; then
+        local need=$(( (SPDK_MEM_TOTAL_MB + 1) / 2 )) have
+        have=$(awk '/^HugePages_Total/ {print $2}' /proc/meminfo)
+        ((have >= need)) || echo "$need" >/proc/sys/vm/nr_hugepages
+        mountpoint -q /dev/hugepages || { mkdir -p /dev/hugepages && mount -t hugetlbfs nodev /dev/hugepages; }
+        echo "-s $1"
+    else
+        echo "--no-huge -s $1"
+    fi
+}
+# Hugepages to reserve with SPDK_HUGE=1: the target's and the client's memory, plus slack.
+SPDK_MEM_TOTAL_MB=$(( ${SPDK_MEM:-2048} + ${PERF_MEM:-1024} + 1024 ))
+
 spdk_rpc() { "$SPDK_PY" "$SPDK_DIR/scripts/rpc.py" -s "$SPDK_RPC_SOCK" -t 30 "$@" >>"$SPDK_TGT_LOG" 2>&1; }
 
 spdk_tgt_start() {
     local port=$1 i
     spdk_tgt_stop
     rm -f "$SPDK_RPC_SOCK" "$SPDK_RPC_SOCK.lock"
-    "$SPDK_DIR/build/bin/nvmf_tgt" -m 0x1 --no-huge -s "${SPDK_MEM:-2048}" -r "$SPDK_RPC_SOCK" \
+    "$SPDK_DIR/build/bin/nvmf_tgt" -m 0x1 $(spdk_mem_args "${SPDK_MEM:-2048}") -r "$SPDK_RPC_SOCK" \
         </dev/null >>"$SPDK_TGT_LOG" 2>&1 &
     SPDK_TGT_PID=$!
     for ((i = 0; i < 300; i++)); do
@@ -93,7 +111,7 @@ spdk_perf() {
     local out=$1 err=$2 trid=$3 n rc
     shift 3
     for ((n = 1; n <= ${PERF_ATTACH_TRIES:-3}; n++)); do
-        stdbuf -oL "$SPDK_DIR/build/bin/spdk_nvme_perf" -c 0x2 --no-huge -s "${PERF_MEM:-1024}" \
+        stdbuf -oL "$SPDK_DIR/build/bin/spdk_nvme_perf" -c 0x2 $(spdk_mem_args "${PERF_MEM:-1024}") \
             -r "$trid" "$@" >"$out" 2>"$err"
         rc=$?
         grep -q '^Total' "$out" && return 0

@@ -48,6 +48,7 @@ fn config(listen: &[&str], backend: BackendSpec, states: Vec<AnaPortState>) -> T
         data_digest: false,
         limits: Limits::default(),
         busy_poll_us: 0,
+        busy_poll_batch: 0,
         tcp_congestion: None,
         tls: None,
         ana_states: states,

@@ -266,8 +266,14 @@ pub struct TargetConfig {
     pub limits: Limits,
     /// How long a queue polls its socket before sleeping, in microseconds (0:
     /// never). Polling cuts the wakeup out of a round trip at the price of CPU
-    /// time (docs/performance.md).
+    /// time (docs/performance.md). Default [`DEFAULT_BUSY_POLL_US`].
     pub busy_poll_us: u32,
+    /// Poll only after a pass over the socket that took in at most this many
+    /// PDUs (0: after every pass). Small passes are the sign of a host waiting
+    /// on each answer (low queue depth), where the wakeup is most of the round
+    /// trip; after large ones the host is streaming, and sleeping lets the next
+    /// batch build up. Default [`DEFAULT_BUSY_POLL_BATCH`].
+    pub busy_poll_batch: u32,
     /// TCP congestion control of the connections accepted (tcp(7)
     /// `TCP_CONGESTION`); `None`: the system default.
     pub tcp_congestion: Option<String>,
@@ -343,7 +349,8 @@ impl TargetConfig {
             header_digest: true,
             data_digest: true,
             limits: Limits::default(),
-            busy_poll_us: 0,
+            busy_poll_us: DEFAULT_BUSY_POLL_US,
+            busy_poll_batch: DEFAULT_BUSY_POLL_BATCH,
             tcp_congestion: None,
             tls: None,
             ana_states: Vec::new(),
@@ -449,6 +456,12 @@ impl TargetConfig {
                 "must be at most 1000000 (one second)".into(),
             ));
         }
+        if self.busy_poll_batch > MAX_BUSY_POLL_BATCH {
+            return Err(inv(
+                "busy_poll_batch".into(),
+                format!("must be at most {MAX_BUSY_POLL_BATCH} (0: poll after every pass)"),
+            ));
+        }
         if let Some(cc) = &self.tcp_congestion {
             if cc.is_empty()
                 || cc.len() > 15
@@ -531,6 +544,26 @@ pub fn default_serial(nqn: &str) -> String {
     format!("{:016x}", h)
 }
 
+/// Default of [`TargetConfig::busy_poll_us`]: long enough to catch a
+/// queue-depth-1 host's next command on loopback (one round trip is 15–20 µs
+/// here), short enough that an idle queue costs nothing measurable.
+pub const DEFAULT_BUSY_POLL_US: u32 = 50;
+/// Default of [`TargetConfig::busy_poll_batch`]: poll after passes of one or
+/// two PDUs (a command, or a command and its data). A/B in docs/performance.md:
+/// queue depth 1 as fast as polling always, depth 128 as fast as never.
+pub const DEFAULT_BUSY_POLL_BATCH: u32 = 2;
+/// Upper bound of [`TargetConfig::busy_poll_batch`] (a queue holds at most
+/// 65,535 commands).
+pub const MAX_BUSY_POLL_BATCH: u32 = 65_535;
+
+fn default_busy_poll_us() -> u32 {
+    DEFAULT_BUSY_POLL_US
+}
+
+fn default_busy_poll_batch() -> u32 {
+    DEFAULT_BUSY_POLL_BATCH
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -544,8 +577,10 @@ struct FileConfig {
     data_digest: bool,
     #[serde(default)]
     limits: Limits,
-    #[serde(default)]
+    #[serde(default = "default_busy_poll_us")]
     busy_poll_us: u32,
+    #[serde(default = "default_busy_poll_batch")]
+    busy_poll_batch: u32,
     #[serde(default)]
     tcp_congestion: Option<String>,
     /// `ADDR:PORT` serving GET /metrics.
@@ -942,6 +977,7 @@ impl FileConfig {
             data_digest: self.data_digest,
             limits: self.limits,
             busy_poll_us: self.busy_poll_us,
+            busy_poll_batch: self.busy_poll_batch,
             tcp_congestion: self.tcp_congestion,
             tls,
             metrics,
@@ -958,7 +994,8 @@ mod tests {
         let t = r#"
             listen = ["127.0.0.1:4420", "[::1]:4420"]
             header_digest = false
-            busy_poll_us = 50
+            busy_poll_us = 20
+            busy_poll_batch = 0
             tcp_congestion = "cubic"
             metrics = "127.0.0.1:9100"
             [limits]
@@ -980,7 +1017,13 @@ mod tests {
         let c = TargetConfig::from_toml(t, Path::new("t.toml")).unwrap();
         assert_eq!(c.listen.len(), 2);
         assert!(!c.header_digest);
-        assert_eq!(c.busy_poll_us, 50);
+        assert_eq!((c.busy_poll_us, c.busy_poll_batch), (20, 0));
+        // Absent, both take their defaults (adaptive polling is on by default).
+        let d = TargetConfig::from_toml("", Path::new("t.toml")).unwrap();
+        assert_eq!(
+            (d.busy_poll_us, d.busy_poll_batch),
+            (DEFAULT_BUSY_POLL_US, DEFAULT_BUSY_POLL_BATCH)
+        );
         assert_eq!(c.tcp_congestion.as_deref(), Some("cubic"));
         assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(c.limits.max_queue_depth, 256);
@@ -1085,6 +1128,7 @@ mod tests {
     fn tuning_values_are_checked() {
         for (t, field) in [
             ("busy_poll_us = 2000000\n", "busy_poll_us"),
+            ("busy_poll_batch = 70000\n", "busy_poll_batch"),
             ("tcp_congestion = \"cu bic\"\n", "tcp_congestion"),
             ("tcp_congestion = \"\"\n", "tcp_congestion"),
             ("metrics = \"localhost\"\n", "metrics"),

@@ -119,7 +119,10 @@ impl Target {
             limits: cfg.limits.clone(),
             ports,
             port_treq,
-            busy_poll: std::time::Duration::from_micros(u64::from(cfg.busy_poll_us)),
+            busy_poll: crate::queue::PollPolicy {
+                budget: std::time::Duration::from_micros(u64::from(cfg.busy_poll_us)),
+                batch: cfg.busy_poll_batch,
+            },
         });
         Ok(Self {
             ctx,

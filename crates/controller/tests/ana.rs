@@ -52,6 +52,7 @@ fn config(namespaces: Vec<NamespaceConfig>, states: Vec<AnaPortState>) -> Target
         data_digest: true,
         limits: Limits::default(),
         busy_poll_us: 0,
+        busy_poll_batch: 0,
         tcp_congestion: None,
         tls: None,
         ana_states: states,

@@ -57,6 +57,7 @@ fn config(subsystems: Vec<SubsystemConfig>, referrals: &[&str]) -> TargetConfig 
         data_digest: true,
         limits: Limits::default(),
         busy_poll_us: 0,
+        busy_poll_batch: 0,
         tcp_congestion: None,
         ana_states: vec![],
         referrals: referrals.iter().map(|r| r.parse().unwrap()).collect(),

@@ -46,6 +46,7 @@ async fn start(limits: Limits) -> (Arc<Target>, TransportAddr) {
         data_digest: true,
         limits,
         busy_poll_us: 0,
+        busy_poll_batch: 0,
         tcp_congestion: None,
         ana_states: vec![],
         referrals: vec![],

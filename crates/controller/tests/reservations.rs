@@ -60,6 +60,7 @@ fn config(file: Option<PathBuf>) -> TargetConfig {
         data_digest: false,
         limits: Limits::default(),
         busy_poll_us: 0,
+        busy_poll_batch: 0,
         tcp_congestion: None,
         tls: None,
         ana_states: vec![],

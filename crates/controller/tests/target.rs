@@ -55,6 +55,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
         data_digest: true,
         limits: Limits::default(),
         busy_poll_us: 0,
+        busy_poll_batch: 0,
         tcp_congestion: None,
         ana_states: vec![],
         referrals: vec![],

@@ -46,6 +46,7 @@ fn config(keys: Vec<ConfiguredPsk>, derivation: Derivation) -> TargetConfig {
         data_digest: true,
         limits: Limits::default(),
         busy_poll_us: 0,
+        busy_poll_batch: 0,
         tcp_congestion: None,
         ana_states: vec![],
         referrals: vec![],

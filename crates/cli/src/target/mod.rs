@@ -73,9 +73,15 @@ pub struct TargetArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Poll each queue's socket for up to this many microseconds before sleeping
-    /// (lower latency, more CPU; 0: never poll). Overrides busy_poll_us of --config.
+    /// (lower latency, more CPU; 0: never poll; default 50). Overrides
+    /// busy_poll_us of --config.
     #[arg(long, value_name = "MICROSECONDS")]
     pub busy_poll_us: Option<u32>,
+    /// Poll only after a pass that took in at most this many PDUs, as a host
+    /// waiting on each answer sends them (0: after every pass; default 2).
+    /// Overrides busy_poll_batch of --config.
+    #[arg(long, value_name = "PDUS")]
+    pub busy_poll_batch: Option<u32>,
     /// TCP congestion control of accepted connections (e.g. cubic; see
     /// /proc/sys/net/ipv4/tcp_available_congestion_control). Overrides
     /// tcp_congestion of --config. Default: the system's.
@@ -471,6 +477,9 @@ fn apply_tuning(cfg: &mut TargetConfig, a: &TargetArgs) -> anyhow::Result<()> {
     }
     if let Some(us) = a.busy_poll_us {
         cfg.busy_poll_us = us;
+    }
+    if let Some(n) = a.busy_poll_batch {
+        cfg.busy_poll_batch = n;
     }
     if a.metrics.is_some() {
         cfg.metrics = a.metrics;
