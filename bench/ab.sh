@@ -9,7 +9,7 @@
 # every case with its own `nvmf perf` pinned to CPU 1 for SECONDS. Prints one line
 # per run: IOPS, MiB/s, p50, target CPU per I/O (from /proc/PID/stat) and host
 # CPU per I/O (perf's JSON). AB_TARGET_OPTS adds target options to every run
-# (e.g. "--busy-poll-us 50 --tcp-congestion cubic"). Alternating binaries within each round is what makes
+# (e.g. "--busy-poll-us 50 --busy-poll-batch 0 --tcp-congestion cubic"). Alternating binaries within each round is what makes
 # the comparison fair on a machine that varies ±30 % run to run; take medians.
 set -u
 ROUNDS=$1 SECS=$2; shift 2

@@ -14,13 +14,13 @@
 #   BENCH_PREFILL   0: skip writing the namespace once before the reads
 #   BENCH_EXTRA     1: also run the SQ-flow-control comparison (CATTR bit 2 off)
 #   NVMF            path to the nvmf binary (default target/release/nvmf)
-#   BENCH_TARGET_OPTS  extra `nvmf target` options, e.g. "--busy-poll-us 50 --tcp-congestion cubic"
+#   BENCH_TARGET_OPTS  extra `nvmf target` options, e.g. "--busy-poll-us 50 --busy-poll-batch 0 --tcp-congestion cubic"
 #   BENCH_PERF_OPTS    extra `nvmf perf` options, e.g. "--hipri --tcp-congestion cubic"
 #   BENCH_QD1_PERF_OPTS  extra `nvmf perf` options for the queue-depth-1 cases only
 #   BENCH_NS        memory (default) or null: the namespace the target serves
 #                   (null: reads return zeroes, writes are dropped; compared with
 #                   SPDK's Null bdev figures)
-#   BENCH_TUNED     1: target "--busy-poll-us 50 --tcp-congestion cubic", perf
+#   BENCH_TUNED     1: target "--busy-poll-us 50 --busy-poll-batch 0 --tcp-congestion cubic", perf
 #                   "--tcp-congestion cubic", and "--hipri" for the QD 1 cases
 #                   (polling the host at high depth shrinks its batches and costs
 #                   throughput; docs/performance.md)
@@ -35,7 +35,7 @@ REPEAT=${BENCH_REPEAT:-3}
 PORT=${BENCH_PORT:-44200}
 ONLY=${BENCH_ONLY:-.}
 if [[ ${BENCH_TUNED:-0} == 1 ]]; then
-    : "${BENCH_TARGET_OPTS:=--busy-poll-us 50 --tcp-congestion cubic}"
+    : "${BENCH_TARGET_OPTS:=--busy-poll-us 50 --busy-poll-batch 0 --tcp-congestion cubic}"
     : "${BENCH_PERF_OPTS:=--tcp-congestion cubic}"
     : "${BENCH_QD1_PERF_OPTS:=--hipri}"
 fi

@@ -47,7 +47,8 @@ pub struct TargetCtx {
 }
 
 /// When a queue polls its socket instead of sleeping (config `busy_poll_us`,
-/// `busy_poll_batch`).
+/// `busy_poll_batch`). Never while responses wait for room in the socket: the
+/// queue then sleeps until the kernel has freed a good part of the send buffer.
 ///
 /// Why adaptive: polling after every pass cuts the wakeup out of a
 /// queue-depth-1 round trip (31 → 17 µs here) but at high depth makes the
@@ -71,11 +72,17 @@ impl PollPolicy {
 
     /// The budget after a pass that took in `pdus` PDUs; `None` keeps the
     /// current one (a pass that took in nothing says nothing about the host).
-    pub fn after_pass(&self, pdus: u32) -> Option<Duration> {
+    /// `streaming`: the wait before the pass found the PDUs already there at
+    /// its first look. Then the host did not wait on our answers, and polling
+    /// would only make the queue take its commands one by one as they come:
+    /// a polling queue's passes are small because it polls, so the size of a
+    /// pass alone would keep it polling (4 KiB random reads at depth 128:
+    /// 362k IOPS never polling, 306k polling after every small pass).
+    pub fn after_pass(&self, pdus: u32, streaming: bool) -> Option<Duration> {
         if pdus == 0 || self.batch == 0 || self.budget.is_zero() {
             return None;
         }
-        Some(if pdus <= self.batch {
+        Some(if pdus <= self.batch && !streaming {
             self.budget
         } else {
             Duration::ZERO
@@ -183,8 +190,11 @@ impl QueueTask {
     /// Returns true if the host misbehaved: a protocol error (the connection
     /// ended with a C2HTermReq) or no ICReq/Connect in time. The server counts
     /// these per address and slows down addresses that keep doing it.
-    pub(crate) async fn run(mut conn: Connection<ControllerQueue>, ctx: Arc<TargetCtx>) -> bool {
-        conn.set_busy_poll(ctx.busy_poll.initial());
+    pub(crate) async fn run(conn: Connection<ControllerQueue>, ctx: Arc<TargetCtx>) -> bool {
+        let mut poll_budget = ctx.busy_poll.initial();
+        // The host's next PDUs were already there when the queue looked
+        // (see PollPolicy::after_pass).
+        let mut streaming = false;
         let peer = conn
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -222,8 +232,8 @@ impl QueueTask {
         let mut graceful = false;
         let reason: String = loop {
             let pdus = t.handle_events();
-            if let Some(budget) = t.ctx.busy_poll.after_pass(pdus) {
-                t.conn.set_busy_poll(budget);
+            if let Some(budget) = t.ctx.busy_poll.after_pass(pdus, streaming) {
+                poll_budget = budget;
             }
             // Completions of this pass (and of the events handled since the
             // last one) get their latency now, just before they are written.
@@ -261,9 +271,21 @@ impl QueueTask {
             // commands (they wait in the socket, in the host's send buffer).
             let read = !t.backlogged() && !t.conn.queue.has_events();
             let needs_tick = !matches!(t.role, Role::Io(_)) || has_tx || t.auth_pending();
+            // Responses waiting for room in the socket: sleep until the kernel
+            // has freed a good part of the send buffer. Polling would write
+            // each sliver of room as it frees up, in many small system calls
+            // (128 KiB reads at depth 16: 4.4 → 2.3 GB/s).
+            let polls = !has_tx && !poll_budget.is_zero();
+            t.conn
+                .set_busy_poll(if polls { poll_budget } else { Duration::ZERO });
             tokio::select! {
-                r = t.conn.ready_for(read, has_tx) => match r {
-                    Ok(r) => if let Err(e) = t.conn.drive(r) { break format!("{e}") },
+                r = t.conn.ready_polled(read, has_tx) => match r {
+                    Ok((r, looks)) => {
+                        // A wait that slept says nothing: the next small
+                        // pass may poll again.
+                        streaming = polls && looks <= 1;
+                        if let Err(e) = t.conn.drive(r) { break format!("{e}") }
+                    }
                     Err(e) => break format!("{e}"),
                 },
                 Some(d) = done_rx.recv() => t.on_done(d),
@@ -848,11 +870,11 @@ mod tests {
             batch: 2,
         };
         assert_eq!(adaptive.initial(), us(50));
-        assert_eq!(adaptive.after_pass(1), Some(us(50)));
-        assert_eq!(adaptive.after_pass(2), Some(us(50)));
-        assert_eq!(adaptive.after_pass(3), Some(Duration::ZERO));
+        assert_eq!(adaptive.after_pass(1, false), Some(us(50)));
+        assert_eq!(adaptive.after_pass(2, false), Some(us(50)));
+        assert_eq!(adaptive.after_pass(3, false), Some(Duration::ZERO));
         assert_eq!(
-            adaptive.after_pass(0),
+            adaptive.after_pass(0, false),
             None,
             "an empty pass keeps the choice"
         );
@@ -860,13 +882,13 @@ mod tests {
             budget: us(50),
             batch: 0,
         };
-        assert_eq!(always.after_pass(500), None);
+        assert_eq!(always.after_pass(500, false), None);
         assert_eq!(always.initial(), us(50));
         let never = PollPolicy {
             budget: Duration::ZERO,
             batch: 2,
         };
         assert_eq!(never.initial(), Duration::ZERO);
-        assert_eq!(never.after_pass(1), None);
+        assert_eq!(never.after_pass(1, false), None);
     }
 }

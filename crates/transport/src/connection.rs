@@ -170,28 +170,48 @@ impl<Q: QueueIo> Connection<Q> {
     /// backlog drains (`read` false, `write` true), which bounds its memory.
     /// With neither, it waits for readability (a peer's close still wakes it).
     pub async fn ready_for(&self, read: bool, write: bool) -> Result<Ready, TransportError> {
+        self.ready_polled(read, write).await.map(|(r, _)| r)
+    }
+
+    /// [`Connection::ready_for`] that also says how many times it looked
+    /// before the socket was ready: 0 or 1 when the bytes were already there
+    /// (the first look, or the first after the runtime polled its reactor),
+    /// more when polling caught bytes that came later. A caller tells a host
+    /// that streams commands (its next ones already waiting) from one that
+    /// waits on each answer (worth polling for) by this count.
+    pub async fn ready_polled(
+        &self,
+        read: bool,
+        write: bool,
+    ) -> Result<(Ready, u32), TransportError> {
         let interest = match (read, write) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
             (false, true) => Interest::WRITABLE,
             _ => Interest::READABLE,
         };
         let err = |e| TransportError::io("waiting on the socket", e);
+        let mut looks = 0u32;
         if !self.busy_poll.is_zero() {
             // Duration::MAX (or any budget past the end of time): poll forever.
             let deadline = Instant::now().checked_add(self.busy_poll);
             loop {
                 tokio::select! {
                     biased;
-                    r = self.stream.ready(interest) => return r.map_err(err),
+                    r = self.stream.ready(interest) => return r.map(|r| (r, looks)).map_err(err),
                     _ = std::future::ready(()) => {}
                 }
+                looks += 1;
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
                 tokio::task::yield_now().await;
             }
         }
-        self.stream.ready(interest).await.map_err(err)
+        self.stream
+            .ready(interest)
+            .await
+            .map(|r| (r, looks))
+            .map_err(err)
     }
 
     /// Moves bytes in the directions `ready` allows: reads all that is available

@@ -84,7 +84,7 @@ target_start() {   # $1 = first|restart
     # docs/target.md), so the kernel host's reconnect and read-back also cover
     # that path.
     _tune=""
-    [ "$1" = restart ] && _tune="--busy-poll-us 50 --tcp-congestion cubic"
+    [ "$1" = restart ] && _tune="--busy-poll-us 50 --busy-poll-batch 0 --tcp-congestion cubic"
     echo "--- $1 start: $NVMF target --listen $ADDR:$PORT --memory $NS_SIZE --file $NS_FILE,size=$NS_SIZE --subnqn $NQN $_tune" >>$TARGET_LOG
     # shellcheck disable=SC2086
     "$NVMF" target --listen "$ADDR:$PORT" --memory $NS_SIZE --file "$NS_FILE,size=$NS_SIZE" \
