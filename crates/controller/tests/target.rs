@@ -403,11 +403,31 @@ fn congestion_of(port: u16) -> String {
 
 /// `busy_poll_us` and `tcp_congestion`: I/O works with both; accepted
 /// connections use the configured congestion control; a polling queue that goes
-/// idle stops polling (the target's CPU time stays flat while nothing happens).
+/// idle stops polling (the target's CPU time stays flat while nothing happens),
+/// both when it polls after every pass and with the default adaptive policy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_poll_and_congestion_control() {
+    for (us, batch) in [
+        (200, 0),
+        (
+            nvmf_controller::config::DEFAULT_BUSY_POLL_US,
+            nvmf_controller::config::DEFAULT_BUSY_POLL_BATCH,
+        ),
+    ] {
+        poll_then_idle(us, batch).await;
+    }
+
+    // A congestion control the kernel lacks is refused at start with a clear error.
+    let mut bad = config(None);
+    bad.tcp_congestion = Some("nosuchcc".into());
+    let e = Target::bind(&bad).await.unwrap_err().to_string();
+    assert!(e.contains("nosuchcc") && e.contains("available"), "{e}");
+}
+
+async fn poll_then_idle(busy_poll_us: u32, busy_poll_batch: u32) {
     let mut cfg = config(None);
-    cfg.busy_poll_us = 200;
+    cfg.busy_poll_us = busy_poll_us;
+    cfg.busy_poll_batch = busy_poll_batch;
     cfg.tcp_congestion = Some("reno".into());
     let (_t, addr) = start(&cfg).await;
     let (admin, mut io) = admin_and_io(&addr).await;
@@ -443,16 +463,11 @@ async fn busy_poll_and_congestion_control() {
     let used = process_cpu() - before;
     assert!(
         used < std::time::Duration::from_millis(300),
-        "the target used {used:?} of CPU in 1.5 s with nothing to do: is a queue still polling?"
+        "the target used {used:?} of CPU in 1.5 s with nothing to do \
+         (busy_poll_us {busy_poll_us}, busy_poll_batch {busy_poll_batch}): is a queue still polling?"
     );
     io.close().await;
     admin.close().await;
-
-    // A congestion control the kernel lacks is refused at start with a clear error.
-    let mut bad = config(None);
-    bad.tcp_congestion = Some("nosuchcc".into());
-    let e = Target::bind(&bad).await.unwrap_err().to_string();
-    assert!(e.contains("nosuchcc") && e.contains("available"), "{e}");
 }
 
 /// More read data outstanding on one queue than `max_pending_send_bytes` (8 MiB):
