@@ -161,6 +161,7 @@ fn env() -> &'static Env {
                 ..Limits::default()
             },
             busy_poll_us: 0,
+            busy_poll_batch: 0,
             tcp_congestion: None,
             ana_states: vec![],
             referrals: vec![],

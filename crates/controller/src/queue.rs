@@ -874,6 +874,11 @@ mod tests {
         assert_eq!(adaptive.after_pass(2, false), Some(us(50)));
         assert_eq!(adaptive.after_pass(3, false), Some(Duration::ZERO));
         assert_eq!(
+            adaptive.after_pass(1, true),
+            Some(Duration::ZERO),
+            "a small pass whose PDUs were already waiting: the host streams"
+        );
+        assert_eq!(
             adaptive.after_pass(0, false),
             None,
             "an empty pass keeps the choice"
@@ -883,6 +888,7 @@ mod tests {
             batch: 0,
         };
         assert_eq!(always.after_pass(500, false), None);
+        assert_eq!(always.after_pass(1, true), None);
         assert_eq!(always.initial(), us(50));
         let never = PollPolicy {
             budget: Duration::ZERO,
