@@ -20,9 +20,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/bench/spdk-lib.sh"
 spdk_check
 export SPDK_HUGE=${SPDK_HUGE:-1}
-PERF=$SPDK_DIR/build/bin/spdk_nvme_perf
 CASES=${CASES:-"rr128|-q 128 -o 4096 -w randread;rw128|-q 128 -o 4096 -w randwrite;r128k|-q 16 -o 131072 -w read;qd1|-q 1 -o 4096 -w randread"}
 PORT=${AB_PORT:-47100}
+RAW=$(mktemp -d /tmp/ab-spdk.XXXXXX)
 for _ in $(seq "$ROUNDS"); do
     for bin in "$@"; do
         PORT=$((PORT + 1))
@@ -30,21 +30,24 @@ for _ in $(seq "$ROUNDS"); do
         taskset -c 0 "$bin" target --listen "127.0.0.1:$PORT" --memory 1G --block-size 4096 \
             --threads 1 ${TOPTS:-} >/dev/null 2>&1 &
         tp=$!
-        for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+        for _ in $(seq 100); do port_open "$PORT" && break; sleep 0.05; done
         trid="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:nqn.2024-01.io.nvmf-rs:default"
-        # shellcheck disable=SC2046
-        "$PERF" -c 0x2 $(spdk_mem_args 1024) -r "$trid" -q 16 -o 131072 -w write -t "${FILL:-10}" >/dev/null 2>&1
+        spdk_perf "$RAW/fill.out" "$RAW/fill.err" "$trid" -q 16 -o 131072 -w write -t "${FILL:-10}"
         IFS=';' read -ra cs <<<"$CASES"
         for c in "${cs[@]}"; do
             name=${c%%|*} opts=${c#*|}
-            t0=$(awk '{print $14+$15}' "/proc/$tp/stat")
+            t0=$(cpu_ticks "$tp")
             # shellcheck disable=SC2086
-            res=$("$PERF" -c 0x2 $(spdk_mem_args 1024) -r "$trid" $opts -t "$SECS" 2>/dev/null |
-                awk '/^Total/ { sub(/^Total[^:]*:/, ""); print $1, $3 }')
-            t1=$(awk '{print $14+$15}' "/proc/$tp/stat")
-            echo "$name $(basename "$bin") ${res:-no-result} tgtcpu=$((t1 - t0))"
+            if spdk_perf "$RAW/run.out" "$RAW/run.err" "$trid" $opts -t "$SECS"; then
+                res="$(perf_total "$RAW/run.out" 1) $(perf_total "$RAW/run.out" 3)"
+            else
+                res=no-result
+            fi
+            t1=$(cpu_ticks "$tp")
+            echo "$name $(basename "$bin") $res tgtcpu=$((t1 - t0))"
         done
         kill "$tp"
         wait "$tp" 2>/dev/null
     done
 done
+rm -rf "$RAW"

@@ -117,7 +117,6 @@ machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
 nvmf_client() {
     local out=$1 err=$2
     shift 2
-    # shellcheck disable=SC2086
     taskset -c 1 "$NVMF" perf -t tcp -a 127.0.0.1 -s "$PORT" -n "$NQN" --size 1G -o json "$@" \
         >"$out" 2>"$err" &
     ppid=$!
@@ -138,6 +137,16 @@ has_result() {
     if [[ $CLIENT == nvmf ]]; then [[ -n $(nvmf_total "$1" 1) ]]; else grep -q '^Total' "$1"; fi
 }
 
+# measure_run TAIL: CPU ticks of the target, of the client ($ppid) and of the whole machine
+# from now until TAIL seconds before the client's run of SECS ends, then waits for the
+# client (sets run_case's t0 t1 c0 c1 m0 m1 n0 n1)
+measure_run() {
+    t0=$(cpu_ticks "$TPID") c0=$(cpu_ticks "$ppid") m0=$(machine_ticks) n0=$(date +%s%N)
+    sleep "$(awk -v s="$SECS" -v t="$1" 'BEGIN { print s - t }')"
+    t1=$(cpu_ticks "$TPID") c1=$(cpu_ticks "$ppid") m1=$(machine_ticks) n1=$(date +%s%N)
+    wait "$ppid"
+}
+
 # run_case ROUND TARGET CASE SPDK_OPTS NVMF_OPTS: one client run, one TSV line
 run_case() {
     local round=$1 tname=$2 cname=$3 opts=$4 nopts=$5 try ppid out err t0 t1 c0 c1 m0 m1 n0 n1 i
@@ -146,31 +155,25 @@ run_case() {
         # shellcheck disable=SC2086
         nvmf_client "$out" "$err" $nopts --runtime "$SECS"
         sleep 0.3 # connected and running (its connect takes a few ms)
-        t0=$(cpu_ticks "$TPID") c0=$(cpu_ticks "$ppid") m0=$(machine_ticks) n0=$(date +%s%N)
-        sleep "$(awk -v s="$SECS" 'BEGIN { print s - 0.8 }')"
-        t1=$(cpu_ticks "$TPID") c1=$(cpu_ticks "$ppid") m1=$(machine_ticks) n1=$(date +%s%N)
-        wait "$ppid"
-    fi
-    for try in 1 2 3; do
-        [[ $CLIENT == nvmf ]] && break
-        # shellcheck disable=SC2086
-        stdbuf -oL "$SPDK_DIR/build/bin/spdk_nvme_perf" -c 0x2 $(spdk_mem_args "${PERF_MEM:-1024}") \
-            -r "$TRID" $opts -t "$SECS" >"$out" 2>"$err" &
-        ppid=$!
-        for ((i = 0; i < 600; i++)); do
-            grep -q "Initialization complete" "$out" 2>/dev/null && break
-            proc_alive "$ppid" || break
-            sleep 0.02
+        measure_run 0.8
+    else
+        for try in 1 2 3; do
+            # shellcheck disable=SC2086
+            stdbuf -oL "$SPDK_DIR/build/bin/spdk_nvme_perf" -c 0x2 $(spdk_mem_args "${PERF_MEM:-1024}") \
+                -r "$TRID" $opts -t "$SECS" >"$out" 2>"$err" &
+            ppid=$!
+            for ((i = 0; i < 600; i++)); do
+                grep -q "Initialization complete" "$out" 2>/dev/null && break
+                proc_alive "$ppid" || break
+                sleep 0.02
+            done
+            measure_run 0.5
+            grep -q '^Total' "$out" && break
+            grep -q 'No valid NVMe controllers found' "$out" "$err" || break
+            echo "   attach failed (try $try), retrying" >&2
+            sleep 1
         done
-        t0=$(cpu_ticks "$TPID") c0=$(cpu_ticks "$ppid") m0=$(machine_ticks) n0=$(date +%s%N)
-        sleep "$(awk -v s="$SECS" 'BEGIN { print s - 0.5 }')"
-        t1=$(cpu_ticks "$TPID") c1=$(cpu_ticks "$ppid") m1=$(machine_ticks) n1=$(date +%s%N)
-        wait "$ppid"
-        grep -q '^Total' "$out" && break
-        grep -q 'No valid NVMe controllers found' "$out" "$err" || break
-        echo "   attach failed (try $try), retrying" >&2
-        sleep 1
-    done
+    fi
     if ! has_result "$out"; then
         echo "   $tname $cname round $round: no result ($(tail -1 "$err"))" >&2
         return
