@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, nvmf, ok, target, wait_listening, KillOnDrop, NVMF};
+use common::{free_port, nvmf, ok, spawn_listening, target, wait_listening, KillOnDrop, NVMF};
 
 const A: &str = "nqn.2024-01.io.nvmf-rs:disco-a";
 const B: &str = "nqn.2024-01.io.nvmf-rs:disco-b";
@@ -151,20 +151,10 @@ fn write_config(path: &Path, port: u16, with_b: bool, referral: Option<u16>) {
     std::fs::write(path, s).unwrap();
 }
 
-/// Waits up to 20 s for a line of `rx` containing every one of `want`;
-/// returns the lines read meanwhile.
 /// Starts `nvmf target --config CFG` listening on `port`; its pid too (for SIGHUP).
 fn config_target(cfg: &Path, port: u16) -> (u32, KillOnDrop) {
-    let t = Command::new(NVMF)
-        .args(["target", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = t.id();
-    let t = KillOnDrop(t);
-    wait_listening(port);
-    (pid, t)
+    let t = spawn_listening(&["target", "--config", cfg.to_str().unwrap()], port);
+    (t.0.id(), t)
 }
 
 /// Runs `nvmf ARGS` (its host daemon in `run` if given, logging at `log`) and
@@ -193,6 +183,8 @@ fn watch(args: &[&str], run: Option<&Path>, log: &str) -> (KillOnDrop, mpsc::Rec
     (KillOnDrop(p), rx)
 }
 
+/// Waits up to 20 s for a line of `rx` containing every one of `want`;
+/// the lines read meanwhile go to `seen`.
 fn expect_line(rx: &mpsc::Receiver<String>, want: &[&str], seen: &mut Vec<String>) {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(20) {

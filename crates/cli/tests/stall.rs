@@ -4,11 +4,10 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{free_port, icreq, wait_listening, KillOnDrop};
+use common::{free_port, icreq, spawn_listening};
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -22,8 +21,8 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn thousand_stalled_connections_stay_bounded() {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_nvmf"))
-        .args([
+    let guard = spawn_listening(
+        &[
             "target",
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -31,14 +30,10 @@ fn thousand_stalled_connections_stay_bounded() {
             "64M",
             "--threads",
             "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let _guard = KillOnDrop(child);
-    wait_listening(port);
+        ],
+        port,
+    );
+    let pid = guard.0.id();
     std::thread::sleep(Duration::from_millis(200));
     let before = rss_kib(pid);
     // ICReq, then the first 40 bytes of a 1096-byte CapsuleCmd, then silence.

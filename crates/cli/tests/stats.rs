@@ -1,9 +1,9 @@
 //! `nvmf stats` against a real `nvmf target --metrics` process, loaded by `nvmf perf`.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 mod common;
-use common::{free_port, wait_listening, KillOnDrop, NVMF};
+use common::{free_port, spawn_listening, wait_listening, NVMF};
 
 const NQN: &str = "nqn.2024-01.io.nvmf-rs:default";
 
@@ -29,22 +29,20 @@ fn json_of(out: &std::process::Output) -> serde_json::Value {
 fn stats_reports_what_perf_did() {
     let (port, mport) = (free_port(), free_port());
     let metrics = format!("127.0.0.1:{mport}");
-    let child = Command::new(NVMF)
-        .args(["target", "--listen", &format!("127.0.0.1:{port}")])
-        .args([
+    let _t = spawn_listening(
+        &[
+            "target",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
             "--memory",
             "32M",
             "--block-size",
             "4096",
             "--metrics",
             &metrics,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _t = KillOnDrop(child);
-    wait_listening(port);
+        ],
+        port,
+    );
     wait_listening(mport);
 
     // Before any I/O: namespace 1 is listed with zeros.

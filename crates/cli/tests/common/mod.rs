@@ -50,22 +50,27 @@ pub fn icreq() -> [u8; 128] {
 /// The `nvmf` binary under test.
 pub const NVMF: &str = env!("CARGO_BIN_EXE_nvmf");
 
+/// Starts `nvmf ARGS` with its output discarded and waits until something
+/// listens on `port` (its pid: `.0.id()`).
+pub fn spawn_listening(args: &[&str], port: u16) -> KillOnDrop {
+    let child = Command::new(NVMF)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(child);
+    wait_listening(port);
+    child
+}
+
 /// Starts `nvmf target` on `port` (discovery also on `disc`) with the namespace
 /// flags `ns`, and waits until it listens.
 pub fn target(port: u16, disc: u16, ns: &[&str]) -> KillOnDrop {
-    let mut c = Command::new(NVMF);
-    c.args([
-        "target",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--discovery-listen",
-        &format!("127.0.0.1:{disc}"),
-    ]);
-    c.args(ns);
-    c.stdout(Stdio::null()).stderr(Stdio::null());
-    let child = c.spawn().unwrap();
-    wait_listening(port);
-    KillOnDrop(child)
+    let (listen, disc) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{disc}"));
+    let mut args = vec!["target", "--listen", &listen, "--discovery-listen", &disc];
+    args.extend_from_slice(ns);
+    spawn_listening(&args, port)
 }
 
 /// Runs `nvmf ARGS` with its host daemon in `run_dir`.
