@@ -1,5 +1,6 @@
 //! Admin and Fabrics commands on an admin queue (NVMe Base 2.0 §5; NVMe-oF 1.1 §3).
 
+use nvmf_transport::ControllerQueuePair;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -36,7 +37,7 @@ fn fail(cid: u16, st: Status) -> Outcome {
     Outcome::Complete(Cqe::new(cid, st))
 }
 
-impl QueueTask {
+impl<C: ControllerQueuePair> QueueTask<C> {
     fn cap(&self) -> Cap {
         Cap {
             mqes: self.ctx.limits.max_queue_depth.saturating_sub(1),
@@ -317,7 +318,7 @@ impl QueueTask {
                 build_log(
                     &self.ctx.registry,
                     &self.ctx.ports,
-                    self.conn.stream().local_addr().ok(),
+                    self.conn.local_addr(),
                     &self.ctx.port_treq,
                     &ctrl.hostnqn,
                     32,
