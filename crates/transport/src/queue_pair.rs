@@ -26,6 +26,7 @@ use bytes::Bytes;
 use nvmf_proto::tcp::{ControllerEvent, ControllerQueue, UsageError};
 use nvmf_proto::{Cqe, Status};
 
+use crate::addr::TransportAddr;
 use crate::connection::Connection;
 use crate::error::TransportError;
 
@@ -109,8 +110,9 @@ pub trait ControllerQueuePair: Send + 'static {
     fn bytes_read(&self) -> u64;
     /// The host's address.
     fn peer_addr(&self) -> Option<SocketAddr>;
-    /// Our address on this queue (the discovery log's current entry).
-    fn local_addr(&self) -> Option<SocketAddr>;
+    /// Our address on this queue, with its transport (the discovery log's
+    /// current entry, the ANA port).
+    fn local_addr(&self) -> Option<TransportAddr>;
 }
 
 /// NVMe/TCP: a socket and its [`ControllerQueue`].
@@ -196,7 +198,7 @@ impl ControllerQueuePair for Connection<ControllerQueue> {
     fn peer_addr(&self) -> Option<SocketAddr> {
         Connection::peer_addr(self).ok()
     }
-    fn local_addr(&self) -> Option<SocketAddr> {
-        self.stream().local_addr().ok()
+    fn local_addr(&self) -> Option<TransportAddr> {
+        self.stream().local_addr().ok().map(TransportAddr::tcp)
     }
 }

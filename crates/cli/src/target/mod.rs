@@ -363,9 +363,7 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
         cfg.listen = parse_addrs(&a.listen, "--listen")?;
         // The default discovery port follows the first listen address's IP.
         let ip = cfg.listen[0].socket.ip();
-        cfg.discovery_listen = vec![TransportAddr {
-            socket: std::net::SocketAddr::new(ip, 8009),
-        }];
+        cfg.discovery_listen = vec![TransportAddr::tcp(std::net::SocketAddr::new(ip, 8009))];
     }
     if !a.discovery_listen.is_empty() {
         cfg.discovery_listen = parse_addrs(&a.discovery_listen, "--discovery-listen")?;
@@ -529,7 +527,7 @@ fn size_arg(v: &str, what: impl FnOnce() -> String) -> anyhow::Result<u64> {
 fn parse_referral(s: &str) -> anyhow::Result<TransportAddr> {
     // (TransportAddr's own parser defaults to 4420, the I/O port.)
     if let Ok(socket) = s.parse::<std::net::SocketAddr>() {
-        return Ok(TransportAddr { socket });
+        return Ok(TransportAddr::tcp(socket));
     }
     TransportAddr::from_parts(s, &nvmf_transport::addr::DISCOVERY_PORT.to_string())
         .map_err(|e| anyhow::anyhow!("--referral {s}: {e} (expected ADDR[:PORT])"))
