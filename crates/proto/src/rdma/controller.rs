@@ -668,3 +668,504 @@ impl RdmaControllerQueue {
         self.sq_head = (self.sq_head + 1) % self.sq_size.max(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rdma::sgl::RdmaSgl;
+    use crate::sqe::{io_opcode, SglDescriptor};
+
+    fn cfg() -> RdmaQueueConfig {
+        RdmaQueueConfig {
+            qid: 1,
+            recv_queue_size: 4,
+            max_icd: 8192,
+            max_data_len: 1 << 20,
+            max_send_wr: 16,
+            max_write_sge: 2,
+            max_pending_read_bytes: 1 << 20,
+        }
+    }
+
+    fn capsule(sqe: &Sqe, icd: &[u8]) -> Bytes {
+        let mut v = sqe.encode().to_vec();
+        v.extend_from_slice(icd);
+        Bytes::from(v)
+    }
+
+    fn keyed(opcode: u8, cid: u16, len: u32, invalidate: bool) -> Sqe {
+        let mut s = Sqe::rw(opcode, 1, 0, 1, false);
+        s.cid = cid;
+        s.sgl1 = RdmaSgl::Keyed {
+            addr: 0x10_0000,
+            len,
+            key: 0xfeed,
+            invalidate,
+        }
+        .to_descriptor();
+        s
+    }
+
+    fn work(q: &mut RdmaControllerQueue) -> Vec<RdmaWork> {
+        let mut v = Vec::new();
+        q.drain_work(&mut v);
+        v
+    }
+
+    fn cqe_of(w: &RdmaWork) -> Cqe {
+        match w {
+            RdmaWork::Send { cqe, .. } => Cqe::decode(cqe),
+            other => panic!("not a SEND: {other:?}"),
+        }
+    }
+
+    fn command(q: &mut RdmaControllerQueue) -> IncomingCommand {
+        match q.poll_event() {
+            Some(ControllerEvent::Command(c)) => c,
+            other => panic!("expected a command, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keyed_write_reads_then_sends_with_invalidate() {
+        let mut q = RdmaControllerQueue::new(cfg());
+        q.on_recv(7, capsule(&keyed(io_opcode::WRITE, 5, 4096, true), &[]))
+            .unwrap();
+        let c = command(&mut q);
+        assert_eq!((c.sqe.cid, c.buffer_len, c.data.len()), (5, 4096, 0));
+        assert!(work(&mut q).is_empty());
+        q.request_data(5).unwrap();
+        assert_eq!(q.request_data(5), Err(UsageError::NoBuffer(5)));
+        let w = work(&mut q);
+        assert_eq!(
+            w,
+            vec![RdmaWork::Read {
+                cid: 5,
+                addr: 0x10_0000,
+                key: 0xfeed,
+                len: 4096
+            }]
+        );
+        assert_eq!(q.inflight_send_wrs(), 1);
+        // A READ of the wrong length is the shell's error and changes nothing.
+        assert!(matches!(
+            q.on_read_done(5, Bytes::from(vec![0; 10])),
+            Err(ShellError::ReadLength { .. })
+        ));
+        q.on_read_done(5, Bytes::from(vec![9; 4096])).unwrap();
+        assert_eq!(q.on_read_done(5, Bytes::new()), Err(ShellError::NoRead(5)));
+        assert_eq!(q.inflight_send_wrs(), 0);
+        match q.poll_event() {
+            Some(ControllerEvent::Data { cid: 5, data }) => assert_eq!(data[0].len(), 4096),
+            other => panic!("{other:?}"),
+        }
+        q.complete(Cqe::new(5, Status::SUCCESS));
+        let w = work(&mut q);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0], RdmaWork::PostRecv { slot: 7 });
+        let RdmaWork::Send {
+            token, invalidate, ..
+        } = w[1]
+        else {
+            panic!()
+        };
+        assert_eq!(invalidate, Some(0xfeed));
+        let cqe = cqe_of(&w[1]);
+        assert_eq!((cqe.cid, cqe.sqhd, cqe.sqid), (5, 1, 1));
+        assert!(cqe.status.is_success());
+        assert_eq!(q.outstanding(), 0);
+        assert_eq!(q.inflight_send_wrs(), 1);
+        q.on_send_done(token).unwrap();
+        assert_eq!(q.on_send_done(token), Err(ShellError::UnknownToken(token)));
+        assert_eq!(q.inflight_send_wrs(), 0);
+        // Completing it again is dropped, as on TCP.
+        q.complete(Cqe::new(5, Status::SUCCESS));
+        assert!(work(&mut q).is_empty());
+    }
+
+    #[test]
+    fn read_data_goes_as_writes_chained_before_the_send() {
+        let mut q = RdmaControllerQueue::new(cfg());
+        q.on_recv(0, capsule(&keyed(io_opcode::READ, 1, 300, false), &[]))
+            .unwrap();
+        command(&mut q);
+        let parts = [
+            Bytes::from(vec![1; 100]),
+            Bytes::from(vec![2; 100]),
+            Bytes::from(vec![3; 50]),
+        ];
+        assert_eq!(q.send_data_parts(1, &parts, true), Ok(false));
+        // Nothing is posted before the completion.
+        assert!(work(&mut q).is_empty());
+        assert!(matches!(
+            q.send_data(1, Bytes::from(vec![0; 51]), true),
+            Err(UsageError::Overrun { .. })
+        ));
+        assert_eq!(q.send_data(1, Bytes::from(vec![4; 50]), true), Ok(true));
+        assert_eq!(q.outstanding(), 0);
+        let w = work(&mut q);
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert_eq!(w[0], RdmaWork::PostRecv { slot: 0 });
+        // max_write_sge 2: 4 parts in two WRITEs, the second at offset 200.
+        match (&w[1], &w[2]) {
+            (
+                RdmaWork::Write {
+                    addr: a1, data: d1, ..
+                },
+                RdmaWork::Write {
+                    addr: a2,
+                    data: d2,
+                    key,
+                    ..
+                },
+            ) => {
+                assert_eq!((*a1, d1.len()), (0x10_0000, 2));
+                assert_eq!((*a2, d2.len(), *key), (0x10_0000 + 200, 2, 0xfeed));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(cqe_of(&w[3]).status.is_success());
+        assert!(matches!(
+            w[3],
+            RdmaWork::Send {
+                invalidate: None,
+                ..
+            }
+        ));
+        // The WRITEs' credits come back with the SEND's completion.
+        assert_eq!(q.inflight_send_wrs(), 3);
+        let RdmaWork::Send { token, .. } = w[3] else {
+            panic!()
+        };
+        q.on_send_done(token).unwrap();
+        assert_eq!(q.inflight_send_wrs(), 0);
+    }
+
+    #[test]
+    fn an_error_completion_writes_no_data() {
+        let mut q = RdmaControllerQueue::new(cfg());
+        q.on_recv(0, capsule(&keyed(io_opcode::READ, 1, 300, false), &[]))
+            .unwrap();
+        command(&mut q);
+        assert_eq!(q.send_data(1, Bytes::from(vec![1; 100]), false), Ok(false));
+        q.complete(Cqe::new(1, Status::UNRECOVERED_READ_ERROR));
+        let w = work(&mut q);
+        assert_eq!(w.len(), 2);
+        assert_eq!(cqe_of(&w[1]).status, Status::UNRECOVERED_READ_ERROR);
+    }
+
+    #[test]
+    fn in_capsule_data_is_handed_up_without_copy_rules() {
+        let mut q = RdmaControllerQueue::new(cfg());
+        let mut s = Sqe::rw(io_opcode::WRITE, 1, 0, 1, false);
+        s.cid = 3;
+        let mut d = SglDescriptor::in_capsule(512);
+        d.address = 16;
+        s.sgl1 = d;
+        let mut icd = vec![0u8; 16];
+        icd.extend(vec![0xab; 512]);
+        q.on_recv(2, capsule(&s, &icd)).unwrap();
+        let c = command(&mut q);
+        assert_eq!((c.buffer_len, c.data.len()), (0, 512));
+        assert!(c.data.iter().all(|&b| b == 0xab));
+        // No buffer to read or write for in-capsule data.
+        assert_eq!(q.request_data(3), Err(UsageError::NoBuffer(3)));
+        assert!(q.send_data(3, Bytes::from_static(b"x"), true).is_err());
+        // The slot is held until the command completes.
+        assert_eq!(
+            q.on_recv(2, capsule(&s, &icd)),
+            Err(ShellError::SlotInUse(2))
+        );
+        q.complete(Cqe::new(3, Status::SUCCESS));
+        assert_eq!(work(&mut q)[0], RdmaWork::PostRecv { slot: 2 });
+        // Reposted: the slot may complete again.
+        q.on_recv(2, capsule(&s, &icd)).unwrap();
+        assert_eq!(command(&mut q).sqe.cid, 3);
+    }
+
+    #[test]
+    fn sgl_errors_complete_the_command() {
+        let mut q = RdmaControllerQueue::new(cfg());
+        let cases: Vec<(Sqe, Vec<u8>, Status)> = vec![
+            // A transport SGL (TCP's 5Ah) has no meaning on RDMA.
+            (
+                {
+                    let mut s = Sqe::rw(io_opcode::READ, 1, 0, 1, false);
+                    s.sgl1 = SglDescriptor::transport(4096);
+                    s
+                },
+                vec![],
+                Status::SGL_DESCRIPTOR_TYPE_INVALID.dnr(),
+            ),
+            // In-capsule data beyond what arrived.
+            (
+                {
+                    let mut s = Sqe::rw(io_opcode::WRITE, 1, 0, 1, false);
+                    s.sgl1 = SglDescriptor::in_capsule(4096);
+                    s
+                },
+                vec![0; 100],
+                Status::DATA_SGL_LENGTH_INVALID.dnr(),
+            ),
+            // In-capsule data beyond the in-capsule size.
+            (
+                {
+                    let mut s = Sqe::rw(io_opcode::WRITE, 1, 0, 1, false);
+                    s.sgl1 = SglDescriptor::in_capsule(8193);
+                    s
+                },
+                vec![],
+                Status::SGL_OFFSET_INVALID.dnr(),
+            ),
+            // A keyed buffer beyond MDTS.
+            (
+                keyed(io_opcode::READ, 0, (1 << 20) + 4096, true),
+                vec![],
+                Status::INVALID_FIELD.dnr(),
+            ),
+        ];
+        for (i, (mut sqe, icd, st)) in cases.into_iter().enumerate() {
+            sqe.cid = i as u16;
+            q.on_recv(i as u32, capsule(&sqe, &icd)).unwrap();
+            assert!(q.poll_event().is_none());
+            let w = work(&mut q);
+            assert_eq!(w[0], RdmaWork::PostRecv { slot: i as u32 });
+            let cqe = cqe_of(&w[1]);
+            assert_eq!((cqe.cid, cqe.status), (i as u16, st));
+            // No invalidation for a command that was refused.
+            assert!(matches!(
+                w[1],
+                RdmaWork::Send {
+                    invalidate: None,
+                    ..
+                }
+            ));
+            assert_eq!(cqe.sqhd, (i as u16 + 1) % 4, "SQHD wraps at the queue size");
+        }
+        assert!(!q.is_terminated());
+    }
+
+    #[test]
+    fn cid_conflict_completes_the_new_capsule_only() {
+        let mut q = RdmaControllerQueue::new(cfg());
+        let s = keyed(io_opcode::READ, 9, 512, false);
+        q.on_recv(0, capsule(&s, &[])).unwrap();
+        command(&mut q);
+        q.on_recv(1, capsule(&s, &[])).unwrap();
+        assert!(q.poll_event().is_none());
+        let w = work(&mut q);
+        assert_eq!(w[0], RdmaWork::PostRecv { slot: 1 });
+        assert_eq!(cqe_of(&w[1]).status, Status::CID_CONFLICT.dnr());
+        assert_eq!(q.outstanding(), 1);
+        assert_eq!(q.send_data(9, Bytes::from(vec![0; 512]), true), Ok(true));
+        assert_eq!(work(&mut q)[0], RdmaWork::PostRecv { slot: 0 });
+    }
+
+    #[test]
+    fn fatal_capsules_terminate() {
+        // Shorter than an SQE (nvmet: fatal), longer than the receive buffer,
+        // and one command beyond the queue size.
+        let mut q = RdmaControllerQueue::new(cfg());
+        q.on_recv(0, Bytes::from(vec![0; 63])).unwrap();
+        assert!(matches!(
+            q.poll_event(),
+            Some(ControllerEvent::Terminated { fes: None, .. })
+        ));
+        assert!(q.is_terminated());
+        q.on_recv(1, Bytes::from(vec![0; 64])).unwrap();
+        assert!(q.poll_event().is_none());
+        assert!(work(&mut q).is_empty());
+        assert_eq!(q.request_data(0), Err(UsageError::Terminated));
+
+        let mut q = RdmaControllerQueue::new(RdmaQueueConfig {
+            max_icd: 16,
+            ..cfg()
+        });
+        let mut s = Sqe::rw(io_opcode::WRITE, 1, 0, 1, false);
+        s.sgl1 = SglDescriptor::in_capsule(17);
+        q.on_recv(0, capsule(&s, &[0; 17])).unwrap();
+        assert!(matches!(
+            q.poll_event(),
+            Some(ControllerEvent::Terminated { .. })
+        ));
+
+        let mut q = RdmaControllerQueue::new(cfg());
+        for cid in 0..4u16 {
+            q.on_recv(
+                u32::from(cid),
+                capsule(&keyed(io_opcode::READ, cid, 512, false), &[]),
+            )
+            .unwrap();
+            command(&mut q);
+        }
+        q.on_recv(4, capsule(&keyed(io_opcode::READ, 4, 512, false), &[]))
+            .unwrap();
+        assert!(matches!(
+            q.poll_event(),
+            Some(ControllerEvent::Terminated { .. })
+        ));
+        // Work queued before the end is dropped; nothing more goes out.
+        q.complete(Cqe::new(0, Status::SUCCESS));
+        assert!(work(&mut q).is_empty());
+    }
+
+    #[test]
+    fn send_queue_limit_holds_work_back() {
+        let mut q = RdmaControllerQueue::new(RdmaQueueConfig {
+            max_send_wr: 2,
+            ..cfg()
+        });
+        for cid in 0..3u16 {
+            let mut s = Sqe::new(io_opcode::FLUSH);
+            s.cid = cid;
+            s.sgl1 = RdmaSgl::None.to_descriptor();
+            q.on_recv(u32::from(cid), capsule(&s, &[])).unwrap();
+            command(&mut q);
+            q.complete(Cqe::new(cid, Status::SUCCESS));
+        }
+        let w = work(&mut q);
+        assert_eq!(w.len(), 4, "two completions fit: {w:?}");
+        assert_eq!(q.inflight_send_wrs(), 2);
+        assert!(q.has_work());
+        let RdmaWork::Send { token, .. } = w[1] else {
+            panic!()
+        };
+        q.on_send_done(token).unwrap();
+        let w = work(&mut q);
+        assert_eq!(w.len(), 2);
+        assert_eq!(cqe_of(&w[1]).cid, 2);
+        assert!(!q.has_work());
+
+        // A group bigger than the limit goes alone rather than never.
+        let mut q = RdmaControllerQueue::new(RdmaQueueConfig {
+            max_send_wr: 2,
+            max_write_sge: 1,
+            ..cfg()
+        });
+        q.on_recv(0, capsule(&keyed(io_opcode::READ, 1, 3, false), &[]))
+            .unwrap();
+        command(&mut q);
+        let parts = [
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+            Bytes::from_static(b"c"),
+        ];
+        assert_eq!(q.send_data_parts(1, &parts, true), Ok(true));
+        assert_eq!(work(&mut q).len(), 5);
+        assert_eq!(q.inflight_send_wrs(), 4);
+    }
+
+    #[test]
+    fn read_bytes_are_bounded_and_a_waiting_read_can_be_cancelled() {
+        let mut q = RdmaControllerQueue::new(RdmaQueueConfig {
+            max_pending_read_bytes: 4096,
+            ..cfg()
+        });
+        for cid in 0..2u16 {
+            q.on_recv(
+                u32::from(cid),
+                capsule(&keyed(io_opcode::WRITE, cid, 4096, false), &[]),
+            )
+            .unwrap();
+            command(&mut q);
+            q.request_data(cid).unwrap();
+        }
+        let w = work(&mut q);
+        assert_eq!(w.len(), 1);
+        assert!(matches!(w[0], RdmaWork::Read { cid: 0, .. }));
+        // The waiting one can be cancelled; the one in flight cannot.
+        assert!(!q.cancel_data_request(0, Status::ABORT_REQUESTED));
+        assert!(q.cancel_data_request(1, Status::ABORT_REQUESTED));
+        let w = work(&mut q);
+        assert_eq!(cqe_of(&w[1]).status, Status::ABORT_REQUESTED);
+        // A completion given while the READ is in flight waits for it, and
+        // no Data event follows.
+        q.complete(Cqe::new(0, Status::ABORT_REQUESTED));
+        assert!(work(&mut q).is_empty());
+        q.on_read_done(0, Bytes::from(vec![0; 4096])).unwrap();
+        assert!(q.poll_event().is_none());
+        let w = work(&mut q);
+        assert_eq!(cqe_of(&w[1]).status, Status::ABORT_REQUESTED);
+        assert_eq!(q.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_queued_read_frees_bytes_for_the_next() {
+        let mut q = RdmaControllerQueue::new(RdmaQueueConfig {
+            max_pending_read_bytes: 4096,
+            ..cfg()
+        });
+        for cid in 0..2u16 {
+            q.on_recv(
+                u32::from(cid),
+                capsule(&keyed(io_opcode::WRITE, cid, 4096, false), &[]),
+            )
+            .unwrap();
+            command(&mut q);
+            q.request_data(cid).unwrap();
+        }
+        assert_eq!(work(&mut q).len(), 1);
+        q.on_read_done(0, Bytes::from(vec![0; 4096])).unwrap();
+        let w = work(&mut q);
+        assert!(matches!(w[..], [RdmaWork::Read { cid: 1, .. }]));
+    }
+
+    #[test]
+    fn admin_aer_cid_reuse_abandons_it_and_frees_its_slot() {
+        let mut q = RdmaControllerQueue::new(RdmaQueueConfig {
+            qid: 0,
+            max_icd: 0,
+            ..cfg()
+        });
+        let mut aer = Sqe::new(admin_opcode::ASYNC_EVENT_REQUEST);
+        aer.cid = 4;
+        aer.sgl1 = RdmaSgl::None.to_descriptor();
+        q.on_recv(0, capsule(&aer, &[])).unwrap();
+        command(&mut q);
+        let mut prop = Sqe::new(admin_opcode::FABRICS);
+        prop.cid = 4;
+        prop.nsid = 4; // Property Get
+        prop.sgl1 = RdmaSgl::None.to_descriptor();
+        q.on_recv(1, capsule(&prop, &[])).unwrap();
+        assert_eq!(q.poll_event(), Some(ControllerEvent::Abandoned { cid: 4 }));
+        assert_eq!(command(&mut q).sqe.opcode, admin_opcode::FABRICS);
+        assert_eq!(work(&mut q), vec![RdmaWork::PostRecv { slot: 0 }]);
+        q.complete(Cqe::new(4, Status::SUCCESS));
+        let w = work(&mut q);
+        // The abandoned AER's SQ entry was freed too: SQHD 2.
+        assert_eq!(cqe_of(&w[1]).sqhd, 2);
+        assert_eq!(cqe_of(&w[1]).sqid, 0);
+    }
+
+    #[test]
+    fn sqhd_wraps_at_the_connected_sq_size() {
+        let mut q = RdmaControllerQueue::new(cfg());
+        q.set_connected(2);
+        let mut heads = Vec::new();
+        for cid in 0..3u16 {
+            let mut s = Sqe::new(io_opcode::FLUSH);
+            s.cid = cid;
+            s.sgl1 = RdmaSgl::None.to_descriptor();
+            q.on_recv(u32::from(cid), capsule(&s, &[])).unwrap();
+            command(&mut q);
+            q.complete(Cqe::new(cid, Status::SUCCESS));
+            heads.push(cqe_of(&work(&mut q)[1]).sqhd);
+        }
+        assert_eq!(heads, [1, 0, 1]);
+        // Two outstanding at most now, though four slots are posted.
+        for cid in 10..12u16 {
+            let mut s = Sqe::new(io_opcode::FLUSH);
+            s.cid = cid;
+            s.sgl1 = RdmaSgl::None.to_descriptor();
+            q.on_recv(u32::from(cid), capsule(&s, &[])).unwrap();
+            command(&mut q);
+        }
+        let mut s = Sqe::new(io_opcode::FLUSH);
+        s.cid = 12;
+        q.on_recv(12, capsule(&s, &[])).unwrap();
+        assert!(matches!(
+            q.poll_event(),
+            Some(ControllerEvent::Terminated { .. })
+        ));
+    }
+}
