@@ -1,6 +1,8 @@
-//! RDMA CM private data of NVMe/RDMA (NVMe-oF 1.1 §7.3.2, RDMA Transport
-//! Specification 1.0 §3.2: Figures "RDMA_CM_REQUEST Private Data Format",
-//! "RDMA_CM_ACCEPT Private Data Format", "RDMA_CM_REJECT Private Data Format").
+//! RDMA CM private data of NVMe/RDMA (NVMe-oF 1.1 §7.3 "RDMA Transport",
+//! Figures "RDMA_CM_REQUEST Private Data Format", "RDMA_CM_ACCEPT Private Data
+//! Format" and "RDMA_CM_REJECT Private Data Format"; the same text is now the
+//! NVMe RDMA Transport Specification 1.0). Section and figure numbers were not
+//! re-read in the PDF.
 //!
 //! A host opens each queue with an RDMA CM connect request whose private data
 //! names the queue (QID) and the sizes of the host's send and receive queues;

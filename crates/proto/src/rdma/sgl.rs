@@ -1,5 +1,5 @@
-//! SGL1 of an NVMe/RDMA command (NVMe-oF 1.1 §7.3.3; NVMe Base 2.0 §4.3.2,
-//! Figures 92-97).
+//! SGL1 of an NVMe/RDMA command (NVMe-oF 1.1 §7.3 "RDMA Transport"; NVMe Base
+//! 2.0 §4.3.2 "Scatter Gather List", Keyed SGL Data Block descriptor).
 //!
 //! NVMe/RDMA carries a command's data in one of two ways:
 //!
