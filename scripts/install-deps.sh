@@ -15,6 +15,10 @@
 #   iproute2                                      ip(8)
 #   libssl-dev pkg-config                         building the openssl crate (the
 #                                                 NVMe/TCP TLS channel, crates/transport)
+#   libibverbs-dev librdmacm-dev                  rdma-core's headers: crates/rdma's layout
+#                                                 test checks its hand-written declarations
+#                                                 against them (the crate itself dlopens
+#                                                 the libraries and links nothing)
 #   ceph-mon ceph-osd ceph-mgr ceph-common librbd1
 #                                                 the RBD backend's tests against a
 #                                                 single-node cluster (scripts/ceph-cluster.sh)
@@ -76,7 +80,7 @@ command -v dpkg-query >/dev/null && command -v apt-get >/dev/null \
 
 # --- plain packages -----------------------------------------------------------
 need=()
-for p in busybox-static nvme-cli cpio kmod xz-utils zstd e2fsprogs tcpdump iproute2 debootstrap libssl-dev pkg-config ceph-mon ceph-osd ceph-mgr ceph-common librbd1; do
+for p in busybox-static nvme-cli cpio kmod xz-utils zstd e2fsprogs tcpdump iproute2 debootstrap libssl-dev pkg-config libibverbs-dev librdmacm-dev ceph-mon ceph-osd ceph-mgr ceph-common librbd1; do
     pkg_installed "$p" || need+=("$p")
 done
 

@@ -1,0 +1,34 @@
+//! nvmf-rdma: a small, safe, async binding of RDMA CM and verbs (rdma-core's librdmacm and
+//! libibverbs) for the NVMe/RDMA transport (NVMe-oF 1.1 §7.3: command capsules over
+//! SEND/RECV, data by RDMA READ and RDMA WRITE, SEND with Invalidate).
+//!
+//! This crate is the only place in nvmf-rs with RDMA `unsafe`. rdma-core is loaded with
+//! `dlopen` on first use ([`Lib::get`]), so binaries depending on this crate run on
+//! machines without it and get [`RdmaError::Unavailable`] when they try RDMA. See
+//! docs/rdma.md.
+//!
+//! Passive side: [`CmListener::bind`] → [`CmListener::accept_request`] →
+//! [`ConnectRequest::create_qp`] (post receives on [`Accepting::qp`]) →
+//! [`Accepting::accept`] → [`Connection`]. Active side: [`resolve`] (post receives on
+//! [`Connecting::qp`]) → [`Connecting::connect`]. Data: [`QueuePair::register`] gives a
+//! [`MemoryRegion`]; post with [`QueuePair::post_recv`], [`QueuePair::post_send`],
+//! [`QueuePair::post_rdma_read`], [`QueuePair::post_rdma_write`] or
+//! [`QueuePair::post_send_batch`]; reap with [`QueuePair::poll`] or
+//! [`QueuePair::wait_completions`].
+#![allow(unsafe_code)]
+
+pub mod cm;
+pub mod error;
+pub mod loader;
+#[doc(hidden)]
+pub mod sys;
+pub mod verbs;
+
+pub use cm::{
+    resolve, Accepting, CmEventKind, CmListener, ConnParam, ConnectRequest, Connecting, Connection,
+};
+pub use error::{RdmaError, Result};
+pub use loader::Lib;
+pub use verbs::{
+    Access, Completion, MemoryRegion, Opcode, QpAttrs, QueuePair, RemoteBuf, SendWr, Sge,
+};
