@@ -125,6 +125,13 @@ impl EventChannel {
     }
 }
 
+// SAFETY: the channel is a file descriptor and the library's handle for it;
+// rdma_get_cm_event on one channel from several threads is allowed by librdmacm
+// (it reads the fd), and EventChannel only destroys it in Drop.
+unsafe impl Send for EventChannel {}
+// SAFETY: as above; &EventChannel only reads events (through the non-blocking fd).
+unsafe impl Sync for EventChannel {}
+
 impl Drop for EventChannel {
     fn drop(&mut self) {
         drop(self.afd.take());
@@ -450,11 +457,15 @@ impl Accepting {
     /// Accepts with `private_data` (NVMe/RDMA: RDMA_CM_ACCEPT, §7.3.5.1) and waits for
     /// RDMA_CM_EVENT_ESTABLISHED.
     pub async fn accept(self, private_data: &[u8], param: ConnParam) -> Result<Connection> {
-        let mut p = conn_param(&param, private_data)?;
         let cm = &self.qp.pd.cm;
-        // SAFETY: id is live with a pending request and a QP; p and the private data it
-        // points to are valid during the call.
-        let rc = unsafe { (cm.lib.rdma_accept)(cm.id, &mut p) };
+        let rc = {
+            // (p holds raw pointers: not kept across the await below, so the
+            // future stays Send)
+            let mut p = conn_param(&param, private_data)?;
+            // SAFETY: id is live with a pending request and a QP; p and the private
+            // data it points to are valid during the call.
+            unsafe { (cm.lib.rdma_accept)(cm.id, &mut p) }
+        };
         if rc != 0 {
             return Err(RdmaError::ret("rdma_accept", rc));
         }
@@ -520,10 +531,12 @@ impl Connecting {
     /// for ESTABLISHED. A reject comes back as [`RdmaError::Rejected`] with the peer's
     /// private data.
     pub async fn connect(self, private_data: &[u8], param: ConnParam) -> Result<Connection> {
-        let mut p = conn_param(&param, private_data)?;
         let cm = &self.qp.pd.cm;
-        // SAFETY: id is live, route resolved, QP created; p is valid during the call.
-        let rc = unsafe { (cm.lib.rdma_connect)(cm.id, &mut p) };
+        let rc = {
+            let mut p = conn_param(&param, private_data)?;
+            // SAFETY: id is live, route resolved, QP created; p is valid during the call.
+            unsafe { (cm.lib.rdma_connect)(cm.id, &mut p) }
+        };
         if rc != 0 {
             return Err(RdmaError::ret("rdma_connect", rc));
         }

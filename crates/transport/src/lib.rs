@@ -16,6 +16,7 @@ pub mod host;
 mod ktls;
 pub mod listener;
 pub mod queue_pair;
+pub mod rdma;
 pub mod sockopt;
 pub mod tls;
 mod tls_session;

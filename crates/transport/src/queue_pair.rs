@@ -26,7 +26,7 @@ use bytes::Bytes;
 use nvmf_proto::tcp::{ControllerEvent, ControllerQueue, UsageError};
 use nvmf_proto::{Cqe, Status};
 
-use crate::addr::TransportAddr;
+use crate::addr::{TransportAddr, TransportKind};
 use crate::connection::Connection;
 use crate::error::TransportError;
 
@@ -40,6 +40,9 @@ use crate::error::TransportError;
 pub trait ControllerQueuePair: Send + 'static {
     /// What [`Self::ready`] found ready, handed back to [`Self::drive`].
     type Ready: Send;
+    /// The transport binding (what Identify Controller and the discovery log
+    /// say about the queue depend on it: keyed SGLs are RDMA's).
+    const KIND: TransportKind;
 
     // --- The protocol half: capsules in, data and responses out. ---
 
@@ -118,6 +121,7 @@ pub trait ControllerQueuePair: Send + 'static {
 /// NVMe/TCP: a socket and its [`ControllerQueue`].
 impl ControllerQueuePair for Connection<ControllerQueue> {
     type Ready = tokio::io::Ready;
+    const KIND: TransportKind = TransportKind::Tcp;
 
     #[inline]
     fn poll_event(&mut self) -> Option<ControllerEvent> {
