@@ -390,12 +390,16 @@ impl ConnectRequest {
         self.peer
     }
 
-    /// RDMA READs the peer allows us to have outstanding against it.
+    /// RDMA READs the peer may have outstanding against us: the request's
+    /// initiator depth, which ib_cm reports to the passive side as its
+    /// responder resources (the Linux NVMe/RDMA host asks for none).
     pub fn responder_resources(&self) -> u8 {
         self.responder_resources
     }
 
-    /// RDMA READs the peer wants to have outstanding against us.
+    /// RDMA READs we may have outstanding against the peer: the request's
+    /// responder resources, reported to the passive side as its initiator
+    /// depth (nvmet-rdma accepts with `min(this, max_qp_init_rd_atom)`).
     pub fn initiator_depth(&self) -> u8 {
         self.initiator_depth
     }

@@ -180,7 +180,11 @@ impl RdmaIncoming {
             max_inline_data: 0,
             cq_entries: send_wr + u32::from(depth),
         };
-        // RDMA READs we may have outstanding against the host: what it offers.
+        // The CM request's resources, already seen from our side (ib_cm swaps
+        // the REQ's fields): `initiator_depth` is how many RDMA READs the host
+        // lets us have outstanding against it, `responder_resources` how many
+        // it would have against us (the Linux host asks for none). nvmet-rdma
+        // takes the same two (`nvmet_rdma_cm_accept`).
         let ird = self.req.responder_resources();
         let ord = self.req.initiator_depth();
         let accepting = self
@@ -209,17 +213,15 @@ impl RdmaIncoming {
         qp.post_recv_batch(&wrs)
             .map_err(|e| rdma_err("posting receives", e))?;
         let param = ConnParam {
-            // RDMA READs the host may have outstanding against us: none are
-            // needed (NVMe/RDMA hosts never read the target's memory).
-            responder_resources: ord.min(16),
-            initiator_depth: ird.min(16),
+            responder_resources: ird.min(16),
+            initiator_depth: ord.min(16),
             ..ConnParam::default()
         };
         let conn = accepting
             .accept(&q.accept().encode(), param)
             .await
             .map_err(|e| rdma_err("accepting the RDMA connection", e))?;
-        debug!(?peer, qid, depth, max_icd, "NVMe/RDMA queue established");
+        debug!(?peer, qid, depth, max_icd, ird, ord, "NVMe/RDMA queue established");
         let queue = RdmaControllerQueue::new(RdmaQueueConfig {
             qid,
             recv_queue_size: depth,
