@@ -26,6 +26,9 @@ pub enum TargetError {
     // given as the source (the chain would print it twice).
     #[error("{0} (is another target already listening there? choose another with --listen)")]
     Listen(TransportError),
+    /// An `rdma://` listen address could not be served.
+    #[error("{0} (NVMe/RDMA needs rdma-core and an RDMA device holding that address: an RDMA NIC, or soft-RoCE with `rdma link add rxe0 type rxe netdev IFACE`)")]
+    RdmaListen(TransportError),
     /// A socket option of the configuration could not be set.
     #[error("tcp_congestion: {0}")]
     SocketOption(TransportError),
@@ -88,7 +91,7 @@ impl Target {
         };
         for a in &cfg.listen {
             if a.kind == TransportKind::Rdma {
-                let lis = RdmaListener::bind(a, rcfg).map_err(TargetError::Listen)?;
+                let lis = RdmaListener::bind(a, rcfg).map_err(TargetError::RdmaListen)?;
                 port_treq.push(None);
                 ports.push(lis.local_addr());
                 rdma_listeners.push(Arc::new(lis));

@@ -22,8 +22,10 @@ use tracing::{error, info, warn};
 /// Options of `nvmf target`.
 #[derive(Debug, clap::Args)]
 pub struct TargetArgs {
-    /// Address to listen on, `ADDR:PORT` (repeatable; IPv6 as `[::1]:4420`).
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Address to listen on, `ADDR:PORT` for NVMe/TCP or `rdma://ADDR:PORT`
+    /// for NVMe/RDMA (an address of an RDMA device; needs rdma-core's
+    /// libibverbs and librdmacm) (repeatable; IPv6 as `[::1]:4420`).
+    #[arg(long, value_name = "[rdma://]ADDR:PORT")]
     pub listen: Vec<String>,
     /// NQN of the subsystem served in quick mode.
     #[arg(long, value_name = "NQN")]
@@ -562,26 +564,35 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
         }
     }
     for p in target.ports() {
+        let t = p.kind.name();
         for s in &cfg.subsystems {
-            println!("nvmf target: listening on {p} (tcp), subsystem {}", s.nqn);
             println!(
-                "  connect with the Linux kernel host:  nvme connect -t tcp -a {} -s {} -n {}",
+                "nvmf target: listening on {} ({t}), subsystem {}",
+                p.socket, s.nqn
+            );
+            println!(
+                "  connect with the Linux kernel host:  nvme connect -t {t} -a {} -s {} -n {}",
                 p.traddr(),
                 p.trsvcid(),
                 s.nqn
             );
-            println!(
-                "  connect with nvmf-rs:                nvmf connect -t tcp -a {} -s {} -n {}",
-                p.traddr(),
-                p.trsvcid(),
-                s.nqn
-            );
+            // nvmf-rs's own host speaks NVMe/TCP only so far.
+            if p.kind == nvmf_transport::addr::TransportKind::Tcp {
+                println!(
+                    "  connect with nvmf-rs:                nvmf connect -t tcp -a {} -s {} -n {}",
+                    p.traddr(),
+                    p.trsvcid(),
+                    s.nqn
+                );
+            }
         }
     }
     for b in target.bound() {
         if !target.ports().contains(&b) {
             println!(
-                "nvmf target: discovery service on {b}:  nvme discover -t tcp -a {} -s {}",
+                "nvmf target: discovery service on {}:  nvme discover -t {} -a {} -s {}",
+                b.socket,
+                b.kind.name(),
                 b.traddr(),
                 b.trsvcid()
             );
