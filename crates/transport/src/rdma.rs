@@ -42,6 +42,8 @@ use crate::queue_pair::ControllerQueuePair;
 const CHUNK: usize = 128 * 1024;
 /// Completions taken per poll of the CQ.
 const POLL_BATCH: usize = 64;
+/// `IBV_WC_WR_FLUSH_ERR` (`enum ibv_wc_status` in verbs.h).
+const WC_WR_FLUSH_ERR: u32 = 5;
 /// wr_id tags (top byte): what a completion is for.
 const TAG_RECV: u64 = 1 << 56;
 const TAG_READ: u64 = 2 << 56;
@@ -368,7 +370,13 @@ impl RdmaQueuePair {
 
     fn on_completion(&mut self, c: &Completion) -> Result<(), TransportError> {
         if c.result().is_err() {
-            // Flushed work after a disconnect is the normal end.
+            // Flushed work (IBV_WC_WR_FLUSH_ERR, ibv_poll_cq(3)) means the QP
+            // went to the error state: the host disconnected, and the CM event
+            // may come after these completions. The normal end.
+            if c.status == WC_WR_FLUSH_ERR {
+                self.eof = true;
+                return Ok(());
+            }
             if self.eof || self.queue.is_terminated() {
                 return Ok(());
             }
