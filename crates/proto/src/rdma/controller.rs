@@ -265,6 +265,11 @@ impl RdmaControllerQueue {
         self.cmds.len()
     }
 
+    /// True while command `cid` is outstanding (received, not yet completed).
+    pub fn is_outstanding(&self, cid: u16) -> bool {
+        self.cmds.contains_key(&cid)
+    }
+
     /// Send work requests handed out and not yet completed.
     pub fn inflight_send_wrs(&self) -> u32 {
         self.inflight
