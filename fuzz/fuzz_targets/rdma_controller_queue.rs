@@ -34,7 +34,7 @@ enum Op {
     Cancel { pick: u8 },
     ReadDone { pick: u8, wrong: bool },
     SendDone { pick: u8, bogus: bool },
-    SetConnected { sq_size: u16 },
+    SetConnected { sq_size: u16, max_icd: u16 },
     Fail,
 }
 
@@ -53,7 +53,7 @@ impl Op {
             5 => Op::Cancel { pick: r.u8() },
             6 => Op::ReadDone { pick: r.u8(), wrong: r.bool() },
             7 => Op::SendDone { pick: r.u8(), bogus: r.bool() },
-            8 => Op::SetConnected { sq_size: r.u16() },
+            8 => Op::SetConnected { sq_size: r.u16(), max_icd: r.u16() },
             _ => Op::Fail,
         }
     }
@@ -253,7 +253,7 @@ fuzz_target!(|input: &[u8]| {
                     h.inflight -= credits;
                 }
             }
-            Op::SetConnected { sq_size } => h.q.set_connected(sq_size),
+            Op::SetConnected { sq_size, max_icd } => h.q.set_connected(h.cfg.qid, sq_size, true, u32::from(max_icd)),
             Op::Fail => h.q.fail("fuzz"),
         }
         h.after();
