@@ -253,7 +253,10 @@ fuzz_target!(|input: &[u8]| {
                     h.inflight -= credits;
                 }
             }
-            Op::SetConnected { sq_size, max_icd } => h.q.set_connected(h.cfg.qid, sq_size, true, u32::from(max_icd)),
+            Op::SetConnected { sq_size, max_icd } => {
+                h.q.set_connected(sq_size);
+                h.q.limit_in_capsule_data(u32::from(max_icd));
+            }
             Op::Fail => h.q.fail("fuzz"),
         }
         h.after();

@@ -215,7 +215,7 @@ pub struct RdmaControllerQueue {
     sq_size: u16,
     sq_head: u16,
     queue_depth: u16,
-    /// In-capsule data accepted: `max_icd`, or less after `set_connected`.
+    /// In-capsule data accepted: `max_icd`, or less after `limit_in_capsule_data`.
     icd_limit: u32,
 }
 
@@ -247,22 +247,24 @@ impl RdmaControllerQueue {
         &self.cfg
     }
 
-    /// Sets what the Fabrics Connect established, with the TCP queue's
-    /// signature ([`crate::tcp::ControllerQueue::set_connected`]): `sq_size`
-    /// (1-based) is where SQHD wraps, and outstanding commands are limited to
-    /// the smaller of it and the receive slots; `qid` becomes the SQID of the
-    /// CQEs (the Connect's QID must be the CM request's, which the controller
-    /// checks); `max_icd` can only lower the in-capsule data accepted, since
-    /// the receive buffers are posted; `sq_flow_control` changes nothing, as
-    /// SQHD is always reported.
-    pub fn set_connected(&mut self, qid: u16, sq_size: u16, sq_flow_control: bool, max_icd: u32) {
-        let _ = sq_flow_control;
+    /// Sets what the Fabrics Connect established: the SQ size (1-based) that
+    /// SQHD wraps at. Outstanding commands are limited to the smaller of it and
+    /// the receive slots. (`qid` comes from the CM request; SQ flow control
+    /// changes nothing on RDMA, where SQHD is always reported; see
+    /// [`Self::limit_in_capsule_data`] for the in-capsule size.)
+    pub fn set_connected(&mut self, sq_size: u16) {
         let n = sq_size.max(1);
-        self.cfg.qid = qid;
-        self.icd_limit = self.icd_limit.min(max_icd);
         self.sq_size = n;
         self.sq_head %= n;
         self.queue_depth = n.min(self.cfg.recv_queue_size.max(1));
+    }
+
+    /// Lowers the in-capsule data accepted to `max_icd` (the IOCCSZ the
+    /// controller reports for this queue may be smaller than the receive
+    /// buffers posted); a larger value changes nothing, as the buffers are
+    /// posted. In-capsule data beyond it completes with SGL Offset Invalid.
+    pub fn limit_in_capsule_data(&mut self, max_icd: u32) {
+        self.icd_limit = self.icd_limit.min(max_icd);
     }
 
     /// True once the queue has ended.
@@ -1153,26 +1155,23 @@ mod tests {
     }
 
     #[test]
-    fn connect_can_lower_the_in_capsule_size() {
+    fn the_in_capsule_size_can_be_lowered() {
         let mut q = RdmaControllerQueue::new(cfg());
-        q.set_connected(3, 4, false, 1024);
+        q.limit_in_capsule_data(1024);
         let mut s = Sqe::rw(io_opcode::WRITE, 1, 0, 1, false);
         s.sgl1 = SglDescriptor::in_capsule(2048);
-        // Within the receive buffer but beyond what Connect allowed: the
+        // Within the receive buffer but beyond the reported IOCCSZ: the
         // command fails, the queue goes on.
         q.on_recv(0, capsule(&s, &[0; 2048])).unwrap();
         assert!(q.poll_event().is_none());
         let w = work(&mut q);
         let cqe = cqe_of(&w[1]);
-        assert_eq!(
-            (cqe.status, cqe.sqid),
-            (Status::SGL_OFFSET_INVALID.dnr(), 3)
-        );
+        assert_eq!(cqe.status, Status::SGL_OFFSET_INVALID.dnr());
         s.sgl1 = SglDescriptor::in_capsule(1024);
         q.on_recv(0, capsule(&s, &[0; 1024])).unwrap();
         assert_eq!(command(&mut q).data.len(), 1024);
         // A larger limit does not raise it past the posted buffers.
-        q.set_connected(3, 4, false, 1 << 20);
+        q.limit_in_capsule_data(1 << 20);
         s.cid = 1;
         s.sgl1 = SglDescriptor::in_capsule(2048);
         q.on_recv(1, capsule(&s, &[0; 2048])).unwrap();
@@ -1186,7 +1185,7 @@ mod tests {
     #[test]
     fn sqhd_wraps_at_the_connected_sq_size() {
         let mut q = RdmaControllerQueue::new(cfg());
-        q.set_connected(1, 2, true, 8192);
+        q.set_connected(2);
         let mut heads = Vec::new();
         for cid in 0..3u16 {
             let mut s = Sqe::new(io_opcode::FLUSH);
