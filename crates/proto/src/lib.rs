@@ -2,7 +2,10 @@
 //!
 //! Wire structures of NVMe (Base Specification 2.0), the Fabrics command set
 //! (NVMe over Fabrics 1.1) and the NVMe/TCP transport (Transport Specification
-//! 1.0), plus the queue-pair state machines of both ends of an NVMe/TCP connection.
+//! 1.0), plus the queue-pair state machines of both ends of an NVMe/TCP connection;
+//! and the NVMe/RDMA binding (NVMe-oF 1.1 §7.3, [`rdma`]): RDMA CM private data,
+//! keyed SGLs, and queue-pair state machines that a verbs shell drives with
+//! completions and that hand back work requests to post.
 //! Nothing here touches a socket, a clock or a thread: callers feed bytes in and
 //! take bytes and events out (the sans-I/O pattern of quinn-proto and rustls), so
 //! every rule is unit-tested and fuzzed without a network.

@@ -497,3 +497,255 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// A host queue and a controller queue over a simulated reliable connection.
+
+use nvmf_proto::rdma::{HostWork, RdmaHostData, RdmaHostEvent, RdmaHostQueue, RdmaHostQueueConfig};
+
+/// Host memory regions by key: (data, valid).
+type Regions = HashMap<u32, (Vec<u8>, bool)>;
+
+fn run_pair(
+    seed: u64,
+    depth: u16,
+    max_icd: u32,
+    max_send_wr: u32,
+    cmds: &[(bool, u8, bool, bool)],
+) {
+    let mut rng = Rng(seed | 1);
+    let mut h = RdmaHostQueue::new(RdmaHostQueueConfig {
+        queue_depth: depth,
+        max_icd,
+    });
+    let mut c = RdmaControllerQueue::new(RdmaQueueConfig {
+        qid: 1,
+        recv_queue_size: depth,
+        max_icd,
+        max_data_len: 1 << 20,
+        max_send_wr,
+        max_write_sge: 2,
+        max_pending_read_bytes: 8192,
+    });
+    // Receive slots posted on each side: the controller's for capsules, the
+    // host's (as many as its queue depth, HRQSIZE) for responses.
+    let mut c_slots: Vec<u32> = (0..u32::from(depth)).collect();
+    let mut h_slots: Vec<u32> = (1000..1000 + u32::from(depth)).collect();
+    let mut mem: Regions = HashMap::new();
+    // In flight on the wire, in order (RC): capsules to the controller,
+    // responses to the host (cqe bytes, invalidate).
+    let mut to_c: VecDeque<(u16, Bytes)> = VecDeque::new();
+    let mut to_h: VecDeque<([u8; 16], Option<u32>)> = VecDeque::new();
+    let mut unacked_sends: Vec<u16> = Vec::new();
+    let mut c_reads: Vec<(u16, u32)> = Vec::new();
+    let mut c_tokens: VecDeque<u64> = VecDeque::new();
+    let mut app: Vec<(Sqe, Option<Bytes>)> = Vec::new();
+    let mut store: HashMap<u64, Vec<u8>> = HashMap::new();
+    // cid -> (is_write, lba, key, invalidate)
+    let mut meta: HashMap<u16, (bool, u64, Option<u32>, bool)> = HashMap::new();
+    // What the app received for each write and served for each read.
+    let mut seen: HashMap<u16, Vec<u8>> = HashMap::new();
+    // What each write sent.
+    let mut sent: HashMap<u16, Vec<u8>> = HashMap::new();
+    let mut todo: VecDeque<&(bool, u8, bool, bool)> = cmds.iter().collect();
+    let mut done = 0usize;
+    let mut steps = 0;
+    while done < cmds.len() && steps < 200_000 {
+        steps += 1;
+        match rng.below(6) {
+            0 if h.has_room() && !todo.is_empty() => {
+                let &(write, n, ic, inv) = todo.pop_front().unwrap();
+                let len = usize::from(n) * BLOCK;
+                let lba = u64::from(n) * 1000 + rng.below(4) * 100;
+                let op = if write {
+                    io_opcode::WRITE
+                } else {
+                    io_opcode::READ
+                };
+                let fill = (lba as u8).wrapping_add(n);
+                let key = 0x9000 + steps as u32;
+                let data = if write && ic && len as u32 <= max_icd {
+                    RdmaHostData::InCapsule(Bytes::from(vec![fill; len]))
+                } else {
+                    let init = if write { fill } else { 0xEE };
+                    mem.insert(key, (vec![init; len], true));
+                    RdmaHostData::Keyed {
+                        addr: 0,
+                        len: len as u32,
+                        key,
+                        invalidate: inv,
+                    }
+                };
+                let keyed = matches!(data, RdmaHostData::Keyed { .. });
+                let cid = h
+                    .submit(Sqe::rw(op, 1, lba, u32::from(n), false), data)
+                    .unwrap();
+                meta.insert(cid, (write, lba, keyed.then_some(key), inv));
+                if write {
+                    sent.insert(cid, vec![fill; len]);
+                }
+            }
+            1 => {
+                // The wire delivers a capsule if the controller has a slot:
+                // a reliable connection never drops it, so the host must
+                // never send beyond the posted slots (RNR would stall).
+                if let Some((cid, cap)) = to_c.pop_front() {
+                    assert!(!c_slots.is_empty(), "capsule without a receive slot");
+                    let slot = c_slots.swap_remove(rng.below(c_slots.len() as u64) as usize);
+                    c.on_recv(slot, cap).unwrap();
+                    unacked_sends.push(cid);
+                }
+            }
+            2 => {
+                if let Some((cqe, inv)) = to_h.pop_front() {
+                    assert!(!h_slots.is_empty(), "response without a host receive slot");
+                    let slot = h_slots.swap_remove(0);
+                    h.on_recv(slot, &cqe, inv);
+                }
+            }
+            3 => {
+                if !unacked_sends.is_empty() {
+                    let i = rng.below(unacked_sends.len() as u64) as usize;
+                    h.on_send_done(unacked_sends.swap_remove(i));
+                }
+                if rng.below(2) == 0 {
+                    if let Some(t) = c_tokens.pop_front() {
+                        c.on_send_done(t).unwrap();
+                    }
+                }
+            }
+            4 => {
+                if !c_reads.is_empty() {
+                    let (cid, key) = c_reads.swap_remove(rng.below(c_reads.len() as u64) as usize);
+                    let d = Bytes::from(mem[&key].0.clone());
+                    c.on_read_done(cid, d).unwrap();
+                }
+            }
+            _ => {
+                if !app.is_empty() {
+                    let (sqe, data) = app.swap_remove(rng.below(app.len() as u64) as usize);
+                    let (write, lba, _, _) = meta[&sqe.cid];
+                    let len = sqe.nlb() as usize * BLOCK;
+                    if write {
+                        match data {
+                            None => c.request_data(sqe.cid).unwrap(),
+                            Some(d) => {
+                                store.insert(lba, d.to_vec());
+                                seen.insert(sqe.cid, d.to_vec());
+                                c.complete(Cqe::new(sqe.cid, Status::SUCCESS));
+                            }
+                        }
+                    } else {
+                        let d = store.get(&lba).cloned().unwrap_or_else(|| vec![0; len]);
+                        assert_eq!(d.len(), len);
+                        seen.insert(sqe.cid, d.clone());
+                        assert!(c.send_data(sqe.cid, Bytes::from(d), true).unwrap());
+                    }
+                }
+            }
+        }
+        while let Some(w) = h.poll_work() {
+            match w {
+                HostWork::Send { cid, capsule } => {
+                    let b: Vec<u8> = capsule.iter().flat_map(|p| p.to_vec()).collect();
+                    to_c.push_back((cid, Bytes::from(b)));
+                }
+                HostWork::PostRecv { slot } => h_slots.push(slot),
+            }
+        }
+        while let Some(w) = c.poll_work() {
+            match w {
+                RdmaWork::PostRecv { slot } => c_slots.push(slot),
+                RdmaWork::Read { cid, key, len, .. } => {
+                    assert!(mem[&key].1, "READ of an invalidated key");
+                    assert_eq!(mem[&key].0.len(), len as usize);
+                    c_reads.push((cid, key));
+                }
+                RdmaWork::Write {
+                    key, addr, data, ..
+                } => {
+                    let r = mem.get_mut(&key).unwrap();
+                    assert!(r.1, "WRITE to an invalidated key");
+                    let mut off = addr as usize;
+                    for d in data {
+                        r.0[off..off + d.len()].copy_from_slice(&d);
+                        off += d.len();
+                    }
+                }
+                RdmaWork::Send {
+                    token,
+                    cqe,
+                    invalidate,
+                    ..
+                } => {
+                    if let Some(k) = invalidate {
+                        mem.get_mut(&k).unwrap().1 = false;
+                    }
+                    c_tokens.push_back(token);
+                    to_h.push_back((cqe, invalidate));
+                }
+            }
+        }
+        while let Some(ev) = c.poll_event() {
+            match ev {
+                ControllerEvent::Command(cmd) => {
+                    let d = (!cmd.data.is_empty()).then_some(cmd.data);
+                    app.push((cmd.sqe, d));
+                }
+                ControllerEvent::Data { cid, data } => {
+                    // Only writes read data; the app needs the LBA and CID.
+                    let lba = meta[&cid].1;
+                    let mut sqe = Sqe::rw(io_opcode::WRITE, 1, lba, (lba / 1000) as u32, false);
+                    sqe.cid = cid;
+                    app.push((sqe, Some(data[0].clone())));
+                }
+                other => panic!("controller: {other:?}"),
+            }
+        }
+        while let Some(ev) = h.poll_event() {
+            match ev {
+                RdmaHostEvent::Completion {
+                    cqe,
+                    local_invalidate,
+                } => {
+                    assert!(cqe.status.is_success());
+                    let (write, lba, key, inv) = meta.remove(&cqe.cid).unwrap();
+                    // The controller invalidates what was asked; the rest is
+                    // the host's to invalidate.
+                    assert_eq!(local_invalidate, key.filter(|_| !inv));
+                    let got = seen
+                        .remove(&cqe.cid)
+                        .expect("completed before the app saw it");
+                    if write {
+                        assert_eq!(sent.remove(&cqe.cid), Some(got), "write to LBA {lba}");
+                    } else {
+                        let (data, _) = mem.remove(&key.unwrap()).unwrap();
+                        assert_eq!(data, got, "read of LBA {lba}");
+                    }
+                    if let Some(k) = key {
+                        mem.remove(&k);
+                    }
+                    done += 1;
+                }
+                other => panic!("host: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(done, cmds.len(), "stalled after {steps} steps");
+    assert!(!c.is_terminated() && !h.is_terminated());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn host_and_controller_queues_agree(
+        seed in any::<u64>(),
+        depth in 1u16..10,
+        max_icd in prop_oneof![Just(0u32), Just(4096)],
+        wr in 2u32..12,
+        cmds in prop::collection::vec((any::<bool>(), 1u8..17, any::<bool>(), any::<bool>()), 1..50),
+    ) {
+        run_pair(seed, depth, max_icd, wr, &cmds);
+    }
+}

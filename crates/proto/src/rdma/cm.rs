@@ -30,8 +30,8 @@ pub const ADMIN_QUEUE_DEPTH: u16 = 32;
 /// Default I/O queue size of a Linux host (`NVME_RDMA_DEFAULT_QUEUE_SIZE`).
 pub const DEFAULT_IO_QUEUE_SIZE: u16 = 128;
 
-/// Largest I/O queue size a Linux host asks for (`NVME_RDMA_MAX_QUEUE_SIZE`, 256
-/// since Linux 6.9; 128 before).
+/// Largest I/O queue size a recent Linux host asks for (`NVME_RDMA_MAX_QUEUE_SIZE`,
+/// 256; older kernels: 128).
 pub const LINUX_MAX_IO_QUEUE_SIZE: u16 = 256;
 
 /// A connect request's private data could not be read.

@@ -215,6 +215,8 @@ pub struct RdmaControllerQueue {
     sq_size: u16,
     sq_head: u16,
     queue_depth: u16,
+    /// In-capsule data accepted: `max_icd`, or less after `limit_in_capsule_data`.
+    icd_limit: u32,
 }
 
 impl RdmaControllerQueue {
@@ -236,6 +238,7 @@ impl RdmaControllerQueue {
             sq_size: n,
             sq_head: 0,
             queue_depth: n,
+            icd_limit: cfg.max_icd,
         }
     }
 
@@ -246,13 +249,22 @@ impl RdmaControllerQueue {
 
     /// Sets what the Fabrics Connect established: the SQ size (1-based) that
     /// SQHD wraps at. Outstanding commands are limited to the smaller of it and
-    /// the receive slots. (`qid` comes from the CM request; `sq_flow_control`
-    /// changes nothing on RDMA, where SQHD is always reported.)
+    /// the receive slots. (`qid` comes from the CM request; SQ flow control
+    /// changes nothing on RDMA, where SQHD is always reported; see
+    /// [`Self::limit_in_capsule_data`] for the in-capsule size.)
     pub fn set_connected(&mut self, sq_size: u16) {
         let n = sq_size.max(1);
         self.sq_size = n;
         self.sq_head %= n;
         self.queue_depth = n.min(self.cfg.recv_queue_size.max(1));
+    }
+
+    /// Lowers the in-capsule data accepted to `max_icd` (the IOCCSZ the
+    /// controller reports for this queue may be smaller than the receive
+    /// buffers posted); a larger value changes nothing, as the buffers are
+    /// posted. In-capsule data beyond it completes with SGL Offset Invalid.
+    pub fn limit_in_capsule_data(&mut self, max_icd: u32) {
+        self.icd_limit = self.icd_limit.min(max_icd);
     }
 
     /// True once the queue has ended.
@@ -263,6 +275,11 @@ impl RdmaControllerQueue {
     /// Commands received and not yet completed.
     pub fn outstanding(&self) -> usize {
         self.cmds.len()
+    }
+
+    /// True while command `cid` is outstanding (received, not yet completed).
+    pub fn is_outstanding(&self, cid: u16) -> bool {
+        self.cmds.contains_key(&cid)
     }
 
     /// Send work requests handed out and not yet completed.
@@ -387,7 +404,7 @@ impl RdmaControllerQueue {
             ));
             return Ok(());
         }
-        let sgl = match RdmaSgl::parse(&sqe, icd, self.cfg.max_icd, self.cfg.max_data_len) {
+        let sgl = match RdmaSgl::parse(&sqe, icd, self.icd_limit, self.cfg.max_data_len) {
             Ok(s) => s,
             Err(e) => {
                 self.finish(slot, Cqe::new(sqe.cid, e.status()), None);
@@ -1135,6 +1152,34 @@ mod tests {
         // The abandoned AER's SQ entry was freed too: SQHD 2.
         assert_eq!(cqe_of(&w[1]).sqhd, 2);
         assert_eq!(cqe_of(&w[1]).sqid, 0);
+    }
+
+    #[test]
+    fn the_in_capsule_size_can_be_lowered() {
+        let mut q = RdmaControllerQueue::new(cfg());
+        q.limit_in_capsule_data(1024);
+        let mut s = Sqe::rw(io_opcode::WRITE, 1, 0, 1, false);
+        s.sgl1 = SglDescriptor::in_capsule(2048);
+        // Within the receive buffer but beyond the reported IOCCSZ: the
+        // command fails, the queue goes on.
+        q.on_recv(0, capsule(&s, &[0; 2048])).unwrap();
+        assert!(q.poll_event().is_none());
+        let w = work(&mut q);
+        let cqe = cqe_of(&w[1]);
+        assert_eq!(cqe.status, Status::SGL_OFFSET_INVALID.dnr());
+        s.sgl1 = SglDescriptor::in_capsule(1024);
+        q.on_recv(0, capsule(&s, &[0; 1024])).unwrap();
+        assert_eq!(command(&mut q).data.len(), 1024);
+        // A larger limit does not raise it past the posted buffers.
+        q.limit_in_capsule_data(1 << 20);
+        s.cid = 1;
+        s.sgl1 = SglDescriptor::in_capsule(2048);
+        q.on_recv(1, capsule(&s, &[0; 2048])).unwrap();
+        assert_eq!(
+            cqe_of(&work(&mut q)[1]).status,
+            Status::SGL_OFFSET_INVALID.dnr()
+        );
+        assert!(!q.is_terminated());
     }
 
     #[test]

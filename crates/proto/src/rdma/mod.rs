@@ -6,17 +6,21 @@
 //! * [`sgl`]: SGL1 of a command over RDMA: keyed host buffers or in-capsule data;
 //! * [`controller`]: the controller end of a queue pair, driven by verbs
 //!   completions and emitting the TCP queue's events and work requests for the
-//!   shell to post.
+//!   shell to post;
+//! * [`host`]: the host end: command capsules with keyed or in-capsule SGLs,
+//!   responses matched to commands once their SEND completed.
 //!
 //! The verbs binding that posts the work lives in another crate; nothing here
 //! touches a device.
 
 pub mod cm;
 pub mod controller;
+pub mod host;
 pub mod sgl;
 
 pub use cm::{
     validate_request, AcceptedQueue, CmAccept, CmError, CmLimits, CmReject, CmRequest, RejectStatus,
 };
 pub use controller::{RdmaControllerQueue, RdmaQueueConfig, RdmaWork, ShellError};
+pub use host::{HostWork, RdmaHostData, RdmaHostEvent, RdmaHostQueue, RdmaHostQueueConfig};
 pub use sgl::{RdmaSgl, SglError};
