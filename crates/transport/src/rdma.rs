@@ -653,8 +653,10 @@ impl ControllerQueuePair for RdmaQueuePair {
     fn complete(&mut self, cqe: Cqe) {
         self.queue.complete(cqe)
     }
-    fn set_connected(&mut self, _qid: u16, sq_size: u16, _sqfc: bool, _max_icd: u32) {
-        self.queue.set_connected(sq_size)
+    fn set_connected(&mut self, _qid: u16, sq_size: u16, _sqfc: bool, max_icd: u32) {
+        // (SQ flow control cannot be disabled on RDMA: SQHD is always sent.)
+        self.queue.set_connected(sq_size);
+        self.queue.limit_in_capsule_data(max_icd);
     }
     fn is_terminated(&self) -> bool {
         self.queue.is_terminated()
