@@ -107,7 +107,7 @@ async fn connect_queue(
     let r = common::send_connect(&mut c, &cmd, &data).await.unwrap();
     assert!(r.cqe.status.is_success(), "connect: {}", r.cqe.status);
     if qid != 0 {
-        c.queue().set_limits(8192, depth);
+        c.set_limits(8192, depth);
     }
     (c, r.cqe.dw0 as u16)
 }

@@ -177,7 +177,7 @@ async fn bring_up_identify_write_read() {
 
         let (mut io, r) = connect_queue(&addr, NQN, 1, cntlid, digests).await;
         assert_eq!(r, Ok(cntlid));
-        io.queue().set_limits(8192, 128);
+        io.set_limits(8192, 128);
         // In-capsule write (4 KiB), R2T write (256 KiB), on both namespaces, then read back.
         for (nsid, bs) in [(1u32, 512u64), (2, 4096)] {
             for len in [4096usize, 256 * 1024] {

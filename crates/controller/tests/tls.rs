@@ -118,7 +118,7 @@ async fn io_over_tls(derivation: Derivation, hash: PskHash) {
     let (mut admin, cntlid) = connect(&addr, Some(&tls), NQN, 0, CNTLID_DYNAMIC)
         .await
         .unwrap();
-    assert_eq!(admin.connection().tls_cipher(), Some(suite));
+    assert_eq!(admin.tcp_connection().unwrap().tls_cipher(), Some(suite));
     enable(&mut admin).await;
     let (mut io, _) = connect(&addr, Some(&tls), NQN, 1, cntlid).await.unwrap();
     // large (R2T / multi-record) and small transfers

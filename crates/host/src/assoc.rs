@@ -14,6 +14,7 @@ use nvmf_proto::registers::{self, Cap, Cc, Csts};
 use nvmf_proto::sqe::admin_opcode;
 use nvmf_proto::tcp::{Completion, Digests, HostData, HostQueueConfig};
 use nvmf_proto::{Sqe, Status};
+use nvmf_transport::addr::TransportKind;
 use nvmf_transport::{HostConnection, TransportError};
 
 use crate::error::{Error, Result};
@@ -162,6 +163,49 @@ fn digests(opts: &ConnectOptions) -> Digests {
     }
 }
 
+/// Connects queue `qid` of `depth` commands on the transport `opts.addr`
+/// names; `icd` is the in-capsule data the controller takes (known from
+/// Identify for I/O queues; RDMA sizes its capsule buffers by it).
+async fn queue_connect(
+    opts: &ConnectOptions,
+    qid: u16,
+    depth: u16,
+    icd: u32,
+) -> Result<HostConnection> {
+    match opts.addr.kind {
+        TransportKind::Tcp => tcp_connect(opts, depth).await,
+        TransportKind::Rdma => {
+            if opts.tls_key.is_some() {
+                return Err(Error::Transport(TransportError::Tls(
+                    "TLS is an NVMe/TCP channel; NVMe/RDMA has none (drop --tls or use -t tcp)"
+                        .into(),
+                )));
+            }
+            HostConnection::connect_rdma(&opts.addr, qid, depth, icd)
+                .await
+                .map_err(|e| unreachable_or(opts, e))
+        }
+    }
+}
+
+/// A transport error, as [`Error::Unreachable`] when it says the controller
+/// could not be reached.
+fn unreachable_or(opts: &ConnectOptions, e: TransportError) -> Error {
+    match e {
+        TransportError::Io { ref source, .. } => Error::Unreachable {
+            addr: opts.addr.to_string(),
+            reason: source.to_string(),
+            transport: e,
+        },
+        TransportError::Timeout(ref m) => Error::Unreachable {
+            addr: opts.addr.to_string(),
+            reason: m.clone(),
+            transport: e,
+        },
+        e => Error::Transport(e),
+    }
+}
+
 async fn tcp_connect(opts: &ConnectOptions, depth: u16) -> Result<HostConnection> {
     let cfg = HostQueueConfig {
         digests: digests(opts),
@@ -183,19 +227,7 @@ async fn tcp_connect(opts: &ConnectOptions, depth: u16) -> Result<HostConnection
     };
     HostConnection::connect_with(&opts.addr, cfg, tls.as_ref())
         .await
-        .map_err(|e| match e {
-            TransportError::Io { ref source, .. } => Error::Unreachable {
-                addr: opts.addr.to_string(),
-                reason: source.to_string(),
-                transport: e,
-            },
-            TransportError::Timeout(ref m) => Error::Unreachable {
-                addr: opts.addr.to_string(),
-                reason: m.clone(),
-                transport: e,
-            },
-            e => Error::Transport(e),
-        })
+        .map_err(|e| unreachable_or(opts, e))
 }
 
 fn connect_hint(opts: &ConnectOptions, c: &Completion) -> String {
@@ -344,7 +376,7 @@ pub(crate) async fn admin_bringup_kato(
     opts: &ConnectOptions,
     kato: u32,
 ) -> Result<(HostConnection, u16, Cap, u32, IdentifyController)> {
-    let mut admin = tcp_connect(opts, ADMIN_QUEUE_DEPTH).await?;
+    let mut admin = queue_connect(opts, 0, ADMIN_QUEUE_DEPTH, 0).await?;
     let cntlid = fabrics_connect(
         &mut admin,
         opts,
@@ -474,8 +506,8 @@ pub(crate) async fn connect_io(
     qsize: u16,
 ) -> Result<HostConnection> {
     let qsize = qsize.max(2);
-    let mut c = tcp_connect(opts, qsize).await?;
+    let mut c = queue_connect(opts, qid, qsize, icd).await?;
     fabrics_connect(&mut c, opts, qid, qsize - 1, cntlid, 0).await?;
-    c.queue().set_limits(icd, qsize);
+    c.set_limits(icd, qsize);
     Ok(c)
 }

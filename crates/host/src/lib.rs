@@ -69,12 +69,12 @@ impl IoQueue {
 
     /// True while another command may be submitted.
     pub fn has_room(&mut self) -> bool {
-        self.conn.queue().has_room()
+        self.conn.has_room()
     }
 
     /// Commands outstanding.
     pub fn outstanding(&mut self) -> usize {
-        self.conn.queue().outstanding()
+        self.conn.outstanding()
     }
 
     /// The underlying connection.

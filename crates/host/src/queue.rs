@@ -229,7 +229,7 @@ pub(crate) async fn run(
         // Send what fits.
         if let Some(c) = conn.as_mut() {
             let mut failed = None;
-            while c.queue().has_room() {
+            while c.has_room() {
                 let Some(cmd) = pending.pop_front() else {
                     break;
                 };

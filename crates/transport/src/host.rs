@@ -1,4 +1,5 @@
-//! The host end of one NVMe/TCP connection.
+//! The host end of one queue pair: NVMe/TCP (a socket and its [`HostQueue`])
+//! or NVMe/RDMA ([`RdmaHostQueuePair`]), behind one API.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -10,23 +11,35 @@ use tokio::net::TcpStream;
 use crate::addr::TransportAddr;
 use crate::connection::Connection;
 use crate::error::TransportError;
+use crate::rdma_host::RdmaHostQueuePair;
 
 /// How long connection initialisation (TCP connect plus ICReq/ICResp) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A host queue connected over TCP, driven by the task that owns it.
+/// A host queue connected over TCP or RDMA, driven by the task that owns it.
 ///
 /// Submit any number of commands, then take completions in the order they arrive
 /// with [`HostConnection::next_completion`]; [`HostConnection::execute`] does both
 /// for one command.
 #[derive(Debug)]
 pub struct HostConnection {
-    conn: Connection<HostQueue>,
-    ready: VecDeque<Completion>,
-    /// What ICResp settled.
+    inner: Inner,
+    /// What ICResp settled (none on RDMA).
     pub digests: nvmf_proto::tcp::Digests,
-    /// The controller's MAXH2CDATA.
+    /// The controller's MAXH2CDATA (TCP).
     pub maxh2cdata: u32,
+}
+
+// TCP, the hot path, stays inline (no pointer to chase per call); there is
+// one HostConnection per queue, so the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Inner {
+    Tcp {
+        conn: Connection<HostQueue>,
+        ready: VecDeque<Completion>,
+    },
+    Rdma(Box<RdmaHostQueuePair>),
 }
 
 impl HostConnection {
@@ -68,8 +81,10 @@ impl HostConnection {
                         ..
                     }) => {
                         return Ok(Self {
-                            conn,
-                            ready: VecDeque::new(),
+                            inner: Inner::Tcp {
+                                conn,
+                                ready: VecDeque::new(),
+                            },
                             digests,
                             maxh2cdata,
                         });
@@ -91,30 +106,79 @@ impl HostConnection {
             })?
     }
 
-    /// The queue state machine (limits, outstanding count).
-    pub fn queue(&mut self) -> &mut HostQueue {
-        &mut self.conn.queue
+    /// Connects NVMe/RDMA queue `qid` of `depth` commands (RDMA CM with the
+    /// NVMe/RDMA private data); `max_icd` is the in-capsule data the
+    /// controller takes (0 on the admin queue).
+    pub async fn connect_rdma(
+        addr: &TransportAddr,
+        qid: u16,
+        depth: u16,
+        max_icd: u32,
+    ) -> Result<Self, TransportError> {
+        let q = RdmaHostQueuePair::connect(addr, qid, depth, max_icd, CONNECT_TIMEOUT).await?;
+        Ok(Self {
+            inner: Inner::Rdma(Box::new(q)),
+            digests: Default::default(),
+            maxh2cdata: 0,
+        })
     }
 
-    /// The underlying connection.
-    pub fn connection(&mut self) -> &mut Connection<HostQueue> {
-        &mut self.conn
+    /// True if another command may be submitted.
+    pub fn has_room(&self) -> bool {
+        match &self.inner {
+            Inner::Tcp { conn, .. } => conn.queue.has_room(),
+            Inner::Rdma(q) => q.has_room(),
+        }
+    }
+
+    /// Commands submitted and not completed.
+    pub fn outstanding(&self) -> usize {
+        match &self.inner {
+            Inner::Tcp { conn, .. } => conn.queue.outstanding(),
+            Inner::Rdma(q) => q.outstanding(),
+        }
+    }
+
+    /// Sets what Connect and Identify settled: the in-capsule data the
+    /// controller takes and the queue depth.
+    pub fn set_limits(&mut self, max_icd: u32, queue_depth: u16) {
+        match &mut self.inner {
+            Inner::Tcp { conn, .. } => conn.queue.set_limits(max_icd, queue_depth),
+            Inner::Rdma(q) => q.set_max_icd(max_icd),
+        }
+    }
+
+    /// The NVMe/TCP connection (socket options), if this queue is one.
+    pub fn tcp_connection(&mut self) -> Option<&mut Connection<HostQueue>> {
+        match &mut self.inner {
+            Inner::Tcp { conn, .. } => Some(conn),
+            Inner::Rdma(_) => None,
+        }
     }
 
     /// Queues a command; it is sent by the next call that moves bytes. Returns its CID.
     pub fn submit(&mut self, sqe: Sqe, data: HostData) -> Result<u16, TransportError> {
-        Ok(self.conn.queue.submit(sqe, data)?)
+        match &mut self.inner {
+            Inner::Tcp { conn, .. } => Ok(conn.queue.submit(sqe, data)?),
+            Inner::Rdma(q) => q.submit(sqe, data),
+        }
     }
 
     /// Writes what can be written without waiting.
     pub fn kick(&mut self) -> Result<(), TransportError> {
-        self.conn.write_available()
+        match &mut self.inner {
+            Inner::Tcp { conn, .. } => conn.write_available(),
+            Inner::Rdma(q) => q.kick(),
+        }
     }
 
-    fn collect(&mut self) -> Result<(), TransportError> {
-        while let Some(ev) = self.conn.queue.poll_event() {
+    fn collect(
+        conn: &mut Connection<HostQueue>,
+        ready: &mut VecDeque<Completion>,
+    ) -> Result<(), TransportError> {
+        while let Some(ev) = conn.queue.poll_event() {
             match ev {
-                HostEvent::Completion(c) => self.ready.push_back(c),
+                HostEvent::Completion(c) => ready.push_back(c),
                 HostEvent::Terminated { reason, fes } => {
                     return Err(TransportError::Terminated { reason, fes })
                 }
@@ -126,21 +190,25 @@ impl HostConnection {
 
     /// The next completion, in arrival order.
     pub async fn next_completion(&mut self) -> Result<Completion, TransportError> {
+        let (conn, ready) = match &mut self.inner {
+            Inner::Tcp { conn, ready } => (conn, ready),
+            Inner::Rdma(q) => return q.next_completion().await,
+        };
         loop {
-            if let Some(c) = self.ready.pop_front() {
+            if let Some(c) = ready.pop_front() {
                 return Ok(c);
             }
-            self.collect()?;
-            if let Some(c) = self.ready.pop_front() {
+            Self::collect(conn, ready)?;
+            if let Some(c) = ready.pop_front() {
                 return Ok(c);
             }
-            if self.conn.is_eof() {
+            if conn.is_eof() {
                 return Err(TransportError::Closed);
             }
-            self.conn.pump().await?;
-            if let Err(e) = self.collect() {
+            conn.pump().await?;
+            if let Err(e) = Self::collect(conn, ready) {
                 // Send our TermReq, if one was queued, before reporting.
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.conn.flush()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.flush()).await;
                 return Err(e);
             }
         }
@@ -148,10 +216,14 @@ impl HostConnection {
 
     /// Completions already received, without waiting.
     pub fn try_completion(&mut self) -> Result<Option<Completion>, TransportError> {
-        if self.ready.is_empty() {
-            self.collect()?;
+        let (conn, ready) = match &mut self.inner {
+            Inner::Tcp { conn, ready } => (conn, ready),
+            Inner::Rdma(q) => return q.try_completion(),
+        };
+        if ready.is_empty() {
+            Self::collect(conn, ready)?;
         }
-        Ok(self.ready.pop_front())
+        Ok(ready.pop_front())
     }
 
     /// Sends one command and waits for its completion; completions of other
@@ -161,26 +233,35 @@ impl HostConnection {
         sqe: Sqe,
         data: HostData,
     ) -> Result<Completion, TransportError> {
-        let cid = self.submit(sqe, data)?;
+        let (conn, ready) = match &mut self.inner {
+            Inner::Tcp { conn, ready } => (conn, ready),
+            Inner::Rdma(q) => return q.execute(sqe, data).await,
+        };
+        let cid = conn.queue.submit(sqe, data)?;
         loop {
-            if let Some(i) = self.ready.iter().position(|c| c.cqe.cid == cid) {
-                if let Some(c) = self.ready.remove(i) {
+            if let Some(i) = ready.iter().position(|c| c.cqe.cid == cid) {
+                if let Some(c) = ready.remove(i) {
                     return Ok(c);
                 }
             }
-            self.collect()?;
-            if self.ready.iter().any(|c| c.cqe.cid == cid) {
+            Self::collect(conn, ready)?;
+            if ready.iter().any(|c| c.cqe.cid == cid) {
                 continue;
             }
-            if self.conn.is_eof() {
+            if conn.is_eof() {
                 return Err(TransportError::Closed);
             }
-            self.conn.pump().await?;
+            conn.pump().await?;
         }
     }
 
     /// Flushes and closes.
-    pub async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.shutdown()).await;
+    pub async fn close(self) {
+        match self.inner {
+            Inner::Tcp { mut conn, .. } => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.shutdown()).await;
+            }
+            Inner::Rdma(q) => q.close().await,
+        }
     }
 }

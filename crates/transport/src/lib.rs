@@ -20,6 +20,7 @@ mod ktls;
 pub mod listener;
 pub mod queue_pair;
 pub mod rdma;
+pub mod rdma_host;
 pub mod sockopt;
 pub mod tls;
 mod tls_session;

@@ -119,6 +119,22 @@ if st_connect $T "connect again" "$S" -t rdma -a $ADDR -s $PORT; then
     st_disconnect $T "$S"
 fi
 
+# OUR host over RDMA against our target: discover, then io-check (writes,
+# reads back and compares; keyed SGLs for the data, in-capsule below IOCCSZ).
+our_host_checks() {   # our_host_checks WHO PORT NQN
+    echo "+ nvmf discover -t rdma -a $ADDR -s $2"
+    timeout 60 "$NVMF" discover -t rdma -a $ADDR -s $2 >/tmp/.r.od 2>&1; rc=$?
+    sed 's/^/    /' /tmp/.r.od
+    [ $rc -eq 0 ] && grep -q "$3" /tmp/.r.od && grep -qi 'rdma' /tmp/.r.od &&
+        pass "$T: nvmf discover -t rdma against $1 lists $3" || fail "$T: nvmf discover -t rdma against $1 rc=$rc"
+    echo "+ nvmf io-check -t rdma -a $ADDR -s $2 -n $3 --nsid 1 --bytes 4M"
+    timeout 120 "$NVMF" io-check -t rdma -a $ADDR -s $2 -n "$3" --nsid 1 --bytes 4M >/tmp/.r.oi 2>&1; rc=$?
+    sed 's/^/    /' /tmp/.r.oi
+    [ $rc -eq 0 ] && pass "$T: nvmf io-check -t rdma against $1 (4 MiB written, read back, compared)" ||
+        fail "$T: nvmf io-check -t rdma against $1 rc=$rc"
+}
+our_host_checks "our target" $PORT "$S"
+
 kill "$TARGET_PID" 2>/dev/null
 w=0; while [ $w -lt 50 ] && kill -0 "$TARGET_PID" 2>/dev/null; do w=$((w+1)); sleep 0.1; done
 if kill -0 "$TARGET_PID" 2>/dev/null; then
@@ -137,6 +153,7 @@ if command -v fio >/dev/null 2>&1 && modprobe nvmet-rdma 2>/dev/null; then
        st_connect $T "nvme connect -t rdma to nvmet-rdma :4421" $K -t rdma -a $ADDR -s 4421; then
         fio_fig "$ST_DEV" nvmet
         st_disconnect $T "$K"
+        our_host_checks nvmet-rdma 4421 "$K"
         for w in randread4k read128k; do
             eval o=\$FIG_ours_$w k=\$FIG_nvmet_$w
             [ -n "$o" ] && [ -n "$k" ] && [ "$k" -gt 0 ] &&

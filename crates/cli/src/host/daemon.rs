@@ -623,8 +623,11 @@ fn s<'a>(v: &'a Value, k: &str) -> anyhow::Result<&'a str> {
 
 /// Builds connect options from a request (also used by `io-check`'s callers).
 pub fn options_from(req: &Value) -> anyhow::Result<ConnectOptions> {
-    let addr =
+    let mut addr =
         TransportAddr::from_parts(s(req, "traddr")?, s(req, "trsvcid")?).map_err(|e| anyhow!(e))?;
+    if req.get("trtype").and_then(Value::as_str) == Some("rdma") {
+        addr = TransportAddr::rdma(addr.socket);
+    }
     let mut o = ConnectOptions::new(addr, s(req, "subnqn")?);
     if let Some(h) = req.get("hostnqn").and_then(Value::as_str) {
         o.hostnqn = h.into();
@@ -695,7 +698,7 @@ async fn ctrl_json(e: &Entry) -> Value {
         })
         .collect();
     json!({
-        "name": e.name, "subnqn": o.subnqn, "traddr": o.addr.traddr(), "trsvcid": o.addr.trsvcid(),
+        "name": e.name, "subnqn": o.subnqn, "trtype": o.addr.kind.name(), "traddr": o.addr.traddr(), "trsvcid": o.addr.trsvcid(),
         "hostnqn": o.hostnqn, "cntlid": info.cntlid, "sn": info.id.sn, "mn": info.id.mn, "fr": info.id.fr,
         "state": state_str(&e.ctrl.state()), "nr_io_queues": info.nr_io_queues,
         "queue_size": info.io_queue_size, "namespaces": nss,

@@ -43,13 +43,14 @@ pub struct Out {
 /// Where a target is (`-t -a -s`).
 #[derive(Debug, Clone, Args)]
 pub struct Fabric {
-    /// Transport type (only tcp).
+    /// Transport type: tcp, or rdma (NVMe/RDMA: needs rdma-core's libibverbs
+    /// and librdmacm, and an RDMA device that reaches the address).
     #[arg(short = 't', long = "transport", default_value = "tcp")]
     pub transport: String,
     /// Transport address (IPv4 or IPv6).
     #[arg(short = 'a', long = "traddr")]
     pub traddr: String,
-    /// Transport service ID (TCP port).
+    /// Transport service ID (the TCP or RDMA CM port).
     #[arg(short = 's', long = "trsvcid")]
     pub trsvcid: Option<String>,
     /// Host NQN (default /etc/nvme/hostnqn or a generated one).
@@ -87,17 +88,24 @@ pub struct Fabric {
 
 impl Fabric {
     fn addr(&self, default_port: u16) -> anyhow::Result<TransportAddr> {
-        if self.transport != "tcp" {
-            bail!(
-                "transport '{}' is not supported; use -t tcp",
-                self.transport
-            );
+        let rdma = match self.transport.to_ascii_lowercase().as_str() {
+            "tcp" => false,
+            "rdma" => true,
+            t => bail!("transport '{t}' is not supported; use -t tcp or -t rdma"),
+        };
+        if rdma && (self.hdr_digest || self.data_digest) {
+            bail!("-g/-G ask for NVMe/TCP digests; NVMe/RDMA has none: drop them with -t rdma");
         }
         let port = self
             .trsvcid
             .clone()
             .unwrap_or_else(|| default_port.to_string());
-        TransportAddr::from_parts(&self.traddr, &port).map_err(|e| anyhow!(e))
+        let a = TransportAddr::from_parts(&self.traddr, &port).map_err(|e| anyhow!(e))?;
+        Ok(if rdma {
+            TransportAddr::rdma(a.socket)
+        } else {
+            a
+        })
     }
 
     fn options(&self, subnqn: &str, default_port: u16) -> anyhow::Result<ConnectOptions> {
@@ -565,6 +573,7 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
 fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
     json!({
         "op": "connect",
+        "trtype": o.addr.kind.name(),
         "traddr": o.addr.traddr(),
         "trsvcid": o.addr.trsvcid(),
         "subnqn": o.subnqn,
@@ -957,7 +966,7 @@ fn list(out: Out) -> anyhow::Result<()> {
             }
             let controllers: Vec<Value> = ctrls.iter().map(|c| {
                 json!({"Controller": c["name"], "Cntlid": c["cntlid"], "SerialNumber": c["sn"], "ModelNumber": c["mn"],
-                       "Firmware": c["fr"], "Transport": "tcp", "Address": format!("traddr={},trsvcid={}", c["traddr"].as_str().unwrap_or(""), c["trsvcid"].as_str().unwrap_or("")),
+                       "Firmware": c["fr"], "Transport": c["trtype"].as_str().unwrap_or("tcp"), "Address": format!("traddr={},trsvcid={}", c["traddr"].as_str().unwrap_or(""), c["trsvcid"].as_str().unwrap_or("")),
                        "SubsystemNQN": c["subnqn"], "State": c["state"], "Namespaces": c["namespaces"]})
             }).collect();
             print_json(

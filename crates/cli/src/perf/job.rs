@@ -261,7 +261,7 @@ impl Job {
     /// The next completion, or an error if the target goes quiet for
     /// [`STALL_TIMEOUT`] (the timer is only armed when the call has to wait).
     async fn next_completion(&mut self) -> anyhow::Result<Completion> {
-        let outstanding = self.conn.queue().outstanding();
+        let outstanding = self.conn.outstanding();
         match tokio::time::timeout(STALL_TIMEOUT, self.conn.next_completion()).await {
             Ok(r) => Ok(r?),
             Err(_) => bail!(
@@ -393,12 +393,14 @@ pub fn thread_main(
                 cfg.sqfc_disable,
             )
             .await?;
-            conn.queue().set_limits(cfg.ctrl.max_icd, cfg.iodepth);
-            if let Some(cc) = &cfg.tcp_congestion {
-                conn.connection().set_tcp_congestion(cc)?;
-            }
-            if cfg.hipri {
-                conn.connection().set_busy_poll(Duration::MAX);
+            conn.set_limits(cfg.ctrl.max_icd, cfg.iodepth);
+            if let Some(tcp) = conn.tcp_connection() {
+                if let Some(cc) = &cfg.tcp_congestion {
+                    tcp.set_tcp_congestion(cc)?;
+                }
+                if cfg.hipri {
+                    tcp.set_busy_poll(Duration::MAX);
+                }
             }
             let units = cfg.size / u64::from(cfg.bs);
             let n = u64::from(cfg.numjobs);
