@@ -50,6 +50,9 @@
 #             current discovery entry, referrals followed by nvme connect-all,
 #             nvme discover -p and the Discovery Log Change notice on a reload
 #             (guest/kernel-host-discovery.sh)
+#   rdmaverbs nvmf-rdma (crates/rdma, trixie track): the rdma-pingpong example
+#             (cargo build --release -p nvmf-rdma --example rdma-pingpong) does
+#             a real RDMA CM + verbs round trip over soft-RoCE (rxe0 on dummy0)
 #   mpath     OUR host's multipath block devices (trixie track): `nvmf connect
 #             --block` to two ports / an HA pair of OUR target -> one /dev/nbdN;
 #             fio verify while a path goes ANA inaccessible / its target dies
@@ -92,12 +95,12 @@ while [ $# -gt 0 ]; do
         --require) REQUIRE=1; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; VMARGS=("$@"); break ;;
-        selftest|target|host|netfault|auth|authself|tls|tlsself|block|resv|ana|ioset|nvmetcli|disco|mpath|metrics) SUITES+=("$1"); shift ;;
-        all) SUITES+=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics); shift ;;
+        selftest|target|host|netfault|auth|authself|tls|tlsself|block|resv|ana|ioset|nvmetcli|disco|mpath|metrics|rdmaverbs) SUITES+=("$1"); shift ;;
+        all) SUITES+=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdmaverbs); shift ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdmaverbs)
 
 NVMF=${NVMF_BIN:-$ROOT/target/release/nvmf}
 NPASS=0 NFAIL=0 NSKIP=0
@@ -181,8 +184,20 @@ run_suite() {
     fi
 }
 
+# rdmaverbs: the nvmf-rdma example binary, built like the nvmf binary
+PINGPONG=$ROOT/target/release/examples/rdma-pingpong
+PINGPONG_OK=1
+if [[ " ${SUITES[*]} " == *" rdmaverbs "* ]] && [ $BUILD = 1 ]; then
+    echo "run.sh: cargo build --release -p nvmf-rdma --example rdma-pingpong"
+    (cd "$ROOT" && cargo build --release -p nvmf-rdma --example rdma-pingpong) || PINGPONG_OK=0
+fi
+
 for s in "${SUITES[@]}"; do
     case $s in
+        rdmaverbs)
+            if [ $PINGPONG_OK = 0 ]; then result FAIL "$s" "cargo build --release -p nvmf-rdma --example rdma-pingpong failed"; continue; fi
+            if [ ! -x "$PINGPONG" ]; then result FAIL "$s" "no $PINGPONG"; continue; fi
+            run_suite "$s" "$HERE/guest/rdma-verbs.sh" --kernel trixie --extra "$PINGPONG" ;;
         selftest)
             run_suite selftest "$HERE/guest/kernel-host-vs-nvmf-target.sh" --env NVMF_TARGET_MODE=kernel ;;
         authself|tlsself)
