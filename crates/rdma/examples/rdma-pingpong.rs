@@ -13,7 +13,11 @@
 //! client RDMA WRITEs 32 KiB into it chained with a SEND in one ibv_post_send and RDMA
 //! READs 32 KiB from it; the client's descriptor goes the other way and the server RDMA
 //! READs and RDMA WRITEs the client's buffer; every byte is checked on both sides; the
-//! client disconnects and both see DISCONNECTED. The server checks that a second
+//! client binds a type 2 memory window, the server READs through it and answers with a
+//! SEND with Invalidate of its rkey, which the client's receive completion reports; the
+//! client disconnects and both see DISCONNECTED, except in the last round where the
+//! server first checks that a READ through the invalidated key fails with a remote
+//! access error and then disconnects. The server checks that a second
 //! connection leaves no more open fds or mappings than the first (no per-connection
 //! leak). Every check prints a `PASS:` or `FAIL:` line; the exit status is 0 only if all
 //! passed.
@@ -83,13 +87,19 @@ impl<'c> Peer<'c> {
         self.conn.qp()
     }
 
-    /// Waits for the completion of `wr_id` (a receive: any RECV), keeping the others.
+    /// Waits for the completion `want` picks, keeping the others; an error status is
+    /// an error.
     async fn wait(&mut self, want: impl Fn(&Completion) -> bool) -> R<Completion> {
+        let c = self.wait_any(want).await?;
+        c.result()?;
+        Ok(c)
+    }
+
+    /// As `wait`, but returns the completion whatever its status.
+    async fn wait_any(&mut self, want: impl Fn(&Completion) -> bool) -> R<Completion> {
         loop {
             if let Some(i) = self.pending.iter().position(&want) {
-                let c = self.pending.remove(i).unwrap();
-                c.result()?;
-                return Ok(c);
+                return Ok(self.pending.remove(i).unwrap());
             }
             let mut buf = [Completion::default(); 16];
             let n = tokio::time::timeout(
@@ -100,23 +110,25 @@ impl<'c> Peer<'c> {
             .map_err(|_| {
                 RdmaError::InvalidArgument("timed out waiting for a completion".into())
             })??;
-            for c in &buf[..n] {
-                c.result()?;
-                self.pending.push_back(*c);
-            }
+            self.pending.extend(&buf[..n]);
         }
     }
 
     /// Waits for the next received message; reposts its slot; returns its bytes.
     async fn recv_msg(&mut self) -> R<Vec<u8>> {
+        Ok(self.recv_msg_c().await?.0)
+    }
+
+    /// As `recv_msg`, with the receive's completion.
+    async fn recv_msg_c(&mut self) -> R<(Vec<u8>, Completion)> {
         let c = self
-            .wait(|c| c.opcode == Opcode::Recv && c.wr_id >= RECV_BASE)
+            .wait(|c| c.wr_id >= RECV_BASE && c.wr_id < RECV_BASE + SLOTS as u64)
             .await?;
         let slot = (c.wr_id - RECV_BASE) as usize;
         let msg = self.recv.as_slice()[slot * SLOT..slot * SLOT + c.byte_len as usize].to_vec();
         let sge = self.recv.sge(slot * SLOT, SLOT)?;
         self.qp().post_recv(c.wr_id, &[sge])?;
-        Ok(msg)
+        Ok((msg, c))
     }
 
     async fn send_msg(&mut self, msg: &[u8]) -> R<()> {
@@ -168,7 +180,7 @@ fn setup(qp: &QueuePair) -> R<(MemoryRegion, MemoryRegion, MemoryRegion)> {
     let send = qp.register(SLOT, Access::NONE)?;
     let data = qp.register(
         DATA,
-        Access::LOCAL_WRITE | Access::REMOTE_READ | Access::REMOTE_WRITE,
+        Access::LOCAL_WRITE | Access::REMOTE_READ | Access::REMOTE_WRITE | Access::MW_BIND,
     )?;
     let sges: Vec<_> = (0..SLOTS)
         .map(|i| recv.sge(i * SLOT, SLOT))
@@ -322,12 +334,62 @@ async fn server(addr: SocketAddr, rounds: u32, ck: &mut Checks) -> R<()> {
             true,
             format!("round {round}: RDMA WRITE + SEND posted as one chain, completed"),
         );
+        // the client's memory window: READ through it, then SEND with Invalidate of it
         let m = p.recv_msg().await?;
-        ck.check(m == b"R", "client verified our RDMA WRITE");
-        let ev = tokio::time::timeout(std::time::Duration::from_secs(20), conn.disconnected())
-            .await
-            .map_err(|_| RdmaError::InvalidArgument("no DISCONNECTED".into()))??;
-        ck.check(true, format!("round {round}: client disconnected: {ev:?}"));
+        let Some((b'I', mw)) = parse_descriptor(&m) else {
+            ck.check(false, format!("expected the client's window, got {m:?}"));
+            return Ok(());
+        };
+        let id = p.id();
+        let sge = p.data.sge(2 * HALF, mw.len as usize)?;
+        p.qp().post_rdma_read(id, &[sge], mw)?;
+        p.wait(|c| c.wr_id == id).await?;
+        ck.check(
+            p.data.as_slice()[2 * HALF..2 * HALF + mw.len as usize]
+                == pattern(0xC0 + round as u8, HALF)[..mw.len as usize],
+            format!("round {round}: RDMA READ of {} bytes through the client's memory window (rkey {:#x})", mw.len, mw.rkey),
+        );
+        p.send.as_mut_slice()[..3].copy_from_slice(b"INV");
+        let (id, sge) = (p.id(), p.send.sge(0, 3)?);
+        p.qp().post_send(id, &[sge], true, Some(mw.rkey))?;
+        let c = p.wait(|c| c.wr_id == id).await?;
+        ck.check(
+            c.opcode == Opcode::Send,
+            format!(
+                "round {round}: SEND with Invalidate of rkey {:#x} completed",
+                mw.rkey
+            ),
+        );
+        let m = p.recv_msg().await?;
+        ck.check(
+            m == b"R",
+            "client verified our RDMA WRITE and the invalidation",
+        );
+        if round < rounds {
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(20), conn.disconnected())
+                .await
+                .map_err(|_| RdmaError::InvalidArgument("no DISCONNECTED".into()))??;
+            ck.check(true, format!("round {round}: client disconnected: {ev:?}"));
+        } else {
+            // the invalidated key must no longer grant access: the READ fails with a
+            // remote access error (which also ends the connection), then we disconnect
+            let id = p.id();
+            let sge = p.data.sge(2 * HALF, mw.len as usize)?;
+            p.qp().post_rdma_read(id, &[sge], mw)?;
+            let c = p.wait_any(|c| c.wr_id == id).await?;
+            ck.check(
+                c.status == 10,
+                format!(
+                    "round {round}: RDMA READ through the invalidated rkey fails: status {} ({})",
+                    c.status, c.status_text
+                ),
+            );
+            conn.disconnect()?;
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(20), conn.disconnected())
+                .await
+                .map_err(|_| RdmaError::InvalidArgument("no DISCONNECTED".into()))??;
+            ck.check(true, format!("round {round}: we disconnected: {ev:?}"));
+        }
         drop(p);
         drop(conn);
         counts.push(proc_counts());
@@ -467,12 +529,70 @@ async fn client(addr: SocketAddr, rounds: u32, ck: &mut Checks) -> R<()> {
                 "round {round}: the server's RDMA WRITE of {HALF} bytes landed, every byte right"
             ),
         );
+        // a type 2 memory window on our first 64 bytes, for the server to READ through
+        // and then invalidate with SEND with Invalidate
+        let mw = p.qp().alloc_mw()?;
+        let id = p.id();
+        let rb = p.qp().post_bind_mw(
+            id,
+            &mw,
+            &p.data,
+            0,
+            64,
+            Access::REMOTE_READ | Access::REMOTE_WRITE,
+        )?;
+        let c = p.wait(|c| c.wr_id == id).await?;
+        ck.check(
+            c.opcode == Opcode::BindMw && mw.rkey() == rb.rkey,
+            format!("round {round}: memory window bound (rkey {:#x})", rb.rkey),
+        );
+        let mut m = vec![b'I'];
+        m.extend_from_slice(&rb.addr.to_le_bytes());
+        m.extend_from_slice(&rb.len.to_le_bytes());
+        m.extend_from_slice(&rb.rkey.to_le_bytes());
+        p.send_msg(&m).await?;
+        let (m, c) = p.recv_msg_c().await?;
+        // verbs.h: IBV_WC_WITH_INV and the rkey; soft-RoCE instead sets the kernel's
+        // IB_WC_WITH_INVALIDATE (1 << 2) with the rkey in the same union (docs/rdma.md)
+        let how = if c.invalidated_rkey == Some(rb.rkey) {
+            Some("IBV_WC_WITH_INV")
+        } else if c.wc_flags & (1 << 2) != 0 && c.ex_data == rb.rkey {
+            Some("rxe's kernel IB_WC_WITH_INVALIDATE bit 1<<2")
+        } else {
+            None
+        };
+        ck.check(
+            m == b"INV" && how.is_some(),
+            format!(
+                "round {round}: received a SEND with Invalidate of rkey {:#x}: {:?}, flagged by {} (wc_flags {:#x}, ex_data {:#x})",
+                rb.rkey,
+                String::from_utf8_lossy(&m),
+                how.unwrap_or("nothing"),
+                c.wc_flags,
+                c.ex_data
+            ),
+        );
         p.send_msg(b"R").await?;
-        conn.disconnect()?;
+        if round < rounds {
+            conn.disconnect()?;
+        }
+        // (in the last round the server disconnects, after checking that the window's
+        // key no longer works)
         let ev = tokio::time::timeout(std::time::Duration::from_secs(20), conn.disconnected())
             .await
             .map_err(|_| RdmaError::InvalidArgument("no DISCONNECTED".into()))??;
-        ck.check(true, format!("round {round}: disconnected: {ev:?}"));
+        ck.check(
+            true,
+            format!(
+                "round {round}: disconnected ({}): {ev:?}",
+                if round < rounds {
+                    "by us"
+                } else {
+                    "by the server"
+                }
+            ),
+        );
+        drop(mw);
     }
     Ok(())
 }

@@ -30,5 +30,6 @@ pub use cm::{
 pub use error::{RdmaError, Result};
 pub use loader::Lib;
 pub use verbs::{
-    Access, Completion, MemoryRegion, Opcode, QpAttrs, QueuePair, RemoteBuf, SendWr, Sge,
+    Access, Completion, MemoryRegion, MemoryWindow, Opcode, QpAttrs, QueuePair, RemoteBuf, SendWr,
+    Sge,
 };

@@ -56,9 +56,27 @@ pub union ibv_send_wr_wr {
     pub _atomic: [u64; 4],
 }
 
-/// `struct ibv_send_wr` (full). The trailing `bind_mw`/`tso` union (a pointer, an rkey
-/// and a `struct ibv_mw_bind_info` of pointer, addr, length, flags = 48 bytes) is
-/// declared as opaque words; this crate leaves it zero.
+/// `struct ibv_mw_bind_info` (full).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ibv_mw_bind_info {
+    pub mr: *mut ibv_mr,
+    pub addr: u64,
+    pub length: u64,
+    pub mw_access_flags: c_uint,
+}
+
+/// `bind_mw` of the last union of `struct ibv_send_wr` (the larger member; `tso` is a
+/// pointer and two u16).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ibv_send_wr_bind_mw {
+    pub mw: *mut ibv_mw,
+    pub rkey: u32,
+    pub bind_info: ibv_mw_bind_info,
+}
+
+/// `struct ibv_send_wr` (full).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ibv_send_wr {
@@ -73,7 +91,7 @@ pub struct ibv_send_wr {
     pub wr: ibv_send_wr_wr,
     /// `qp_type.xrc.remote_srqn`.
     pub qp_type_xrc_remote_srqn: u32,
-    pub bind_mw: [u64; 6],
+    pub bind_mw: ibv_send_wr_bind_mw,
 }
 
 /// `struct ibv_wc` (full).
@@ -142,18 +160,33 @@ pub struct ibv_comp_channel {
     pub refcnt: c_int,
 }
 
-/// `struct ibv_pd`: opaque here.
+/// `struct ibv_pd` (full).
 #[repr(C)]
 pub struct ibv_pd {
-    _opaque: [u8; 0],
+    pub context: *mut ibv_context,
+    pub handle: u32,
 }
 
-/// `struct ibv_context_ops` (full: 38 function pointer slots). Only the four slots the
-/// inline verbs `ibv_poll_cq`, `ibv_req_notify_cq`, `ibv_post_send` and
-/// `ibv_post_recv` go through are typed; the others are opaque pointers.
+/// `struct ibv_mw` (full; allocated by the provider).
+#[repr(C)]
+pub struct ibv_mw {
+    pub context: *mut ibv_context,
+    pub pd: *mut ibv_pd,
+    pub rkey: u32,
+    pub handle: u32,
+    pub type_: c_uint,
+}
+
+/// `struct ibv_context_ops` (full: 32 function pointer slots). Only the slots the inline
+/// verbs `ibv_alloc_mw`, `ibv_dealloc_mw`, `ibv_poll_cq`, `ibv_req_notify_cq`,
+/// `ibv_post_send` and `ibv_post_recv` go through are typed; the others are opaque.
 #[repr(C)]
 pub struct ibv_context_ops {
-    pub _slots_before_poll_cq: [*mut c_void; 11],
+    pub _slots_before_alloc_mw: [*mut c_void; 7],
+    pub alloc_mw: Option<unsafe extern "C" fn(*mut ibv_pd, c_uint) -> *mut ibv_mw>,
+    pub _bind_mw: *mut c_void,
+    pub dealloc_mw: Option<unsafe extern "C" fn(*mut ibv_mw) -> c_int>,
+    pub _compat_create_cq: *mut c_void,
     pub poll_cq: Option<unsafe extern "C" fn(*mut ibv_cq, c_int, *mut ibv_wc) -> c_int>,
     pub req_notify_cq: Option<unsafe extern "C" fn(*mut ibv_cq, c_int) -> c_int>,
     pub _slots_before_post_send: [*mut c_void; 12],
@@ -197,6 +230,7 @@ pub const IBV_WC_SUCCESS: c_uint = 0;
 pub const IBV_WC_SEND: c_uint = 0;
 pub const IBV_WC_RDMA_WRITE: c_uint = 1;
 pub const IBV_WC_RDMA_READ: c_uint = 2;
+pub const IBV_WC_BIND_MW: c_uint = 5;
 pub const IBV_WC_RECV: c_uint = 128;
 pub const IBV_WC_RECV_RDMA_WITH_IMM: c_uint = 129;
 // enum ibv_wc_flags
@@ -206,13 +240,17 @@ pub const IBV_WC_WITH_INV: c_uint = 1 << 3;
 pub const IBV_WR_RDMA_WRITE: c_uint = 0;
 pub const IBV_WR_SEND: c_uint = 2;
 pub const IBV_WR_RDMA_READ: c_uint = 4;
+pub const IBV_WR_BIND_MW: c_uint = 8;
 pub const IBV_WR_SEND_WITH_INV: c_uint = 9;
+// enum ibv_mw_type
+pub const IBV_MW_TYPE_2: c_uint = 2;
 // enum ibv_send_flags
 pub const IBV_SEND_SIGNALED: c_uint = 1 << 1;
 // enum ibv_access_flags
 pub const IBV_ACCESS_LOCAL_WRITE: c_int = 1;
 pub const IBV_ACCESS_REMOTE_WRITE: c_int = 1 << 1;
 pub const IBV_ACCESS_REMOTE_READ: c_int = 1 << 2;
+pub const IBV_ACCESS_MW_BIND: c_int = 1 << 4;
 // enum ibv_qp_type
 pub const IBV_QPT_RC: c_uint = 2;
 
@@ -410,6 +448,23 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
             qp_type_xrc_remote_srqn
         ),
         off!(ibv_send_wr, "bind_mw", bind_mw),
+        off!(ibv_send_wr, "bind_mw.mw", bind_mw.mw),
+        off!(ibv_send_wr, "bind_mw.rkey", bind_mw.rkey),
+        off!(ibv_send_wr, "bind_mw.bind_info", bind_mw.bind_info),
+        size!(ibv_mw_bind_info),
+        off!(ibv_mw_bind_info, mr),
+        off!(ibv_mw_bind_info, addr),
+        off!(ibv_mw_bind_info, length),
+        off!(ibv_mw_bind_info, mw_access_flags),
+        size!(ibv_pd),
+        off!(ibv_pd, context),
+        off!(ibv_pd, handle),
+        size!(ibv_mw),
+        off!(ibv_mw, context),
+        off!(ibv_mw, pd),
+        off!(ibv_mw, rkey),
+        off!(ibv_mw, handle),
+        off!(ibv_mw, "type", type_),
         size!(ibv_wc),
         off!(ibv_wc, wr_id),
         off!(ibv_wc, status),
@@ -451,6 +506,10 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         off!(ibv_comp_channel, fd),
         off!(ibv_comp_channel, refcnt),
         size!(ibv_context_ops),
+        off!(ibv_context_ops, alloc_mw),
+        off!(ibv_context_ops, "bind_mw", _bind_mw),
+        off!(ibv_context_ops, dealloc_mw),
+        off!(ibv_context_ops, "_compat_create_cq", _compat_create_cq),
         off!(ibv_context_ops, poll_cq),
         off!(ibv_context_ops, req_notify_cq),
         off!(ibv_context_ops, post_send),
@@ -500,6 +559,7 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         cst!(IBV_WC_SEND),
         cst!(IBV_WC_RDMA_WRITE),
         cst!(IBV_WC_RDMA_READ),
+        cst!(IBV_WC_BIND_MW),
         cst!(IBV_WC_RECV),
         cst!(IBV_WC_RECV_RDMA_WITH_IMM),
         cst!(IBV_WC_WITH_IMM),
@@ -507,7 +567,10 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         cst!(IBV_WR_RDMA_WRITE),
         cst!(IBV_WR_SEND),
         cst!(IBV_WR_RDMA_READ),
+        cst!(IBV_WR_BIND_MW),
         cst!(IBV_WR_SEND_WITH_INV),
+        cst!(IBV_MW_TYPE_2),
+        cst!(IBV_ACCESS_MW_BIND),
         cst!(IBV_SEND_SIGNALED),
         cst!(IBV_ACCESS_LOCAL_WRITE),
         cst!(IBV_ACCESS_REMOTE_WRITE),

@@ -21,6 +21,17 @@ use crate::error::{RdmaError, Result};
 use crate::loader::Lib;
 use crate::sys::*;
 
+const NO_BIND: ibv_send_wr_bind_mw = ibv_send_wr_bind_mw {
+    mw: std::ptr::null_mut(),
+    rkey: 0,
+    bind_info: ibv_mw_bind_info {
+        mr: std::ptr::null_mut(),
+        addr: 0,
+        length: 0,
+        mw_access_flags: 0,
+    },
+};
+
 /// A raw fd that AsyncFd watches; the owner (the rdma-core object) closes it.
 pub(crate) struct Fd(pub(crate) RawFd);
 
@@ -66,6 +77,8 @@ impl Access {
     pub const REMOTE_WRITE: Access = Access(IBV_ACCESS_REMOTE_WRITE);
     /// The peer may RDMA READ from the region.
     pub const REMOTE_READ: Access = Access(IBV_ACCESS_REMOTE_READ);
+    /// Memory windows may be bound to the region ([`QueuePair::post_bind_mw`]).
+    pub const MW_BIND: Access = Access(IBV_ACCESS_MW_BIND);
     /// Only local reads (SEND sources, RDMA WRITE sources).
     pub const NONE: Access = Access(0);
 }
@@ -264,6 +277,48 @@ impl Drop for MemoryRegion {
     }
 }
 
+/// A type 2 memory window (ibv_alloc_mw(3)), made by [`QueuePair::alloc_mw`] and bound
+/// with [`QueuePair::post_bind_mw`]. Dropping it deallocates it (ibv_dealloc_mw), which
+/// revokes its rkey.
+pub struct MemoryWindow {
+    mw: NonNull<ibv_mw>,
+    rkey: std::sync::atomic::AtomicU32,
+    _pd: Arc<Pd>,
+}
+
+// SAFETY: a handle to a kernel object; verbs on it are thread safe; the key is atomic.
+unsafe impl Send for MemoryWindow {}
+// SAFETY: as above.
+unsafe impl Sync for MemoryWindow {}
+
+impl std::fmt::Debug for MemoryWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryWindow")
+            .field("rkey", &self.rkey())
+            .finish()
+    }
+}
+
+impl MemoryWindow {
+    /// The key of the last bind (or the allocation's, before any bind).
+    pub fn rkey(&self) -> u32 {
+        self.rkey.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for MemoryWindow {
+    fn drop(&mut self) {
+        // SAFETY: mw came from ops.alloc_mw and is freed once through the slot the inline
+        // ibv_dealloc_mw calls; the PD (held by _pd) is still live.
+        unsafe {
+            let ctx = (*self.mw.as_ptr()).context;
+            if let Some(f) = (*ctx).ops.dealloc_mw {
+                f(self.mw.as_ptr());
+            }
+        }
+    }
+}
+
 /// One scatter/gather element (`struct ibv_sge`) inside a [`MemoryRegion`]; made by
 /// [`MemoryRegion::sge`], so it always lies inside a region registered on this PD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,6 +410,8 @@ pub enum Opcode {
     Recv,
     /// An RDMA WRITE with immediate consumed a receive.
     RecvRdmaWithImm,
+    /// A memory window bind finished.
+    BindMw,
     /// Anything else, or an error completion (whose opcode is undefined).
     #[default]
     Other,
@@ -379,6 +436,14 @@ pub struct Completion {
     pub invalidated_rkey: Option<u32>,
     /// For receives with immediate data: the data (network byte order as sent).
     pub imm_data: Option<u32>,
+    /// The raw `wc_flags` (`enum ibv_wc_flags`).
+    pub wc_flags: u32,
+    /// The raw `imm_data` / `invalidated_rkey` union, whatever the flags say. Soft-RoCE
+    /// (rdma_rxe) fills it for a SEND with Invalidate but flags it with the kernel's
+    /// IB_WC_WITH_INVALIDATE (1 << 2), which verbs.h numbers IBV_WC_IP_CSUM_OK, instead
+    /// of IBV_WC_WITH_INV (1 << 3), so [`Completion::invalidated_rkey`] stays `None`
+    /// there (docs/rdma.md).
+    pub ex_data: u32,
 }
 
 impl Completion {
@@ -700,7 +765,7 @@ impl QueuePair {
                 invalidate_rkey: 0,
                 wr: ibv_send_wr_wr { _atomic: [0; 4] },
                 qp_type_xrc_remote_srqn: 0,
-                bind_mw: [0; 6],
+                bind_mw: NO_BIND,
             };
             at += n;
             let flag = |s: bool| if s { IBV_SEND_SIGNALED } else { 0 };
@@ -756,10 +821,95 @@ impl QueuePair {
         for i in 1..raw.len() {
             raw[i - 1].next = base.wrapping_add(i);
         }
+        // (raw and sg live until post_send_raw returns)
+        self.post_send_raw(base)
+    }
+
+    /// Allocates a type 2 memory window on this QP's PD (ibv_alloc_mw(3)). Bound with
+    /// [`QueuePair::post_bind_mw`], its rkey gives the peer access to part of a region
+    /// and can be invalidated by the peer's SEND with Invalidate (NVMe-oF 1.1 §7.3.3.2:
+    /// the host asks for it with a keyed SGL of sub type 0xF), after which it no longer
+    /// grants access.
+    pub fn alloc_mw(&self) -> Result<MemoryWindow> {
+        // SAFETY: pd is live; alloc_mw is the slot the inline ibv_alloc_mw calls (which
+        // fails with EOPNOTSUPP when the provider has none, as here).
+        let mw = unsafe {
+            let ctx = (*self.pd.pd).context;
+            match (*ctx).ops.alloc_mw {
+                Some(f) => f(self.pd.pd, IBV_MW_TYPE_2),
+                None => {
+                    return Err(RdmaError::Call {
+                        call: "ibv_alloc_mw",
+                        source: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+                    })
+                }
+            }
+        };
+        let Some(mw) = NonNull::new(mw) else {
+            return Err(RdmaError::last("ibv_alloc_mw"));
+        };
+        // SAFETY: mw is the live window just allocated.
+        let rkey = unsafe { (*mw.as_ptr()).rkey };
+        Ok(MemoryWindow {
+            mw,
+            rkey: std::sync::atomic::AtomicU32::new(rkey),
+            _pd: self.pd.clone(),
+        })
+    }
+
+    /// Posts a bind of the type 2 window `mw` to `len` bytes at `offset` of `mr` (whose
+    /// access must include [`Access::MW_BIND`]) with a fresh key (ibv_inc_rkey of the
+    /// last one; IBV_WR_BIND_MW, signaled); returns what the peer needs to use it. The
+    /// window is usable once the completion ([`Opcode::BindMw`]) is polled.
+    pub fn post_bind_mw(
+        &self,
+        wr_id: u64,
+        mw: &MemoryWindow,
+        mr: &MemoryRegion,
+        offset: usize,
+        len: usize,
+        access: Access,
+    ) -> Result<RemoteBuf> {
+        mr.check(offset, len)?;
+        let old = mw.rkey.load(std::sync::atomic::Ordering::Relaxed);
+        // ibv_inc_rkey(3): the low byte is the consumer's key
+        let rkey = (old & 0xffff_ff00) | (old.wrapping_add(1) & 0xff);
+        let mut r = ibv_send_wr {
+            wr_id,
+            next: std::ptr::null_mut(),
+            sg_list: std::ptr::null_mut(),
+            num_sge: 0,
+            opcode: IBV_WR_BIND_MW,
+            send_flags: IBV_SEND_SIGNALED,
+            invalidate_rkey: 0,
+            wr: ibv_send_wr_wr { _atomic: [0; 4] },
+            qp_type_xrc_remote_srqn: 0,
+            bind_mw: ibv_send_wr_bind_mw {
+                mw: mw.mw.as_ptr(),
+                rkey,
+                bind_info: ibv_mw_bind_info {
+                    mr: mr.mr.as_ptr(),
+                    addr: mr.addr() + offset as u64,
+                    length: len as u64,
+                    mw_access_flags: access.0 as u32,
+                },
+            },
+        };
+        self.post_send_raw(&mut r)?;
+        mw.rkey.store(rkey, std::sync::atomic::Ordering::Relaxed);
+        Ok(RemoteBuf {
+            addr: mr.addr() + offset as u64,
+            len: len as u32,
+            rkey,
+        })
+    }
+
+    fn post_send_raw(&self, base: *mut ibv_send_wr) -> Result<()> {
         let mut bad: *mut ibv_send_wr = std::ptr::null_mut();
         // SAFETY: qp is live; ops.post_send is what the inline ibv_post_send calls; the
-        // chain and SGE array are valid until the call returns; every SGE lies in a region
-        // registered on this QP's PD (Sge is only made by MemoryRegion::sge) and remote
+        // caller's chain (and the SGE arrays it points to) is valid until this returns;
+        // SGEs lie in regions registered on this QP's PD (Sge is only made by
+        // MemoryRegion::sge; bind WRs name a live MR and MW of this PD) and remote
         // addresses are checked by the peer's HCA against its rkey.
         let rc = unsafe {
             let ctx = (*self.qp).context;
@@ -822,6 +972,7 @@ impl QueuePair {
                 (true, IBV_WC_SEND) => Opcode::Send,
                 (true, IBV_WC_RDMA_WRITE) => Opcode::RdmaWrite,
                 (true, IBV_WC_RDMA_READ) => Opcode::RdmaRead,
+                (true, IBV_WC_BIND_MW) => Opcode::BindMw,
                 (true, IBV_WC_RECV) => Opcode::Recv,
                 (true, IBV_WC_RECV_RDMA_WITH_IMM) => Opcode::RecvRdmaWithImm,
                 _ => Opcode::Other,
@@ -830,6 +981,8 @@ impl QueuePair {
             invalidated_rkey: (ok && w.wc_flags & IBV_WC_WITH_INV != 0)
                 .then_some(w.invalidated_rkey),
             imm_data: (ok && w.wc_flags & IBV_WC_WITH_IMM != 0).then_some(w.invalidated_rkey),
+            wc_flags: w.wc_flags,
+            ex_data: w.invalidated_rkey,
         }
     }
 

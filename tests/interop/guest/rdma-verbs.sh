@@ -16,8 +16,12 @@
 #      then two connections each exchange connect/accept private data, three
 #      SEND ping/pongs, buffer descriptors (address, length, rkey) in SENDs,
 #      RDMA WRITE (chained with a SEND in one post) and RDMA READ both ways, every
-#      byte checked, client disconnect seen by both; the server checks that the
-#      second connection leaves no more fds/mappings than the first.
+#      byte checked; the client binds a type 2 memory window, the server READs
+#      through it and sends a SEND with Invalidate of its rkey, which the client's
+#      receive completion must report; disconnect seen by both (round 1: the client
+#      disconnects; round 2: the server, after checking that a READ through the
+#      invalidated rkey fails with a remote access error); the server checks that
+#      the second connection leaves no more fds/mappings than the first.
 #   Each PASS:/FAIL: line the two programs print becomes a guest PASS/FAIL line.
 # ---------------------------------------------------------------------------
 . /lib/nvme-vm/lib.sh
@@ -61,7 +65,7 @@ echo "--- client"; report client /tmp/rv.client.log
 [ $src -eq 0 ] && pass "$T: server exited 0" || fail "$T: server exit status $src"
 [ $crc -eq 0 ] && pass "$T: client exited 0" || fail "$T: client exit status $crc"
 np=$(grep -ac '^PASS: ' /tmp/rv.server.log /tmp/rv.client.log | awk -F: '{s+=$2} END{print s}')
-[ "${np:-0}" -ge 48 ] && pass "$T: $np checks passed in the two programs" || fail "$T: only ${np:-0} checks passed"
+[ "${np:-0}" -ge 57 ] && pass "$T: $np checks passed in the two programs" || fail "$T: only ${np:-0} checks passed"
 grep -qi 'panicked' /tmp/rv.server.log /tmp/rv.client.log && fail "$T: a program panicked"
 rdma link delete rxe0 >/dev/null 2>&1
 exit 0
