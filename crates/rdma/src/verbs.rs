@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use tokio::io::unix::AsyncFd;
 
 use crate::cm::CmIdOwned;
@@ -632,7 +633,8 @@ impl QueuePair {
         if wrs.is_empty() {
             return Ok(());
         }
-        let mut sg: Vec<ibv_sge> = Vec::with_capacity(wrs.iter().map(|w| w.1.len()).sum());
+        // on the stack for the usual sizes: no allocation on the hot path
+        let mut sg: SmallVec<[ibv_sge; 16]> = SmallVec::new();
         for (_, sges) in wrs {
             if sges.len() > self.caps.max_recv_sge as usize {
                 return Err(RdmaError::InvalidArgument(format!(
@@ -643,21 +645,25 @@ impl QueuePair {
             }
             sg.extend(sges.iter().map(Sge::raw));
         }
-        let mut raw: Vec<ibv_recv_wr> = Vec::with_capacity(wrs.len());
+        let mut raw: SmallVec<[ibv_recv_wr; 16]> = SmallVec::with_capacity(wrs.len());
         let mut at = 0usize;
         for (wr_id, sges) in wrs {
             raw.push(ibv_recv_wr {
                 wr_id: *wr_id,
                 next: std::ptr::null_mut(),
-                // SAFETY (pointer arithmetic): at <= sg.len(); sg is not resized below.
+                // (at <= sg.len(); sg is complete and neither resized nor moved below)
                 sg_list: sg.as_mut_ptr().wrapping_add(at),
                 num_sge: sges.len() as i32,
             });
             at += sges.len();
         }
+        let n = raw.len();
         let base = raw.as_mut_ptr();
-        for i in 1..raw.len() {
-            raw[i - 1].next = base.wrapping_add(i);
+        for i in 1..n {
+            // SAFETY: i - 1 and i are < n, inside raw's buffer; linking through the one
+            // raw pointer (not through new &mut borrows of raw) keeps base and the
+            // links valid for the C call below.
+            unsafe { (*base.add(i - 1)).next = base.add(i) };
         }
         let mut bad: *mut ibv_recv_wr = std::ptr::null_mut();
         // SAFETY: qp is live; its context's ops.post_recv is the provider's function (the
@@ -733,7 +739,8 @@ impl QueuePair {
                 | SendWr::Read { sges, .. } => sges.len(),
             }
         };
-        let mut sg: Vec<ibv_sge> = Vec::with_capacity(wrs.iter().map(sges_of).sum());
+        // on the stack for the usual sizes: no allocation on the hot path
+        let mut sg: SmallVec<[ibv_sge; 16]> = SmallVec::new();
         for w in wrs {
             let (SendWr::Send { sges, .. }
             | SendWr::Write { sges, .. }
@@ -747,7 +754,7 @@ impl QueuePair {
             }
             sg.extend(sges.iter().map(Sge::raw));
         }
-        let mut raw: Vec<ibv_send_wr> = Vec::with_capacity(wrs.len());
+        let mut raw: SmallVec<[ibv_send_wr; 8]> = SmallVec::with_capacity(wrs.len());
         let mut at = 0usize;
         for w in wrs {
             let n = sges_of(w);
@@ -817,9 +824,13 @@ impl QueuePair {
             }
             raw.push(r);
         }
+        let n = raw.len();
         let base = raw.as_mut_ptr();
-        for i in 1..raw.len() {
-            raw[i - 1].next = base.wrapping_add(i);
+        for i in 1..n {
+            // SAFETY: i - 1 and i are < n, inside raw's buffer; linking through the one
+            // raw pointer (not through new &mut borrows of raw) keeps base and the
+            // links valid for the C call below.
+            unsafe { (*base.add(i - 1)).next = base.add(i) };
         }
         // (raw and sg live until post_send_raw returns)
         self.post_send_raw(base)
