@@ -232,6 +232,14 @@ async fn server(addr: SocketAddr, rounds: u32, ck: &mut Checks) -> R<()> {
                 req.responder_resources()
             ),
         );
+        let dev = req.device_attrs()?;
+        ck.check(
+            dev.max_qp_wr >= attrs().max_send_wr && dev.max_sge >= 2 && dev.max_qp_rd_atom > 0,
+            format!(
+                "round {round}: device: fw {:?}, max_qp_wr {}, max_sge {}, max_cqe {}, max_qp_rd_atom {}, max_qp_init_rd_atom {}, max_mw {}",
+                dev.fw_ver, dev.max_qp_wr, dev.max_sge, dev.max_cqe, dev.max_qp_rd_atom, dev.max_qp_init_rd_atom, dev.max_mw
+            ),
+        );
         let acc = req.create_qp(&attrs())?;
         let (recv, send, mut data) = setup(acc.qp())?;
         data.as_mut_slice()[HALF..2 * HALF].copy_from_slice(&pattern(0xB0 + round as u8, HALF));

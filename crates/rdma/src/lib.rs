@@ -30,6 +30,6 @@ pub use cm::{
 pub use error::{RdmaError, Result};
 pub use loader::Lib;
 pub use verbs::{
-    Access, Completion, MemoryRegion, MemoryWindow, Opcode, QpAttrs, QueuePair, RemoteBuf, SendWr,
-    Sge,
+    Access, Completion, DeviceAttrs, MemoryRegion, MemoryWindow, Opcode, QpAttrs, QueuePair,
+    RemoteBuf, SendWr, Sge,
 };

@@ -224,6 +224,52 @@ pub struct ibv_qp {
     pub qp_num: u32,
 }
 
+/// `struct ibv_device_attr` (full; filled by ibv_query_device(3)).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ibv_device_attr {
+    pub fw_ver: [c_char; 64],
+    pub node_guid: u64,
+    pub sys_image_guid: u64,
+    pub max_mr_size: u64,
+    pub page_size_cap: u64,
+    pub vendor_id: u32,
+    pub vendor_part_id: u32,
+    pub hw_ver: u32,
+    pub max_qp: c_int,
+    pub max_qp_wr: c_int,
+    pub device_cap_flags: c_uint,
+    pub max_sge: c_int,
+    pub max_sge_rd: c_int,
+    pub max_cq: c_int,
+    pub max_cqe: c_int,
+    pub max_mr: c_int,
+    pub max_pd: c_int,
+    pub max_qp_rd_atom: c_int,
+    pub max_ee_rd_atom: c_int,
+    pub max_res_rd_atom: c_int,
+    pub max_qp_init_rd_atom: c_int,
+    pub max_ee_init_rd_atom: c_int,
+    pub atomic_cap: c_uint,
+    pub max_ee: c_int,
+    pub max_rdd: c_int,
+    pub max_mw: c_int,
+    pub max_raw_ipv6_qp: c_int,
+    pub max_raw_ethy_qp: c_int,
+    pub max_mcast_grp: c_int,
+    pub max_mcast_qp_attach: c_int,
+    pub max_total_mcast_qp_attach: c_int,
+    pub max_ah: c_int,
+    pub max_fmr: c_int,
+    pub max_map_per_fmr: c_int,
+    pub max_srq: c_int,
+    pub max_srq_wr: c_int,
+    pub max_srq_sge: c_int,
+    pub max_pkeys: u16,
+    pub local_ca_ack_delay: u8,
+    pub phys_port_cnt: u8,
+}
+
 // enum ibv_wc_status
 pub const IBV_WC_SUCCESS: c_uint = 0;
 // enum ibv_wc_opcode
@@ -361,6 +407,7 @@ pub type IbvDestroyCq = unsafe extern "C" fn(*mut ibv_cq) -> c_int;
 pub type IbvGetCqEvent =
     unsafe extern "C" fn(*mut ibv_comp_channel, *mut *mut ibv_cq, *mut *mut c_void) -> c_int;
 pub type IbvAckCqEvents = unsafe extern "C" fn(*mut ibv_cq, c_uint);
+pub type IbvQueryDevice = unsafe extern "C" fn(*mut ibv_context, *mut ibv_device_attr) -> c_int;
 pub type IbvWcStatusStr = unsafe extern "C" fn(c_uint) -> *const c_char;
 
 pub type RdmaCreateEventChannel = unsafe extern "C" fn() -> *mut rdma_event_channel;
@@ -501,6 +548,47 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         off!(ibv_mr, handle),
         off!(ibv_mr, lkey),
         off!(ibv_mr, rkey),
+        size!(ibv_device_attr),
+        off!(ibv_device_attr, fw_ver),
+        off!(ibv_device_attr, node_guid),
+        off!(ibv_device_attr, sys_image_guid),
+        off!(ibv_device_attr, max_mr_size),
+        off!(ibv_device_attr, page_size_cap),
+        off!(ibv_device_attr, vendor_id),
+        off!(ibv_device_attr, vendor_part_id),
+        off!(ibv_device_attr, hw_ver),
+        off!(ibv_device_attr, max_qp),
+        off!(ibv_device_attr, max_qp_wr),
+        off!(ibv_device_attr, device_cap_flags),
+        off!(ibv_device_attr, max_sge),
+        off!(ibv_device_attr, max_sge_rd),
+        off!(ibv_device_attr, max_cq),
+        off!(ibv_device_attr, max_cqe),
+        off!(ibv_device_attr, max_mr),
+        off!(ibv_device_attr, max_pd),
+        off!(ibv_device_attr, max_qp_rd_atom),
+        off!(ibv_device_attr, max_ee_rd_atom),
+        off!(ibv_device_attr, max_res_rd_atom),
+        off!(ibv_device_attr, max_qp_init_rd_atom),
+        off!(ibv_device_attr, max_ee_init_rd_atom),
+        off!(ibv_device_attr, atomic_cap),
+        off!(ibv_device_attr, max_ee),
+        off!(ibv_device_attr, max_rdd),
+        off!(ibv_device_attr, max_mw),
+        off!(ibv_device_attr, max_raw_ipv6_qp),
+        off!(ibv_device_attr, max_raw_ethy_qp),
+        off!(ibv_device_attr, max_mcast_grp),
+        off!(ibv_device_attr, max_mcast_qp_attach),
+        off!(ibv_device_attr, max_total_mcast_qp_attach),
+        off!(ibv_device_attr, max_ah),
+        off!(ibv_device_attr, max_fmr),
+        off!(ibv_device_attr, max_map_per_fmr),
+        off!(ibv_device_attr, max_srq),
+        off!(ibv_device_attr, max_srq_wr),
+        off!(ibv_device_attr, max_srq_sge),
+        off!(ibv_device_attr, max_pkeys),
+        off!(ibv_device_attr, local_ca_ack_delay),
+        off!(ibv_device_attr, phys_port_cnt),
         size!(ibv_comp_channel),
         off!(ibv_comp_channel, context),
         off!(ibv_comp_channel, fd),

@@ -463,6 +463,71 @@ impl Completion {
     }
 }
 
+/// The device limits that matter for sizing NVMe/RDMA queues (`struct ibv_device_attr`,
+/// ibv_query_device(3)): Linux nvmet-rdma bounds queue depths by `max_qp_wr`, SGEs by
+/// `max_sge` and the RDMA READ depth by `max_qp_rd_atom` / `max_qp_init_rd_atom`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAttrs {
+    /// Firmware version string.
+    pub fw_ver: String,
+    /// IEEE vendor id.
+    pub vendor_id: u32,
+    /// Vendor part id.
+    pub vendor_part_id: u32,
+    /// Largest memory region.
+    pub max_mr_size: u64,
+    /// Work requests per queue.
+    pub max_qp_wr: u32,
+    /// SGEs per work request.
+    pub max_sge: u32,
+    /// Completion queue entries.
+    pub max_cqe: u32,
+    /// Outstanding RDMA READs a QP can answer (responder resources).
+    pub max_qp_rd_atom: u32,
+    /// Outstanding RDMA READs a QP can issue (initiator depth).
+    pub max_qp_init_rd_atom: u32,
+    /// Memory windows (0: none).
+    pub max_mw: u32,
+    /// `enum ibv_device_cap_flags`.
+    pub device_cap_flags: u32,
+}
+
+/// ibv_query_device(3) on `ctx`.
+pub(crate) fn query_device(lib: &'static Lib, ctx: *mut ibv_context) -> Result<DeviceAttrs> {
+    if ctx.is_null() {
+        return Err(RdmaError::InvalidArgument(
+            "the rdma_cm id has no device yet".into(),
+        ));
+    }
+    // SAFETY: ibv_device_attr is plain old data; all-zero is valid.
+    let mut a: ibv_device_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: ctx is a live device context (an id's `verbs`); a is a valid out-struct.
+    let rc = unsafe { (lib.ibv_query_device)(ctx, &mut a) };
+    if rc != 0 {
+        return Err(RdmaError::ret("ibv_query_device", rc));
+    }
+    let fw: Vec<u8> = a
+        .fw_ver
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    let u = |v: i32| v.max(0) as u32;
+    Ok(DeviceAttrs {
+        fw_ver: String::from_utf8_lossy(&fw).into_owned(),
+        vendor_id: a.vendor_id,
+        vendor_part_id: a.vendor_part_id,
+        max_mr_size: a.max_mr_size,
+        max_qp_wr: u(a.max_qp_wr),
+        max_sge: u(a.max_sge),
+        max_cqe: u(a.max_cqe),
+        max_qp_rd_atom: u(a.max_qp_rd_atom),
+        max_qp_init_rd_atom: u(a.max_qp_init_rd_atom),
+        max_mw: u(a.max_mw),
+        device_cap_flags: a.device_cap_flags,
+    })
+}
+
 /// Sizes of a queue pair and its completion queue (`struct ibv_qp_cap`, ibv_create_qp(3)).
 #[derive(Debug, Clone, Copy)]
 pub struct QpAttrs {
@@ -605,6 +670,27 @@ impl QueuePair {
         }
         // SAFETY: qp is live while self is.
         unsafe { (*self.qp).qp_num }
+    }
+
+    /// The device's limits (ibv_query_device(3)).
+    pub fn device_attrs(&self) -> Result<DeviceAttrs> {
+        // SAFETY: the id is live and bound to a device (it has a QP).
+        query_device(self.lib, unsafe { (*self.pd.cm.id).verbs })
+    }
+
+    /// SGEs per send WR the device granted.
+    pub fn max_send_sge(&self) -> u32 {
+        self.caps.max_send_sge
+    }
+
+    /// SGEs per receive WR the device granted.
+    pub fn max_recv_sge(&self) -> u32 {
+        self.caps.max_recv_sge
+    }
+
+    /// Inline bytes per send WR the device granted.
+    pub fn max_inline_data(&self) -> u32 {
+        self.caps.max_inline_data
     }
 
     /// The send-queue depth the device granted (>= the one asked for).
@@ -1017,6 +1103,9 @@ impl QueuePair {
     /// `out.len()`): polls; if empty, arms the CQ (ibv_req_notify_cq), polls once more to
     /// close the race with a completion that arrived before arming, then waits for the
     /// completion channel's fd, takes the event with ibv_get_cq_event and acks it.
+    ///
+    /// Cancel-safe: completions are only taken from the CQ by synchronous code that then
+    /// returns, so dropping the future at its await point loses nothing.
     pub async fn wait_completions(&self, out: &mut [Completion]) -> Result<usize> {
         if out.is_empty() {
             return Ok(0);
