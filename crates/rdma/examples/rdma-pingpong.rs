@@ -418,6 +418,24 @@ async fn server(addr: SocketAddr, rounds: u32, ck: &mut Checks) -> R<()> {
 }
 
 async fn client(addr: SocketAddr, rounds: u32, ck: &mut Checks) -> R<()> {
+    // nobody listens on the next port: a typed error, not a hang
+    let closed = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
+    let c = nvmf_rdma::resolve(closed, &attrs(), 5000).await?;
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        c.connect(REQ_PD, ConnParam::default()),
+    )
+    .await
+    {
+        Ok(Err(e @ (RdmaError::Rejected { .. } | RdmaError::UnexpectedEvent { .. }))) => ck.check(
+            true,
+            format!("connect to {closed} (no listener) fails: {e}"),
+        ),
+        Ok(Err(e)) => ck.check(false, format!("connect to {closed}: unexpected error {e}")),
+        Ok(Ok(_)) => ck.check(false, format!("connect to {closed} succeeded")),
+        Err(_) => ck.check(false, format!("connect to {closed} hung for 20 s")),
+    }
+
     let c = nvmf_rdma::resolve(addr, &attrs(), 5000).await?;
     match c.connect(BAD_PD, ConnParam::default()).await {
         Err(RdmaError::Rejected {

@@ -628,8 +628,9 @@ impl QueuePair {
         let cqe = if attrs.cq_entries > 0 {
             attrs.cq_entries
         } else {
-            attrs.max_send_wr + attrs.max_recv_wr
-        };
+            attrs.max_send_wr.saturating_add(attrs.max_recv_wr)
+        }
+        .min(i32::MAX as u32);
         // SAFETY: ctx and comp are live; cq_context is unused (null).
         let cq = unsafe { (lib.ibv_create_cq)(ctx, cqe as i32, std::ptr::null_mut(), comp, 0) };
         if cq.is_null() {

@@ -65,7 +65,7 @@ echo "--- client"; report client /tmp/rv.client.log
 [ $src -eq 0 ] && pass "$T: server exited 0" || fail "$T: server exit status $src"
 [ $crc -eq 0 ] && pass "$T: client exited 0" || fail "$T: client exit status $crc"
 np=$(grep -ac '^PASS: ' /tmp/rv.server.log /tmp/rv.client.log | awk -F: '{s+=$2} END{print s}')
-[ "${np:-0}" -ge 59 ] && pass "$T: $np checks passed in the two programs" || fail "$T: only ${np:-0} checks passed"
+[ "${np:-0}" -ge 60 ] && pass "$T: $np checks passed in the two programs" || fail "$T: only ${np:-0} checks passed"
 grep -qi 'panicked' /tmp/rv.server.log /tmp/rv.client.log && fail "$T: a program panicked"
 rdma link delete rxe0 >/dev/null 2>&1
 exit 0
