@@ -388,7 +388,7 @@ pub const RDMA_CM_EVENT_TIMEWAIT_EXIT: c_uint = 15;
 
 // ------------------------------------------------------------- functions ----
 
-/// The exported (non-inline) functions used, resolved once by [`crate::lib::Lib`].
+/// The exported (non-inline) functions used, resolved once by [`crate::loader::Lib`].
 /// Signatures from verbs.h / rdma_cma.h.
 pub type IbvAllocPd = unsafe extern "C" fn(*mut ibv_context) -> *mut ibv_pd;
 pub type IbvDeallocPd = unsafe extern "C" fn(*mut ibv_pd) -> c_int;
