@@ -682,7 +682,7 @@ async fn client(addr: SocketAddr, rounds: u32, ck: &mut Checks) -> R<()> {
     Ok(())
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let usage = || {
@@ -696,19 +696,36 @@ async fn main() -> ExitCode {
         return usage();
     };
     let rounds = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(2);
-    let mut ck = Checks {
-        who: if role == "server" { "server" } else { "client" },
-        failed: 0,
-        passed: 0,
-    };
-    let r = match role.as_str() {
-        "server" => server(addr, rounds, &mut ck).await,
-        "client" => client(addr, rounds, &mut ck).await,
+    let is_server = match role.as_str() {
+        "server" => true,
+        "client" => false,
         _ => return usage(),
     };
-    if let Err(e) = r {
-        ck.check(false, format!("error: {e}"));
-    }
+    // run as a spawned task on the multi-threaded runtime: the handles and futures must
+    // be Send, and the task may move between worker threads at every await
+    let task = tokio::spawn(async move {
+        let mut ck = Checks {
+            who: if is_server { "server" } else { "client" },
+            failed: 0,
+            passed: 0,
+        };
+        let r = if is_server {
+            server(addr, rounds, &mut ck).await
+        } else {
+            client(addr, rounds, &mut ck).await
+        };
+        if let Err(e) = r {
+            ck.check(false, format!("error: {e}"));
+        }
+        ck
+    });
+    let ck = match task.await {
+        Ok(ck) => ck,
+        Err(e) => {
+            println!("FAIL: {role}: task: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     println!("{}: {} passed, {} failed", ck.who, ck.passed, ck.failed);
     if ck.failed == 0 {
         ExitCode::SUCCESS

@@ -125,6 +125,13 @@ impl EventChannel {
     }
 }
 
+// SAFETY: the channel is a librdmacm handle; rdma_get_cm_event/rdma_ack_cm_event on it are
+// thread safe (librdmacm locks internally), the fd is read through tokio's AsyncFd, and the
+// handle is destroyed only in Drop.
+unsafe impl Send for EventChannel {}
+// SAFETY: as above.
+unsafe impl Sync for EventChannel {}
+
 impl Drop for EventChannel {
     fn drop(&mut self) {
         drop(self.afd.take());
@@ -458,11 +465,13 @@ impl Accepting {
     /// Accepts with `private_data` (NVMe/RDMA: RDMA_CM_ACCEPT, §7.3.5.1) and waits for
     /// RDMA_CM_EVENT_ESTABLISHED (no timeout of its own: wrap it in one).
     pub async fn accept(self, private_data: &[u8], param: ConnParam) -> Result<Connection> {
-        let mut p = conn_param(&param, private_data)?;
         let cm = &self.qp.pd.cm;
-        // SAFETY: id is live with a pending request and a QP; p and the private data it
-        // points to are valid during the call.
-        let rc = unsafe { (cm.lib.rdma_accept)(cm.id, &mut p) };
+        let rc = {
+            let mut p = conn_param(&param, private_data)?;
+            // SAFETY: id is live with a pending request and a QP; p and the private data
+            // it points to are valid during the call.
+            unsafe { (cm.lib.rdma_accept)(cm.id, &mut p) }
+        };
         if rc != 0 {
             return Err(RdmaError::ret("rdma_accept", rc));
         }
@@ -528,10 +537,12 @@ impl Connecting {
     /// for ESTABLISHED. A reject comes back as [`RdmaError::Rejected`] with the peer's
     /// private data.
     pub async fn connect(self, private_data: &[u8], param: ConnParam) -> Result<Connection> {
-        let mut p = conn_param(&param, private_data)?;
         let cm = &self.qp.pd.cm;
-        // SAFETY: id is live, route resolved, QP created; p is valid during the call.
-        let rc = unsafe { (cm.lib.rdma_connect)(cm.id, &mut p) };
+        let rc = {
+            let mut p = conn_param(&param, private_data)?;
+            // SAFETY: id is live, route resolved, QP created; p is valid during the call.
+            unsafe { (cm.lib.rdma_connect)(cm.id, &mut p) }
+        };
         if rc != 0 {
             return Err(RdmaError::ret("rdma_connect", rc));
         }
