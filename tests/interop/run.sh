@@ -59,7 +59,11 @@
 #             (guest/nvmf-host-multipath.sh)
 #   metrics   the kernel host against OUR target with --metrics, read by `nvmf stats`
 #             (guest/kernel-host-vs-nvmf-target-metrics.sh)
-#   all       selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics (default)
+#   rdma      NVMe/RDMA (trixie track, soft-RoCE rxe): the kernel nvme-rdma host
+#             against OUR target on rdma://10.99.0.1:4420: discover, connect,
+#             dd/cmp, in-capsule writes, mkfs; fio figures against nvmet-rdma
+#             (guest/kernel-host-vs-nvmf-target-rdma.sh)
+#   all       selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdma rdmaverbs (default)
 #
 # options:
 #   --no-build        do not run cargo build; use $NVMF_BIN or target/release/nvmf
@@ -95,12 +99,12 @@ while [ $# -gt 0 ]; do
         --require) REQUIRE=1; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; VMARGS=("$@"); break ;;
-        selftest|target|host|netfault|auth|authself|tls|tlsself|block|resv|ana|ioset|nvmetcli|disco|mpath|metrics|rdmaverbs) SUITES+=("$1"); shift ;;
-        all) SUITES+=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdmaverbs); shift ;;
+        selftest|target|host|netfault|auth|authself|tls|tlsself|block|resv|ana|ioset|nvmetcli|disco|mpath|metrics|rdma|rdmaverbs) SUITES+=("$1"); shift ;;
+        all) SUITES+=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdma rdmaverbs); shift ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdmaverbs)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdma rdmaverbs)
 
 NVMF=${NVMF_BIN:-$ROOT/target/release/nvmf}
 NPASS=0 NFAIL=0 NSKIP=0
@@ -113,7 +117,7 @@ result() {   # result PASS|FAIL|SKIP SUITE MSG
 
 need_nvmf() {
     local s
-    for s in target host netfault auth tls block resv ana ioset nvmetcli disco mpath metrics; do [[ " ${SUITES[*]} " == *" $s "* ]] && return 0; done
+    for s in target host netfault auth tls block resv ana ioset nvmetcli disco mpath metrics rdma; do [[ " ${SUITES[*]} " == *" $s "* ]] && return 0; done
     return 1
 }
 
@@ -208,7 +212,7 @@ for s in "${SUITES[@]}"; do
             run_suite "$s" "$HERE/guest/kernel-host-vs-nvmf-target-$sec.sh" \
                 --script "$HERE/guest/nvmf-host-vs-kernel-target-$sec.sh" --kernel trixie \
                 --env NVMF_TARGET_MODE=kernel --env NVMF_HOST_MODE=kernel ;;
-        target|host|netfault|auth|tls|block|resv|ana|ioset|nvmetcli|disco|mpath|metrics)
+        target|host|netfault|auth|tls|block|resv|ana|ioset|nvmetcli|disco|mpath|metrics|rdma)
             if [ $BUILD_OK = 0 ]; then result FAIL "$s" "cargo build --release -p nvmf-cli failed"; continue; fi
             if [ ! -x "$NVMF" ]; then
                 if [ $REQUIRE = 1 ]; then result FAIL "$s" "no $NVMF"; else result SKIP "$s" "no $NVMF"; fi
@@ -255,6 +259,9 @@ for s in "${SUITES[@]}"; do
             elif [ $s = metrics ]; then
                 verbs=("target --listen --memory --subnqn --block-size --metrics" "stats --metrics --interval -o")
                 script=$HERE/guest/kernel-host-vs-nvmf-target-metrics.sh
+            elif [ $s = rdma ]; then
+                verbs=("target --listen --memory --subnqn --block-size")
+                script=$HERE/guest/kernel-host-vs-nvmf-target-rdma.sh
             elif [ $s = netfault ]; then
                 verbs=("target --listen --file --subnqn" "io-check -t -a -s -n -i -g -G --bytes --offset"
                        "connect -t -a -s -n -l -c" "write -s -c -d" "read -s -c -d" "disconnect -n" "list")
@@ -279,7 +286,7 @@ for s in "${SUITES[@]}"; do
             extra=()
             case $s in   # the security suites: both directions in one trixie guest
                 auth|tls) extra=(--script "$HERE/guest/nvmf-host-vs-kernel-target-$s.sh" --kernel trixie) ;;
-                block|resv|ana|ioset|nvmetcli|disco|mpath|metrics) extra=(--kernel trixie) ;;
+                block|resv|ana|ioset|nvmetcli|disco|mpath|metrics|rdma) extra=(--kernel trixie) ;;
             esac
             run_suite "$s" "$script" "${extra[@]}" --extra "$NVMF" --env "NVMF_BIN=/extra/$(basename "$NVMF")" ;;
     esac

@@ -19,6 +19,7 @@
 //! most ACL + 1 Aborts wait for an answer at once; more fail with Abort Command
 //! Limit Exceeded.
 
+use nvmf_transport::ControllerQueuePair;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -66,7 +67,7 @@ fn not_aborted(cid: u16) -> Outcome {
     Outcome::Complete(c)
 }
 
-impl QueueTask {
+impl<C: ControllerQueuePair> QueueTask<C> {
     /// The Abort admin command.
     pub(crate) fn abort_command(&mut self, sqe: &Sqe) -> Outcome {
         let cid = sqe.cid;
@@ -86,7 +87,6 @@ impl QueueTask {
             a.aers.remove(i);
             debug!(peer = %self.peer, cid = target, "Asynchronous Event Request aborted");
             self.conn
-                .queue
                 .complete(Cqe::new(target, Status::ABORT_REQUESTED));
             return Outcome::Complete(Cqe::new(cid, Status::SUCCESS));
         }
@@ -108,16 +108,13 @@ impl QueueTask {
         }
         let mut c = Cqe::new(cid, Status::SUCCESS);
         c.dw0 = u32::from(!aborted);
-        self.conn.queue.complete(c);
+        self.conn.complete(c);
     }
 
     /// Aborts a command still waiting for its R2T to be sent.
     fn abort_waiting_data(&mut self, cid: u16) -> bool {
         if !self.waiting_data.contains_key(&cid)
-            || !self
-                .conn
-                .queue
-                .cancel_data_request(cid, Status::ABORT_REQUESTED)
+            || !self.conn.cancel_data_request(cid, Status::ABORT_REQUESTED)
         {
             return false;
         }

@@ -1,5 +1,7 @@
 //! Admin and Fabrics commands on an admin queue (NVMe Base 2.0 §5; NVMe-oF 1.1 §3).
 
+use nvmf_transport::addr::TransportKind;
+use nvmf_transport::ControllerQueuePair;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -36,7 +38,7 @@ fn fail(cid: u16, st: Status) -> Outcome {
     Outcome::Complete(Cqe::new(cid, st))
 }
 
-impl QueueTask {
+impl<C: ControllerQueuePair> QueueTask<C> {
     fn cap(&self) -> Cap {
         Cap {
             mqes: self.ctx.limits.max_queue_depth.saturating_sub(1),
@@ -265,7 +267,17 @@ impl QueueTask {
             awupf: 0,
             acwu: 0,
             ocfs: if discovery { 0 } else { ocfs::FORMAT_0 },
-            sgls: 1 | (1 << 20),
+            // SGLS (NVMe Base 2.0 Figure 275): SGLs supported (bit 0), the
+            // Offset subtype for in-capsule data (bit 20), and on NVMe/RDMA the
+            // Keyed SGL Data Block (bit 2), which the Linux RDMA host requires
+            // ("Mandatory keyed sgls are not supported!").
+            sgls: 1
+                | (1 << 20)
+                | if C::KIND == TransportKind::Rdma {
+                    1 << 2
+                } else {
+                    0
+                },
             mnan: 0,
             subnqn: subsys.nqn.clone(),
             ioccsz: (64 + limits.in_capsule_data_size) / 16,
@@ -317,7 +329,7 @@ impl QueueTask {
                 build_log(
                     &self.ctx.registry,
                     &self.ctx.ports,
-                    self.conn.stream().local_addr().ok(),
+                    self.conn.local_addr(),
                     &self.ctx.port_treq,
                     &ctrl.hostnqn,
                     32,

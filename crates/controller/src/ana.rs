@@ -17,7 +17,6 @@
 //! the ANA Change notice on every affected controller that enabled it.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -180,11 +179,13 @@ pub fn check_group(g: u32) -> Result<(), String> {
 /// The port index of a connection whose local address is `local`, among the
 /// bound listen addresses `bound` (in listen order): the exact address, or a
 /// wildcard address of the same port. `None` for a discovery-only port.
-pub fn port_of(bound: &[TransportAddr], local: SocketAddr) -> Option<usize> {
-    bound.iter().position(|a| a.socket == local).or_else(|| {
-        bound
-            .iter()
-            .position(|a| a.socket.port() == local.port() && a.socket.ip().is_unspecified())
+pub fn port_of(bound: &[TransportAddr], local: TransportAddr) -> Option<usize> {
+    bound.iter().position(|a| *a == local).or_else(|| {
+        bound.iter().position(|a| {
+            a.kind == local.kind
+                && a.socket.port() == local.socket.port()
+                && a.socket.ip().is_unspecified()
+        })
     })
 }
 

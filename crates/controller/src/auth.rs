@@ -10,6 +10,7 @@ use nvmf_proto::auth::{
 use nvmf_proto::fabrics::{fctype, AuthCommand};
 use nvmf_proto::sqe::admin_opcode;
 use nvmf_proto::{Cqe, Sqe, Status};
+use nvmf_transport::ControllerQueuePair;
 use tracing::{info, warn};
 
 use crate::config::HostConfig;
@@ -122,7 +123,7 @@ pub fn queue_auth(
     Some(Box::new(ControllerAuth::new(cfg)))
 }
 
-impl QueueTask {
+impl<C: ControllerQueuePair> QueueTask<C> {
     /// True while this queue must authenticate before running `sqe`: only
     /// Authentication Send/Receive run on a queue whose host has a secret and
     /// has not authenticated yet (NVMe Base 2.0 §8.13.1; status Authentication

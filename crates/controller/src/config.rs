@@ -530,9 +530,7 @@ impl TargetConfig {
 }
 
 fn unreachable_addr() -> TransportAddr {
-    TransportAddr {
-        socket: std::net::SocketAddr::from(([127, 0, 0, 1], 4420)),
-    }
+    TransportAddr::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 4420)))
 }
 
 /// A serial number derived from the NQN, so it is stable across restarts.

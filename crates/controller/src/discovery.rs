@@ -2,6 +2,7 @@
 
 use nvmf_proto::fabrics::DISCOVERY_NQN;
 use nvmf_proto::log::{adrfam, subtype, trtype, DiscoveryLog, DiscoveryLogEntry};
+use nvmf_transport::addr::TransportKind;
 use nvmf_transport::TransportAddr;
 
 use crate::config::Treq;
@@ -17,12 +18,24 @@ pub const TREQ: u8 = 0x02 | 0x04;
 /// (`nvmet_tcp_disc_port_addr`); a host cannot connect to 0.0.0.0.
 pub fn advertised(port: &TransportAddr, local: Option<std::net::IpAddr>) -> TransportAddr {
     match local {
-        Some(ip) if port.socket.ip().is_unspecified() && !ip.is_unspecified() => TransportAddr {
-            socket: std::net::SocketAddr::new(ip, port.socket.port()),
-        },
+        Some(ip) if port.socket.ip().is_unspecified() && !ip.is_unspecified() => {
+            port.with_socket(std::net::SocketAddr::new(ip, port.socket.port()))
+        }
         _ => *port,
     }
 }
+/// TSAS of an NVMe/RDMA port as Linux nvmet fills it
+/// (`nvmet_rdma_disc_port_addr` from the port's defaults): RDMA_QPTYPE
+/// reliable connected (1), RDMA_PRTYPE not specified (1), RDMA_CMS RDMA CM (1),
+/// RDMA_PKEY 0 (NVMe-oF 1.1 Figure 40).
+fn rdma_tsas() -> [u8; 256] {
+    let mut t = [0; 256];
+    t[0] = 1;
+    t[1] = 1;
+    t[2] = 1;
+    t
+}
+
 /// TREQ of a port that requires TLS: secure channel required (bits 1:0 = 01b,
 /// `NVMF_TREQ_REQUIRED`), SQ flow control disable supported (bit 2).
 pub const TREQ_TLS: u8 = 0x01 | 0x04;
@@ -41,12 +54,12 @@ pub const SECTYPE_TLS13: u8 = 2;
 pub fn build_log(
     reg: &Registry,
     ports: &[TransportAddr],
-    local: Option<std::net::SocketAddr>,
+    local: Option<TransportAddr>,
     port_treq: &[Option<Treq>],
     hostnqn: &str,
     asqsz: u16,
 ) -> DiscoveryLog {
-    let local_ip = local.map(|a| a.ip());
+    let local_ip = local.map(|a| a.socket.ip());
     let family = |p: &TransportAddr| {
         if p.is_ipv6() {
             adrfam::IPV6
@@ -54,34 +67,44 @@ pub fn build_log(
             adrfam::IPV4
         }
     };
-    let treq_of = |treq: Option<Treq>| match treq {
-        Some(Treq::Required) => TREQ_TLS,
+    let treq_of = |p: &TransportAddr, treq: Option<Treq>| match (p.kind, treq) {
+        // NVMe/RDMA has no secure channel, and its queue pairs keep SQ flow
+        // control: TREQ "not specified", as nvmet's RDMA ports.
+        (TransportKind::Rdma, _) => 0,
+        (TransportKind::Tcp, Some(Treq::Required)) => TREQ_TLS,
         // TREQ "not required" with SECTYPE TLS 1.3: TLS is offered.
-        Some(Treq::NotRequired) | None => TREQ,
+        (TransportKind::Tcp, Some(Treq::NotRequired) | None) => TREQ,
     };
-    let tsas_of = |treq: Option<Treq>| {
-        let mut t = [0; 256];
-        if treq.is_some() {
-            t[0] = SECTYPE_TLS13;
+    let trtype_of = |p: &TransportAddr| match p.kind {
+        TransportKind::Tcp => trtype::TCP,
+        TransportKind::Rdma => trtype::RDMA,
+    };
+    let tsas_of = |p: &TransportAddr, treq: Option<Treq>| match p.kind {
+        TransportKind::Rdma => rdma_tsas(),
+        TransportKind::Tcp => {
+            let mut t = [0; 256];
+            if treq.is_some() {
+                t[0] = SECTYPE_TLS13;
+            }
+            t
         }
-        t
     };
     let mut entries = Vec::new();
     if let Some(here) = local {
-        let here = TransportAddr { socket: here };
         // The port this connection came in on: a listen port (the same TCP port,
         // at the same or a wildcard address), or a discovery-only port, which
         // gets the PORTID after the listen ports.
         let i = ports.iter().position(|p| {
-            p.socket.port() == here.socket.port()
+            p.kind == here.kind
+                && p.socket.port() == here.socket.port()
                 && (p.socket.ip() == here.socket.ip() || p.socket.ip().is_unspecified())
         });
         let treq = i.and_then(|i| port_treq.get(i).copied().flatten());
         entries.push(DiscoveryLogEntry {
-            trtype: trtype::TCP,
+            trtype: trtype_of(&here),
             adrfam: family(&here),
             subtype: subtype::CURRENT_DISCOVERY,
-            treq: treq_of(treq),
+            treq: treq_of(&here, treq),
             portid: i.unwrap_or(ports.len()) as u16 + 1,
             cntlid: 0xffff,
             asqsz,
@@ -89,7 +112,7 @@ pub fn build_log(
             trsvcid: here.trsvcid(),
             subnqn: DISCOVERY_NQN.into(),
             traddr: here.traddr(),
-            tsas: tsas_of(treq),
+            tsas: tsas_of(&here, treq),
         });
     }
     for s in reg.subsystems() {
@@ -100,10 +123,10 @@ pub fn build_log(
             let p = &advertised(p, local_ip);
             let treq = port_treq.get(i).copied().flatten();
             entries.push(DiscoveryLogEntry {
-                trtype: trtype::TCP,
+                trtype: trtype_of(p),
                 adrfam: family(p),
                 subtype: subtype::NVME,
-                treq: treq_of(treq),
+                treq: treq_of(p, treq),
                 portid: i as u16 + 1,
                 cntlid: 0xffff,
                 asqsz,
@@ -111,7 +134,7 @@ pub fn build_log(
                 trsvcid: p.trsvcid(),
                 subnqn: s.nqn.clone(),
                 traddr: p.traddr(),
-                tsas: tsas_of(treq),
+                tsas: tsas_of(p, treq),
             });
         }
     }
@@ -119,7 +142,7 @@ pub fn build_log(
         // What the other service requires is not known here: TREQ "not
         // specified" (nvmet's default `addr_treq` of a referral).
         entries.push(DiscoveryLogEntry {
-            trtype: trtype::TCP,
+            trtype: trtype_of(r),
             adrfam: family(r),
             subtype: subtype::REFERRAL,
             treq: 0,

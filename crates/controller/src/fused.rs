@@ -19,6 +19,7 @@
 //! A first half asks for no write data (R2T) until its second half arrives, so
 //! a half that must fail alone never has data in flight.
 
+use nvmf_transport::ControllerQueuePair;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -93,7 +94,7 @@ pub(crate) fn run_pair(
     }
 }
 
-impl QueueTask {
+impl<C: ControllerQueuePair> QueueTask<C> {
     fn complete_now(&mut self, sqe: &Sqe, st: Status) {
         self.finish_cmd(sqe, Outcome::Complete(Cqe::new(sqe.cid, st)));
     }
@@ -140,7 +141,7 @@ impl QueueTask {
                 }
                 for h in [&first, &second] {
                     if h.data.is_none() {
-                        if let Err(e) = self.conn.queue.request_data(h.sqe.cid) {
+                        if let Err(e) = self.conn.request_data(h.sqe.cid) {
                             warn!(peer = %self.peer, "cannot request fused data: {e}");
                             self.complete_now(&first.sqe, Status::INTERNAL_ERROR);
                             self.complete_now(&second.sqe, Status::ABORTED_FAILED_FUSED);

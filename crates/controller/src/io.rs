@@ -1,6 +1,7 @@
 //! NVM command set I/O commands (NVM Command Set Specification 1.0 §3) and the
 //! Fabrics commands allowed on an I/O queue.
 
+use nvmf_transport::ControllerQueuePair;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -173,7 +174,7 @@ pub(crate) fn run_io_locked(
     }
 }
 
-impl QueueTask {
+impl<C: ControllerQueuePair> QueueTask<C> {
     pub(crate) fn io_command(&mut self, sqe: &Sqe, data: &[Bytes], buffer_len: u32) -> Outcome {
         let cid = sqe.cid;
         if sqe.opcode == admin_opcode::FABRICS {

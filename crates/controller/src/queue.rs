@@ -20,9 +20,9 @@ use nvmf_proto::fabrics::{
 use nvmf_proto::log::ErrorLogEntry;
 use nvmf_proto::registers::{Cc, Csts};
 use nvmf_proto::sqe::{admin_opcode, io_opcode, DataDirection};
-use nvmf_proto::tcp::{ControllerEvent, ControllerQueue, IncomingCommand};
+use nvmf_proto::tcp::{ControllerEvent, IncomingCommand};
 use nvmf_proto::{Cqe, Sqe, Status};
-use nvmf_transport::{Connection, TransportAddr};
+use nvmf_transport::{ControllerQueuePair, TransportAddr};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -132,8 +132,9 @@ pub(crate) enum Role {
     Io(u16),
 }
 
-pub(crate) struct QueueTask {
-    pub conn: Connection<ControllerQueue>,
+pub(crate) struct QueueTask<C> {
+    /// The queue pair, whatever its transport.
+    pub conn: C,
     pub ctx: Arc<TargetCtx>,
     pub role: Role,
     pub ctrl: Option<Arc<CtrlShared>>,
@@ -185,19 +186,19 @@ const SEND_EVERY: u32 = 16;
 /// Asynchronous Event Request Limit, 0's based (AERL): four outstanding.
 pub(crate) const AERL: u8 = 3;
 
-impl QueueTask {
+impl<C: ControllerQueuePair> QueueTask<C> {
     /// Runs the connection to its end.
     /// Returns true if the host misbehaved: a protocol error (the connection
     /// ended with a C2HTermReq) or no ICReq/Connect in time. The server counts
     /// these per address and slows down addresses that keep doing it.
-    pub(crate) async fn run(conn: Connection<ControllerQueue>, ctx: Arc<TargetCtx>) -> bool {
+    pub(crate) async fn run(conn: C, ctx: Arc<TargetCtx>) -> bool {
         let mut poll_budget = ctx.busy_poll.initial();
         // The host's next PDUs were already there when the queue looked
         // (see PollPolicy::after_pass).
         let mut streaming = false;
         let peer = conn
             .peer_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let mut t = QueueTask {
             conn,
@@ -249,7 +250,7 @@ impl QueueTask {
             if let Err(e) = t.conn.write_available() {
                 break format!("{e}");
             }
-            if t.conn.queue.is_terminated() || t.close_after_flush {
+            if t.conn.is_terminated() || t.close_after_flush {
                 let _ = tokio::time::timeout(Duration::from_secs(1), t.conn.flush()).await;
                 graceful = true;
                 break "closed".into();
@@ -262,14 +263,14 @@ impl QueueTask {
             // for a host that has nothing more to send: it waits for these
             // very responses.) Yield first, so a queue that keeps finding work
             // does not starve the other tasks on its thread.
-            if t.conn.queue.has_events() && !t.backlogged() {
+            if t.conn.has_events() && !t.backlogged() {
                 tokio::task::yield_now().await;
                 continue;
             }
-            let has_tx = !t.conn.queue.tx().is_empty();
+            let has_tx = t.conn.pending_send() != 0;
             // Backpressure: while the host leaves responses unread, take no new
             // commands (they wait in the socket, in the host's send buffer).
-            let read = !t.backlogged() && !t.conn.queue.has_events();
+            let read = !t.backlogged() && !t.conn.has_events();
             let needs_tick = !matches!(t.role, Role::Io(_)) || has_tx || t.auth_pending();
             // Responses waiting for room in the socket: sleep until the kernel
             // has freed a good part of the send buffer. Polling would write
@@ -279,7 +280,7 @@ impl QueueTask {
             t.conn
                 .set_busy_poll(if polls { poll_budget } else { Duration::ZERO });
             tokio::select! {
-                r = t.conn.ready_polled(read, has_tx) => match r {
+                r = t.conn.ready(read, has_tx) => match r {
                     Ok((r, looks)) => {
                         // A wait that slept says nothing: the next small
                         // pass may poll again.
@@ -344,14 +345,14 @@ impl QueueTask {
 
     /// True while more response bytes wait to be sent than the limit allows.
     fn backlogged(&mut self) -> bool {
-        self.conn.queue.tx().len() > self.ctx.limits.max_pending_send_bytes as usize
+        self.conn.pending_send() > self.ctx.limits.max_pending_send_bytes as usize
     }
 
     /// Timers: ICReq and Connect deadlines, keep-alive expiry, a host that
     /// stopped reading.
     fn on_tick(&mut self, started: Instant, connected: &mut bool) -> Option<String> {
         let written = self.conn.bytes_written();
-        let waiting = self.conn.queue.tx().len();
+        let waiting = self.conn.pending_send();
         if waiting == 0 || written != self.send_progress.0 {
             self.send_progress = (written, Instant::now());
         } else {
@@ -411,8 +412,8 @@ impl QueueTask {
                          nothing received on the admin queue for {quiet} ms \
                          ({} commands outstanding there, {} bytes waiting to be sent); \
                          ending the association",
-                        self.conn.queue.outstanding(),
-                        self.conn.queue.tx().len()
+                        self.conn.outstanding(),
+                        self.conn.pending_send()
                     );
                     c.subsys
                         .metrics
@@ -443,7 +444,7 @@ impl QueueTask {
         // they share one arrival time, which saves a clock read per command.
         let mut arrived: Option<Instant> = None;
         while !self.backlogged() {
-            let Some(ev) = self.conn.queue.poll_event() else {
+            let Some(ev) = self.conn.poll_event() else {
                 break;
             };
             n += 1;
@@ -505,7 +506,7 @@ impl QueueTask {
         let h2c = sqe.data_direction() == DataDirection::HostToController;
         if cmd.buffer_len > 0 && h2c {
             // Write data comes by R2T; run the command once it is all here.
-            match self.conn.queue.request_data(sqe.cid) {
+            match self.conn.request_data(sqe.cid) {
                 Ok(()) => {
                     self.waiting_data.insert(sqe.cid, (sqe, self.cmd_start));
                 }
@@ -548,22 +549,17 @@ impl QueueTask {
             Outcome::Complete(cqe) => {
                 self.note_error(sqe, &cqe);
                 self.count(sqe, &cqe);
-                self.conn.queue.complete(cqe);
+                self.conn.complete(cqe);
             }
             Outcome::Read(data, cqe) => {
                 self.count(sqe, &cqe);
                 let plain = cqe.status.is_success() && cqe.dw0 == 0 && cqe.dw1 == 0;
-                match self
-                    .conn
-                    .queue
-                    .send_data_parts(sqe.cid, data.parts(), plain)
-                {
+                match self.conn.send_data_parts(sqe.cid, data.parts(), plain) {
                     Ok(true) => {}
-                    Ok(false) => self.conn.queue.complete(cqe),
+                    Ok(false) => self.conn.complete(cqe),
                     Err(e) => {
                         warn!(peer = %self.peer, "sending data: {e}");
                         self.conn
-                            .queue
                             .complete(Cqe::new(sqe.cid, Status::INTERNAL_ERROR));
                     }
                 }
@@ -652,7 +648,7 @@ impl QueueTask {
             if let Some(cid) = a.aers.pop() {
                 let mut cqe = Cqe::new(cid, Status::SUCCESS);
                 cqe.dw0 = dw0;
-                self.conn.queue.complete(cqe);
+                self.conn.complete(cqe);
             } else {
                 a.pending_aens.push(dw0);
             }
@@ -766,11 +762,11 @@ impl QueueTask {
             }
             ctrl.touch();
             // The controller's ANA states are those of the port it came through.
-            if let Ok(local) = self.conn.stream().local_addr() {
+            if let Some(local) = self.conn.local_addr() {
                 ctrl.ana
                     .set_port(crate::ana::port_of(&self.ctx.ports, local));
             }
-            self.conn.queue.set_connected(0, sq_size as u16, sqfc, 8192);
+            self.conn.set_connected(0, sq_size as u16, sqfc, 8192);
             self.role = Role::Admin(AdminState {
                 cc: Cc::default(),
                 csts: Csts::default(),
@@ -824,7 +820,6 @@ impl QueueTask {
             return invalid(42, false);
         }
         self.conn
-            .queue
             .set_connected(cmd.qid, sq_size as u16, sqfc, limits.in_capsule_data_size);
         self.role = Role::Io(cmd.qid);
         let (abort_tx, abort_rx) = mpsc::unbounded_channel();

@@ -16,6 +16,7 @@
 //! state whole. Turning PTPL off deletes the file. Memory and null namespaces
 //! never persist: RESCAP.PTPLS = 0 and CPTPL = 11b fails with Invalid Field.
 
+use nvmf_transport::ControllerQueuePair;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -721,7 +722,7 @@ use nvmf_proto::{Cqe, Sqe};
 use crate::queue::{Done, Outcome, QueueTask};
 use crate::registry::{CtrlShared, Namespace};
 
-impl QueueTask {
+impl<C: ControllerQueuePair> QueueTask<C> {
     /// Reservation Register / Acquire / Release / Report on namespace `ns`.
     /// Report runs inline; the others run on the blocking pool, since they may
     /// write the state file and Preempt and Abort waits for running commands.

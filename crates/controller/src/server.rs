@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nvmf_proto::tcp::{ControllerQueueConfig, Digests};
+use nvmf_transport::addr::TransportKind;
+use nvmf_transport::rdma::{RdmaListenConfig, RdmaListener};
 use nvmf_transport::{Listener, TlsServerConfig, TransportAddr, TransportError};
 use tracing::{info, warn};
 
@@ -24,6 +26,9 @@ pub enum TargetError {
     // given as the source (the chain would print it twice).
     #[error("{0} (is another target already listening there? choose another with --listen)")]
     Listen(TransportError),
+    /// An `rdma://` listen address could not be served.
+    #[error("{0} (NVMe/RDMA needs rdma-core and an RDMA device holding that address: an RDMA NIC, or soft-RoCE with `rdma link add rxe0 type rxe netdev IFACE`)")]
+    RdmaListen(TransportError),
     /// A socket option of the configuration could not be set.
     #[error("tcp_congestion: {0}")]
     SocketOption(TransportError),
@@ -43,6 +48,8 @@ pub enum TargetError {
 pub struct Target {
     ctx: Arc<TargetCtx>,
     listeners: Vec<Arc<Listener>>,
+    /// NVMe/RDMA listeners (`rdma://` listen addresses).
+    rdma_listeners: Vec<Arc<RdmaListener>>,
     admission: Arc<Admission>,
     metrics: std::sync::Mutex<Option<tokio::net::TcpListener>>,
     metrics_addr: Option<std::net::SocketAddr>,
@@ -75,7 +82,21 @@ impl Target {
             )),
         };
         let mut port_treq = Vec::new();
+        let mut rdma_listeners = Vec::new();
+        let rcfg = RdmaListenConfig {
+            max_icd: l.in_capsule_data_size,
+            max_data_len: l.max_data_transfer,
+            max_io_queue_size: l.max_queue_depth,
+            ..RdmaListenConfig::default()
+        };
         for a in &cfg.listen {
+            if a.kind == TransportKind::Rdma {
+                let lis = RdmaListener::bind(a, rcfg).map_err(TargetError::RdmaListen)?;
+                port_treq.push(None);
+                ports.push(lis.local_addr());
+                rdma_listeners.push(Arc::new(lis));
+                continue;
+            }
             let mut lis = Listener::bind(a, qcfg).await.map_err(TargetError::Listen)?;
             let treq = cfg.tls.as_ref().and_then(|t| t.treq_for(a));
             if let (Some(t), Some(treq)) = (&tls, treq) {
@@ -127,6 +148,7 @@ impl Target {
         Ok(Self {
             ctx,
             listeners,
+            rdma_listeners,
             admission: Arc::new(Admission::default()),
             metrics: std::sync::Mutex::new(metrics),
             metrics_addr,
@@ -146,7 +168,11 @@ impl Target {
 
     /// Every bound address, discovery-only ones included.
     pub fn bound(&self) -> Vec<TransportAddr> {
-        self.listeners.iter().map(|l| l.local_addr()).collect()
+        self.listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .chain(self.rdma_listeners.iter().map(|l| l.local_addr()))
+            .collect()
     }
 
     /// Subsystems and namespaces being served.
@@ -158,6 +184,54 @@ impl Target {
     /// a restart. Listen addresses and limits keep their start-up values.
     pub fn reload(&self, cfg: &TargetConfig) -> Result<ReloadSummary, TargetError> {
         Ok(self.ctx.registry.reload(cfg)?)
+    }
+
+    /// Accepts NVMe/RDMA hosts on `lis`: each connect request is checked,
+    /// accepted and run on its own task, under the same admission rules as TCP.
+    async fn serve_rdma(self: Arc<Self>, lis: Arc<RdmaListener>) {
+        loop {
+            let incoming = match lis.accept().await {
+                Ok(i) => i,
+                Err(e) => {
+                    warn!("RDMA accept on {} failed: {e}", lis.local_addr());
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let ip = incoming
+                .peer_addr()
+                .map(|a| a.ip())
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let m = &self.ctx.registry.metrics;
+            let Some(ticket) = self.admit(ip) else {
+                m.tcp_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!(%ip, "RDMA connection refused: connection limit reached");
+                drop(incoming);
+                continue;
+            };
+            m.tcp_accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ctx = self.ctx.clone();
+            let adm = self.admission.clone();
+            tokio::spawn(async move {
+                if !ticket.delay.is_zero() {
+                    tokio::time::sleep(ticket.delay).await;
+                }
+                match incoming.establish().await {
+                    Ok(qp) => {
+                        if QueueTask::run(qp, ctx).await {
+                            let _ = adm.strike(ip, Instant::now());
+                        }
+                    }
+                    Err(e) => {
+                        warn!(%ip, "NVMe/RDMA connection not established: {e}");
+                        let _ = adm.strike(ip, Instant::now());
+                    }
+                }
+                drop(ticket);
+            });
+        }
     }
 
     fn admit(&self, ip: IpAddr) -> Option<Ticket> {
@@ -252,6 +326,9 @@ impl Target {
                     }
                 }
             }));
+        }
+        for lis in &self.rdma_listeners {
+            tasks.push(tokio::spawn(self.clone().serve_rdma(lis.clone())));
         }
         let bound: Vec<String> = self.bound().iter().map(ToString::to_string).collect();
         info!("serving on {}", bound.join(", "));

@@ -20,6 +20,7 @@ pub mod features;
 pub mod identify;
 mod le;
 pub mod log;
+pub mod rdma;
 pub mod registers;
 pub mod resv;
 pub mod sqe;

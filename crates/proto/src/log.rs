@@ -358,6 +358,72 @@ pub mod adrfam {
     pub const IPV6: u8 = 2;
 }
 
+/// The RDMA Transport Specific Address Subtype of a discovery log entry
+/// (NVMe-oF 1.1 §7.3, Figure "RDMA Transport Specific Address Subtype"; Linux
+/// `union nvmf_tsas` member `rdma`): RDMA_QPTYPE @0, RDMA_PRTYPE @1, RDMA_CMS
+/// @2, reserved 3..8, RDMA_PKEY (u16) @8, reserved to 256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RdmaTsas {
+    /// RDMA QP Service Type ([`RdmaTsas::QPTYPE_CONNECTED`]).
+    pub qptype: u8,
+    /// RDMA Provider Type ([`RdmaTsas::PRTYPE_NOT_SPECIFIED`] ...).
+    pub prtype: u8,
+    /// RDMA Connection Management Service ([`RdmaTsas::CMS_RDMA_CM`]).
+    pub cms: u8,
+    /// Partition key, for the AF_IB address family.
+    pub pkey: u16,
+}
+
+impl RdmaTsas {
+    /// RDMA_QPTYPE 1: Reliable Connected (Linux `NVMF_RDMA_QPTYPE_CONNECTED`).
+    pub const QPTYPE_CONNECTED: u8 = 1;
+    /// RDMA_QPTYPE 2: Reliable Datagram (`NVMF_RDMA_QPTYPE_DATAGRAM`).
+    pub const QPTYPE_DATAGRAM: u8 = 2;
+    /// RDMA_PRTYPE 1: no provider specified (`NVMF_RDMA_PRTYPE_NOT_SPECIFIED`).
+    pub const PRTYPE_NOT_SPECIFIED: u8 = 1;
+    /// RDMA_PRTYPE 2: InfiniBand.
+    pub const PRTYPE_IB: u8 = 2;
+    /// RDMA_PRTYPE 3: RoCE (v1).
+    pub const PRTYPE_ROCE: u8 = 3;
+    /// RDMA_PRTYPE 4: RoCE v2.
+    pub const PRTYPE_ROCEV2: u8 = 4;
+    /// RDMA_PRTYPE 5: iWARP.
+    pub const PRTYPE_IWARP: u8 = 5;
+    /// RDMA_CMS 1: the RDMA IP connection manager (`NVMF_RDMA_CMS_RDMA_CM`).
+    pub const CMS_RDMA_CM: u8 = 1;
+
+    /// What Linux nvmet puts in every RDMA port's entry
+    /// (`nvmet_port_init_tsas_rdma`): connected, not specified, RDMA CM, pkey 0.
+    pub fn nvmet_default() -> Self {
+        Self {
+            qptype: Self::QPTYPE_CONNECTED,
+            prtype: Self::PRTYPE_NOT_SPECIFIED,
+            cms: Self::CMS_RDMA_CM,
+            pkey: 0,
+        }
+    }
+
+    /// The 256-byte TSAS field.
+    pub fn encode(&self) -> [u8; 256] {
+        let mut b = [0u8; 256];
+        put_u8(&mut b, 0, self.qptype);
+        put_u8(&mut b, 1, self.prtype);
+        put_u8(&mut b, 2, self.cms);
+        put_u16(&mut b, 8, self.pkey);
+        b
+    }
+
+    /// Reads the RDMA fields of a TSAS field.
+    pub fn decode(tsas: &[u8; 256]) -> Self {
+        Self {
+            qptype: u8_at(tsas, 0),
+            prtype: u8_at(tsas, 1),
+            cms: u8_at(tsas, 2),
+            pkey: u16_at(tsas, 8),
+        }
+    }
+}
+
 /// Subsystem types in SUBTYPE.
 pub mod subtype {
     /// Referral to another discovery service.
@@ -393,7 +459,8 @@ pub struct DiscoveryLogEntry {
     pub subnqn: String,
     /// Transport Address (the IP address, as text).
     pub traddr: String,
-    /// Transport Specific Address Subtype: for TCP, byte 0 is SECTYPE.
+    /// Transport Specific Address Subtype: for TCP, byte 0 is SECTYPE; for
+    /// RDMA see [`RdmaTsas`].
     pub tsas: [u8; 256],
 }
 
@@ -417,6 +484,17 @@ impl Default for DiscoveryLogEntry {
 }
 
 impl DiscoveryLogEntry {
+    /// Sets TRTYPE to RDMA and fills TSAS with `tsas` (NVMe-oF 1.1 §7.3).
+    pub fn set_rdma(&mut self, tsas: RdmaTsas) {
+        self.trtype = trtype::RDMA;
+        self.tsas = tsas.encode();
+    }
+
+    /// The RDMA TSAS fields, if this is an RDMA entry.
+    pub fn rdma_tsas(&self) -> Option<RdmaTsas> {
+        (self.trtype == trtype::RDMA).then(|| RdmaTsas::decode(&self.tsas))
+    }
+
     /// Size of one entry.
     pub const SIZE: usize = 1024;
 
@@ -545,6 +623,36 @@ mod tests {
         let mut bad = page.clone();
         bad[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_eq!(DiscoveryLog::decode(&bad).entries.len(), 1);
+    }
+
+    #[test]
+    fn rdma_tsas_matches_nvmet() {
+        // nvmet_port_init_tsas_rdma: memset 0, qptype 1, prtype 1, cms 1.
+        let mut want = [0u8; 256];
+        want[..3].copy_from_slice(&[1, 1, 1]);
+        assert_eq!(RdmaTsas::nvmet_default().encode(), want);
+        let mut e = DiscoveryLogEntry {
+            adrfam: adrfam::IPV4,
+            subtype: subtype::NVME,
+            trsvcid: "4420".into(),
+            traddr: "10.0.2.15".into(),
+            subnqn: "nqn.2024-01.io.test:sub1".into(),
+            ..Default::default()
+        };
+        assert_eq!(e.rdma_tsas(), None);
+        let t = RdmaTsas {
+            pkey: 0xffff,
+            prtype: RdmaTsas::PRTYPE_ROCEV2,
+            ..RdmaTsas::nvmet_default()
+        };
+        e.set_rdma(t);
+        let b = e.encode();
+        // TRTYPE @0 = 1 (RDMA); TSAS @768: qptype, prtype, cms, 5 reserved, pkey le16.
+        assert_eq!(b[0], 1);
+        assert_eq!(&b[768..780], &[1, 4, 1, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0]);
+        let d = DiscoveryLogEntry::decode(&b);
+        assert_eq!(d.rdma_tsas(), Some(t));
+        assert_eq!(d, e);
     }
 
     #[test]

@@ -125,11 +125,11 @@ impl EventChannel {
     }
 }
 
-// SAFETY: the channel is a librdmacm handle; rdma_get_cm_event/rdma_ack_cm_event on it are
-// thread safe (librdmacm locks internally), the fd is read through tokio's AsyncFd, and the
-// handle is destroyed only in Drop.
+// SAFETY: the channel is a file descriptor and the library's handle for it;
+// rdma_get_cm_event on one channel from several threads is allowed by librdmacm
+// (it reads the fd), and EventChannel only destroys it in Drop.
 unsafe impl Send for EventChannel {}
-// SAFETY: as above.
+// SAFETY: as above; &EventChannel only reads events (through the non-blocking fd).
 unsafe impl Sync for EventChannel {}
 
 impl Drop for EventChannel {
@@ -391,12 +391,16 @@ impl ConnectRequest {
         self.peer
     }
 
-    /// RDMA READs the peer allows us to have outstanding against it.
+    /// RDMA READs the peer may have outstanding against us: the request's
+    /// initiator depth, which ib_cm reports to the passive side as its
+    /// responder resources (the Linux NVMe/RDMA host asks for none).
     pub fn responder_resources(&self) -> u8 {
         self.responder_resources
     }
 
-    /// RDMA READs the peer wants to have outstanding against us.
+    /// RDMA READs we may have outstanding against the peer: the request's
+    /// responder resources, reported to the passive side as its initiator
+    /// depth (nvmet-rdma accepts with `min(this, max_qp_init_rd_atom)`).
     pub fn initiator_depth(&self) -> u8 {
         self.initiator_depth
     }
@@ -467,9 +471,11 @@ impl Accepting {
     pub async fn accept(self, private_data: &[u8], param: ConnParam) -> Result<Connection> {
         let cm = &self.qp.pd.cm;
         let rc = {
+            // (p holds raw pointers: not kept across the await below, so the
+            // future stays Send)
             let mut p = conn_param(&param, private_data)?;
-            // SAFETY: id is live with a pending request and a QP; p and the private data
-            // it points to are valid during the call.
+            // SAFETY: id is live with a pending request and a QP; p and the private
+            // data it points to are valid during the call.
             unsafe { (cm.lib.rdma_accept)(cm.id, &mut p) }
         };
         if rc != 0 {

@@ -9,14 +9,59 @@ pub const DEFAULT_PORT: u16 = 4420;
 /// Default port of the discovery service (NVMe/TCP 1.0 §3.2: 8009).
 pub const DISCOVERY_PORT: u16 = 8009;
 
-/// An NVMe/TCP transport address: IP address and port.
+/// Which transport binding an address is served by (the discovery log's
+/// TRTYPE, NVMe-oF 1.1 Figure 38).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TransportKind {
+    /// NVMe/TCP (TRTYPE 3).
+    #[default]
+    Tcp,
+    /// NVMe/RDMA over RDMA CM (TRTYPE 1, NVMe-oF 1.1 §7.3); the port is an
+    /// RDMA CM port in the TCP port space (`RDMA_PS_TCP`).
+    Rdma,
+}
+
+impl TransportKind {
+    /// The name nvme-cli gives it (`-t tcp`, `-t rdma`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Rdma => "rdma",
+        }
+    }
+}
+
+/// A transport address: which transport, IP address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TransportAddr {
     /// The socket address.
     pub socket: SocketAddr,
+    /// The transport binding.
+    pub kind: TransportKind,
 }
 
 impl TransportAddr {
+    /// An NVMe/TCP address.
+    pub fn tcp(socket: SocketAddr) -> Self {
+        Self {
+            socket,
+            kind: TransportKind::Tcp,
+        }
+    }
+
+    /// An NVMe/RDMA address.
+    pub fn rdma(socket: SocketAddr) -> Self {
+        Self {
+            socket,
+            kind: TransportKind::Rdma,
+        }
+    }
+
+    /// The same transport at another socket address.
+    pub fn with_socket(self, socket: SocketAddr) -> Self {
+        Self { socket, ..self }
+    }
+
     /// From a transport address (IPv4 or IPv6 text) and a service ID (port text).
     pub fn from_parts(traddr: &str, trsvcid: &str) -> Result<Self, String> {
         let ip: IpAddr = traddr
@@ -26,9 +71,7 @@ impl TransportAddr {
         let port: u16 = trsvcid
             .parse()
             .map_err(|_| format!("'{trsvcid}' is not a TCP port number"))?;
-        Ok(Self {
-            socket: SocketAddr::new(ip, port),
-        })
+        Ok(Self::tcp(SocketAddr::new(ip, port)))
     }
 
     /// The address as the discovery log's TRADDR.
@@ -50,25 +93,47 @@ impl TransportAddr {
 impl FromStr for TransportAddr {
     type Err = String;
 
-    /// Parses `ADDR:PORT`, `[V6ADDR]:PORT`, or an address alone (port 4420).
+    /// Parses `ADDR:PORT`, `[V6ADDR]:PORT`, or an address alone (port 4420),
+    /// each optionally prefixed by the transport: `tcp://` (the default) or
+    /// `rdma://`.
     fn from_str(s: &str) -> Result<Self, String> {
-        if let Ok(sa) = s.parse::<SocketAddr>() {
-            return Ok(Self { socket: sa });
+        let (kind, rest) = if let Some(r) = s.strip_prefix("rdma://") {
+            (TransportKind::Rdma, r)
+        } else if let Some(r) = s.strip_prefix("tcp://") {
+            (TransportKind::Tcp, r)
+        } else if let Some((scheme, _)) = s.split_once("://") {
+            return Err(format!(
+                "'{s}': unknown transport '{scheme}' (use tcp:// or rdma://, or no prefix for TCP)"
+            ));
+        } else {
+            (TransportKind::Tcp, s)
+        };
+        if let Ok(socket) = rest.parse::<SocketAddr>() {
+            return Ok(Self { socket, kind });
         }
-        if let Ok(ip) = s.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+        if let Ok(ip) = rest
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+        {
             return Ok(Self {
                 socket: SocketAddr::new(ip, DEFAULT_PORT),
+                kind,
             });
         }
         Err(format!(
-            "'{s}' is not ADDR:PORT (for example 127.0.0.1:4420 or [::1]:4420)"
+            "'{s}' is not [tcp://|rdma://]ADDR:PORT (for example 127.0.0.1:4420, [::1]:4420 or rdma://10.0.0.1:4420)"
         ))
     }
 }
 
 impl fmt::Display for TransportAddr {
+    /// TCP addresses print bare (as they always have); others with their
+    /// scheme, so that the text parses back to the same address.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.socket.fmt(f)
+        match self.kind {
+            TransportKind::Tcp => self.socket.fmt(f),
+            TransportKind::Rdma => write!(f, "rdma://{}", self.socket),
+        }
     }
 }
 
@@ -95,5 +160,20 @@ mod tests {
         assert!(TransportAddr::from_parts("[::1]", "4420")
             .unwrap()
             .is_ipv6());
+    }
+
+    #[test]
+    fn transport_prefix() {
+        let r: TransportAddr = "rdma://10.99.0.1:4421".parse().unwrap();
+        assert_eq!(r.kind, TransportKind::Rdma);
+        assert_eq!(r.socket.port(), 4421);
+        assert_eq!(r.to_string(), "rdma://10.99.0.1:4421");
+        assert_eq!(r.to_string().parse::<TransportAddr>().unwrap(), r);
+        let t: TransportAddr = "tcp://[::1]".parse().unwrap();
+        assert_eq!((t.kind, t.socket.port()), (TransportKind::Tcp, 4420));
+        assert_eq!(t.to_string(), "[::1]:4420");
+        let e = "fc://1.2.3.4:1".parse::<TransportAddr>().unwrap_err();
+        assert!(e.contains("unknown transport 'fc'"), "{e}");
+        assert_ne!(r, TransportAddr::tcp(r.socket));
     }
 }

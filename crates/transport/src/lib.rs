@@ -15,6 +15,8 @@ pub mod error;
 pub mod host;
 mod ktls;
 pub mod listener;
+pub mod queue_pair;
+pub mod rdma;
 pub mod sockopt;
 pub mod tls;
 mod tls_session;
@@ -25,6 +27,7 @@ pub use error::TransportError;
 pub use host::HostConnection;
 pub use ktls::KtlsState;
 pub use listener::Listener;
+pub use queue_pair::ControllerQueuePair;
 pub use tls::{TlsClientConfig, TlsServerConfig};
 
 use std::future::Future;

@@ -44,7 +44,7 @@ impl Listener {
         Ok(Self {
             inner,
             cfg,
-            addr: TransportAddr { socket: local },
+            addr: TransportAddr::tcp(local),
             tls: None,
             tls_optional: false,
         })

@@ -22,8 +22,10 @@ use tracing::{error, info, warn};
 /// Options of `nvmf target`.
 #[derive(Debug, clap::Args)]
 pub struct TargetArgs {
-    /// Address to listen on, `ADDR:PORT` (repeatable; IPv6 as `[::1]:4420`).
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Address to listen on, `ADDR:PORT` for NVMe/TCP or `rdma://ADDR:PORT`
+    /// for NVMe/RDMA (an address of an RDMA device; needs rdma-core's
+    /// libibverbs and librdmacm) (repeatable; IPv6 as `[::1]:4420`).
+    #[arg(long, value_name = "[rdma://]ADDR:PORT")]
     pub listen: Vec<String>,
     /// NQN of the subsystem served in quick mode.
     #[arg(long, value_name = "NQN")]
@@ -363,9 +365,7 @@ fn build_config(a: &TargetArgs, m: Option<&ArgMatches>) -> anyhow::Result<(Targe
         cfg.listen = parse_addrs(&a.listen, "--listen")?;
         // The default discovery port follows the first listen address's IP.
         let ip = cfg.listen[0].socket.ip();
-        cfg.discovery_listen = vec![TransportAddr {
-            socket: std::net::SocketAddr::new(ip, 8009),
-        }];
+        cfg.discovery_listen = vec![TransportAddr::tcp(std::net::SocketAddr::new(ip, 8009))];
     }
     if !a.discovery_listen.is_empty() {
         cfg.discovery_listen = parse_addrs(&a.discovery_listen, "--discovery-listen")?;
@@ -529,7 +529,7 @@ fn size_arg(v: &str, what: impl FnOnce() -> String) -> anyhow::Result<u64> {
 fn parse_referral(s: &str) -> anyhow::Result<TransportAddr> {
     // (TransportAddr's own parser defaults to 4420, the I/O port.)
     if let Ok(socket) = s.parse::<std::net::SocketAddr>() {
-        return Ok(TransportAddr { socket });
+        return Ok(TransportAddr::tcp(socket));
     }
     TransportAddr::from_parts(s, &nvmf_transport::addr::DISCOVERY_PORT.to_string())
         .map_err(|e| anyhow::anyhow!("--referral {s}: {e} (expected ADDR[:PORT])"))
@@ -564,26 +564,35 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
         }
     }
     for p in target.ports() {
+        let t = p.kind.name();
         for s in &cfg.subsystems {
-            println!("nvmf target: listening on {p} (tcp), subsystem {}", s.nqn);
             println!(
-                "  connect with the Linux kernel host:  nvme connect -t tcp -a {} -s {} -n {}",
+                "nvmf target: listening on {} ({t}), subsystem {}",
+                p.socket, s.nqn
+            );
+            println!(
+                "  connect with the Linux kernel host:  nvme connect -t {t} -a {} -s {} -n {}",
                 p.traddr(),
                 p.trsvcid(),
                 s.nqn
             );
-            println!(
-                "  connect with nvmf-rs:                nvmf connect -t tcp -a {} -s {} -n {}",
-                p.traddr(),
-                p.trsvcid(),
-                s.nqn
-            );
+            // nvmf-rs's own host speaks NVMe/TCP only so far.
+            if p.kind == nvmf_transport::addr::TransportKind::Tcp {
+                println!(
+                    "  connect with nvmf-rs:                nvmf connect -t tcp -a {} -s {} -n {}",
+                    p.traddr(),
+                    p.trsvcid(),
+                    s.nqn
+                );
+            }
         }
     }
     for b in target.bound() {
         if !target.ports().contains(&b) {
             println!(
-                "nvmf target: discovery service on {b}:  nvme discover -t tcp -a {} -s {}",
+                "nvmf target: discovery service on {}:  nvme discover -t {} -a {} -s {}",
+                b.socket,
+                b.kind.name(),
                 b.traddr(),
                 b.trsvcid()
             );

@@ -257,6 +257,11 @@ impl ControllerQueue {
         &mut self.tx
     }
 
+    /// How many outgoing bytes wait to be sent.
+    pub fn tx_len(&self) -> usize {
+        self.tx.len()
+    }
+
     /// The receive buffer: read from the socket into it, then call [`Self::process`].
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
         self.decoder.buffer_mut()
