@@ -50,6 +50,9 @@
 #             current discovery entry, referrals followed by nvme connect-all,
 #             nvme discover -p and the Discovery Log Change notice on a reload
 #             (guest/kernel-host-discovery.sh)
+#   rdmaverbs nvmf-rdma (crates/rdma, trixie track): the rdma-pingpong example
+#             (cargo build --release -p nvmf-rdma --example rdma-pingpong) does
+#             a real RDMA CM + verbs round trip over soft-RoCE (rxe0 on dummy0)
 #   mpath     OUR host's multipath block devices (trixie track): `nvmf connect
 #             --block` to two ports / an HA pair of OUR target -> one /dev/nbdN;
 #             fio verify while a path goes ANA inaccessible / its target dies
@@ -60,7 +63,7 @@
 #             against OUR target on rdma://10.99.0.1:4420: discover, connect,
 #             dd/cmp, in-capsule writes, mkfs; fio figures against nvmet-rdma
 #             (guest/kernel-host-vs-nvmf-target-rdma.sh)
-#   all       selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdma (default)
+#   all       selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdma rdmaverbs (default)
 #
 # options:
 #   --no-build        do not run cargo build; use $NVMF_BIN or target/release/nvmf
@@ -96,12 +99,12 @@ while [ $# -gt 0 ]; do
         --require) REQUIRE=1; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; VMARGS=("$@"); break ;;
-        selftest|target|host|netfault|auth|authself|tls|tlsself|block|resv|ana|ioset|nvmetcli|disco|mpath|metrics|rdma) SUITES+=("$1"); shift ;;
-        all) SUITES+=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdma); shift ;;
+        selftest|target|host|netfault|auth|authself|tls|tlsself|block|resv|ana|ioset|nvmetcli|disco|mpath|metrics|rdma|rdmaverbs) SUITES+=("$1"); shift ;;
+        all) SUITES+=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdma rdmaverbs); shift ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdma)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdma rdmaverbs)
 
 NVMF=${NVMF_BIN:-$ROOT/target/release/nvmf}
 NPASS=0 NFAIL=0 NSKIP=0
@@ -145,8 +148,9 @@ run_suite() {
     rm -rf "$dir"; mkdir -p "$dir"
     log=$dir/run-vm.log
     local args=(--no-target --no-ublk --script "$script")
-    # (netfault's traffic is on a veth pair, not on lo where --capture listens)
-    if [ $CAPTURE = 1 ] && [ "$name" != selftest ] && [ "$name" != netfault ]; then args+=(--capture "$dir"); else args+=(--share "$dir"); fi
+    # (netfault's traffic is on a veth pair, not on lo where --capture listens;
+    # rdmaverbs' is RoCE inside rxe0, no NVMe/TCP at all)
+    if [ $CAPTURE = 1 ] && [ "$name" != selftest ] && [ "$name" != netfault ] && [ "$name" != rdmaverbs ]; then args+=(--capture "$dir"); else args+=(--share "$dir"); fi
     echo "run.sh: [$name] $HERE/run-vm.sh ${args[*]} $* ${VMARGS[*]}  (log: $log)"
     t0=$SECONDS
     "$HERE/run-vm.sh" "${args[@]}" "$@" "${VMARGS[@]}" >"$log" 2>&1 </dev/null
@@ -185,8 +189,20 @@ run_suite() {
     fi
 }
 
+# rdmaverbs: the nvmf-rdma example binary, built like the nvmf binary
+PINGPONG=$ROOT/target/release/examples/rdma-pingpong
+PINGPONG_OK=1
+if [[ " ${SUITES[*]} " == *" rdmaverbs "* ]] && [ $BUILD = 1 ]; then
+    echo "run.sh: cargo build --release -p nvmf-rdma --example rdma-pingpong"
+    (cd "$ROOT" && cargo build --release -p nvmf-rdma --example rdma-pingpong) || PINGPONG_OK=0
+fi
+
 for s in "${SUITES[@]}"; do
     case $s in
+        rdmaverbs)
+            if [ $PINGPONG_OK = 0 ]; then result FAIL "$s" "cargo build --release -p nvmf-rdma --example rdma-pingpong failed"; continue; fi
+            if [ ! -x "$PINGPONG" ]; then result FAIL "$s" "no $PINGPONG"; continue; fi
+            run_suite "$s" "$HERE/guest/rdma-verbs.sh" --kernel trixie --extra "$PINGPONG" ;;
         selftest)
             run_suite selftest "$HERE/guest/kernel-host-vs-nvmf-target.sh" --env NVMF_TARGET_MODE=kernel ;;
         authself|tlsself)

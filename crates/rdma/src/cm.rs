@@ -17,7 +17,7 @@ use tokio::io::unix::AsyncFd;
 use crate::error::{RdmaError, Result};
 use crate::loader::Lib;
 use crate::sys::*;
-use crate::verbs::{async_fd, Fd, QpAttrs, QueuePair};
+use crate::verbs::{async_fd, query_device, DeviceAttrs, Fd, QpAttrs, QueuePair};
 
 /// The NVMe/RDMA private data of the connection handshake is small (32 bytes, NVMe-oF 1.1
 /// §7.3.5); the CM allows at most 255 here (`private_data_len` is a u8), and less on the
@@ -303,7 +303,8 @@ impl CmListener {
     }
 
     /// Waits for the next connect request (RDMA_CM_EVENT_CONNECT_REQUEST). The new id is
-    /// moved to its own event channel before it is returned.
+    /// moved to its own event channel before it is returned. Cancel-safe (an event is
+    /// taken and turned into the result without an await in between).
     pub async fn accept_request(&self) -> Result<ConnectRequest> {
         loop {
             let ev = self.cm.chan.next().await?;
@@ -404,6 +405,13 @@ impl ConnectRequest {
         self.initiator_depth
     }
 
+    /// The limits of the device the request came in on, to size the queue before
+    /// [`ConnectRequest::create_qp`] (ibv_query_device(3)).
+    pub fn device_attrs(&self) -> Result<DeviceAttrs> {
+        // SAFETY: the id is live; a CONNECT_REQUEST id is bound to its device.
+        query_device(self.cm.lib, unsafe { (*self.cm.id).verbs })
+    }
+
     /// Rejects the request with `private_data` (NVMe/RDMA: RDMA_CM_REJECT, §7.3.5.2).
     pub fn reject(self, private_data: &[u8]) -> Result<()> {
         reject(&self.cm, private_data)
@@ -459,7 +467,7 @@ impl Accepting {
     }
 
     /// Accepts with `private_data` (NVMe/RDMA: RDMA_CM_ACCEPT, §7.3.5.1) and waits for
-    /// RDMA_CM_EVENT_ESTABLISHED.
+    /// RDMA_CM_EVENT_ESTABLISHED (no timeout of its own: wrap it in one).
     pub async fn accept(self, private_data: &[u8], param: ConnParam) -> Result<Connection> {
         let cm = &self.qp.pd.cm;
         let rc = {

@@ -36,7 +36,11 @@ pub enum RdmaError {
     },
     /// The peer rejected the connection (RDMA_CM_EVENT_REJECTED); for NVMe/RDMA the
     /// private data is the RDMA_CM_REJECT structure (NVMe-oF 1.1 §7.3.5.2).
-    #[error("connection rejected by the peer (status {status}, {} bytes of private data)", private_data.len())]
+    #[error(
+        "connection rejected (status {status}{}, {} bytes of private data)",
+        reject_reason(*.status),
+        private_data.len()
+    )]
     Rejected {
         /// The event status (the IB/RoCE reject reason; 28 = consumer reject).
         status: i32,
@@ -65,6 +69,16 @@ pub enum RdmaError {
     /// memory region, more SGEs than the QP allows, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+}
+
+/// The IB CM reject reasons seen in practice (IBTA CM REJ reason codes, as rdma_cm(7)
+/// reports them in the REJECTED event's status on IB/RoCE).
+fn reject_reason(status: i32) -> &'static str {
+    match status {
+        8 => ": invalid service id, nobody listens on that port",
+        28 => ": by the peer (consumer reject)",
+        _ => "",
+    }
 }
 
 fn hint(call: &str, e: &std::io::Error) -> &'static str {
@@ -140,6 +154,11 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::ENODEV),
         };
         assert!(e.to_string().contains("modprobe rdma_ucm"), "{e}");
+        let e = RdmaError::Rejected {
+            status: 8,
+            private_data: vec![0; 148],
+        };
+        assert!(e.to_string().contains("nobody listens"), "{e}");
         let e = RdmaError::ret("ibv_post_send", libc::ENOMEM);
         assert!(e.to_string().starts_with("ibv_post_send failed"), "{e}");
         let e = RdmaError::ret("ibv_post_send", -libc::EINVAL);

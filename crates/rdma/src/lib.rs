@@ -30,5 +30,49 @@ pub use cm::{
 pub use error::{RdmaError, Result};
 pub use loader::Lib;
 pub use verbs::{
-    Access, Completion, MemoryRegion, Opcode, QpAttrs, QueuePair, RemoteBuf, SendWr, Sge,
+    Access, Completion, DeviceAttrs, MemoryRegion, MemoryWindow, Opcode, QpAttrs, QueuePair,
+    RemoteBuf, SendWr, Sge,
 };
+
+/// Compile-time checks: the handles and the futures of the async API can move between
+/// threads (tokio's multi-threaded runtime, `tokio::spawn`).
+#[cfg(test)]
+#[allow(dead_code)]
+mod send_sync {
+    use super::*;
+
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+
+    fn handles() {
+        send_sync::<CmListener>();
+        send_sync::<Connection>();
+        send_sync::<QueuePair>();
+        send_sync::<MemoryRegion>();
+        send_sync::<MemoryWindow>();
+        send_sync::<ConnectRequest>();
+        send_sync::<Accepting>();
+        send_sync::<Connecting>();
+        send_sync::<RdmaError>();
+    }
+
+    async fn futures(
+        l: &CmListener,
+        a: Accepting,
+        c: Connecting,
+        conn: &Connection,
+        out: &mut [Completion],
+    ) {
+        send(&l.accept_request());
+        send(&a.accept(&[], ConnParam::default()));
+        send(&c.connect(&[], ConnParam::default()));
+        send(&resolve(
+            "10.0.0.1:4420".parse().unwrap(),
+            &QpAttrs::default(),
+            1000,
+        ));
+        send(&conn.disconnected());
+        send(&conn.next_event());
+        send(&conn.qp().wait_completions(out));
+    }
+}

@@ -56,9 +56,27 @@ pub union ibv_send_wr_wr {
     pub _atomic: [u64; 4],
 }
 
-/// `struct ibv_send_wr` (full). The trailing `bind_mw`/`tso` union (a pointer, an rkey
-/// and a `struct ibv_mw_bind_info` of pointer, addr, length, flags = 48 bytes) is
-/// declared as opaque words; this crate leaves it zero.
+/// `struct ibv_mw_bind_info` (full).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ibv_mw_bind_info {
+    pub mr: *mut ibv_mr,
+    pub addr: u64,
+    pub length: u64,
+    pub mw_access_flags: c_uint,
+}
+
+/// `bind_mw` of the last union of `struct ibv_send_wr` (the larger member; `tso` is a
+/// pointer and two u16).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ibv_send_wr_bind_mw {
+    pub mw: *mut ibv_mw,
+    pub rkey: u32,
+    pub bind_info: ibv_mw_bind_info,
+}
+
+/// `struct ibv_send_wr` (full).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ibv_send_wr {
@@ -73,7 +91,7 @@ pub struct ibv_send_wr {
     pub wr: ibv_send_wr_wr,
     /// `qp_type.xrc.remote_srqn`.
     pub qp_type_xrc_remote_srqn: u32,
-    pub bind_mw: [u64; 6],
+    pub bind_mw: ibv_send_wr_bind_mw,
 }
 
 /// `struct ibv_wc` (full).
@@ -142,18 +160,33 @@ pub struct ibv_comp_channel {
     pub refcnt: c_int,
 }
 
-/// `struct ibv_pd`: opaque here.
+/// `struct ibv_pd` (full).
 #[repr(C)]
 pub struct ibv_pd {
-    _opaque: [u8; 0],
+    pub context: *mut ibv_context,
+    pub handle: u32,
 }
 
-/// `struct ibv_context_ops` (full: 38 function pointer slots). Only the four slots the
-/// inline verbs `ibv_poll_cq`, `ibv_req_notify_cq`, `ibv_post_send` and
-/// `ibv_post_recv` go through are typed; the others are opaque pointers.
+/// `struct ibv_mw` (full; allocated by the provider).
+#[repr(C)]
+pub struct ibv_mw {
+    pub context: *mut ibv_context,
+    pub pd: *mut ibv_pd,
+    pub rkey: u32,
+    pub handle: u32,
+    pub type_: c_uint,
+}
+
+/// `struct ibv_context_ops` (full: 32 function pointer slots). Only the slots the inline
+/// verbs `ibv_alloc_mw`, `ibv_dealloc_mw`, `ibv_poll_cq`, `ibv_req_notify_cq`,
+/// `ibv_post_send` and `ibv_post_recv` go through are typed; the others are opaque.
 #[repr(C)]
 pub struct ibv_context_ops {
-    pub _slots_before_poll_cq: [*mut c_void; 11],
+    pub _slots_before_alloc_mw: [*mut c_void; 7],
+    pub alloc_mw: Option<unsafe extern "C" fn(*mut ibv_pd, c_uint) -> *mut ibv_mw>,
+    pub _bind_mw: *mut c_void,
+    pub dealloc_mw: Option<unsafe extern "C" fn(*mut ibv_mw) -> c_int>,
+    pub _compat_create_cq: *mut c_void,
     pub poll_cq: Option<unsafe extern "C" fn(*mut ibv_cq, c_int, *mut ibv_wc) -> c_int>,
     pub req_notify_cq: Option<unsafe extern "C" fn(*mut ibv_cq, c_int) -> c_int>,
     pub _slots_before_post_send: [*mut c_void; 12],
@@ -191,12 +224,59 @@ pub struct ibv_qp {
     pub qp_num: u32,
 }
 
+/// `struct ibv_device_attr` (full; filled by ibv_query_device(3)).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ibv_device_attr {
+    pub fw_ver: [c_char; 64],
+    pub node_guid: u64,
+    pub sys_image_guid: u64,
+    pub max_mr_size: u64,
+    pub page_size_cap: u64,
+    pub vendor_id: u32,
+    pub vendor_part_id: u32,
+    pub hw_ver: u32,
+    pub max_qp: c_int,
+    pub max_qp_wr: c_int,
+    pub device_cap_flags: c_uint,
+    pub max_sge: c_int,
+    pub max_sge_rd: c_int,
+    pub max_cq: c_int,
+    pub max_cqe: c_int,
+    pub max_mr: c_int,
+    pub max_pd: c_int,
+    pub max_qp_rd_atom: c_int,
+    pub max_ee_rd_atom: c_int,
+    pub max_res_rd_atom: c_int,
+    pub max_qp_init_rd_atom: c_int,
+    pub max_ee_init_rd_atom: c_int,
+    pub atomic_cap: c_uint,
+    pub max_ee: c_int,
+    pub max_rdd: c_int,
+    pub max_mw: c_int,
+    pub max_raw_ipv6_qp: c_int,
+    pub max_raw_ethy_qp: c_int,
+    pub max_mcast_grp: c_int,
+    pub max_mcast_qp_attach: c_int,
+    pub max_total_mcast_qp_attach: c_int,
+    pub max_ah: c_int,
+    pub max_fmr: c_int,
+    pub max_map_per_fmr: c_int,
+    pub max_srq: c_int,
+    pub max_srq_wr: c_int,
+    pub max_srq_sge: c_int,
+    pub max_pkeys: u16,
+    pub local_ca_ack_delay: u8,
+    pub phys_port_cnt: u8,
+}
+
 // enum ibv_wc_status
 pub const IBV_WC_SUCCESS: c_uint = 0;
 // enum ibv_wc_opcode
 pub const IBV_WC_SEND: c_uint = 0;
 pub const IBV_WC_RDMA_WRITE: c_uint = 1;
 pub const IBV_WC_RDMA_READ: c_uint = 2;
+pub const IBV_WC_BIND_MW: c_uint = 5;
 pub const IBV_WC_RECV: c_uint = 128;
 pub const IBV_WC_RECV_RDMA_WITH_IMM: c_uint = 129;
 // enum ibv_wc_flags
@@ -206,13 +286,17 @@ pub const IBV_WC_WITH_INV: c_uint = 1 << 3;
 pub const IBV_WR_RDMA_WRITE: c_uint = 0;
 pub const IBV_WR_SEND: c_uint = 2;
 pub const IBV_WR_RDMA_READ: c_uint = 4;
+pub const IBV_WR_BIND_MW: c_uint = 8;
 pub const IBV_WR_SEND_WITH_INV: c_uint = 9;
+// enum ibv_mw_type
+pub const IBV_MW_TYPE_2: c_uint = 2;
 // enum ibv_send_flags
 pub const IBV_SEND_SIGNALED: c_uint = 1 << 1;
 // enum ibv_access_flags
 pub const IBV_ACCESS_LOCAL_WRITE: c_int = 1;
 pub const IBV_ACCESS_REMOTE_WRITE: c_int = 1 << 1;
 pub const IBV_ACCESS_REMOTE_READ: c_int = 1 << 2;
+pub const IBV_ACCESS_MW_BIND: c_int = 1 << 4;
 // enum ibv_qp_type
 pub const IBV_QPT_RC: c_uint = 2;
 
@@ -304,7 +388,7 @@ pub const RDMA_CM_EVENT_TIMEWAIT_EXIT: c_uint = 15;
 
 // ------------------------------------------------------------- functions ----
 
-/// The exported (non-inline) functions used, resolved once by [`crate::lib::Lib`].
+/// The exported (non-inline) functions used, resolved once by [`crate::loader::Lib`].
 /// Signatures from verbs.h / rdma_cma.h.
 pub type IbvAllocPd = unsafe extern "C" fn(*mut ibv_context) -> *mut ibv_pd;
 pub type IbvDeallocPd = unsafe extern "C" fn(*mut ibv_pd) -> c_int;
@@ -323,6 +407,7 @@ pub type IbvDestroyCq = unsafe extern "C" fn(*mut ibv_cq) -> c_int;
 pub type IbvGetCqEvent =
     unsafe extern "C" fn(*mut ibv_comp_channel, *mut *mut ibv_cq, *mut *mut c_void) -> c_int;
 pub type IbvAckCqEvents = unsafe extern "C" fn(*mut ibv_cq, c_uint);
+pub type IbvQueryDevice = unsafe extern "C" fn(*mut ibv_context, *mut ibv_device_attr) -> c_int;
 pub type IbvWcStatusStr = unsafe extern "C" fn(c_uint) -> *const c_char;
 
 pub type RdmaCreateEventChannel = unsafe extern "C" fn() -> *mut rdma_event_channel;
@@ -410,6 +495,23 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
             qp_type_xrc_remote_srqn
         ),
         off!(ibv_send_wr, "bind_mw", bind_mw),
+        off!(ibv_send_wr, "bind_mw.mw", bind_mw.mw),
+        off!(ibv_send_wr, "bind_mw.rkey", bind_mw.rkey),
+        off!(ibv_send_wr, "bind_mw.bind_info", bind_mw.bind_info),
+        size!(ibv_mw_bind_info),
+        off!(ibv_mw_bind_info, mr),
+        off!(ibv_mw_bind_info, addr),
+        off!(ibv_mw_bind_info, length),
+        off!(ibv_mw_bind_info, mw_access_flags),
+        size!(ibv_pd),
+        off!(ibv_pd, context),
+        off!(ibv_pd, handle),
+        size!(ibv_mw),
+        off!(ibv_mw, context),
+        off!(ibv_mw, pd),
+        off!(ibv_mw, rkey),
+        off!(ibv_mw, handle),
+        off!(ibv_mw, "type", type_),
         size!(ibv_wc),
         off!(ibv_wc, wr_id),
         off!(ibv_wc, status),
@@ -446,11 +548,56 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         off!(ibv_mr, handle),
         off!(ibv_mr, lkey),
         off!(ibv_mr, rkey),
+        size!(ibv_device_attr),
+        off!(ibv_device_attr, fw_ver),
+        off!(ibv_device_attr, node_guid),
+        off!(ibv_device_attr, sys_image_guid),
+        off!(ibv_device_attr, max_mr_size),
+        off!(ibv_device_attr, page_size_cap),
+        off!(ibv_device_attr, vendor_id),
+        off!(ibv_device_attr, vendor_part_id),
+        off!(ibv_device_attr, hw_ver),
+        off!(ibv_device_attr, max_qp),
+        off!(ibv_device_attr, max_qp_wr),
+        off!(ibv_device_attr, device_cap_flags),
+        off!(ibv_device_attr, max_sge),
+        off!(ibv_device_attr, max_sge_rd),
+        off!(ibv_device_attr, max_cq),
+        off!(ibv_device_attr, max_cqe),
+        off!(ibv_device_attr, max_mr),
+        off!(ibv_device_attr, max_pd),
+        off!(ibv_device_attr, max_qp_rd_atom),
+        off!(ibv_device_attr, max_ee_rd_atom),
+        off!(ibv_device_attr, max_res_rd_atom),
+        off!(ibv_device_attr, max_qp_init_rd_atom),
+        off!(ibv_device_attr, max_ee_init_rd_atom),
+        off!(ibv_device_attr, atomic_cap),
+        off!(ibv_device_attr, max_ee),
+        off!(ibv_device_attr, max_rdd),
+        off!(ibv_device_attr, max_mw),
+        off!(ibv_device_attr, max_raw_ipv6_qp),
+        off!(ibv_device_attr, max_raw_ethy_qp),
+        off!(ibv_device_attr, max_mcast_grp),
+        off!(ibv_device_attr, max_mcast_qp_attach),
+        off!(ibv_device_attr, max_total_mcast_qp_attach),
+        off!(ibv_device_attr, max_ah),
+        off!(ibv_device_attr, max_fmr),
+        off!(ibv_device_attr, max_map_per_fmr),
+        off!(ibv_device_attr, max_srq),
+        off!(ibv_device_attr, max_srq_wr),
+        off!(ibv_device_attr, max_srq_sge),
+        off!(ibv_device_attr, max_pkeys),
+        off!(ibv_device_attr, local_ca_ack_delay),
+        off!(ibv_device_attr, phys_port_cnt),
         size!(ibv_comp_channel),
         off!(ibv_comp_channel, context),
         off!(ibv_comp_channel, fd),
         off!(ibv_comp_channel, refcnt),
         size!(ibv_context_ops),
+        off!(ibv_context_ops, alloc_mw),
+        off!(ibv_context_ops, "bind_mw", _bind_mw),
+        off!(ibv_context_ops, dealloc_mw),
+        off!(ibv_context_ops, "_compat_create_cq", _compat_create_cq),
         off!(ibv_context_ops, poll_cq),
         off!(ibv_context_ops, req_notify_cq),
         off!(ibv_context_ops, post_send),
@@ -500,6 +647,7 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         cst!(IBV_WC_SEND),
         cst!(IBV_WC_RDMA_WRITE),
         cst!(IBV_WC_RDMA_READ),
+        cst!(IBV_WC_BIND_MW),
         cst!(IBV_WC_RECV),
         cst!(IBV_WC_RECV_RDMA_WITH_IMM),
         cst!(IBV_WC_WITH_IMM),
@@ -507,7 +655,10 @@ pub fn layout_table() -> Vec<(&'static str, usize)> {
         cst!(IBV_WR_RDMA_WRITE),
         cst!(IBV_WR_SEND),
         cst!(IBV_WR_RDMA_READ),
+        cst!(IBV_WR_BIND_MW),
         cst!(IBV_WR_SEND_WITH_INV),
+        cst!(IBV_MW_TYPE_2),
+        cst!(IBV_ACCESS_MW_BIND),
         cst!(IBV_SEND_SIGNALED),
         cst!(IBV_ACCESS_LOCAL_WRITE),
         cst!(IBV_ACCESS_REMOTE_WRITE),

@@ -14,12 +14,24 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use tokio::io::unix::AsyncFd;
 
 use crate::cm::CmIdOwned;
 use crate::error::{RdmaError, Result};
 use crate::loader::Lib;
 use crate::sys::*;
+
+const NO_BIND: ibv_send_wr_bind_mw = ibv_send_wr_bind_mw {
+    mw: std::ptr::null_mut(),
+    rkey: 0,
+    bind_info: ibv_mw_bind_info {
+        mr: std::ptr::null_mut(),
+        addr: 0,
+        length: 0,
+        mw_access_flags: 0,
+    },
+};
 
 /// A raw fd that AsyncFd watches; the owner (the rdma-core object) closes it.
 pub(crate) struct Fd(pub(crate) RawFd);
@@ -66,6 +78,8 @@ impl Access {
     pub const REMOTE_WRITE: Access = Access(IBV_ACCESS_REMOTE_WRITE);
     /// The peer may RDMA READ from the region.
     pub const REMOTE_READ: Access = Access(IBV_ACCESS_REMOTE_READ);
+    /// Memory windows may be bound to the region ([`QueuePair::post_bind_mw`]).
+    pub const MW_BIND: Access = Access(IBV_ACCESS_MW_BIND);
     /// Only local reads (SEND sources, RDMA WRITE sources).
     pub const NONE: Access = Access(0);
 }
@@ -264,6 +278,48 @@ impl Drop for MemoryRegion {
     }
 }
 
+/// A type 2 memory window (ibv_alloc_mw(3)), made by [`QueuePair::alloc_mw`] and bound
+/// with [`QueuePair::post_bind_mw`]. Dropping it deallocates it (ibv_dealloc_mw), which
+/// revokes its rkey.
+pub struct MemoryWindow {
+    mw: NonNull<ibv_mw>,
+    rkey: std::sync::atomic::AtomicU32,
+    _pd: Arc<Pd>,
+}
+
+// SAFETY: a handle to a kernel object; verbs on it are thread safe; the key is atomic.
+unsafe impl Send for MemoryWindow {}
+// SAFETY: as above.
+unsafe impl Sync for MemoryWindow {}
+
+impl std::fmt::Debug for MemoryWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryWindow")
+            .field("rkey", &self.rkey())
+            .finish()
+    }
+}
+
+impl MemoryWindow {
+    /// The key of the last bind (or the allocation's, before any bind).
+    pub fn rkey(&self) -> u32 {
+        self.rkey.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for MemoryWindow {
+    fn drop(&mut self) {
+        // SAFETY: mw came from ops.alloc_mw and is freed once through the slot the inline
+        // ibv_dealloc_mw calls; the PD (held by _pd) is still live.
+        unsafe {
+            let ctx = (*self.mw.as_ptr()).context;
+            if let Some(f) = (*ctx).ops.dealloc_mw {
+                f(self.mw.as_ptr());
+            }
+        }
+    }
+}
+
 /// One scatter/gather element (`struct ibv_sge`) inside a [`MemoryRegion`]; made by
 /// [`MemoryRegion::sge`], so it always lies inside a region registered on this PD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,6 +411,8 @@ pub enum Opcode {
     Recv,
     /// An RDMA WRITE with immediate consumed a receive.
     RecvRdmaWithImm,
+    /// A memory window bind finished.
+    BindMw,
     /// Anything else, or an error completion (whose opcode is undefined).
     #[default]
     Other,
@@ -379,6 +437,14 @@ pub struct Completion {
     pub invalidated_rkey: Option<u32>,
     /// For receives with immediate data: the data (network byte order as sent).
     pub imm_data: Option<u32>,
+    /// The raw `wc_flags` (`enum ibv_wc_flags`).
+    pub wc_flags: u32,
+    /// The raw `imm_data` / `invalidated_rkey` union, whatever the flags say. Soft-RoCE
+    /// (rdma_rxe) fills it for a SEND with Invalidate but flags it with the kernel's
+    /// IB_WC_WITH_INVALIDATE (1 << 2), which verbs.h numbers IBV_WC_IP_CSUM_OK, instead
+    /// of IBV_WC_WITH_INV (1 << 3), so [`Completion::invalidated_rkey`] stays `None`
+    /// there (docs/rdma.md).
+    pub ex_data: u32,
 }
 
 impl Completion {
@@ -395,6 +461,71 @@ impl Completion {
             })
         }
     }
+}
+
+/// The device limits that matter for sizing NVMe/RDMA queues (`struct ibv_device_attr`,
+/// ibv_query_device(3)): Linux nvmet-rdma bounds queue depths by `max_qp_wr`, SGEs by
+/// `max_sge` and the RDMA READ depth by `max_qp_rd_atom` / `max_qp_init_rd_atom`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAttrs {
+    /// Firmware version string.
+    pub fw_ver: String,
+    /// IEEE vendor id.
+    pub vendor_id: u32,
+    /// Vendor part id.
+    pub vendor_part_id: u32,
+    /// Largest memory region.
+    pub max_mr_size: u64,
+    /// Work requests per queue.
+    pub max_qp_wr: u32,
+    /// SGEs per work request.
+    pub max_sge: u32,
+    /// Completion queue entries.
+    pub max_cqe: u32,
+    /// Outstanding RDMA READs a QP can answer (responder resources).
+    pub max_qp_rd_atom: u32,
+    /// Outstanding RDMA READs a QP can issue (initiator depth).
+    pub max_qp_init_rd_atom: u32,
+    /// Memory windows (0: none).
+    pub max_mw: u32,
+    /// `enum ibv_device_cap_flags`.
+    pub device_cap_flags: u32,
+}
+
+/// ibv_query_device(3) on `ctx`.
+pub(crate) fn query_device(lib: &'static Lib, ctx: *mut ibv_context) -> Result<DeviceAttrs> {
+    if ctx.is_null() {
+        return Err(RdmaError::InvalidArgument(
+            "the rdma_cm id has no device yet".into(),
+        ));
+    }
+    // SAFETY: ibv_device_attr is plain old data; all-zero is valid.
+    let mut a: ibv_device_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: ctx is a live device context (an id's `verbs`); a is a valid out-struct.
+    let rc = unsafe { (lib.ibv_query_device)(ctx, &mut a) };
+    if rc != 0 {
+        return Err(RdmaError::ret("ibv_query_device", rc));
+    }
+    let fw: Vec<u8> = a
+        .fw_ver
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    let u = |v: i32| v.max(0) as u32;
+    Ok(DeviceAttrs {
+        fw_ver: String::from_utf8_lossy(&fw).into_owned(),
+        vendor_id: a.vendor_id,
+        vendor_part_id: a.vendor_part_id,
+        max_mr_size: a.max_mr_size,
+        max_qp_wr: u(a.max_qp_wr),
+        max_sge: u(a.max_sge),
+        max_cqe: u(a.max_cqe),
+        max_qp_rd_atom: u(a.max_qp_rd_atom),
+        max_qp_init_rd_atom: u(a.max_qp_init_rd_atom),
+        max_mw: u(a.max_mw),
+        device_cap_flags: a.device_cap_flags,
+    })
 }
 
 /// Sizes of a queue pair and its completion queue (`struct ibv_qp_cap`, ibv_create_qp(3)).
@@ -497,8 +628,9 @@ impl QueuePair {
         let cqe = if attrs.cq_entries > 0 {
             attrs.cq_entries
         } else {
-            attrs.max_send_wr + attrs.max_recv_wr
-        };
+            attrs.max_send_wr.saturating_add(attrs.max_recv_wr)
+        }
+        .min(i32::MAX as u32);
         // SAFETY: ctx and comp are live; cq_context is unused (null).
         let cq = unsafe { (lib.ibv_create_cq)(ctx, cqe as i32, std::ptr::null_mut(), comp, 0) };
         if cq.is_null() {
@@ -541,6 +673,27 @@ impl QueuePair {
         unsafe { (*self.qp).qp_num }
     }
 
+    /// The device's limits (ibv_query_device(3)).
+    pub fn device_attrs(&self) -> Result<DeviceAttrs> {
+        // SAFETY: the id is live and bound to a device (it has a QP).
+        query_device(self.lib, unsafe { (*self.pd.cm.id).verbs })
+    }
+
+    /// SGEs per send WR the device granted.
+    pub fn max_send_sge(&self) -> u32 {
+        self.caps.max_send_sge
+    }
+
+    /// SGEs per receive WR the device granted.
+    pub fn max_recv_sge(&self) -> u32 {
+        self.caps.max_recv_sge
+    }
+
+    /// Inline bytes per send WR the device granted.
+    pub fn max_inline_data(&self) -> u32 {
+        self.caps.max_inline_data
+    }
+
     /// The send-queue depth the device granted (>= the one asked for).
     pub fn max_send_wr(&self) -> u32 {
         self.caps.max_send_wr
@@ -567,7 +720,8 @@ impl QueuePair {
         if wrs.is_empty() {
             return Ok(());
         }
-        let mut sg: Vec<ibv_sge> = Vec::with_capacity(wrs.iter().map(|w| w.1.len()).sum());
+        // on the stack for the usual sizes: no allocation on the hot path
+        let mut sg: SmallVec<[ibv_sge; 16]> = SmallVec::new();
         for (_, sges) in wrs {
             if sges.len() > self.caps.max_recv_sge as usize {
                 return Err(RdmaError::InvalidArgument(format!(
@@ -578,21 +732,25 @@ impl QueuePair {
             }
             sg.extend(sges.iter().map(Sge::raw));
         }
-        let mut raw: Vec<ibv_recv_wr> = Vec::with_capacity(wrs.len());
+        let mut raw: SmallVec<[ibv_recv_wr; 16]> = SmallVec::with_capacity(wrs.len());
         let mut at = 0usize;
         for (wr_id, sges) in wrs {
             raw.push(ibv_recv_wr {
                 wr_id: *wr_id,
                 next: std::ptr::null_mut(),
-                // SAFETY (pointer arithmetic): at <= sg.len(); sg is not resized below.
+                // (at <= sg.len(); sg is complete and neither resized nor moved below)
                 sg_list: sg.as_mut_ptr().wrapping_add(at),
                 num_sge: sges.len() as i32,
             });
             at += sges.len();
         }
+        let n = raw.len();
         let base = raw.as_mut_ptr();
-        for i in 1..raw.len() {
-            raw[i - 1].next = base.wrapping_add(i);
+        for i in 1..n {
+            // SAFETY: i - 1 and i are < n, inside raw's buffer; linking through the one
+            // raw pointer (not through new &mut borrows of raw) keeps base and the
+            // links valid for the C call below.
+            unsafe { (*base.add(i - 1)).next = base.add(i) };
         }
         let mut bad: *mut ibv_recv_wr = std::ptr::null_mut();
         // SAFETY: qp is live; its context's ops.post_recv is the provider's function (the
@@ -668,7 +826,8 @@ impl QueuePair {
                 | SendWr::Read { sges, .. } => sges.len(),
             }
         };
-        let mut sg: Vec<ibv_sge> = Vec::with_capacity(wrs.iter().map(sges_of).sum());
+        // on the stack for the usual sizes: no allocation on the hot path
+        let mut sg: SmallVec<[ibv_sge; 16]> = SmallVec::new();
         for w in wrs {
             let (SendWr::Send { sges, .. }
             | SendWr::Write { sges, .. }
@@ -682,7 +841,7 @@ impl QueuePair {
             }
             sg.extend(sges.iter().map(Sge::raw));
         }
-        let mut raw: Vec<ibv_send_wr> = Vec::with_capacity(wrs.len());
+        let mut raw: SmallVec<[ibv_send_wr; 8]> = SmallVec::with_capacity(wrs.len());
         let mut at = 0usize;
         for w in wrs {
             let n = sges_of(w);
@@ -700,7 +859,7 @@ impl QueuePair {
                 invalidate_rkey: 0,
                 wr: ibv_send_wr_wr { _atomic: [0; 4] },
                 qp_type_xrc_remote_srqn: 0,
-                bind_mw: [0; 6],
+                bind_mw: NO_BIND,
             };
             at += n;
             let flag = |s: bool| if s { IBV_SEND_SIGNALED } else { 0 };
@@ -752,14 +911,103 @@ impl QueuePair {
             }
             raw.push(r);
         }
+        let n = raw.len();
         let base = raw.as_mut_ptr();
-        for i in 1..raw.len() {
-            raw[i - 1].next = base.wrapping_add(i);
+        for i in 1..n {
+            // SAFETY: i - 1 and i are < n, inside raw's buffer; linking through the one
+            // raw pointer (not through new &mut borrows of raw) keeps base and the
+            // links valid for the C call below.
+            unsafe { (*base.add(i - 1)).next = base.add(i) };
         }
+        // (raw and sg live until post_send_raw returns)
+        self.post_send_raw(base)
+    }
+
+    /// Allocates a type 2 memory window on this QP's PD (ibv_alloc_mw(3)). Bound with
+    /// [`QueuePair::post_bind_mw`], its rkey gives the peer access to part of a region
+    /// and can be invalidated by the peer's SEND with Invalidate (NVMe-oF 1.1 §7.3.3.2:
+    /// the host asks for it with a keyed SGL of sub type 0xF), after which it no longer
+    /// grants access.
+    pub fn alloc_mw(&self) -> Result<MemoryWindow> {
+        // SAFETY: pd is live; alloc_mw is the slot the inline ibv_alloc_mw calls (which
+        // fails with EOPNOTSUPP when the provider has none, as here).
+        let mw = unsafe {
+            let ctx = (*self.pd.pd).context;
+            match (*ctx).ops.alloc_mw {
+                Some(f) => f(self.pd.pd, IBV_MW_TYPE_2),
+                None => {
+                    return Err(RdmaError::Call {
+                        call: "ibv_alloc_mw",
+                        source: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+                    })
+                }
+            }
+        };
+        let Some(mw) = NonNull::new(mw) else {
+            return Err(RdmaError::last("ibv_alloc_mw"));
+        };
+        // SAFETY: mw is the live window just allocated.
+        let rkey = unsafe { (*mw.as_ptr()).rkey };
+        Ok(MemoryWindow {
+            mw,
+            rkey: std::sync::atomic::AtomicU32::new(rkey),
+            _pd: self.pd.clone(),
+        })
+    }
+
+    /// Posts a bind of the type 2 window `mw` to `len` bytes at `offset` of `mr` (whose
+    /// access must include [`Access::MW_BIND`]) with a fresh key (ibv_inc_rkey of the
+    /// last one; IBV_WR_BIND_MW, signaled); returns what the peer needs to use it. The
+    /// window is usable once the completion ([`Opcode::BindMw`]) is polled.
+    pub fn post_bind_mw(
+        &self,
+        wr_id: u64,
+        mw: &MemoryWindow,
+        mr: &MemoryRegion,
+        offset: usize,
+        len: usize,
+        access: Access,
+    ) -> Result<RemoteBuf> {
+        mr.check(offset, len)?;
+        let old = mw.rkey.load(std::sync::atomic::Ordering::Relaxed);
+        // ibv_inc_rkey(3): the low byte is the consumer's key
+        let rkey = (old & 0xffff_ff00) | (old.wrapping_add(1) & 0xff);
+        let mut r = ibv_send_wr {
+            wr_id,
+            next: std::ptr::null_mut(),
+            sg_list: std::ptr::null_mut(),
+            num_sge: 0,
+            opcode: IBV_WR_BIND_MW,
+            send_flags: IBV_SEND_SIGNALED,
+            invalidate_rkey: 0,
+            wr: ibv_send_wr_wr { _atomic: [0; 4] },
+            qp_type_xrc_remote_srqn: 0,
+            bind_mw: ibv_send_wr_bind_mw {
+                mw: mw.mw.as_ptr(),
+                rkey,
+                bind_info: ibv_mw_bind_info {
+                    mr: mr.mr.as_ptr(),
+                    addr: mr.addr() + offset as u64,
+                    length: len as u64,
+                    mw_access_flags: access.0 as u32,
+                },
+            },
+        };
+        self.post_send_raw(&mut r)?;
+        mw.rkey.store(rkey, std::sync::atomic::Ordering::Relaxed);
+        Ok(RemoteBuf {
+            addr: mr.addr() + offset as u64,
+            len: len as u32,
+            rkey,
+        })
+    }
+
+    fn post_send_raw(&self, base: *mut ibv_send_wr) -> Result<()> {
         let mut bad: *mut ibv_send_wr = std::ptr::null_mut();
         // SAFETY: qp is live; ops.post_send is what the inline ibv_post_send calls; the
-        // chain and SGE array are valid until the call returns; every SGE lies in a region
-        // registered on this QP's PD (Sge is only made by MemoryRegion::sge) and remote
+        // caller's chain (and the SGE arrays it points to) is valid until this returns;
+        // SGEs lie in regions registered on this QP's PD (Sge is only made by
+        // MemoryRegion::sge; bind WRs name a live MR and MW of this PD) and remote
         // addresses are checked by the peer's HCA against its rkey.
         let rc = unsafe {
             let ctx = (*self.qp).context;
@@ -822,6 +1070,7 @@ impl QueuePair {
                 (true, IBV_WC_SEND) => Opcode::Send,
                 (true, IBV_WC_RDMA_WRITE) => Opcode::RdmaWrite,
                 (true, IBV_WC_RDMA_READ) => Opcode::RdmaRead,
+                (true, IBV_WC_BIND_MW) => Opcode::BindMw,
                 (true, IBV_WC_RECV) => Opcode::Recv,
                 (true, IBV_WC_RECV_RDMA_WITH_IMM) => Opcode::RecvRdmaWithImm,
                 _ => Opcode::Other,
@@ -830,6 +1079,8 @@ impl QueuePair {
             invalidated_rkey: (ok && w.wc_flags & IBV_WC_WITH_INV != 0)
                 .then_some(w.invalidated_rkey),
             imm_data: (ok && w.wc_flags & IBV_WC_WITH_IMM != 0).then_some(w.invalidated_rkey),
+            wc_flags: w.wc_flags,
+            ex_data: w.invalidated_rkey,
         }
     }
 
@@ -853,6 +1104,9 @@ impl QueuePair {
     /// `out.len()`): polls; if empty, arms the CQ (ibv_req_notify_cq), polls once more to
     /// close the race with a completion that arrived before arming, then waits for the
     /// completion channel's fd, takes the event with ibv_get_cq_event and acks it.
+    ///
+    /// Cancel-safe: completions are only taken from the CQ by synchronous code that then
+    /// returns, so dropping the future at its await point loses nothing.
     pub async fn wait_completions(&self, out: &mut [Completion]) -> Result<usize> {
         if out.is_empty() {
             return Ok(0);
