@@ -5,8 +5,8 @@
 # against the seed corpus in fuzz/corpus/<target>/ and exits non-zero if any
 # target crashes.
 #
-#   fuzz/run-bounded.sh [SECONDS_PER_TARGET]   (default 30; six targets, so
-#                                              about 3 min plus the build)
+#   fuzz/run-bounded.sh [SECONDS_PER_TARGET]   (default 30; eight targets, so
+#                                              about 4 min plus the build)
 #
 # Needs only a stable toolchain: RUSTC_BOOTSTRAP=1 lets stable rustc accept the
 # -Z flags cargo-fuzz passes (sanitizer, coverage). New corpus entries go to a

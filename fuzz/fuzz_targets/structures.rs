@@ -159,4 +159,28 @@ fuzz_target!(|b: &[u8]| {
     if let Some(k) = ResvKeys::decode(b, true) {
         assert_eq!(ResvKeys::decode(&k.encode(), true), Some(k));
     }
+
+    // NVMe/RDMA: CM private data (request, accept, reject) round trips, the
+    // request checks never panic, and SGL1 parsed from any SQE re-encodes to
+    // a descriptor that parses to the same value.
+    use nvmf_proto::rdma::cm::{validate_request, CmAccept, CmLimits, CmReject, CmRequest};
+    if let Ok(r) = CmRequest::decode(b) {
+        assert_eq!(CmRequest::decode(&r.encode()), Ok(r));
+    }
+    if let Ok(a) = CmAccept::decode(b) {
+        assert_eq!(CmAccept::decode(&a.encode()), Ok(a));
+    }
+    if let Ok(r) = CmReject::decode(b) {
+        let _ = r.status.message();
+        let _ = CmReject::decode(&r.encode());
+    }
+    let _ = validate_request(b, &CmLimits::default());
+    if let Some(s) = Sqe::from_slice(b) {
+        if let Ok(g) = nvmf_proto::rdma::RdmaSgl::from_descriptor(&s.sgl1) {
+            assert_eq!(
+                nvmf_proto::rdma::RdmaSgl::from_descriptor(&g.to_descriptor()),
+                Ok(g.clone())
+            );
+        }
+    }
 });

@@ -150,7 +150,7 @@ run_suite() {
     local args=(--no-target --no-ublk --script "$script")
     # (netfault's traffic is on a veth pair, not on lo where --capture listens;
     # rdmaverbs' is RoCE inside rxe0, no NVMe/TCP at all)
-    if [ $CAPTURE = 1 ] && [ "$name" != selftest ] && [ "$name" != netfault ] && [ "$name" != rdmaverbs ]; then args+=(--capture "$dir"); else args+=(--share "$dir"); fi
+    if [ $CAPTURE = 1 ] && [ "$name" != selftest ] && [ "$name" != netfault ] && [ "$name" != rdmaverbs ] && [ "$name" != rdma ]; then args+=(--capture "$dir"); else args+=(--share "$dir"); fi
     echo "run.sh: [$name] $HERE/run-vm.sh ${args[*]} $* ${VMARGS[*]}  (log: $log)"
     t0=$SECONDS
     "$HERE/run-vm.sh" "${args[@]}" "$@" "${VMARGS[@]}" >"$log" 2>&1 </dev/null
