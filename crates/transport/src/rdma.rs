@@ -221,7 +221,10 @@ impl RdmaIncoming {
             .accept(&q.accept().encode(), param)
             .await
             .map_err(|e| rdma_err("accepting the RDMA connection", e))?;
-        debug!(?peer, qid, depth, max_icd, ird, ord, "NVMe/RDMA queue established");
+        debug!(
+            ?peer,
+            qid, depth, max_icd, ird, ord, "NVMe/RDMA queue established"
+        );
         let queue = RdmaControllerQueue::new(RdmaQueueConfig {
             qid,
             recv_queue_size: depth,
