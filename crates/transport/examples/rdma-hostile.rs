@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Each case prints one `PASS: ...` or `FAIL: ...` line; the exit status is 1
-//! if any case failed (2 on a usage error). The cases, run in this order:
+//! if any case failed (2 on a usage error). The cases, run in this order
+//! (h last):
 //!
 //! * g: a correct admin queue: RDMA_CM_REQUEST (RECFMT 0, QID 0, HRQSIZE 32,
 //!   HSQSIZE 31), then a Fabrics Connect whose keyed SGL names 1024 bytes of
@@ -29,6 +30,16 @@
 //! * f: a correct admin queue, then a Connect whose keyed SGL names a bogus
 //!   rkey, so the target's RDMA READ of the Connect data fails → the target
 //!   disconnects; an error CQE before that is allowed, a success CQE is not;
+//! * i: the Connect data in the capsule on the admin queue (one 1088-byte
+//!   SEND; the target's admin receives are 64 bytes, as nvmet-rdma's) → the
+//!   target's RECV fails with a length error and it disconnects;
+//! * j: a Connect whose SGL1 names 1024 bytes of in-capsule data, none sent,
+//!   on the admin queue (no in-capsule data there) → an SGL Offset Invalid
+//!   (16h) CQE, as nvmet-rdma answers (`nvmet_rdma_map_sgl_inline`);
+//! * k: a Connect whose SGL1 is a plain Data Block with an address (type 0h
+//!   subtype 0h, not an NVMe/RDMA descriptor) → SGL Descriptor Type Invalid
+//!   (11h), our target's documented choice (`SglError::status`; nvmet answers
+//!   Invalid Field for an unknown subtype of a known type);
 //! * h: after all of them, a correct admin queue and Connect still succeed.
 //!
 //! Every wire structure comes from `nvmf_proto` (CM private data, Connect SQE
@@ -41,8 +52,8 @@ use std::time::Duration;
 use nvmf_proto::fabrics::{ConnectCommand, ConnectData, CNTLID_DYNAMIC, CONNECT_DATA_SIZE};
 use nvmf_proto::rdma::cm::{CmAccept, CmReject, CmRequest, RejectStatus, ADMIN_QUEUE_DEPTH};
 use nvmf_proto::rdma::sgl::RdmaSgl;
-use nvmf_proto::sqe::SQE_SIZE;
-use nvmf_proto::{cqe::CQE_SIZE, Cqe, Sqe};
+use nvmf_proto::sqe::{SglDescriptor, SQE_SIZE};
+use nvmf_proto::{cqe::CQE_SIZE, Cqe, Sqe, Status};
 use nvmf_rdma::{Access, Completion, ConnParam, Connection, MemoryRegion, Opcode, QpAttrs};
 use nvmf_rdma::{CmEventKind, RdmaError};
 
@@ -209,6 +220,18 @@ async fn admin_queue(a: &Args) -> Result<HostQueue, String> {
     Ok(q)
 }
 
+/// The Connect command of an admin queue of HSQSIZE + 1 entries.
+fn admin_connect_command() -> ConnectCommand {
+    ConnectCommand {
+        recfmt: 0,
+        qid: 0,
+        sqsize: ADMIN_QUEUE_DEPTH - 1,
+        cattr: 0,
+        // Keep Alive disabled: each case ends long before any timer would.
+        kato: 0,
+    }
+}
+
 /// The Connect SQE for the admin queue (NVMe-oF 1.1 §3.3) with SGL1 a keyed
 /// data block descriptor naming our 1024 bytes of Connect data under `rkey`
 /// (§7.3.2: the target fetches it with RDMA READ).
@@ -220,15 +243,7 @@ fn connect_sqe(q: &mut HostQueue, a: &Args, cid: u16, rkey: u32) -> Sqe {
         hostnqn: a.hostnqn.clone(),
     };
     q.data_mr.as_mut_slice()[..CONNECT_DATA_SIZE].copy_from_slice(&data.encode());
-    let mut sqe = ConnectCommand {
-        recfmt: 0,
-        qid: 0,
-        sqsize: ADMIN_QUEUE_DEPTH - 1,
-        cattr: 0,
-        // Keep Alive disabled: the case ends long before any timer would.
-        kato: 0,
-    }
-    .to_sqe();
+    let mut sqe = admin_connect_command().to_sqe();
     sqe.cid = cid;
     sqe.sgl1 = RdmaSgl::Keyed {
         addr: q.data_mr.addr(),
@@ -338,43 +353,18 @@ async fn good_connect(a: &Args) -> Outcome {
     }
 }
 
-/// Case e: a 10-byte SEND, shorter than an SQE.
-async fn short_capsule(a: &Args) -> Outcome {
-    let mut q = admin_queue(a).await?;
-    send(&mut q, &[0x7f, 0, 0x11, 0, 1, 0, 0, 0, 0, 0])?;
-    match next_answer(&q, a.wait).await {
-        Answer::Cqe(cqe, _) => Err(format!(
-            "the target answered a 10-byte capsule with a CQE (cid {:#x}, {}) instead of disconnecting",
+/// Waits for the target to end the queue after a bad message: PASS on
+/// DISCONNECTED (also after our own QP broke, as it does when the target's
+/// RDMA operation against us fails); an error CQE first is allowed when
+/// `error_cqe_ok`; a success CQE, any CQE otherwise, or a hang fail.
+async fn expect_disconnect(q: &HostQueue, wait: Duration, error_cqe_ok: bool) -> Outcome {
+    match next_answer(q, wait).await {
+        Answer::Cqe(cqe, _) if cqe.status.is_success() || !error_cqe_ok => Err(format!(
+            "a CQE (cid {:#x}, {}) instead of a disconnect",
             cqe.cid, cqe.status
         )),
-        Answer::Timeout => Err(format!(
-            "the target did not disconnect within {:?}",
-            a.wait
-        )),
-        Answer::Disconnected(k) => Ok(format!("the target disconnected ({k:?})")),
-        Answer::Broken(t) => {
-            let k = wait_disconnect(&q, a.wait).await?;
-            Ok(format!("the target disconnected ({k:?}; our work: {t})"))
-        }
-    }
-}
-
-/// Case f: a Connect whose keyed SGL names an rkey we never registered.
-async fn bogus_rkey(a: &Args) -> Outcome {
-    let mut q = admin_queue(a).await?;
-    // Flip the key's top byte (rxe, mlx5 and others keep the MR index there):
-    // no region of ours has that key.
-    let rkey = q.data_mr.rkey() ^ 0x5a00_0000;
-    let sqe = connect_sqe(&mut q, a, 0x22, rkey);
-    send(&mut q, &sqe.encode())?;
-    match next_answer(&q, a.wait).await {
-        Answer::Cqe(cqe, _) if cqe.status.is_success() => Err(format!(
-            "a Connect with a bogus rkey got a success CQE (cid {:#x})",
-            cqe.cid
-        )),
         Answer::Cqe(cqe, _) => {
-            // An error response is allowed; the disconnect must follow.
-            let k = wait_disconnect(&q, a.wait).await?;
+            let k = wait_disconnect(q, wait).await?;
             Ok(format!(
                 "the target disconnected ({k:?}) after an error CQE: {}",
                 cqe.status
@@ -382,15 +372,82 @@ async fn bogus_rkey(a: &Args) -> Outcome {
         }
         Answer::Disconnected(k) => Ok(format!("the target disconnected ({k:?})")),
         Answer::Broken(t) => {
-            // The responder (us) NAKs the READ and our QP goes to the error
-            // state too; the target must still end the connection.
-            let k = wait_disconnect(&q, a.wait).await?;
+            let k = wait_disconnect(q, wait).await?;
             Ok(format!("the target disconnected ({k:?}; our QP: {t})"))
         }
         Answer::Timeout => Err(format!(
-            "neither a response nor a disconnect within {:?} (a hang)",
-            a.wait
+            "neither a response nor a disconnect within {wait:?} (a hang)"
         )),
+    }
+}
+
+/// Case e: a 10-byte SEND, shorter than an SQE: no command to answer, so
+/// any CQE is wrong.
+async fn short_capsule(a: &Args) -> Outcome {
+    let mut q = admin_queue(a).await?;
+    send(&mut q, &[0x7f, 0, 0x11, 0, 1, 0, 0, 0, 0, 0])?;
+    expect_disconnect(&q, a.wait, false).await
+}
+
+/// Case f: a Connect whose keyed SGL names an rkey we never registered. The
+/// responder (us) NAKs the target's RDMA READ and our QP goes to the error
+/// state too; the target must still end the connection.
+async fn bogus_rkey(a: &Args) -> Outcome {
+    let mut q = admin_queue(a).await?;
+    // Flip the key's top byte (rxe, mlx5 and others keep the MR index there):
+    // no region of ours has that key.
+    let rkey = q.data_mr.rkey() ^ 0x5a00_0000;
+    let sqe = connect_sqe(&mut q, a, 0x22, rkey);
+    send(&mut q, &sqe.encode())?;
+    expect_disconnect(&q, a.wait, true).await
+}
+
+/// Case i: the Connect data in the capsule on the admin queue, one SEND of
+/// 64 + 1024 bytes. The target posts 64-byte receives there (the Linux host
+/// never sends in-capsule data on the admin queue; nvmet-rdma allocates no
+/// inline pages for it either), so its RECV completes with a local length
+/// error and it must disconnect.
+async fn oversized_send(a: &Args) -> Outcome {
+    let mut q = admin_queue(a).await?;
+    let data = ConnectData {
+        hostid: *b"rdma-hostile\0\0\0\x02",
+        cntlid: CNTLID_DYNAMIC,
+        subnqn: a.subnqn.clone(),
+        hostnqn: a.hostnqn.clone(),
+    };
+    // ConnectCommand::to_sqe names 1024 bytes of in-capsule data in SGL1.
+    let mut sqe = admin_connect_command().to_sqe();
+    sqe.cid = 0x44;
+    let mut capsule = sqe.encode().to_vec();
+    capsule.extend_from_slice(&data.encode());
+    send(&mut q, &capsule)?;
+    expect_disconnect(&q, a.wait, true).await
+}
+
+/// Cases j and k: a Connect whose SGL1 the target cannot honour must be
+/// answered with `want` (NVMe Base 2.0 §4.3.2; the status `SglError::status`
+/// gives), not with a disconnect or silence.
+async fn bad_sgl(a: &Args, sgl1: SglDescriptor, want: Status) -> Outcome {
+    let mut q = admin_queue(a).await?;
+    let mut sqe = admin_connect_command().to_sqe();
+    sqe.cid = 0x55;
+    sqe.sgl1 = sgl1;
+    send(&mut q, &sqe.encode())?;
+    match next_answer(&q, a.wait).await {
+        Answer::Cqe(cqe, _)
+            if cqe.cid == 0x55 && cqe.status.sct == want.sct && cqe.status.sc == want.sc =>
+        {
+            Ok(format!("answered {}", cqe.status))
+        }
+        Answer::Cqe(cqe, _) => Err(format!(
+            "answered cid {:#x} {}, expected cid 0x55 {want}",
+            cqe.cid, cqe.status
+        )),
+        Answer::Disconnected(k) => Err(format!(
+            "the target disconnected ({k:?}) without a response"
+        )),
+        Answer::Broken(t) => Err(format!("the queue broke without a response: {t}")),
+        Answer::Timeout => Err(format!("no response within {:?}", a.wait)),
     }
 }
 
@@ -461,6 +518,35 @@ async fn run(a: Args) -> u32 {
     report(
         "f Connect with a bogus rkey in its keyed SGL",
         bogus_rkey(&a).await,
+        &mut failed,
+    );
+    report(
+        "i Connect data in the capsule on the admin queue (a 1088-byte SEND into 64-byte receives)",
+        oversized_send(&a).await,
+        &mut failed,
+    );
+    // An in-capsule descriptor where the admin queue takes no in-capsule data.
+    report(
+        "j Connect with in-capsule SGL1 on the admin queue and no data",
+        bad_sgl(
+            &a,
+            SglDescriptor::in_capsule(CONNECT_DATA_SIZE as u32),
+            Status::SGL_OFFSET_INVALID,
+        )
+        .await,
+        &mut failed,
+    );
+    // Type 0h subtype 0h: a Data Block with an address, a host-memory
+    // descriptor NVMe/RDMA does not carry in SGL1 (only keyed or offset ones).
+    let plain = SglDescriptor {
+        address: 0x1000,
+        length: CONNECT_DATA_SIZE as u32,
+        reserved: [0; 3],
+        type_byte: 0x00,
+    };
+    report(
+        "k Connect with a plain Data Block (address) SGL1",
+        bad_sgl(&a, plain, Status::SGL_DESCRIPTOR_TYPE_INVALID).await,
         &mut failed,
     );
     report(

@@ -13,9 +13,12 @@
 # keep working. Steps: rxe0 on dummy0 (as the first script); our target with
 # --memory 16M; rdma-hostile's cases (a valid Connect; RECFMT 1; an I/O queue
 # with HSQSIZE 4095; HRQSIZE < HSQSIZE + 1; no / 4 bytes of private data; a
-# 10-byte SEND; a Connect whose keyed SGL has a bogus rkey; a valid Connect
-# again), each of its PASS:/FAIL: lines a result here; the target still runs
-# and its log has no panic; the kernel host still connects (nvme connect -t
+# 10-byte SEND; a Connect whose keyed SGL has a bogus rkey; the Connect data
+# in the capsule on the admin queue; a Connect with in-capsule SGL1 and no
+# data; a Connect with a plain Data Block SGL1; a valid Connect again), each
+# of its PASS:/FAIL: lines a result here; the target logged the three queues
+# it ended (short capsule, failed RDMA READ, failed RECV); it still runs and
+# its log has no panic; the kernel host still connects (nvme connect -t
 # rdma) and moves 1 MiB (dd/cmp); SIGTERM ends the target with 0.
 . /lib/nvme-vm/lib.sh
 . /lib/nvme-vm/selftest.sh     # st_connect st_disconnect st_io nvmevm_rxe_setup ST_RDMA_ADDR
@@ -50,7 +53,7 @@ else
 fi
 
 # The bad host. Each of its PASS:/FAIL: lines becomes a result; it must have
-# printed all nine cases and exited 0 exactly when none failed.
+# printed all twelve cases and exited 0 exactly when none failed.
 echo "+ rdma-hostile --addr $ADDR:$PORT --subnqn $S"
 timeout 600 "$HOSTILE" --addr "$ADDR:$PORT" --subnqn "$S" --wait-secs 20 >/tmp/.h.out 2>&1; rc=$?
 sed 's/^/    /' /tmp/.h.out
@@ -62,12 +65,20 @@ while IFS= read -r line; do
     esac
 done </tmp/.h.out
 nfail=$(grep -c '^FAIL: ' /tmp/.h.out)
-if [ $n -eq 9 ] && { { [ $rc -eq 0 ] && [ $nfail -eq 0 ]; } || { [ $rc -eq 1 ] && [ $nfail -gt 0 ]; }; }; then
-    pass "$T: rdma-hostile ran all 9 cases, exit $rc matches its $nfail FAIL line(s)"
+if [ $n -eq 12 ] && { { [ $rc -eq 0 ] && [ $nfail -eq 0 ]; } || { [ $rc -eq 1 ] && [ $nfail -gt 0 ]; }; }; then
+    pass "$T: rdma-hostile ran all 12 cases, exit $rc matches its $nfail FAIL line(s)"
 else
-    fail "$T: rdma-hostile exit $rc with $n case lines ($nfail FAIL), 9 expected"
+    fail "$T: rdma-hostile exit $rc with $n case lines ($nfail FAIL), 12 expected"
 fi
 
+# The queues of cases e, f and i ended on the target's own decision (the
+# sans-I/O queue's Terminated event), each with its reason in the log.
+nterm=$(grep -c 'connection terminated' $TARGET_LOG)
+if grep -q 'connection terminated: capsule of 10 bytes' $TARGET_LOG && [ "$nterm" -ge 3 ]; then
+    pass "$T: the target logged $nterm queues it ended ($(grep -o 'connection terminated: [^=]*' $TARGET_LOG | sed 's/ peer$//' | paste -sd';' -))"
+else
+    fail "$T: the target logged $nterm ended queues (3 expected: short capsule, RDMA READ, RECV)"
+fi
 if kill -0 "$TARGET_PID" 2>/dev/null; then
     pass "$T: the target is still running after the bad hosts"
 else
