@@ -32,10 +32,12 @@
 //!   disconnects; an error CQE before that is allowed, a success CQE is not;
 //! * i: the Connect data in the capsule on the admin queue (one 1088-byte
 //!   SEND; the target's admin receives are 64 bytes, as nvmet-rdma's) → the
-//!   target's RECV fails with a length error and it disconnects;
+//!   target's RECV fails (IB: local length error; rxe reports a local QP
+//!   operation error) and it disconnects;
 //! * j: a Connect whose SGL1 names 1024 bytes of in-capsule data, none sent,
-//!   on the admin queue (no in-capsule data there) → an SGL Offset Invalid
-//!   (16h) CQE, as nvmet-rdma answers (`nvmet_rdma_map_sgl_inline`);
+//!   on the admin queue (our target takes no in-capsule data there) → an SGL
+//!   Offset Invalid (16h) CQE, the status nvmet-rdma gives for in-capsule data
+//!   beyond its in-capsule size (`nvmet_rdma_map_sgl_inline`);
 //! * k: a Connect whose SGL1 is a plain Data Block with an address (type 0h
 //!   subtype 0h, not an NVMe/RDMA descriptor) → SGL Descriptor Type Invalid
 //!   (11h), our target's documented choice (`SglError::status`; nvmet answers
@@ -405,8 +407,8 @@ async fn bogus_rkey(a: &Args) -> Outcome {
 /// Case i: the Connect data in the capsule on the admin queue, one SEND of
 /// 64 + 1024 bytes. The target posts 64-byte receives there (the Linux host
 /// never sends in-capsule data on the admin queue; nvmet-rdma allocates no
-/// inline pages for it either), so its RECV completes with a local length
-/// error and it must disconnect.
+/// inline pages for it either: `nvmet_rdma_alloc_cmd(.., admin)`), so its RECV
+/// completes in error and it must disconnect.
 async fn oversized_send(a: &Args) -> Outcome {
     let mut q = admin_queue(a).await?;
     let data = ConnectData {
