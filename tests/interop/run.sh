@@ -62,7 +62,8 @@
 #   rdma      NVMe/RDMA (trixie track, soft-RoCE rxe): the kernel nvme-rdma host
 #             against OUR target on rdma://10.99.0.1:4420: discover, connect,
 #             dd/cmp, in-capsule writes, mkfs; fio figures against nvmet-rdma
-#             (guest/kernel-host-vs-nvmf-target-rdma.sh)
+#             (guest/kernel-host-vs-nvmf-target-rdma.sh); then a bad NVMe/RDMA
+#             host (examples/rdma-hostile, built here) on :4430 (guest/rdma-hostile.sh)
 #   all       selftest target host netfault authself auth tlsself tls block resv ana ioset nvmetcli disco mpath metrics rdma rdmaverbs (default)
 #
 # options:
@@ -131,6 +132,11 @@ if need_nvmf && [ $BUILD = 1 ] && [ -z "${NVMF_BIN:-}" ]; then
     else
         echo "run.sh: built $NVMF in $((SECONDS - t0)) s"
     fi
+fi
+# suite rdma also runs the bad NVMe/RDMA host (crates/transport/examples/rdma-hostile.rs)
+HOSTILE=$ROOT/target/release/examples/rdma-hostile HOSTILE_OK=1
+if [[ " ${SUITES[*]} " == *" rdma "* ]] && [ $BUILD = 1 ]; then
+    (cd "$ROOT" && cargo build --release -p nvmf-transport --example rdma-hostile) || HOSTILE_OK=0
 fi
 
 # implements VERB FLAG...: does `nvmf VERB --help` exist and mention every FLAG?
@@ -286,7 +292,9 @@ for s in "${SUITES[@]}"; do
             extra=()
             case $s in   # the security suites: both directions in one trixie guest
                 auth|tls) extra=(--script "$HERE/guest/nvmf-host-vs-kernel-target-$s.sh" --kernel trixie) ;;
-                block|resv|ana|ioset|nvmetcli|disco|mpath|metrics|rdma) extra=(--kernel trixie) ;;
+                block|resv|ana|ioset|nvmetcli|disco|mpath|metrics) extra=(--kernel trixie) ;;
+                rdma) [ $HOSTILE_OK = 1 ] && [ -x "$HOSTILE" ] || { result FAIL rdma "no $HOSTILE (cargo build --release -p nvmf-transport --example rdma-hostile)"; continue; }
+                      extra=(--script "$HERE/guest/rdma-hostile.sh" --kernel trixie --extra "$HOSTILE") ;;
             esac
             run_suite "$s" "$script" "${extra[@]}" --extra "$NVMF" --env "NVMF_BIN=/extra/$(basename "$NVMF")" ;;
     esac
