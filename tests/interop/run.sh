@@ -266,7 +266,8 @@ for s in "${SUITES[@]}"; do
                 verbs=("target --listen --memory --subnqn --block-size --metrics" "stats --metrics --interval -o")
                 script=$HERE/guest/kernel-host-vs-nvmf-target-metrics.sh
             elif [ $s = rdma ]; then
-                verbs=("target --listen --memory --subnqn --block-size" "discover -t -a -s" "io-check -t -a -s -n --nsid --bytes")
+                verbs=("target --listen --memory --subnqn --block-size" "discover -t -a -s" "io-check -t -a -s -n --nsid --bytes"
+                       "connect -t -a -s -n" "list" "write -s -c -d" "read -s -c -d" "disconnect -n")
                 script=$HERE/guest/kernel-host-vs-nvmf-target-rdma.sh
             elif [ $s = netfault ]; then
                 verbs=("target --listen --file --subnqn" "io-check -t -a -s -n -i -g -G --bytes --offset"

@@ -135,6 +135,29 @@ our_host_checks() {   # our_host_checks WHO PORT NQN
 }
 our_host_checks "our target" $PORT "$S"
 
+# OUR host's daemon over RDMA: nvmf connect, list (transport rdma), write and
+# read through the held association, disconnect.
+echo "+ nvmf connect -t rdma -a $ADDR -s $PORT -n $S"
+if timeout 60 "$NVMF" connect -t rdma -a $ADDR -s $PORT -n "$S" >/tmp/.r.oc 2>&1; then
+    sed 's/^/    /' /tmp/.r.oc
+    d=$(sed -n 's/^device: *//p' /tmp/.r.oc | head -n1); d=${d:-nvme0}
+    "$NVMF" list >/tmp/.r.ol 2>&1; sed 's/^/    /' /tmp/.r.ol
+    "$NVMF" list -o json >/tmp/.r.oj 2>&1
+    grep -q '"Transport": *"rdma"' /tmp/.r.oj && pass "$T: nvmf list -o json gives the controller's transport: rdma" ||
+        { fail "$T: nvmf list -o json does not say rdma"; sed 's/^/    /' /tmp/.r.oj; }
+    dd if=/dev/urandom of=/tmp/.r.w bs=4096 count=64 2>/dev/null
+    if timeout 60 "$NVMF" write ${d}n1 -s 4096 -c 63 -d /tmp/.r.w >/tmp/.r.ow 2>&1 &&
+       timeout 60 "$NVMF" read ${d}n1 -s 4096 -c 63 -d /tmp/.r.r >/tmp/.r.or 2>&1 && cmp -s /tmp/.r.w /tmp/.r.r; then
+        pass "$T: nvmf write/read of 256 KiB through the daemon's RDMA association, equal"
+    else
+        fail "$T: nvmf write/read over RDMA: $(cat /tmp/.r.ow /tmp/.r.or | head -n 4)"
+    fi
+    timeout 60 "$NVMF" disconnect -n "$S" >/tmp/.r.dc 2>&1 && pass "$T: nvmf disconnect" || fail "$T: nvmf disconnect: $(cat /tmp/.r.dc)"
+else
+    fail "$T: nvmf connect -t rdma: $(cat /tmp/.r.oc)"
+fi
+timeout 30 "$NVMF" host-daemon --stop >/dev/null 2>&1
+
 kill "$TARGET_PID" 2>/dev/null
 w=0; while [ $w -lt 50 ] && kill -0 "$TARGET_PID" 2>/dev/null; do w=$((w+1)); sleep 0.1; done
 if kill -0 "$TARGET_PID" 2>/dev/null; then
