@@ -988,6 +988,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn listen_takes_rdma_addresses() {
+        let t = r#"listen = ["127.0.0.1:4420", "rdma://10.99.0.1:4420"]"#;
+        let c = TargetConfig::from_toml(t, Path::new("t.toml")).unwrap();
+        let kinds: Vec<_> = c.listen.iter().map(|a| a.kind).collect();
+        use nvmf_transport::addr::TransportKind;
+        assert_eq!(kinds, [TransportKind::Tcp, TransportKind::Rdma]);
+        let e = TargetConfig::from_toml(r#"listen = ["roce://1.2.3.4:1"]"#, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("listen[0]") && e.contains("unknown transport 'roce'"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn parses_full_file() {
         let t = r#"
             listen = ["127.0.0.1:4420", "[::1]:4420"]

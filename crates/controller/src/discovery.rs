@@ -1,7 +1,7 @@
 //! The Discovery Log Page this target serves (NVMe Base 2.0 §5.16.1.23).
 
 use nvmf_proto::fabrics::DISCOVERY_NQN;
-use nvmf_proto::log::{adrfam, subtype, trtype, DiscoveryLog, DiscoveryLogEntry};
+use nvmf_proto::log::{adrfam, subtype, trtype, DiscoveryLog, DiscoveryLogEntry, RdmaTsas};
 use nvmf_transport::addr::TransportKind;
 use nvmf_transport::TransportAddr;
 
@@ -25,15 +25,16 @@ pub fn advertised(port: &TransportAddr, local: Option<std::net::IpAddr>) -> Tran
     }
 }
 /// TSAS of an NVMe/RDMA port as Linux nvmet fills it
-/// (`nvmet_rdma_disc_port_addr` from the port's defaults): RDMA_QPTYPE
-/// reliable connected (1), RDMA_PRTYPE not specified (1), RDMA_CMS RDMA CM (1),
-/// RDMA_PKEY 0 (NVMe-oF 1.1 Figure 40).
+/// (`nvmet_port_init_tsas_rdma`): reliable connected, provider type not
+/// specified, RDMA CM, PKEY 0 (NVMe-oF 1.1 Figure 40).
 fn rdma_tsas() -> [u8; 256] {
-    let mut t = [0; 256];
-    t[0] = 1;
-    t[1] = 1;
-    t[2] = 1;
-    t
+    RdmaTsas {
+        qptype: RdmaTsas::QPTYPE_CONNECTED,
+        prtype: RdmaTsas::PRTYPE_NOT_SPECIFIED,
+        cms: RdmaTsas::CMS_RDMA_CM,
+        pkey: 0,
+    }
+    .encode()
 }
 
 /// TREQ of a port that requires TLS: secure channel required (bits 1:0 = 01b,
@@ -153,7 +154,12 @@ pub fn build_log(
             trsvcid: r.trsvcid(),
             subnqn: DISCOVERY_NQN.into(),
             traddr: r.traddr(),
-            tsas: [0; 256],
+            // An RDMA referral carries the RDMA TSAS, as nvmet fills it for
+            // every RDMA port, referrals included.
+            tsas: match r.kind {
+                TransportKind::Rdma => rdma_tsas(),
+                TransportKind::Tcp => [0; 256],
+            },
         });
     }
     DiscoveryLog {

@@ -222,6 +222,35 @@ async fn current_discovery_entry_and_referrals_are_listed() {
     d.close().await;
 }
 
+/// An NVMe/RDMA referral is listed as RDMA: TRTYPE 1, the RDMA TSAS nvmet
+/// writes (QPTYPE connected, PRTYPE not specified, CMS RDMA CM), its address
+/// and RDMA CM port. (The RDMA ports themselves are tested against the Linux
+/// RDMA host in the guest: tests/interop, suite rdma.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rdma_referral_is_listed_with_the_rdma_fields() {
+    let cfg = config(vec![subsystem(A, &[])], &["rdma://10.0.0.9:4420"]);
+    let (_t, addr) = start(&cfg).await;
+    let mut d = persistent_discovery(&addr, false).await;
+    let log = read_log(&mut d).await;
+    let r = log
+        .entries
+        .iter()
+        .find(|e| e.subtype == subtype::REFERRAL)
+        .expect("the referral is listed");
+    assert_eq!((r.trtype, r.adrfam), (1, 1));
+    assert_eq!(
+        (r.traddr.as_str(), r.trsvcid.as_str()),
+        ("10.0.0.9", "4420")
+    );
+    let t = r.rdma_tsas().expect("an RDMA entry");
+    assert_eq!((t.qptype, t.prtype, t.cms, t.pkey), (1, 1, 1, 0));
+    // The TCP entries keep TRTYPE 3 and no RDMA TSAS.
+    let cur = &log.entries[0];
+    assert_eq!(cur.trtype, 3);
+    assert!(cur.rdma_tsas().is_none());
+    d.close().await;
+}
+
 /// A persistent discovery controller gets one notice per change it can see,
 /// masked until it reads the log (nvmet's behaviour), whatever changed: a
 /// subsystem added or removed, its host allowed or refused, the referrals.

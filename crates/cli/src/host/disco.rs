@@ -52,14 +52,22 @@ pub async fn walk(d: &ConnectOptions) -> anyhow::Result<(Vec<Found>, Vec<String>
                 continue;
             }
         };
-        for e in log.entries.iter().filter(|e| e.trtype == trtype::TCP) {
-            let Ok(at) = TransportAddr::from_parts(&e.traddr, &e.trsvcid) else {
+        // The transports our host speaks; other entries (FC, loop) are skipped.
+        for e in log
+            .entries
+            .iter()
+            .filter(|e| e.trtype == trtype::TCP || e.trtype == trtype::RDMA)
+        {
+            let Ok(mut at) = TransportAddr::from_parts(&e.traddr, &e.trsvcid) else {
                 problems.push(format!(
                     "{addr}: entry {} has an unusable address {}:{}",
                     e.subnqn, e.traddr, e.trsvcid
                 ));
                 continue;
             };
+            if e.trtype == trtype::RDMA {
+                at = TransportAddr::rdma(at.socket);
+            }
             match e.subtype {
                 subtype::NVME => {
                     let f = Found {
@@ -99,6 +107,7 @@ fn connect_found(template: &Value, found: &[Found]) -> Vec<Value> {
     let mut devices = Vec::new();
     for f in found {
         let mut req = template.clone();
+        req["trtype"] = json!(f.addr.kind.name());
         req["traddr"] = json!(f.addr.traddr());
         req["trsvcid"] = json!(f.addr.trsvcid());
         req["subnqn"] = json!(f.subnqn);

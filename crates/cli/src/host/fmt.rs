@@ -81,6 +81,38 @@ fn eflags(v: u16) -> String {
     }
 }
 
+/// The RDMA TSAS fields as nvme-cli names them (`rdma_prtype`, ...), for an
+/// RDMA entry.
+fn rdma_fields(e: &DiscoveryLogEntry) -> Vec<(&'static str, String)> {
+    use nvmf_proto::log::RdmaTsas;
+    let Some(t) = e.rdma_tsas() else {
+        return Vec::new();
+    };
+    let prtype = match t.prtype {
+        RdmaTsas::PRTYPE_NOT_SPECIFIED => "not specified".to_string(),
+        RdmaTsas::PRTYPE_IB => "infiniband".into(),
+        RdmaTsas::PRTYPE_ROCE => "roce".into(),
+        RdmaTsas::PRTYPE_ROCEV2 => "roce-v2".into(),
+        RdmaTsas::PRTYPE_IWARP => "iwarp".into(),
+        x => format!("unknown ({x})"),
+    };
+    let qptype = match t.qptype {
+        RdmaTsas::QPTYPE_CONNECTED => "connected".to_string(),
+        RdmaTsas::QPTYPE_DATAGRAM => "datagram".into(),
+        x => format!("unknown ({x})"),
+    };
+    let cms = match t.cms {
+        RdmaTsas::CMS_RDMA_CM => "rdma-cm".to_string(),
+        x => format!("unknown ({x})"),
+    };
+    vec![
+        ("rdma_prtype", prtype),
+        ("rdma_qptype", qptype),
+        ("rdma_cms", cms),
+        ("rdma_pkey", format!("{:04x}", t.pkey)),
+    ]
+}
+
 fn sectype(e: &DiscoveryLogEntry) -> String {
     if e.trtype != 3 {
         return "none".into();
@@ -99,7 +131,7 @@ pub fn discovery_json(log: &DiscoveryLog) -> Value {
         .entries
         .iter()
         .map(|e| {
-            json!({
+            let mut v = json!({
                 "trtype": trtype(e.trtype),
                 "adrfam": adrfam(e.adrfam),
                 "subtype": subtype(e.subtype),
@@ -112,7 +144,11 @@ pub fn discovery_json(log: &DiscoveryLog) -> Value {
                 "sectype": sectype(e),
                 "cntlid": e.cntlid,
                 "asqsz": e.asqsz,
-            })
+            });
+            for (k, f) in rdma_fields(e) {
+                v[k] = json!(f);
+            }
+            v
         })
         .collect();
     json!({ "genctr": log.genctr, "records": records })
@@ -139,6 +175,9 @@ pub fn discovery_text(log: &DiscoveryLog) -> String {
             ("sectype", sectype(e)),
         ] {
             s += &format!("{:<8} {v}\n", format!("{k}:"));
+        }
+        for (k, v) in rdma_fields(e) {
+            s += &format!("{:<12} {v}\n", format!("{k}:"));
         }
     }
     s
@@ -437,4 +476,47 @@ pub fn resv_report_text(st: &nvmf_proto::resv::ReservationStatus, eds: bool) -> 
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvmf_proto::log::{DiscoveryLog, DiscoveryLogEntry, RdmaTsas};
+
+    /// An RDMA entry prints its TSAS as nvme-cli does; a TCP entry does not.
+    #[test]
+    fn rdma_entries_show_their_tsas() {
+        let mut rdma = DiscoveryLogEntry {
+            subnqn: "nqn.2024-01.io.test:r".into(),
+            traddr: "10.0.0.1".into(),
+            trsvcid: "4420".into(),
+            ..Default::default()
+        };
+        rdma.set_rdma(RdmaTsas {
+            qptype: RdmaTsas::QPTYPE_CONNECTED,
+            prtype: RdmaTsas::PRTYPE_NOT_SPECIFIED,
+            cms: RdmaTsas::CMS_RDMA_CM,
+            pkey: 0,
+        });
+        let tcp = DiscoveryLogEntry {
+            trtype: 3,
+            ..Default::default()
+        };
+        let log = DiscoveryLog {
+            genctr: 1,
+            numrec: 2,
+            recfmt: 0,
+            entries: vec![rdma, tcp],
+        };
+        let t = discovery_text(&log);
+        assert!(t.contains("trtype:  rdma"), "{t}");
+        assert!(t.contains("rdma_prtype: not specified"), "{t}");
+        assert!(t.contains("rdma_qptype: connected"), "{t}");
+        assert!(t.contains("rdma_cms:    rdma-cm"), "{t}");
+        assert!(t.contains("rdma_pkey:   0000"), "{t}");
+        assert_eq!(t.matches("rdma_cms").count(), 1, "{t}");
+        let j = discovery_json(&log);
+        assert_eq!(j["records"][0]["rdma_cms"], "rdma-cm");
+        assert!(j["records"][1].get("rdma_cms").is_none());
+    }
 }
