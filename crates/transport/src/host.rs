@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use crate::addr::TransportAddr;
 use crate::connection::Connection;
 use crate::error::TransportError;
-use crate::rdma_host::RdmaHostQueuePair;
+use crate::rdma::RdmaHostQueuePair;
 
 /// How long connection initialisation (TCP connect plus ICReq/ICResp) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -20,7 +20,6 @@ mod ktls;
 pub mod listener;
 pub mod queue_pair;
 pub mod rdma;
-pub mod rdma_host;
 pub mod sockopt;
 pub mod tls;
 mod tls_session;

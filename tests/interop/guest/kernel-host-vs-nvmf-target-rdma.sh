@@ -1,7 +1,7 @@
 #!/bin/sh
 # kernel-host-vs-nvmf-target-rdma.sh -- guest script (trixie track): the Linux
 # kernel NVMe/RDMA host (nvme-rdma over soft-RoCE, rxe) against OUR target
-# serving an rdma:// listen address (crates/transport/src/rdma.rs over
+# serving an rdma:// listen address (crates/transport/src/rdma/controller.rs over
 # crates/rdma, rdma-core dlopen'ed from the guest's userland).
 #
 #   tests/interop/run.sh rdma

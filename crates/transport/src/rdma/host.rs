@@ -28,6 +28,7 @@ use nvmf_proto::Sqe;
 use nvmf_rdma::verbs::{Access, Completion as Wc, MemoryRegion, QpAttrs, SendWr, Sge};
 use nvmf_rdma::{ConnParam, RdmaError};
 
+use super::{post_recv_slots, rdma_err, TAG_MASK, TAG_RECV, TAG_SEND, WC_WR_FLUSH_ERR};
 use crate::addr::TransportAddr;
 use crate::error::TransportError;
 
@@ -35,18 +36,6 @@ use crate::error::TransportError;
 pub const DATA_SLOT: usize = 128 * 1024;
 const CQE: usize = 16;
 const POLL_BATCH: usize = 64;
-const TAG_RECV: u64 = 1 << 56;
-const TAG_SEND: u64 = 3 << 56;
-const TAG_MASK: u64 = 0xff << 56;
-/// `IBV_WC_WR_FLUSH_ERR`: the queue pair went to the error state.
-const WC_WR_FLUSH_ERR: u32 = 5;
-
-fn rdma_err(what: impl Into<String>, e: RdmaError) -> TransportError {
-    TransportError::Io {
-        context: what.into(),
-        source: std::io::Error::other(e.to_string()),
-    }
-}
 
 /// The bytes of a command's data buffer.
 fn buf_mut<'a>(pool: &'a mut MemoryRegion, b: &'a mut DataBuf) -> &'a mut [u8] {
@@ -154,17 +143,7 @@ impl RdmaHostQueuePair {
                     Access::LOCAL_WRITE | Access::REMOTE_READ | Access::REMOTE_WRITE,
                 )
                 .map_err(|e| rdma_err("registering data buffers", e))?;
-            let sges: Vec<Sge> = (0..d)
-                .map(|i| recv_mr.sge(i * CQE, CQE))
-                .collect::<Result<_, _>>()
-                .map_err(|e| rdma_err("response buffers", e))?;
-            let wrs: Vec<(u64, &[Sge])> = sges
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (TAG_RECV | i as u64, std::slice::from_ref(s)))
-                .collect();
-            qp.post_recv_batch(&wrs)
-                .map_err(|e| rdma_err("posting receives", e))?;
+            post_recv_slots(qp, &recv_mr, CQE, 0..u32::from(depth))?;
             // HRQSIZE = HSQSIZE + 1, as the Linux host sends it.
             let req = CmRequest {
                 recfmt: RECFMT_1_0,
@@ -337,22 +316,7 @@ impl RdmaHostQueuePair {
                 }
             }
         }
-        if !recvs.is_empty() {
-            let sges: Vec<Sge> = recvs
-                .iter()
-                .map(|&s| self.recv_mr.sge(s as usize * CQE, CQE))
-                .collect::<Result<_, _>>()
-                .map_err(|e| rdma_err("response buffers", e))?;
-            let wrs: Vec<(u64, &[Sge])> = recvs
-                .iter()
-                .zip(&sges)
-                .map(|(&s, g)| (TAG_RECV | u64::from(s), std::slice::from_ref(g)))
-                .collect();
-            self.conn
-                .qp()
-                .post_recv_batch(&wrs)
-                .map_err(|e| rdma_err("posting receives", e))?;
-        }
+        post_recv_slots(self.conn.qp(), &self.recv_mr, CQE, recvs.into_iter())?;
         if !sends.is_empty() {
             let wrs: Vec<SendWr<'_>> = sends
                 .iter()

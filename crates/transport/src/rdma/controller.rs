@@ -33,6 +33,9 @@ use nvmf_rdma::verbs::{Access, Completion, MemoryRegion, QpAttrs, RemoteBuf, Sen
 use nvmf_rdma::{CmListener, ConnParam, ConnectRequest};
 use tracing::{debug, warn};
 
+use super::{
+    post_recv_slots, rdma_err, TAG_MASK, TAG_READ, TAG_RECV, TAG_SEND, TAG_WRITE, WC_WR_FLUSH_ERR,
+};
 use crate::addr::{TransportAddr, TransportKind};
 use crate::error::TransportError;
 use crate::queue_pair::ControllerQueuePair;
@@ -42,14 +45,6 @@ use crate::queue_pair::ControllerQueuePair;
 const CHUNK: usize = 128 * 1024;
 /// Completions taken per poll of the CQ.
 const POLL_BATCH: usize = 64;
-/// `IBV_WC_WR_FLUSH_ERR` (`enum ibv_wc_status` in verbs.h).
-const WC_WR_FLUSH_ERR: u32 = 5;
-/// wr_id tags (top byte): what a completion is for.
-const TAG_RECV: u64 = 1 << 56;
-const TAG_READ: u64 = 2 << 56;
-const TAG_SEND: u64 = 3 << 56;
-const TAG_WRITE: u64 = 4 << 56;
-const TAG_MASK: u64 = 0xff << 56;
 
 /// Limits of the RDMA queue pairs a listener accepts.
 #[derive(Debug, Clone, Copy)]
@@ -73,11 +68,6 @@ impl Default for RdmaListenConfig {
             io_pool_bytes: 8 << 20,
         }
     }
-}
-
-/// Wraps an rdma-core error as a transport error.
-fn rdma_err(what: &'static str, e: nvmf_rdma::RdmaError) -> TransportError {
-    TransportError::io(what, std::io::Error::other(e.to_string()))
 }
 
 /// An RDMA CM listener for NVMe/RDMA hosts.
@@ -203,17 +193,7 @@ impl RdmaIncoming {
         let data_mr = qp
             .register(chunks * CHUNK, Access::LOCAL_WRITE)
             .map_err(|e| rdma_err("registering data buffers", e))?;
-        let recvs: Vec<Sge> = (0..usize::from(depth))
-            .map(|i| recv_mr.sge(i * slot_size, slot_size))
-            .collect::<Result<_, _>>()
-            .map_err(|e| rdma_err("receive buffers", e))?;
-        let wrs: Vec<(u64, &[Sge])> = recvs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (TAG_RECV | i as u64, std::slice::from_ref(s)))
-            .collect();
-        qp.post_recv_batch(&wrs)
-            .map_err(|e| rdma_err("posting receives", e))?;
+        post_recv_slots(qp, &recv_mr, slot_size, 0..u32::from(depth))?;
         let param = ConnParam {
             responder_resources: ird.min(16),
             initiator_depth: ord.min(16),
@@ -564,25 +544,12 @@ impl RdmaQueuePair {
                 }
             }
         }
-        if !recvs.is_empty() {
-            let sges: Vec<Sge> = recvs
-                .iter()
-                .map(|&s| {
-                    self.recv_mr
-                        .sge(s as usize * self.slot_size, self.slot_size)
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|e| rdma_err("receive buffers", e))?;
-            let wrs: Vec<(u64, &[Sge])> = recvs
-                .iter()
-                .zip(&sges)
-                .map(|(&s, g)| (TAG_RECV | u64::from(s), std::slice::from_ref(g)))
-                .collect();
-            self.conn
-                .qp()
-                .post_recv_batch(&wrs)
-                .map_err(|e| rdma_err("posting receives", e))?;
-        }
+        post_recv_slots(
+            self.conn.qp(),
+            &self.recv_mr,
+            self.slot_size,
+            recvs.into_iter(),
+        )?;
         if !sends.is_empty() {
             let wrs: Vec<SendWr<'_>> = sends
                 .iter()
