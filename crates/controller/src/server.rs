@@ -202,16 +202,10 @@ impl Target {
                 .peer_addr()
                 .map(|a| a.ip())
                 .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-            let m = &self.ctx.registry.metrics;
-            let Some(ticket) = self.admit(ip) else {
-                m.tcp_refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                warn!(%ip, "RDMA connection refused: connection limit reached");
+            let Some(ticket) = self.admit(ip, "RDMA connection") else {
                 drop(incoming);
                 continue;
             };
-            m.tcp_accepted
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let ctx = self.ctx.clone();
             let adm = self.admission.clone();
             tokio::spawn(async move {
@@ -234,14 +228,26 @@ impl Target {
         }
     }
 
-    fn admit(&self, ip: IpAddr) -> Option<Ticket> {
+    /// Admits a new connection from `ip` under the connection limits, and
+    /// counts it accepted or refused (`what` names it in the refusal's log
+    /// line). Both transports' accept loops come through here.
+    fn admit(&self, ip: IpAddr, what: &str) -> Option<Ticket> {
         let l = &self.ctx.limits;
-        self.admission.admit(
+        let m = &self.ctx.registry.metrics;
+        let t = self.admission.admit(
             ip,
             l.max_connections,
             l.max_connections_per_host,
             Instant::now(),
-        )
+        );
+        let counter = if t.is_some() {
+            &m.tcp_accepted
+        } else {
+            warn!(%ip, "{what} refused: connection limit reached");
+            &m.tcp_refused
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        t
     }
 
     /// Accepts connections on every listener until the process ends; each
@@ -270,14 +276,10 @@ impl Target {
                                 .peer_addr()
                                 .map(|a| a.ip())
                                 .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-                            let m = &me.ctx.registry.metrics;
-                            let Some(ticket) = me.admit(ip) else {
-                                m.tcp_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                warn!(%ip, "connection refused: connection limit reached");
+                            let Some(ticket) = me.admit(ip, "connection") else {
                                 drop(conn);
                                 continue;
                             };
-                            m.tcp_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let ctx = me.ctx.clone();
                             let adm = me.admission.clone();
                             let tls = lis.tls().cloned();
