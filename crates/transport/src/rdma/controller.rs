@@ -34,7 +34,8 @@ use nvmf_rdma::{CmListener, ConnParam, ConnectRequest};
 use tracing::{debug, warn};
 
 use super::{
-    post_recv_slots, rdma_err, TAG_MASK, TAG_READ, TAG_RECV, TAG_SEND, TAG_WRITE, WC_WR_FLUSH_ERR,
+    post_recv_slots, rdma_err, Completions, POLL_BATCH, TAG_MASK, TAG_READ, TAG_RECV, TAG_SEND,
+    TAG_WRITE, WC_WR_FLUSH_ERR,
 };
 use crate::addr::{TransportAddr, TransportKind};
 use crate::error::TransportError;
@@ -43,8 +44,6 @@ use crate::queue_pair::ControllerQueuePair;
 /// Size of one chunk of the data pool: a transfer uses as many as it needs, one
 /// SGE each.
 const CHUNK: usize = 128 * 1024;
-/// Completions taken per poll of the CQ.
-const POLL_BATCH: usize = 64;
 
 /// Limits of the RDMA queue pairs a listener accepts.
 #[derive(Debug, Clone, Copy)]
@@ -302,9 +301,11 @@ impl std::fmt::Debug for RdmaQueuePair {
 }
 
 /// What [`RdmaQueuePair::ready`] found.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RdmaReady {
-    completions: Vec<Completion>,
+    completions: Completions,
+    /// How many of `completions` are filled.
+    n: usize,
     /// The CM said the connection is gone.
     disconnected: bool,
 }
@@ -644,7 +645,8 @@ impl ControllerQueuePair for RdmaQueuePair {
     }
     async fn ready(&self, _read: bool, _write: bool) -> Result<(RdmaReady, u32), TransportError> {
         let mut out = RdmaReady {
-            completions: vec![Completion::default(); POLL_BATCH],
+            completions: [Completion::default(); POLL_BATCH],
+            n: 0,
             disconnected: false,
         };
         let qp = self.conn.qp();
@@ -656,7 +658,7 @@ impl ControllerQueuePair for RdmaQueuePair {
                     .poll(&mut out.completions)
                     .map_err(|e| rdma_err("polling the CQ", e))?;
                 if n > 0 {
-                    out.completions.truncate(n);
+                    out.n = n;
                     return Ok((out, looks));
                 }
                 looks += 1;
@@ -668,21 +670,19 @@ impl ControllerQueuePair for RdmaQueuePair {
         }
         tokio::select! {
             r = qp.wait_completions(&mut out.completions) => {
-                let n = r.map_err(|e| rdma_err("waiting for completions", e))?;
-                out.completions.truncate(n);
+                out.n = r.map_err(|e| rdma_err("waiting for completions", e))?;
             }
             e = self.conn.disconnected() => {
                 if let Err(e) = e {
                     debug!(peer = ?self.peer, "RDMA CM: {e}");
                 }
-                out.completions.clear();
                 out.disconnected = true;
             }
         }
         Ok((out, looks))
     }
     fn drive(&mut self, ready: RdmaReady) -> Result<(), TransportError> {
-        for c in &ready.completions {
+        for c in &ready.completions[..ready.n] {
             self.on_completion(c)?;
         }
         if ready.disconnected {
@@ -696,14 +696,13 @@ impl ControllerQueuePair for RdmaQueuePair {
     async fn flush(&mut self) -> Result<(), TransportError> {
         self.write_available()?;
         // Wait until every SEND posted has completed (or the host is gone).
-        let mut buf = vec![Completion::default(); POLL_BATCH];
+        let mut buf: Completions = [Completion::default(); POLL_BATCH];
         while !self.sends.is_empty() && !self.eof {
             let n = tokio::select! {
                 r = self.conn.qp().wait_completions(&mut buf) => r.map_err(|e| rdma_err("waiting for completions", e))?,
                 _ = self.conn.disconnected() => { self.eof = true; 0 }
             };
-            let done: Vec<Completion> = buf[..n].to_vec();
-            for c in &done {
+            for c in &buf[..n] {
                 self.on_completion(c)?;
             }
             self.write_available()?;

@@ -28,14 +28,16 @@ use nvmf_proto::Sqe;
 use nvmf_rdma::verbs::{Access, Completion as Wc, MemoryRegion, QpAttrs, SendWr, Sge};
 use nvmf_rdma::{ConnParam, RdmaError};
 
-use super::{post_recv_slots, rdma_err, TAG_MASK, TAG_RECV, TAG_SEND, WC_WR_FLUSH_ERR};
+use super::{
+    post_recv_slots, rdma_err, Completions, POLL_BATCH, TAG_MASK, TAG_RECV, TAG_SEND,
+    WC_WR_FLUSH_ERR,
+};
 use crate::addr::TransportAddr;
 use crate::error::TransportError;
 
 /// Bytes of the registered data slot each command of a queue gets.
 pub const DATA_SLOT: usize = 128 * 1024;
 const CQE: usize = 16;
-const POLL_BATCH: usize = 64;
 
 /// The bytes of a command's data buffer.
 fn buf_mut<'a>(pool: &'a mut MemoryRegion, b: &'a mut DataBuf) -> &'a mut [u8] {
@@ -393,7 +395,7 @@ impl RdmaHostQueuePair {
     /// Completions already received, without waiting.
     pub fn try_completion(&mut self) -> Result<Option<Completion>, TransportError> {
         if self.ready.is_empty() {
-            let mut wc = vec![Wc::default(); POLL_BATCH];
+            let mut wc: Completions = [Wc::default(); POLL_BATCH];
             let n = self
                 .conn
                 .qp()
@@ -408,10 +410,10 @@ impl RdmaHostQueuePair {
         Ok(self.ready.pop_front())
     }
 
-    /// Takes the completions of the next wait: returns false if the
-    /// connection ended.
+    /// Waits for completions (or the end of the connection, which sets
+    /// `eof`), takes them in and posts what they freed.
     async fn wait(&mut self) -> Result<(), TransportError> {
-        let mut wc = vec![Wc::default(); POLL_BATCH];
+        let mut wc: Completions = [Wc::default(); POLL_BATCH];
         let n = tokio::select! {
             r = self.conn.qp().wait_completions(&mut wc) => r.map_err(|e| rdma_err("waiting for completions", e))?,
             _ = self.conn.disconnected() => { self.eof = true; 0 }

@@ -21,6 +21,13 @@ use nvmf_rdma::RdmaError;
 
 use crate::error::TransportError;
 
+/// Completions taken per wait on a CQ: a stack array of them serves each
+/// wait, so waiting allocates nothing.
+const POLL_BATCH: usize = 64;
+
+/// A batch of work completions, on the stack.
+type Completions = [nvmf_rdma::verbs::Completion; POLL_BATCH];
+
 /// `IBV_WC_WR_FLUSH_ERR` (`enum ibv_wc_status`, verbs.h): work flushed because
 /// the queue pair went to the error state (the peer disconnected).
 const WC_WR_FLUSH_ERR: u32 = 5;
