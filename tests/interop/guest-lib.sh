@@ -34,6 +34,37 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 # listening PORT: something listens on TCP PORT (any address)
 listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$1[[:space:]]"; }
 
+# nvmevm_stop_target TEST PID: SIGTERM the nvmf target PID; PASS if it exits
+# 0 within 5 s, FAIL (and SIGKILL) otherwise
+nvmevm_stop_target() {
+    kill "$2" 2>/dev/null
+    _w=0; while [ $_w -lt 50 ] && kill -0 "$2" 2>/dev/null; do _w=$((_w+1)); sleep 0.1; done
+    if kill -0 "$2" 2>/dev/null; then
+        fail "$1: nvmf target did not exit within 5 s of SIGTERM"; kill -9 "$2"
+    else
+        wait "$2"; _rc=$?
+        [ $_rc -eq 0 ] && pass "$1: nvmf target exited 0 on SIGTERM" || fail "$1: nvmf target exit status $_rc on SIGTERM"
+    fi
+    return 0
+}
+
+# nvmevm_start_rdma_target TEST LOG ADDR:PORT ARGS...: `nvmf target --listen
+# rdma://ADDR:PORT ARGS...` in the background ($NVMF; its RUST_LOG is
+# $TARGET_RUST_LOG, default info), TARGET_PID set; PASS once its log says it serves that address,
+# else FAIL with the log and return 1 (an RDMA port has no TCP socket for
+# `listening` to see)
+nvmevm_start_rdma_target() {
+    _t=$1 _log=$2 _at=$3; shift 3
+    RUST_LOG=${TARGET_RUST_LOG:-info} "$NVMF" target --listen "rdma://$_at" "$@" >"$_log" 2>&1 &
+    TARGET_PID=$!
+    _w=0; while [ $_w -lt 200 ] && ! grep -q 'serving on' "$_log"; do kill -0 $TARGET_PID 2>/dev/null || break; _w=$((_w+1)); sleep 0.1; done
+    if grep -q "serving on.*rdma://$_at" "$_log"; then
+        pass "$_t: nvmf target serving rdma://$_at (pid $TARGET_PID)"
+    else
+        fail "$_t: nvmf target not serving RDMA"; sed 's/^/    /' "$_log"; return 1
+    fi
+}
+
 # nvmevm_ana_cfg FILE NQN NSFILE CNTLID_MIN CNTLID_MAX PORT=STATE...: an nvmf
 # target config listening on each PORT of 127.0.0.1, subsystem NQN with one
 # 64 MiB file namespace NSFILE in ANA group 1, in STATE on each PORT; written

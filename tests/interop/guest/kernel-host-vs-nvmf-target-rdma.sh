@@ -55,15 +55,8 @@ rdma link show rxe0/1 2>/dev/null | grep -q 'state ACTIVE' && pass "$T: rxe0 on 
     { fail "$T: rxe0 not ACTIVE: $(rdma link show 2>&1)"; exit 1; }
 nvmevm_hostnqn
 
-RUST_LOG=${RUST_LOG:-info,nvmf_transport=debug,nvmf_controller=debug} "$NVMF" target --listen "rdma://$ADDR:$PORT" --memory 64M --block-size 4096 \
-    --subnqn "$S" >$TARGET_LOG 2>&1 &
-TARGET_PID=$!
-w=0; while [ $w -lt 200 ] && ! grep -q 'serving on' $TARGET_LOG; do kill -0 $TARGET_PID 2>/dev/null || break; w=$((w+1)); sleep 0.1; done
-if grep -q "serving on.*rdma://$ADDR:$PORT" $TARGET_LOG; then
-    pass "$T: nvmf target serving rdma://$ADDR:$PORT (pid $TARGET_PID)"
-else
-    fail "$T: nvmf target not serving RDMA"; sed 's/^/    /' $TARGET_LOG; exit 1
-fi
+TARGET_RUST_LOG=${RUST_LOG:-info,nvmf_transport=debug,nvmf_controller=debug}
+nvmevm_start_rdma_target $T $TARGET_LOG "$ADDR:$PORT" --memory 64M --block-size 4096 --subnqn "$S" || exit 1
 
 echo "+ nvme discover -t rdma -a $ADDR -s $PORT"
 timeout 60 nvme discover -t rdma -a $ADDR -s $PORT >/tmp/.r.disc 2>&1; rc=$?
@@ -158,14 +151,7 @@ else
 fi
 timeout 30 "$NVMF" host-daemon --stop >/dev/null 2>&1
 
-kill "$TARGET_PID" 2>/dev/null
-w=0; while [ $w -lt 50 ] && kill -0 "$TARGET_PID" 2>/dev/null; do w=$((w+1)); sleep 0.1; done
-if kill -0 "$TARGET_PID" 2>/dev/null; then
-    fail "$T: nvmf target did not exit within 5 s of SIGTERM"; kill -9 "$TARGET_PID"
-else
-    wait "$TARGET_PID"; rc=$?
-    [ $rc -eq 0 ] && pass "$T: nvmf target exited 0 on SIGTERM" || fail "$T: nvmf target exit status $rc on SIGTERM"
-fi
+nvmevm_stop_target $T "$TARGET_PID"
 grep -qi 'panicked' $TARGET_LOG && fail "$T: the target log has a panic"
 
 # nvmet-rdma on port 4421 of the same rxe device: the same fio jobs, for the

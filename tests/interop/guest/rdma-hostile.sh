@@ -42,15 +42,8 @@ rdma link show rxe0/1 2>/dev/null | grep -q 'state ACTIVE' ||
     { fail "$T: rxe0 not ACTIVE: $(rdma link show 2>&1)"; exit 1; }
 nvmevm_hostnqn
 
-RUST_LOG=${RUST_LOG:-info,nvmf_transport=debug} "$NVMF" target --listen "rdma://$ADDR:$PORT" --memory 16M \
-    --subnqn "$S" >$TARGET_LOG 2>&1 &
-TARGET_PID=$!
-w=0; while [ $w -lt 200 ] && ! grep -q 'serving on' $TARGET_LOG; do kill -0 $TARGET_PID 2>/dev/null || break; w=$((w+1)); sleep 0.1; done
-if grep -q "serving on.*rdma://$ADDR:$PORT" $TARGET_LOG; then
-    pass "$T: nvmf target serving rdma://$ADDR:$PORT (pid $TARGET_PID)"
-else
-    fail "$T: nvmf target not serving RDMA"; sed 's/^/    /' $TARGET_LOG; exit 1
-fi
+TARGET_RUST_LOG=${RUST_LOG:-info,nvmf_transport=debug}
+nvmevm_start_rdma_target $T $TARGET_LOG "$ADDR:$PORT" --memory 16M --subnqn "$S" || exit 1
 
 # The bad host. Each of its PASS:/FAIL: lines becomes a result; it must have
 # printed all twelve cases and exited 0 exactly when none failed.
@@ -90,14 +83,7 @@ if st_connect $T "nvme connect -t rdma after the bad hosts" "$S" -t rdma -a $ADD
     st_disconnect $T "$S"
 fi
 
-kill "$TARGET_PID" 2>/dev/null
-w=0; while [ $w -lt 50 ] && kill -0 "$TARGET_PID" 2>/dev/null; do w=$((w+1)); sleep 0.1; done
-if kill -0 "$TARGET_PID" 2>/dev/null; then
-    fail "$T: nvmf target did not exit within 5 s of SIGTERM"; kill -9 "$TARGET_PID"
-else
-    wait "$TARGET_PID"; rc=$?
-    [ $rc -eq 0 ] && pass "$T: nvmf target exited 0 on SIGTERM" || fail "$T: nvmf target exit status $rc on SIGTERM"
-fi
+nvmevm_stop_target $T "$TARGET_PID"
 if grep -qi 'panicked' $TARGET_LOG; then fail "$T: the target log has a panic"
 else pass "$T: no panic in the target log"; fi
 sed 's/^/    log: /' $TARGET_LOG | tail -n 40
