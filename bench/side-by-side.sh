@@ -16,6 +16,10 @@
 # SPDK_HUGE=1 gives both 2 MiB hugetlbfs pages (reserved and mounted by bench/spdk-lib.sh),
 # SPDK as it is meant to run: its Malloc bdev and buffers then sit in huge pages, as our
 # memory namespace always does (transparent huge pages).
+# SBS_FILE=PATH: both targets serve that file (1 GiB, made if missing) instead of memory:
+# ours as `--file PATH,direct=on`, SPDK's as an AIO bdev (libaio with O_DIRECT), so the
+# two file data paths meet on the same file; on tmpfs (/dev/shm) the figures are the
+# targets' CPU cost, on a disk they are mostly the disk's.
 # Each target's namespace is written full first (spdk_nvme_perf 128 KiB sequential writes
 # for SBS_FILL_SECS, default 10 s; a fresh process first-touching 1 GiB writes only
 # 100-300 MiB/s here), then every case runs for SECONDS:
@@ -45,6 +49,14 @@ NVMF=${NVMF:-$ROOT/target/release/nvmf}
 PORT=${SBS_PORT:-46420}
 ONLY=${SBS_ONLY:-.}
 TARGETS=${SBS_TARGETS:-ours spdk ours-poll}
+FILE=${SBS_FILE:-}
+if [[ -n $FILE ]]; then
+    [[ -f $FILE ]] || truncate -s 1G "$FILE" || exit 1
+    export SPDK_AIO_FILE=$FILE
+    OUR_NS=(--file "$FILE,direct=on")
+else
+    OUR_NS=(--memory 1G)
+fi
 CLIENT=${SBS_CLIENT:-spdk}
 [[ $CLIENT == spdk || $CLIENT == nvmf ]] || { echo "SBS_CLIENT must be spdk or nvmf, not $CLIENT" >&2; exit 2; }
 HZ=$(getconf CLK_TCK)
@@ -92,7 +104,7 @@ start_target() {
         [[ $name == ours-poll ]] && extra="--busy-poll-batch 0"
         [[ $name == ours-nopoll ]] && extra="--busy-poll-us 0"
         # shellcheck disable=SC2086
-        taskset -c 0 "$NVMF" target --listen "127.0.0.1:$PORT" --memory 1G --block-size 4096 \
+        taskset -c 0 "$NVMF" target --listen "127.0.0.1:$PORT" "${OUR_NS[@]}" --block-size 4096 \
             --threads 1 $extra >"$RAW/$name-$PORT.log" 2>&1 &
         OPID=$!
         for _ in $(seq 100); do port_open "$PORT" && break; sleep 0.05; done
@@ -194,6 +206,11 @@ printf 'round\ttarget\tcase\tiops\tmib_s\tmean_us\ttarget_cpu\tclient_cpu\terror
     echo "ours: $NVMF ($("$NVMF" --version 2>/dev/null)); commit $(git -C "$ROOT" log -1 --format=%h 2>/dev/null)"
     echo "spdk: $SPDK_DIR ($(cat "$SPDK_DIR/VERSION" 2>/dev/null || grep -m1 -o 'v[0-9][0-9.]*' "$SPDK_DIR/CHANGELOG.md" 2>/dev/null))"
     echo "rounds: $ROUNDS x $SECS s; targets in each round: $TARGETS"
+    if [[ -n $FILE ]]; then
+        echo "namespace: file $FILE ($(df --output=fstype "$FILE" | tail -1 | tr -d ' '), ours O_DIRECT, SPDK AIO bdev)"
+    else
+        echo "namespace: memory, 1 GiB (SPDK: Malloc bdev)"
+    fi
     echo "client: $([[ $CLIENT == nvmf ]] && echo "nvmf perf (ours)" || echo "spdk_nvme_perf"); SPDK memory: $([[ ${SPDK_HUGE:-0} == 1 ]] && echo "2 MiB hugetlbfs pages" || echo "4 KiB pages (--no-huge)")"
 } >"$RAW/meta.txt"
 cat "$RAW/meta.txt" >&2

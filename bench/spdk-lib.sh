@@ -7,7 +7,9 @@
 # spdk_check          exit 0 with a SKIP line when SPDK_DIR is unset or lacks the binaries
 # spdk_tgt_start P    SPDK's nvmf_tgt, reactor on core 0, no hugepages, one Malloc bdev
 #                     (SPDK_MALLOC_MB, default 1024; SPDK_MALLOC_BS, default 4096) as
-#                     namespace 1 of $SPDK_NQN, listening on 127.0.0.1:P
+#                     namespace 1 of $SPDK_NQN, listening on 127.0.0.1:P; with
+#                     SPDK_AIO_FILE=PATH an AIO bdev on that file instead (libaio, O_DIRECT,
+#                     block size SPDK_MALLOC_BS)
 # spdk_tgt_stop       stop it (SIGTERM, then SIGKILL after 15 s)
 # spdk_perf OUT ERR TRID ARGS...   spdk_nvme_perf on core 1 (-c 0x2), no hugepages;
 #                     retries an attach that failed ("No valid NVMe controllers found",
@@ -82,9 +84,13 @@ spdk_tgt_start() {
     done
     ((i < 300)) || { echo "nvmf_tgt: RPC socket did not come up (log $SPDK_TGT_LOG)" >&2; return 1; }
     spdk_rpc nvmf_create_transport -t TCP &&
-        spdk_rpc bdev_malloc_create -b Malloc0 "${SPDK_MALLOC_MB:-1024}" "${SPDK_MALLOC_BS:-4096}" &&
+        if [[ -n ${SPDK_AIO_FILE:-} ]]; then
+            spdk_rpc bdev_aio_create "$SPDK_AIO_FILE" Bdev0 "${SPDK_MALLOC_BS:-4096}"
+        else
+            spdk_rpc bdev_malloc_create -b Bdev0 "${SPDK_MALLOC_MB:-1024}" "${SPDK_MALLOC_BS:-4096}"
+        fi &&
         spdk_rpc nvmf_create_subsystem "$SPDK_NQN" -a -s SPDK00000000000001 &&
-        spdk_rpc nvmf_subsystem_add_ns -n 1 "$SPDK_NQN" Malloc0 &&
+        spdk_rpc nvmf_subsystem_add_ns -n 1 "$SPDK_NQN" Bdev0 &&
         spdk_rpc nvmf_subsystem_add_listener "$SPDK_NQN" -t tcp -f ipv4 -a 127.0.0.1 -s "$port" ||
         { echo "nvmf_tgt: configuration failed (log $SPDK_TGT_LOG)" >&2; return 1; }
     for ((i = 0; i < 100; i++)); do

@@ -233,6 +233,10 @@ impl Backend for BlockDevBackend {
         }
         self.zero_range(offset, len)
     }
+
+    fn file_io(&self) -> Option<crate::FileIo> {
+        Some(self.io.file_io())
+    }
 }
 
 #[cfg(test)]

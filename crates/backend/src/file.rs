@@ -102,6 +102,14 @@ impl RawFile {
         self.direct
     }
 
+    /// The descriptor, for asynchronous I/O ([`crate::Backend::file_io`]).
+    pub(crate) fn file_io(&self) -> crate::FileIo {
+        crate::FileIo {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&self.file),
+            direct: self.direct,
+        }
+    }
+
     /// The underlying file.
     pub(crate) fn file(&self) -> &File {
         &self.file
@@ -483,5 +491,9 @@ impl Backend for FileBackend {
             }
         }
         self.zero_by_writing(offset, len)
+    }
+
+    fn file_io(&self) -> Option<crate::FileIo> {
+        Some(self.io.file_io())
     }
 }

@@ -251,6 +251,29 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// discard on devices, drop chunks in memory; reads afterwards return
     /// zeroes.
     fn discard(&self, offset: u64, len: u64) -> Result<()>;
+
+    /// The open file behind the namespace, for a caller that reads, writes
+    /// and flushes it asynchronously itself (the controller's io_uring path)
+    /// instead of through [`Backend::read_at`] and [`Backend::write_at`] on a
+    /// blocking thread. `None` (the default): this backend has no such file.
+    fn file_io(&self) -> Option<FileIo> {
+        None
+    }
+}
+
+/// A backend's open file, as [`Backend::file_io`] lends it.
+///
+/// The descriptor stays open as long as the backend does: a caller keeps the
+/// backend alive until its I/O on `fd` has completed. Reads and writes must
+/// cover whole blocks, and with `direct` their buffers must be aligned to
+/// [`DIRECT_IO_ALIGN`] (as [`Backend::write_at`] arranges by bouncing).
+/// Bytes past the file's end read as zeroes, as in [`Backend::read_at`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIo {
+    /// The descriptor, opened read-write.
+    pub fd: std::os::fd::RawFd,
+    /// Opened with `O_DIRECT`.
+    pub direct: bool,
 }
 
 /// Validate a request against the namespace geometry: `offset` and `len`

@@ -9,6 +9,9 @@
 //! [`Bytes`] referring to them is dropped (`Bytes::from_owner`), so a queue in a
 //! steady state allocates nothing.
 //!
+//! Buffers start on a page boundary ([`AlignedBuf`]), so a namespace file
+//! opened with `O_DIRECT` can be read straight into them (crate::uring).
+//!
 //! Only the first `len` bytes of a buffer are ever exposed, and every user
 //! overwrites all of them before that (backends' `read_at` fills the whole
 //! buffer or fails, in which case the buffer is not sent), so no data of an
@@ -17,6 +20,7 @@
 use std::cell::RefCell;
 
 use bytes::Bytes;
+use nvmf_backend::AlignedBuf;
 
 /// Smallest size class.
 const MIN_CLASS: usize = 4096;
@@ -26,7 +30,7 @@ const CLASSES: usize = 11;
 const KEEP_BYTES: usize = 16 << 20;
 
 thread_local! {
-    static POOL: RefCell<[Vec<Vec<u8>>; CLASSES]> = RefCell::new(Default::default());
+    static POOL: RefCell<[Vec<AlignedBuf>; CLASSES]> = RefCell::new(Default::default());
 }
 
 fn class_of(len: usize) -> Option<usize> {
@@ -37,7 +41,8 @@ fn class_of(len: usize) -> Option<usize> {
 
 /// A pooled buffer of which the first `len` bytes are in use.
 pub(crate) struct PoolBuf {
-    buf: Vec<u8>,
+    /// `None` only while being dropped.
+    buf: Option<AlignedBuf>,
     len: usize,
 }
 
@@ -50,15 +55,19 @@ impl PoolBuf {
                 .try_with(|p| p.borrow_mut()[c].pop())
                 .ok()
                 .flatten()
-                .unwrap_or_else(|| vec![0u8; MIN_CLASS << c]),
-            None => vec![0u8; len],
+                .unwrap_or_else(|| AlignedBuf::zeroed(MIN_CLASS << c)),
+            None => AlignedBuf::zeroed(len),
         };
-        Self { buf, len }
+        Self {
+            buf: Some(buf),
+            len,
+        }
     }
 
     /// The bytes in use.
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.buf[..self.len]
+        let len = self.len;
+        &mut self.buf.as_mut().expect("live buffer")[..len]
     }
 
     /// Freezes the buffer into `Bytes`; it returns to the pool when the last
@@ -70,13 +79,15 @@ impl PoolBuf {
 
 impl AsRef<[u8]> for PoolBuf {
     fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
+        &self.buf.as_ref().expect("live buffer")[..self.len]
     }
 }
 
 impl Drop for PoolBuf {
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
+        let Some(buf) = self.buf.take() else {
+            return;
+        };
         let Some(c) = class_of(buf.len()) else {
             return;
         };
@@ -110,7 +121,8 @@ mod tests {
     fn buffers_are_reused_and_exposed_to_len() {
         let mut b = PoolBuf::take(5000);
         b.as_mut_slice().fill(7);
-        let ptr = b.buf.as_ptr();
+        let ptr = b.as_ref().as_ptr();
+        assert!(nvmf_backend::aligned::is_aligned(b.as_ref()));
         let bytes = b.freeze();
         assert_eq!(bytes.len(), 5000);
         assert!(bytes.iter().all(|&x| x == 7));
@@ -118,12 +130,12 @@ mod tests {
         drop(bytes);
         // Still referenced by `half`: not back in the pool yet.
         let other = PoolBuf::take(6000);
-        assert_ne!(other.buf.as_ptr(), ptr);
+        assert_ne!(other.as_ref().as_ptr(), ptr);
         drop(other);
         drop(half);
         // Now it is: the same 8 KiB buffer comes back (LIFO).
         let again = PoolBuf::take(8192);
-        assert_eq!(again.buf.as_ptr(), ptr);
+        assert_eq!(again.as_ref().as_ptr(), ptr);
         assert_eq!(again.as_ref().len(), 8192);
     }
 

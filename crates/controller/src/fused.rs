@@ -84,7 +84,7 @@ pub(crate) fn run_pair(
     second: &Sqe,
     second_data: &[Bytes],
 ) -> (Status, Status) {
-    let _excl = ns.write_order.write().unwrap_or_else(|e| e.into_inner());
+    let _excl = ns.write_order.exclusive();
     if let Err(st) = run_io_locked(ns, first, first_data, 0) {
         return (st, Status::ABORTED_FAILED_FUSED);
     }

@@ -14,6 +14,8 @@ use nvmf_proto::{Cqe, Sqe, Status};
 use crate::bufpool::PoolBuf;
 use crate::queue::{Done, Outcome, QueueTask};
 use crate::registry::Namespace;
+use crate::reservation::InflightGuard;
+use crate::uring::{Hold, Kind};
 
 /// Maps a backend failure to the NVMe status a host understands.
 pub fn backend_status(e: &BackendError, write: bool) -> Status {
@@ -60,7 +62,7 @@ pub fn run_io(
         | io_opcode::WRITE_ZEROES
         | io_opcode::DATASET_MANAGEMENT
         | io_opcode::COPY => {
-            let _shared = ns.write_order.read().unwrap_or_else(|e| e.into_inner());
+            let _shared = ns.write_order.shared();
             run_io_locked(ns, sqe, data, buffer_len)
         }
         _ => run_io_locked(ns, sqe, data, buffer_len),
@@ -221,6 +223,69 @@ impl<C: ControllerQueuePair> QueueTask<C> {
         self.ctx.registry.ana.io_status(c.ana.port(), ns)
     }
 
+    /// Starts a Read, Write or Flush of one file or block-device namespace
+    /// on the queue's io_uring (crate::uring); gives the payload and guards
+    /// back when the ring does not take it, for the blocking pool.
+    #[allow(clippy::type_complexity)]
+    fn try_ring(
+        &mut self,
+        sqe: &Sqe,
+        data: Vec<Bytes>,
+        buffer_len: u32,
+        nss: &[Arc<Namespace>],
+        resv: Vec<InflightGuard>,
+    ) -> Result<Outcome, (Vec<Bytes>, Vec<InflightGuard>)> {
+        let ([ns], Some(kind)) = (nss, Kind::of(sqe.opcode)) else {
+            return Err((data, resv));
+        };
+        let Some(fd) = ns.backend.file_io() else {
+            return Err((data, resv));
+        };
+        let cid = sqe.cid;
+        let (offset, len) = if kind == Kind::Flush {
+            (0, 0)
+        } else {
+            let (off, len) = match lba_range(ns, sqe.slba(), u64::from(sqe.nlb())) {
+                Ok(r) => r,
+                Err(st) => return Ok(Outcome::Complete(Cqe::new(cid, st))),
+            };
+            let given = if kind == Kind::Read {
+                u64::from(buffer_len)
+            } else {
+                data.iter().map(|b| b.len() as u64).sum()
+            };
+            if given != len {
+                return Ok(Outcome::Complete(Cqe::new(
+                    cid,
+                    Status::DATA_SGL_LENGTH_INVALID.dnr(),
+                )));
+            }
+            (off, len as usize)
+        };
+        // A write shares the namespace's write order (a fused pair waits for
+        // it); while a pair holds or waits for it, the pool's thread waits.
+        let Some(ring) = self.uring.get().filter(|r| r.has_room()) else {
+            return Err((data, resv));
+        };
+        let order = if kind == Kind::Write {
+            match ns.write_order.try_shared() {
+                Some(h) => Some(h),
+                None => return Err((data, resv)),
+            }
+        } else {
+            None
+        };
+        let hold = Hold {
+            sqe: *sqe,
+            start: self.cmd_start,
+            _ns: ns.clone(),
+            _resv: resv,
+            _order: order,
+        };
+        ring.start(kind, fd, offset, len, hold, data);
+        Ok(Outcome::Async)
+    }
+
     fn dispatch(
         &mut self,
         sqe: &Sqe,
@@ -256,6 +321,10 @@ impl<C: ControllerQueuePair> QueueTask<C> {
                 Err(st) => Outcome::Complete(Cqe::new(cid, st)),
             };
         }
+        let (data, guards) = match self.try_ring(sqe, data, buffer_len, &nss, guards) {
+            Ok(outcome) => return outcome,
+            Err(back) => back,
+        };
         let tx = self.done_tx.clone();
         let sqe = *sqe;
         // Until a blocking-pool thread takes it, an Abort may still cancel it.

@@ -29,6 +29,8 @@ mod queue;
 pub mod registry;
 pub mod reservation;
 pub mod server;
+mod uring;
+pub mod write_order;
 
 pub use config::TargetConfig;
 pub use server::{Target, TargetError};

@@ -59,7 +59,7 @@ pub struct Namespace {
     /// every command that writes takes it shared, a fused pair takes it
     /// exclusively across its compare and its write, so no queue writes the
     /// namespace in between.
-    pub write_order: RwLock<()>,
+    pub write_order: Arc<crate::write_order::WriteOrder>,
 }
 
 impl Namespace {
@@ -111,7 +111,7 @@ impl Namespace {
             nguid: b,
             eui64,
             resv: Arc::new(crate::reservation::Reservation::open(resv_path)),
-            write_order: RwLock::new(()),
+            write_order: Default::default(),
         })
     }
 }
