@@ -76,7 +76,7 @@ impl QueueRing {
     }
 
     /// The ring if it exists and has requests in flight.
-    pub(crate) fn busy(&self) -> Option<&Ring> {
+    pub(crate) fn busy(&mut self) -> Option<&mut Ring> {
         match self {
             QueueRing::Ready(r) if r.inflight > 0 => Some(r),
             _ => None,
@@ -406,15 +406,29 @@ impl Ring {
         })
     }
 
-    /// Waits until the eventfd says a completion has been posted, and clears
-    /// it (the caller then reaps with [`Ring::pump`]).
-    pub(crate) async fn completions(&self) {
-        let Ok(mut g) = self.event.readable().await else {
-            return std::future::pending().await;
-        };
-        let mut b = [0u8; 8];
-        let _ = rustix::io::read(self.event.get_ref().as_fd(), &mut b);
-        g.clear_ready();
+    /// Waits until a completion has been posted (the caller then reaps with
+    /// [`Ring::pump`]). Each poll first looks at the completion queue itself,
+    /// so a queue task that is busy-polling its socket (which re-polls every
+    /// branch of its select between looks) sees a completion as soon as the
+    /// kernel posts it, without waiting for the reactor to report the
+    /// eventfd; otherwise it sleeps until the eventfd is signalled.
+    pub(crate) async fn completions(&mut self) {
+        std::future::poll_fn(|cx| {
+            if !self.ring.completion().is_empty() {
+                return std::task::Poll::Ready(());
+            }
+            match self.event.poll_read_ready(cx) {
+                std::task::Poll::Ready(Ok(mut g)) => {
+                    let mut b = [0u8; 8];
+                    let _ = rustix::io::read(self.event.get_ref().as_fd(), &mut b);
+                    g.clear_ready();
+                    std::task::Poll::Ready(())
+                }
+                std::task::Poll::Ready(Err(_)) => std::task::Poll::Pending,
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
