@@ -246,11 +246,35 @@ impl<Q: QueueIo> Connection<Q> {
             let rx = self.queue.rx();
             rx.reserve(limit);
             let offered = rx.capacity() - rx.len();
-            let result = if chunked {
-                self.stream.try_read_buf(rx)
-            } else {
-                self.stream.try_read_buf(&mut rx.limit(limit))
-            };
+            let asked = if chunked { offered } else { limit.min(offered) };
+            // A plain TCP read that returns less than it asked for has
+            // emptied the receive queue, so the read that would only say
+            // EAGAIN is skipped: the closure reports WouldBlock itself, which
+            // makes tokio clear the readiness it saw before this read (data
+            // arriving later brings a new readiness event, which is not
+            // cleared). With kernel TLS a short read may end at a record
+            // boundary with more data queued, so there the EAGAIN read stays.
+            // At queue depth 1 this is one system call of three per command.
+            let drained_on_short = self.tls.is_none();
+            let mut short = 0;
+            let stream = &self.stream;
+            let result = stream.try_io(Interest::READABLE, || {
+                let n = if chunked {
+                    stream.try_read_buf(rx)?
+                } else {
+                    stream.try_read_buf(&mut rx.limit(limit))?
+                };
+                if drained_on_short && n > 0 && n < asked {
+                    short = n;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            if short > 0 {
+                self.read += short as u64;
+                self.queue.process();
+                return Ok(());
+            }
             match result {
                 Ok(0) => {
                     self.eof = true;
