@@ -17,7 +17,8 @@
 # SPDK as it is meant to run: its Malloc bdev and buffers then sit in huge pages, as our
 # memory namespace always does (transparent huge pages).
 # SBS_FILE=PATH: both targets serve that file (1 GiB, made if missing) instead of memory:
-# ours as `--file PATH,direct=on`, SPDK's as an AIO bdev (libaio with O_DIRECT), so the
+# ours as `--file PATH` (default options: O_DIRECT where there is a page cache to bypass,
+# io_uring, or inline on tmpfs), SPDK's as an AIO bdev (libaio with O_DIRECT), so the
 # two file data paths meet on the same file; on tmpfs (/dev/shm) the figures are the
 # targets' CPU cost, on a disk they are mostly the disk's.
 # Each target's namespace is written full first (spdk_nvme_perf 128 KiB sequential writes
@@ -53,7 +54,7 @@ FILE=${SBS_FILE:-}
 if [[ -n $FILE ]]; then
     [[ -f $FILE ]] || truncate -s 1G "$FILE" || exit 1
     export SPDK_AIO_FILE=$FILE
-    OUR_NS=(--file "$FILE,direct=on")
+    OUR_NS=(--file "$FILE")
 else
     OUR_NS=(--memory 1G)
 fi
@@ -207,7 +208,7 @@ printf 'round\ttarget\tcase\tiops\tmib_s\tmean_us\ttarget_cpu\tclient_cpu\terror
     echo "spdk: $SPDK_DIR ($(cat "$SPDK_DIR/VERSION" 2>/dev/null || grep -m1 -o 'v[0-9][0-9.]*' "$SPDK_DIR/CHANGELOG.md" 2>/dev/null))"
     echo "rounds: $ROUNDS x $SECS s; targets in each round: $TARGETS"
     if [[ -n $FILE ]]; then
-        echo "namespace: file $FILE ($(df --output=fstype "$FILE" | tail -1 | tr -d ' '), ours O_DIRECT, SPDK AIO bdev)"
+        echo "namespace: file $FILE ($(df --output=fstype "$FILE" | tail -1 | tr -d ' '); ours with default options, SPDK an AIO bdev)"
     else
         echo "namespace: memory, 1 GiB (SPDK: Malloc bdev)"
     fi

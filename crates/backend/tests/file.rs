@@ -23,6 +23,11 @@ fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir_in("/tmp").unwrap()
 }
 
+/// Whether `dir` is on tmpfs (where file namespaces are served inline).
+fn on_tmpfs(dir: &Path) -> bool {
+    rustix::fs::statfs(dir).is_ok_and(|s| s.f_type as u64 == 0x0102_1994)
+}
+
 fn read_vec(b: &dyn Backend, off: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0xEEu8; len];
     b.read_at(off, &mut v).unwrap();
@@ -86,7 +91,8 @@ fn round_trip_buffered() {
     let b = open_file(&dir.path().join("ns"), Some(16 * MIB), 512, DirectIo::Off).unwrap();
     let info = b.info();
     assert_eq!(info.num_blocks, 16 * MIB / 512);
-    assert!(!info.volatile && info.may_block && info.supports_discard);
+    assert!(!info.volatile && info.supports_discard);
+    assert_eq!(info.may_block, !on_tmpfs(dir.path()));
     assert!(
         info.description.contains("buffered"),
         "{}",
@@ -389,4 +395,37 @@ fn direct_auto_on_tmpfs() {
     exercise_round_trips(&fb);
     fb.discard(0, 8 * MIB).unwrap();
     assert!(read_vec(&fb, 0, 8 * MIB as usize).iter().all(|&x| x == 0));
+}
+
+/// A file on tmpfs is memory: served inline (not a blocking call), and with
+/// `direct=auto` buffered, since O_DIRECT would bypass nothing there; an
+/// explicit `direct=on` is kept. Data round-trips either way.
+#[test]
+fn a_file_on_tmpfs_is_served_inline() {
+    let shm = Path::new("/dev/shm");
+    if !on_tmpfs(shm) {
+        eprintln!("SKIP: /dev/shm is not tmpfs here");
+        return;
+    }
+    let dir = tempfile::tempdir_in(shm).unwrap();
+    for (mode, want) in [(DirectIo::Auto, "buffered"), (DirectIo::On, "O_DIRECT")] {
+        let b = open_file(&dir.path().join(format!("{mode:?}")), Some(MIB), 4096, mode).unwrap();
+        let info = b.info();
+        assert!(!info.may_block, "{mode:?}: {}", info.description);
+        assert!(
+            info.description.contains(want),
+            "{mode:?}: {}",
+            info.description
+        );
+        assert!(
+            info.description.contains("in memory"),
+            "{}",
+            info.description
+        );
+        let data: Vec<u8> = (0..8192).map(|i| (i % 253) as u8).collect();
+        let (buf, off) = unaligned_copy(&data);
+        b.write_at(4096, &[&buf[off..off + data.len()]], true)
+            .unwrap();
+        assert_eq!(read_vec(&*b, 4096, 8192), data);
+    }
 }
