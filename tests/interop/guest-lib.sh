@@ -34,16 +34,18 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 # listening PORT: something listens on TCP PORT (any address)
 listening() { ss -ltn 2>/dev/null | grep -qE "[:.]$1[[:space:]]"; }
 
-# nvmevm_stop_target TEST PID: SIGTERM the nvmf target PID; PASS if it exits
-# 0 within 5 s, FAIL (and SIGKILL) otherwise
+# nvmevm_stop_target TEST PID [NAME]: SIGTERM the target PID (called NAME in the
+# result lines, "nvmf target" by default); PASS if it exits 0 within 5 s, FAIL
+# (and SIGKILL) otherwise
 nvmevm_stop_target() {
+    _name=${3:-nvmf target}
     kill "$2" 2>/dev/null
     _w=0; while [ $_w -lt 50 ] && kill -0 "$2" 2>/dev/null; do _w=$((_w+1)); sleep 0.1; done
     if kill -0 "$2" 2>/dev/null; then
-        fail "$1: nvmf target did not exit within 5 s of SIGTERM"; kill -9 "$2"
+        fail "$1: $_name did not exit within 5 s of SIGTERM"; kill -9 "$2"; wait "$2" 2>/dev/null
     else
         wait "$2"; _rc=$?
-        [ $_rc -eq 0 ] && pass "$1: nvmf target exited 0 on SIGTERM" || fail "$1: nvmf target exit status $_rc on SIGTERM"
+        [ $_rc -eq 0 ] && pass "$1: $_name exited 0 on SIGTERM" || fail "$1: $_name exit status $_rc on SIGTERM"
     fi
     return 0
 }

@@ -79,16 +79,7 @@ start_target() {
 }
 
 # stop_target PID NAME
-stop_target() {
-    kill "$1" 2>/dev/null
-    _w=0; while [ $_w -lt 50 ] && kill -0 "$1" 2>/dev/null; do _w=$((_w+1)); sleep 0.1; done
-    if kill -0 "$1" 2>/dev/null; then
-        fail "$T: $2 did not exit within 5 s of SIGTERM"; kill -9 "$1"
-    else
-        wait "$1"; _rc=$?
-        [ $_rc -eq 0 ] && pass "$T: $2 exited 0 on SIGTERM" || fail "$T: $2 exit status $_rc on SIGTERM"
-    fi
-}
+stop_target() { nvmevm_stop_target "$T" "$1" "$2"; }
 
 # connected NQN: a live controller of NQN exists
 connected() {

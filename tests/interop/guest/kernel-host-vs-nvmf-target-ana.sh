@@ -64,12 +64,7 @@ start_target() {
     START_PID=$_p
 }
 
-stop_target() {   # PID: SIGTERM, must exit 0
-    kill "$1" 2>/dev/null
-    _w=0; while [ $_w -lt 50 ] && kill -0 "$1" 2>/dev/null; do _w=$((_w+1)); sleep 0.1; done
-    if kill -0 "$1" 2>/dev/null; then fail "$T: target $1 did not exit within 5 s of SIGTERM"; kill -9 "$1"; wait "$1" 2>/dev/null
-    else wait "$1"; _rc=$?; [ $_rc -eq 0 ] && pass "$T: target $1 exited 0 on SIGTERM" || fail "$T: target $1 exit status $_rc on SIGTERM"; fi
-}
+stop_target() { nvmevm_stop_target "$T" "$1" "target $1"; }   # PID: SIGTERM, must exit 0
 
 # connect_two: both paths, one head with two paths; sets ST_DEV, PA, PB (path sysfs dirs)
 connect_two() {

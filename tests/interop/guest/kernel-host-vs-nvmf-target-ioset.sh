@@ -153,14 +153,7 @@ if st_connect $T "connect" "$S" -t tcp -a $ADDR -s $PORT; then
     st_disconnect $T "$S"
 fi
 
-kill "$TARGET_PID" 2>/dev/null
-w=0; while [ $w -lt 50 ] && kill -0 "$TARGET_PID" 2>/dev/null; do w=$((w+1)); sleep 0.1; done
-if kill -0 "$TARGET_PID" 2>/dev/null; then
-    fail "$T: nvmf target did not exit within 5 s of SIGTERM"; kill -9 "$TARGET_PID"
-else
-    wait "$TARGET_PID"; rc=$?
-    [ $rc -eq 0 ] && pass "$T: nvmf target exited 0 on SIGTERM" || fail "$T: nvmf target exit status $rc on SIGTERM"
-fi
+nvmevm_stop_target "$T" "$TARGET_PID"
 echo "--- target log (last 30 lines)"
 tail -n 30 $TARGET_LOG | sed 's/^/    target: /'
 grep -qi 'panicked' $TARGET_LOG && fail "$T: the target log has a panic"

@@ -115,14 +115,7 @@ else
     skip "$T: no wget in the guest for the 404 check"
 fi
 
-kill "$TARGET_PID" 2>/dev/null
-w=0; while [ $w -lt 50 ] && kill -0 "$TARGET_PID" 2>/dev/null; do w=$((w+1)); sleep 0.1; done
-if kill -0 "$TARGET_PID" 2>/dev/null; then
-    fail "$T: nvmf target did not exit within 5 s of SIGTERM"; kill -9 "$TARGET_PID"
-else
-    wait "$TARGET_PID"; rc=$?
-    [ $rc -eq 0 ] && pass "$T: nvmf target exited 0 on SIGTERM" || fail "$T: nvmf target exit status $rc on SIGTERM"
-fi
+nvmevm_stop_target "$T" "$TARGET_PID"
 grep -qi 'panicked' $TARGET_LOG && fail "$T: the target log has a panic"
 grep -q ' /mnt/host 9p' /proc/mounts && nvmevm_copy_out $TARGET_LOG
 exit 0

@@ -100,10 +100,7 @@ target_start() {   # $1 = configured key
 target_stop() {
     if [ "$MODE" = kernel ]; then st_cleanup "$S"; return 0; fi
     [ -n "$TARGET_PID" ] || return 0
-    kill "$TARGET_PID" 2>/dev/null
-    ts_w=0; while [ $ts_w -lt 50 ] && kill -0 "$TARGET_PID" 2>/dev/null; do ts_w=$((ts_w+1)); sleep 0.1; done
-    if kill -0 "$TARGET_PID" 2>/dev/null; then fail "$T: nvmf target did not exit within 5 s of SIGTERM"; kill -9 "$TARGET_PID"; wait "$TARGET_PID" 2>/dev/null
-    else wait "$TARGET_PID"; ts_rc=$?; [ $ts_rc -eq 0 ] && pass "$T: nvmf target exited 0 on SIGTERM" || fail "$T: nvmf target exit status $ts_rc on SIGTERM"; fi
+    nvmevm_stop_target "$T" "$TARGET_PID"
     TARGET_PID=
 }
 

@@ -81,15 +81,7 @@ target_start() {
 target_stop() {
     if [ "$MODE" = kernel ]; then st_cleanup "$S"; return 0; fi
     [ -n "$TARGET_PID" ] || return 0
-    kill "$TARGET_PID" 2>/dev/null
-    _w=0
-    while [ $_w -lt 50 ] && kill -0 "$TARGET_PID" 2>/dev/null; do _w=$((_w+1)); sleep 0.1; done
-    if kill -0 "$TARGET_PID" 2>/dev/null; then
-        fail "$T: nvmf target did not exit within 5 s of SIGTERM"; kill -9 "$TARGET_PID"
-    else
-        wait "$TARGET_PID"; _rc=$?
-        [ $_rc -eq 0 ] && pass "$T: nvmf target exited 0 on SIGTERM" || fail "$T: nvmf target exit status $_rc on SIGTERM"
-    fi
+    nvmevm_stop_target "$T" "$TARGET_PID"
     if grep -q panicked $TARGET_LOG; then fail "$T: the target panicked"; grep -A3 panicked $TARGET_LOG | sed 's/^/    /'; fi
     nvmevm_copy_out $TARGET_LOG nvmf-target.log 2>/dev/null
 }
