@@ -47,6 +47,22 @@ pub(crate) fn lba_range(ns: &Namespace, slba: u64, nlb: u64) -> Result<(u64, u64
     Ok((slba * bs, nlb * bs))
 }
 
+/// Checks a Read's, Write's or Compare's LBA range and that the data the host
+/// gave (or the buffer it offers) is exactly that long; returns (byte offset,
+/// byte length).
+fn transfer_range(ns: &Namespace, sqe: &Sqe, given: u64) -> Result<(u64, u64), Status> {
+    let (off, len) = lba_range(ns, sqe.slba(), u64::from(sqe.nlb()))?;
+    if given != len {
+        return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
+    }
+    Ok((off, len))
+}
+
+/// Bytes of a command's write data.
+fn data_len(data: &[Bytes]) -> u64 {
+    data.iter().map(|b| b.len() as u64).sum()
+}
+
 /// Runs one I/O command against a namespace; returns read data for reads. Runs on
 /// the queue's task for memory namespaces and on the blocking pool for the others.
 /// Commands that write hold the namespace's `write_order` lock shared, so a fused
@@ -80,10 +96,7 @@ pub(crate) fn run_io_locked(
     let be = &ns.backend;
     match sqe.opcode {
         io_opcode::READ => {
-            let (off, len) = lba_range(ns, sqe.slba(), u64::from(sqe.nlb()))?;
-            if len != u64::from(buffer_len) {
-                return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
-            }
+            let (off, len) = transfer_range(ns, sqe, u64::from(buffer_len))?;
             // Memory namespaces lend their pages (no copy); the others read
             // into a reused buffer, which read_at overwrites all of or fails.
             let d = match be
@@ -101,11 +114,7 @@ pub(crate) fn run_io_locked(
             Ok(Some(d))
         }
         io_opcode::WRITE => {
-            let (off, len) = lba_range(ns, sqe.slba(), u64::from(sqe.nlb()))?;
-            let got: u64 = data.iter().map(|b| b.len() as u64).sum();
-            if got != len {
-                return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
-            }
+            let (off, _) = transfer_range(ns, sqe, data_len(data))?;
             let parts: Vec<&[u8]> = data.iter().map(|b| b.as_ref()).collect();
             be.write_at(off, &parts, sqe.fua())
                 .map_err(|e| backend_status(&e, true))?;
@@ -154,11 +163,8 @@ pub(crate) fn run_io_locked(
             Ok(None)
         }
         io_opcode::COMPARE => {
-            let (off, len) = lba_range(ns, sqe.slba(), u64::from(sqe.nlb()))?;
+            let (off, len) = transfer_range(ns, sqe, data_len(data))?;
             let got: Vec<u8> = data.iter().flat_map(|b| b.iter().copied()).collect();
-            if got.len() as u64 != len {
-                return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
-            }
             let mut buf = PoolBuf::take(len as usize);
             be.read_at(off, buf.as_mut_slice())
                 .map_err(|e| backend_status(&e, false))?;
@@ -245,22 +251,15 @@ impl<C: ControllerQueuePair> QueueTask<C> {
         let (offset, len) = if kind == Kind::Flush {
             (0, 0)
         } else {
-            let (off, len) = match lba_range(ns, sqe.slba(), u64::from(sqe.nlb())) {
-                Ok(r) => r,
-                Err(st) => return Ok(Outcome::Complete(Cqe::new(cid, st))),
-            };
             let given = if kind == Kind::Read {
                 u64::from(buffer_len)
             } else {
-                data.iter().map(|b| b.len() as u64).sum()
+                data_len(&data)
             };
-            if given != len {
-                return Ok(Outcome::Complete(Cqe::new(
-                    cid,
-                    Status::DATA_SGL_LENGTH_INVALID.dnr(),
-                )));
+            match transfer_range(ns, sqe, given) {
+                Ok((off, len)) => (off, len as usize),
+                Err(st) => return Ok(Outcome::Complete(Cqe::new(cid, st))),
             }
-            (off, len as usize)
         };
         // A write shares the namespace's write order (a fused pair waits for
         // it); while a pair holds or waits for it, the pool's thread waits.
