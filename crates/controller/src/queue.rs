@@ -179,8 +179,8 @@ pub(crate) struct QueueTask<C> {
 
 /// A tiny CID map for commands waiting on data.
 pub(crate) mod nvmf_proto_cidmap {
-    /// CID-keyed map.
-    pub type Map<V> = std::collections::HashMap<u16, V>;
+    /// CID-keyed map, with the protocol core's cheap CID hash.
+    pub type Map<V> = nvmf_proto::tcp::idmap::CidMap<V>;
 }
 
 /// While working through a batch of commands, responses go out every this many

@@ -6,7 +6,7 @@ pub mod decoder;
 pub mod digest;
 pub mod error;
 pub mod host;
-pub(crate) mod idmap;
+pub mod idmap;
 pub mod pdu;
 pub mod tx;
 
