@@ -20,6 +20,7 @@ use nvmf_proto::fabrics::{
 use nvmf_proto::log::ErrorLogEntry;
 use nvmf_proto::registers::{Cc, Csts};
 use nvmf_proto::sqe::{admin_opcode, io_opcode, DataDirection};
+use nvmf_proto::tcp::idmap::CidMap;
 use nvmf_proto::tcp::{ControllerEvent, IncomingCommand};
 use nvmf_proto::{Cqe, Sqe, Status};
 use nvmf_transport::{ControllerQueuePair, TransportAddr};
@@ -141,7 +142,7 @@ pub(crate) struct QueueTask<C> {
     pub ns: Arc<NsMap>,
     pub ns_gen: u64,
     /// Commands waiting for their data, with when they arrived.
-    pub waiting_data: nvmf_proto_cidmap::Map<(Sqe, Instant)>,
+    pub waiting_data: CidMap<(Sqe, Instant)>,
     pub done_tx: mpsc::UnboundedSender<Done>,
     pub peer: SocketAddr,
     pub close_after_flush: bool,
@@ -165,7 +166,7 @@ pub(crate) struct QueueTask<C> {
     /// Abort requests for this I/O queue, from its controller's admin queue.
     pub abort_rx: Option<mpsc::UnboundedReceiver<AbortRequest>>,
     /// Commands handed to the blocking pool and not done yet, by CID.
-    pub pool_queued: nvmf_proto_cidmap::Map<crate::abort::PoolStart>,
+    pub pool_queued: CidMap<crate::abort::PoolStart>,
     /// When the command being run arrived (its capsule was taken from the
     /// queue): the start of its latency (crate::metrics).
     pub cmd_start: Instant,
@@ -175,12 +176,6 @@ pub(crate) struct QueueTask<C> {
     pub uring: crate::uring::QueueRing,
     /// Commands the ring finished, being answered (kept to reuse its memory).
     pub ring_done: Vec<Done>,
-}
-
-/// A tiny CID map for commands waiting on data.
-pub(crate) mod nvmf_proto_cidmap {
-    /// CID-keyed map, with the protocol core's cheap CID hash.
-    pub type Map<V> = nvmf_proto::tcp::idmap::CidMap<V>;
 }
 
 /// While working through a batch of commands, responses go out every this many
