@@ -204,6 +204,8 @@ printf 'round\ttarget\tcase\tiops\tmib_s\tmean_us\ttarget_cpu\tclient_cpu\terror
 {
     echo "started: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "load before: $(cat /proc/loadavg)"
+    # how an idle CPU waits decides what waking a sleeping target costs (bench/wake-floor.sh)
+    echo "kernel $(uname -r); cpuidle driver $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo none); guest_halt_poll_ns $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || echo n/a)"
     echo "ours: $NVMF ($("$NVMF" --version 2>/dev/null)); commit $(git -C "$ROOT" log -1 --format=%h 2>/dev/null)"
     echo "spdk: $SPDK_DIR ($(cat "$SPDK_DIR/VERSION" 2>/dev/null || grep -m1 -o 'v[0-9][0-9.]*' "$SPDK_DIR/CHANGELOG.md" 2>/dev/null))"
     echo "rounds: $ROUNDS x $SECS s; targets in each round: $TARGETS"
