@@ -10,6 +10,7 @@ mod check;
 mod host;
 mod perf;
 mod stats;
+mod stdout;
 mod target;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

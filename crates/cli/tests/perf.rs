@@ -210,3 +210,36 @@ fn perf_closed_port_fails_helpfully() {
     assert!(stderr.contains("connection refused"), "{stderr}");
     assert!(stderr.contains("nvmf target"), "{stderr}");
 }
+
+/// `nvmf perf … | head -1`: the reader has gone when the report is written.
+/// The report is dropped; the run still succeeds, with no panic.
+#[test]
+fn perf_report_into_a_closed_pipe() {
+    let (_t, port) = start_target();
+    for format in ["normal", "json"] {
+        let mut child = Command::new(NVMF)
+            .args([
+                "perf",
+                "-s",
+                &port.to_string(),
+                "--runtime",
+                "1",
+                "--size",
+                "16M",
+            ])
+            .args(["-o", format])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the pipe's only reader closes
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "-o {format}: {:?}: {stderr}",
+            out.status
+        );
+        assert!(!stderr.contains("panicked"), "-o {format}: {stderr}");
+    }
+}

@@ -955,22 +955,16 @@ async fn supervise(w: std::sync::Weak<Inner>, mut fail_rx: mpsc::UnboundedReceiv
                 }
                 Err(e) => {
                     last_error = e.to_string();
-                    let max = opts
-                        .ctrl_loss_tmo
-                        .map(|t| {
-                            format!(
-                                "{}",
-                                (t.as_millis() / opts.reconnect_delay.as_millis().max(1)).max(1)
-                            )
-                        })
-                        .unwrap_or_else(|| "unlimited".into());
+                    let budget = opts.max_reconnects();
+                    let max = budget.map_or_else(|| "unlimited".into(), |n| n.to_string());
                     tracing::warn!(
                         "{}: reconnect attempt {attempt} of {max} failed: {last_error}",
                         opts.subnqn
                     );
-                    if opts
-                        .ctrl_loss_tmo
-                        .is_some_and(|t| start.elapsed() + opts.reconnect_delay > t)
+                    // Out of attempts, or out of time (attempts that hang
+                    // until their 30 s limit make the budget's clock run slow).
+                    if budget.is_some_and(|n| attempt >= n)
+                        || opts.ctrl_loss_tmo.is_some_and(|t| start.elapsed() >= t)
                     {
                         let msg = format!(
                             "could not re-establish the association with {} at {} within ctrl-loss-tmo {:?} ({attempt} attempts; last error: {last_error})",

@@ -70,6 +70,20 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
+    /// How many reconnect attempts fit in ctrl-loss-tmo: one every
+    /// reconnect-delay, the first a delay after the loss, none after the
+    /// timeout (at least one). `None` when ctrl-loss-tmo is unset (retry
+    /// forever). Linux bounds its attempts the same way
+    /// (`max_reconnects = ctrl_loss_tmo / reconnect_delay`, drivers/nvme/host/fabrics.c).
+    pub fn max_reconnects(&self) -> Option<u32> {
+        self.ctrl_loss_tmo.map(|t| {
+            let per = self.reconnect_delay.as_millis().max(1);
+            u32::try_from(t.as_millis() / per)
+                .unwrap_or(u32::MAX)
+                .max(1)
+        })
+    }
+
     /// Options for `subnqn` at `addr` with nvme-cli's defaults: host NQN and ID from
     /// /etc/nvme/hostnqn and /etc/nvme/hostid when present, queue size 128,
     /// KATO 5 s (0 for the discovery NQN), ctrl-loss-tmo 600 s, reconnect-delay 10 s,
@@ -179,6 +193,22 @@ pub(crate) fn machine_uuid(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnect_attempts_fit_the_loss_timeout() {
+        let mut o = ConnectOptions::new("127.0.0.1:4420".parse().unwrap(), "nqn.x");
+        let s = Duration::from_secs;
+        for (tmo, delay, n) in [(10, 2, 5), (600, 10, 60), (11, 2, 5), (1, 10, 1)] {
+            o.ctrl_loss_tmo = Some(s(tmo));
+            o.reconnect_delay = s(delay);
+            assert_eq!(o.max_reconnects(), Some(n), "tmo {tmo} s, delay {delay} s");
+        }
+        o.reconnect_delay = Duration::ZERO;
+        o.ctrl_loss_tmo = Some(s(1));
+        assert_eq!(o.max_reconnects(), Some(1000));
+        o.ctrl_loss_tmo = None;
+        assert_eq!(o.max_reconnects(), None);
+    }
 
     #[test]
     fn host_identity_follows_the_machine() {

@@ -1,5 +1,6 @@
 //! Verdicts and their output: one line per rule, then a summary (text or JSON).
 
+use crate::stdout::outln;
 use serde_json::{json, Value};
 
 /// The outcome of one rule.
@@ -70,7 +71,7 @@ impl Report {
             detail,
         };
         if !self.json {
-            println!("{}", text_line(&l));
+            outln!("{}", text_line(&l));
         }
         self.lines.push(l);
     }
@@ -89,9 +90,9 @@ impl Report {
             self.count(Verdict::Info),
         );
         if self.json {
-            println!("{:#}", self.to_json(target));
+            outln!("{:#}", self.to_json(target));
         } else {
-            println!("summary: {p} passed, {f} failed, {s} skipped, {i} info ({target})");
+            outln!("summary: {p} passed, {f} failed, {s} skipped, {i} info ({target})");
         }
         f == 0
     }

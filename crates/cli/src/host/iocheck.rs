@@ -1,5 +1,6 @@
 //! `nvmf io-check`: connect, write a pattern over every I/O queue, read it back, compare.
 
+use crate::stdout::outln;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -82,7 +83,7 @@ pub fn run(a: IoCheckArgs, rt: tokio::runtime::Runtime) -> anyhow::Result<()> {
         let mib = a.bytes as f64 / (1 << 20) as f64;
         let info = c.info();
         match a.out.output {
-            OutputFormat::Json => println!(
+            OutputFormat::Json => outln!(
                 "{}",
                 serde_json::to_string_pretty(&json!({
                     "result": "pass", "subnqn": a.nqn, "traddr": o.addr.traddr(), "trsvcid": o.addr.trsvcid(),
@@ -93,13 +94,13 @@ pub fn run(a: IoCheckArgs, rt: tokio::runtime::Runtime) -> anyhow::Result<()> {
                 }))?
             ),
             OutputFormat::Normal => {
-                println!("io-check: {} at {} (cntlid {}), nsid {}, {} I/O queue(s), header digest {}, data digest {}",
+                outln!("io-check: {} at {} (cntlid {}), nsid {}, {} I/O queue(s), header digest {}, data digest {}",
                     a.nqn, o.addr, info.cntlid, a.nsid, queues,
                     if info.digests.header { "on" } else { "off" }, if info.digests.data { "on" } else { "off" });
-                println!("  wrote {} bytes at offset {} in {:.1} ms ({:.1} MiB/s), {}-byte blocks, {} KiB per command",
+                outln!("  wrote {} bytes at offset {} in {:.1} ms ({:.1} MiB/s), {}-byte blocks, {} KiB per command",
                     a.bytes, a.offset, wsecs * 1000.0, mib / wsecs, bs, info.max_transfer / 1024);
-                println!("  read back in {:.1} ms ({:.1} MiB/s)", rsecs * 1000.0, mib / rsecs);
-                println!("  PASS: all {} bytes match (seed {seed})", a.bytes);
+                outln!("  read back in {:.1} ms ({:.1} MiB/s)", rsecs * 1000.0, mib / rsecs);
+                outln!("  PASS: all {} bytes match (seed {seed})", a.bytes);
             }
         }
         Ok(())

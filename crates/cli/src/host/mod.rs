@@ -8,6 +8,7 @@ mod disco;
 mod fmt;
 mod iocheck;
 
+use crate::stdout::{emit, outln};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -560,11 +561,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Writes to stdout; a closed pipe (`| head`) is not an error.
-fn emit(s: &str) {
-    let _ = std::io::stdout().lock().write_all(s.as_bytes());
-}
-
 fn print_json(v: &Value) -> anyhow::Result<()> {
     emit(&(serde_json::to_string_pretty(v)? + "\n"));
     Ok(())
@@ -661,12 +657,12 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
                 OutputFormat::Json => print_json(&json!({"device": r["name"]}))?,
                 OutputFormat::Normal => {
                     if r["already"].as_bool() == Some(true) {
-                        println!(
+                        outln!(
                             "already connected: device: {}",
                             r["name"].as_str().unwrap_or("?")
                         );
                     } else {
-                        println!("device: {}", r["name"].as_str().unwrap_or("?"));
+                        outln!("device: {}", r["name"].as_str().unwrap_or("?"));
                     }
                 }
             }
@@ -847,11 +843,11 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
         HostCommand::HostDaemon { socket, stop } => {
             if stop {
                 if !daemon::running() {
-                    println!("no nvmf host daemon is running");
+                    outln!("no nvmf host daemon is running");
                     return Ok(());
                 }
                 daemon::request(&json!({"op": "stop"}))?;
-                println!("nvmf host daemon stopped");
+                outln!("nvmf host daemon stopped");
                 return Ok(());
             }
             let path = socket.unwrap_or_else(daemon::socket_path);
@@ -876,7 +872,7 @@ fn resv_simple(what: &str, req: Value, out: Out) -> anyhow::Result<()> {
     match out.output {
         OutputFormat::Json => print_json(&json!({"result": "success", "nsid": nsid})),
         OutputFormat::Normal => {
-            println!("NVME Reservation {} success", &what[5..]);
+            outln!("NVME Reservation {} success", &what[5..]);
             Ok(())
         }
     }
@@ -891,8 +887,8 @@ fn report_disconnect(r: &Value, out: Out, nqn: Option<&str>) -> anyhow::Result<(
         OutputFormat::Json => print_json(&json!({"disconnected": names})),
         OutputFormat::Normal => {
             match nqn {
-                Some(n) => println!("NQN:{n} disconnected {} controller(s)", names.len()),
-                None => println!(
+                Some(n) => outln!("NQN:{n} disconnected {} controller(s)", names.len()),
+                None => outln!(
                     "disconnected {} controller(s){}{}",
                     names.len(),
                     if names.is_empty() { "" } else { ": " },

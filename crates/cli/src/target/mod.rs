@@ -5,6 +5,7 @@
 //! subsystem; `--config FILE` reads a TOML file (docs/target.md) and SIGHUP
 //! reloads it.
 
+use crate::stdout::outln;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -187,7 +188,7 @@ pub fn ana_state(a: AnaStateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("control socket {}", a.control_socket.display()))?;
     match answer.strip_prefix("ok") {
         Some(rest) => {
-            println!("{} group {}: {}", a.port, a.group, rest.trim());
+            outln!("{} group {}: {}", a.port, a.group, rest.trim());
             Ok(())
         }
         None => bail!("{}", answer.strip_prefix("error ").unwrap_or(&answer)),
@@ -336,7 +337,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        None => print!("{}", c.toml),
+        None => crate::stdout::emit(&c.toml),
     }
     Ok(())
 }
@@ -557,20 +558,23 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
                 }
                 b => b.to_string(),
             };
-            println!(
+            outln!(
                 "nvmf target: {} namespace {}: {what}, {}-byte blocks",
-                s.nqn, n.nsid, n.block_size
+                s.nqn,
+                n.nsid,
+                n.block_size
             );
         }
     }
     for p in target.ports() {
         let t = p.kind.name();
         for s in &cfg.subsystems {
-            println!(
+            outln!(
                 "nvmf target: listening on {} ({t}), subsystem {}",
-                p.socket, s.nqn
+                p.socket,
+                s.nqn
             );
-            println!(
+            outln!(
                 "  connect with the Linux kernel host:  nvme connect -t {t} -a {} -s {} -n {}",
                 p.traddr(),
                 p.trsvcid(),
@@ -578,7 +582,7 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
             );
             // nvmf-rs's own host speaks NVMe/TCP only so far.
             if p.kind == nvmf_transport::addr::TransportKind::Tcp {
-                println!(
+                outln!(
                     "  connect with nvmf-rs:                nvmf connect -t tcp -a {} -s {} -n {}",
                     p.traddr(),
                     p.trsvcid(),
@@ -589,7 +593,7 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
     }
     for b in target.bound() {
         if !target.ports().contains(&b) {
-            println!(
+            outln!(
                 "nvmf target: discovery service on {}:  nvme discover -t {} -a {} -s {}",
                 b.socket,
                 b.kind.name(),
@@ -599,7 +603,7 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
         }
     }
     if let Some(m) = target.metrics_addr() {
-        println!("nvmf target: metrics on http://{m}/metrics  (nvmf stats --metrics {m})");
+        outln!("nvmf target: metrics on http://{m}/metrics  (nvmf stats --metrics {m})");
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -626,7 +630,7 @@ pub fn run(args: TargetArgs, matches: Option<&ArgMatches>) -> anyhow::Result<()>
             Some(p) => {
                 let l = nvmf_controller::control::bind(p)
                     .with_context(|| format!("--control-socket {}", p.display()))?;
-                println!("nvmf target: control socket {}  (nvmf ana-state --control-socket {} --port ADDR:PORT --group N --state STATE)", p.display(), p.display());
+                outln!("nvmf target: control socket {}  (nvmf ana-state --control-socket {} --port ADDR:PORT --group N --state STATE)", p.display(), p.display());
                 Some(tokio::spawn(nvmf_controller::control::serve(target.registry().clone(), l)))
             }
             None => None,
