@@ -20,8 +20,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use nvmf_proto::auth::{
-    ControllerAuth, ControllerConfig, DhGroup, DhchapSecret, HashId, HostAuth, HostConfig,
-    Message, Step,
+    ControllerAuth, ControllerConfig, DhGroup, DhchapSecret, HashId, HostAuth, HostConfig, Message,
+    Step,
 };
 use rand::SeedableRng;
 

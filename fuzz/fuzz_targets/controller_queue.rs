@@ -28,15 +28,52 @@ use common::Reader;
 
 enum Op {
     Raw(Vec<u8>),
-    IcReq { pfv: u8, hpda: u8, dgst: u8 },
-    Capsule { cid: u16, opcode: u8, sgl: u8, len: u16, icd: u16 },
-    H2C { pick: u8, wrong_ttag: bool, datao: u16, len: u16, last: bool },
-    H2CAuto { pick: u8, max: u16 },
-    Term { fes: u16, fei: u32, len: u8 },
-    RequestData { pick: u8 },
-    SendData { pick: u8, len: u32, success: bool },
-    Complete { pick: u8, status: u16 },
-    SetConnected { qid: u16, sq_size: u16, sqfc: bool, max_icd: u16 },
+    IcReq {
+        pfv: u8,
+        hpda: u8,
+        dgst: u8,
+    },
+    Capsule {
+        cid: u16,
+        opcode: u8,
+        sgl: u8,
+        len: u16,
+        icd: u16,
+    },
+    H2C {
+        pick: u8,
+        wrong_ttag: bool,
+        datao: u16,
+        len: u16,
+        last: bool,
+    },
+    H2CAuto {
+        pick: u8,
+        max: u16,
+    },
+    Term {
+        fes: u16,
+        fei: u32,
+        len: u8,
+    },
+    RequestData {
+        pick: u8,
+    },
+    SendData {
+        pick: u8,
+        len: u32,
+        success: bool,
+    },
+    Complete {
+        pick: u8,
+        status: u16,
+    },
+    SetConnected {
+        qid: u16,
+        sq_size: u16,
+        sqfc: bool,
+        max_icd: u16,
+    },
     Auto(bool),
 }
 
@@ -48,15 +85,50 @@ impl Op {
                 let n = r.u16();
                 Op::Raw(r.bytes(usize::from(n)).to_vec())
             }
-            1 => Op::IcReq { pfv: r.u8(), hpda: r.u8(), dgst: r.u8() },
-            2 => Op::Capsule { cid: r.u16(), opcode: r.u8(), sgl: r.u8(), len: r.u16(), icd: r.u16() },
-            3 => Op::H2C { pick: r.u8(), wrong_ttag: r.bool(), datao: r.u16(), len: r.u16(), last: r.bool() },
-            4 => Op::H2CAuto { pick: r.u8(), max: r.u16() },
-            5 => Op::Term { fes: r.u16(), fei: r.u32(), len: r.u8() },
+            1 => Op::IcReq {
+                pfv: r.u8(),
+                hpda: r.u8(),
+                dgst: r.u8(),
+            },
+            2 => Op::Capsule {
+                cid: r.u16(),
+                opcode: r.u8(),
+                sgl: r.u8(),
+                len: r.u16(),
+                icd: r.u16(),
+            },
+            3 => Op::H2C {
+                pick: r.u8(),
+                wrong_ttag: r.bool(),
+                datao: r.u16(),
+                len: r.u16(),
+                last: r.bool(),
+            },
+            4 => Op::H2CAuto {
+                pick: r.u8(),
+                max: r.u16(),
+            },
+            5 => Op::Term {
+                fes: r.u16(),
+                fei: r.u32(),
+                len: r.u8(),
+            },
             6 => Op::RequestData { pick: r.u8() },
-            7 => Op::SendData { pick: r.u8(), len: r.u32(), success: r.bool() },
-            8 => Op::Complete { pick: r.u8(), status: r.u16() },
-            9 => Op::SetConnected { qid: r.u16(), sq_size: r.u16(), sqfc: r.bool(), max_icd: r.u16() },
+            7 => Op::SendData {
+                pick: r.u8(),
+                len: r.u32(),
+                success: r.bool(),
+            },
+            8 => Op::Complete {
+                pick: r.u8(),
+                status: r.u16(),
+            },
+            9 => Op::SetConnected {
+                qid: r.u16(),
+                sq_size: r.u16(),
+                sqfc: r.bool(),
+                max_icd: r.u16(),
+            },
             _ => Op::Auto(r.bool()),
         }
     }
@@ -110,10 +182,17 @@ impl Harness {
         let acted = !todo.is_empty();
         for (sqe, data_done) in todo {
             let cid = sqe.cid;
-            let Some(&len) = self.outstanding.get(&cid) else { continue };
+            let Some(&len) = self.outstanding.get(&cid) else {
+                continue;
+            };
             if !data_done && sqe.opcode == 0x7f && sqe.fctype() == 1 {
                 let c = ConnectCommand::from_sqe(&sqe);
-                self.q.set_connected(c.qid, c.sqsize.saturating_add(1), !c.sq_flow_control_disabled(), 8192);
+                self.q.set_connected(
+                    c.qid,
+                    c.sqsize.saturating_add(1),
+                    !c.sq_flow_control_disabled(),
+                    8192,
+                );
             }
             if !data_done && len > 0 && sqe.data_direction() == DataDirection::HostToController {
                 if self.q.request_data(cid).is_ok() {
@@ -122,7 +201,10 @@ impl Harness {
                 continue;
             }
             if !data_done && len > 0 {
-                match self.q.send_data(cid, Bytes::from(vec![0xc3u8; len as usize]), true) {
+                match self
+                    .q
+                    .send_data(cid, Bytes::from(vec![0xc3u8; len as usize]), true)
+                {
                     Ok(true) => {
                         self.outstanding.remove(&cid);
                         continue;
@@ -183,7 +265,10 @@ impl Harness {
                 // An admin command reused an outstanding AER's CID: the AER is
                 // forgotten (never completed); the new command follows.
                 ControllerEvent::Abandoned { cid } => {
-                    assert!(self.outstanding.remove(&cid).is_some(), "abandoned CID {cid} was not outstanding");
+                    assert!(
+                        self.outstanding.remove(&cid).is_some(),
+                        "abandoned CID {cid} was not outstanding"
+                    );
                     self.todo.retain(|(sqe, _)| sqe.cid != cid);
                     self.r2t.remove(&cid);
                     self.requested.remove(&cid);
@@ -292,7 +377,13 @@ fuzz_target!(|input: &[u8]| {
                 });
                 h.q.receive(&PduEncoder::default().to_bytes(&p));
             }
-            Op::Capsule { cid, opcode, sgl, len, icd } => {
+            Op::Capsule {
+                cid,
+                opcode,
+                sgl,
+                len,
+                icd,
+            } => {
                 let mut sqe = Sqe::new(opcode);
                 sqe.cid = cid;
                 let icd = usize::from(icd % 9000);
@@ -307,14 +398,24 @@ fuzz_target!(|input: &[u8]| {
                         type_byte: sgl,
                     },
                 };
-                let data = if sgl % 4 == 0 { vec![0xa5u8; icd] } else { Vec::new() };
+                let data = if sgl % 4 == 0 {
+                    vec![0xa5u8; icd]
+                } else {
+                    Vec::new()
+                };
                 let p = Pdu::CapsuleCmd {
                     sqe,
                     data: Bytes::from(data),
                 };
                 h.q.receive(&h.enc().to_bytes(&p));
             }
-            Op::H2C { pick, wrong_ttag, datao, len, last } => {
+            Op::H2C {
+                pick,
+                wrong_ttag,
+                datao,
+                len,
+                last,
+            } => {
                 let cid = h.pick(pick);
                 let ttag = h.r2t.get(&cid).map_or(0, |r| r.0) ^ u16::from(wrong_ttag);
                 let p = Pdu::H2CData(DataPdu {
@@ -332,7 +433,9 @@ fuzz_target!(|input: &[u8]| {
                 // A well-behaved host answering an R2T, in PDUs of at most `max`.
                 let cid = h.pick(pick);
                 if let Some(&(ttag, sent, end)) = h.r2t.get(&cid) {
-                    let n = (end - sent).min(u32::from(max).max(1)).min(h.q.config().maxh2cdata);
+                    let n = (end - sent)
+                        .min(u32::from(max).max(1))
+                        .min(h.q.config().maxh2cdata);
                     let p = Pdu::H2CData(DataPdu {
                         cccid: cid,
                         ttag,
@@ -379,7 +482,12 @@ fuzz_target!(|input: &[u8]| {
                     completed.insert(cid);
                 }
             }
-            Op::SetConnected { qid, sq_size, sqfc, max_icd } => {
+            Op::SetConnected {
+                qid,
+                sq_size,
+                sqfc,
+                max_icd,
+            } => {
                 h.q.set_connected(qid, sq_size, sqfc, u32::from(max_icd));
             }
             Op::Auto(on) => h.auto = on,

@@ -28,14 +28,44 @@ use common::Reader;
 
 enum Op {
     Raw(Vec<u8>),
-    IcResp { pfv: u8, cpda: u8, dgst: u8, maxh2cdata: u32 },
-    Resp { pick: u8, status: u16 },
-    C2H { pick: u8, datao: u16, len: u16, last: bool, success: bool },
-    C2HAuto { pick: u8, max: u16, success: bool },
-    R2T { pick: u8, r2to: u32, r2tl: u32 },
-    Term { fes: u16 },
-    Submit { kind: u8, len: u32 },
-    SetLimits { max_icd: u16, depth: u8 },
+    IcResp {
+        pfv: u8,
+        cpda: u8,
+        dgst: u8,
+        maxh2cdata: u32,
+    },
+    Resp {
+        pick: u8,
+        status: u16,
+    },
+    C2H {
+        pick: u8,
+        datao: u16,
+        len: u16,
+        last: bool,
+        success: bool,
+    },
+    C2HAuto {
+        pick: u8,
+        max: u16,
+        success: bool,
+    },
+    R2T {
+        pick: u8,
+        r2to: u32,
+        r2tl: u32,
+    },
+    Term {
+        fes: u16,
+    },
+    Submit {
+        kind: u8,
+        len: u32,
+    },
+    SetLimits {
+        max_icd: u16,
+        depth: u8,
+    },
 }
 
 impl Op {
@@ -46,14 +76,42 @@ impl Op {
                 let n = r.u16();
                 Op::Raw(r.bytes(usize::from(n)).to_vec())
             }
-            1 => Op::IcResp { pfv: r.u8(), cpda: r.u8(), dgst: r.u8(), maxh2cdata: r.u32() },
-            2 => Op::Resp { pick: r.u8(), status: r.u16() },
-            3 => Op::C2H { pick: r.u8(), datao: r.u16(), len: r.u16(), last: r.bool(), success: r.bool() },
-            4 => Op::C2HAuto { pick: r.u8(), max: r.u16(), success: r.bool() },
-            5 => Op::R2T { pick: r.u8(), r2to: r.u32(), r2tl: r.u32() },
+            1 => Op::IcResp {
+                pfv: r.u8(),
+                cpda: r.u8(),
+                dgst: r.u8(),
+                maxh2cdata: r.u32(),
+            },
+            2 => Op::Resp {
+                pick: r.u8(),
+                status: r.u16(),
+            },
+            3 => Op::C2H {
+                pick: r.u8(),
+                datao: r.u16(),
+                len: r.u16(),
+                last: r.bool(),
+                success: r.bool(),
+            },
+            4 => Op::C2HAuto {
+                pick: r.u8(),
+                max: r.u16(),
+                success: r.bool(),
+            },
+            5 => Op::R2T {
+                pick: r.u8(),
+                r2to: r.u32(),
+                r2tl: r.u32(),
+            },
             6 => Op::Term { fes: r.u16() },
-            7 => Op::Submit { kind: r.u8(), len: r.u32() },
-            _ => Op::SetLimits { max_icd: r.u16(), depth: r.u8() },
+            7 => Op::Submit {
+                kind: r.u8(),
+                len: r.u32(),
+            },
+            _ => Op::SetLimits {
+                max_icd: r.u16(),
+                depth: r.u8(),
+            },
         }
     }
 }
@@ -104,7 +162,12 @@ fuzz_target!(|input: &[u8]| {
         match op {
             None => {}
             Some(Op::Raw(b)) => q.receive(&b),
-            Some(Op::IcResp { pfv, cpda, dgst, maxh2cdata }) => {
+            Some(Op::IcResp {
+                pfv,
+                cpda,
+                dgst,
+                maxh2cdata,
+            }) => {
                 let p = Pdu::IcResp(IcResp {
                     pfv: u16::from(pfv % 2),
                     cpda: cpda % 33,
@@ -118,7 +181,13 @@ fuzz_target!(|input: &[u8]| {
                 let r = Pdu::CapsuleResp(Cqe::new(cid, Status::from_field(status)));
                 q.receive(&enc(&connected).to_bytes(&r));
             }
-            Some(Op::C2H { pick: p, datao, len, last, success }) => {
+            Some(Op::C2H {
+                pick: p,
+                datao,
+                len,
+                last,
+                success,
+            }) => {
                 let cid = pick(&cmds, p);
                 let d = Pdu::C2HData(DataPdu {
                     cccid: cid,
@@ -131,7 +200,11 @@ fuzz_target!(|input: &[u8]| {
                 });
                 q.receive(&enc(&connected).to_bytes(&d));
             }
-            Some(Op::C2HAuto { pick: p, max, success }) => {
+            Some(Op::C2HAuto {
+                pick: p,
+                max,
+                success,
+            }) => {
                 let cid = pick(&cmds, p);
                 if let Some(c) = cmds.get_mut(&cid) {
                     let n = (c.read_len - c.received).min(u32::from(max).max(1));
@@ -152,7 +225,11 @@ fuzz_target!(|input: &[u8]| {
                     }
                 }
             }
-            Some(Op::R2T { pick: p, r2to, r2tl }) => {
+            Some(Op::R2T {
+                pick: p,
+                r2to,
+                r2tl,
+            }) => {
                 let cid = pick(&cmds, p);
                 let (r2to, r2tl) = match cmds.get(&cid) {
                     // Mostly in range, so that data gets sent.
@@ -191,13 +268,28 @@ fuzz_target!(|input: &[u8]| {
                 };
                 let (read_len, write_len) = match &data {
                     HostData::None => (0, 0),
-                    HostData::ToController(b) => (0, if b.len() as u32 > max_icd { b.len() as u32 } else { 0 }),
+                    HostData::ToController(b) => (
+                        0,
+                        if b.len() as u32 > max_icd {
+                            b.len() as u32
+                        } else {
+                            0
+                        },
+                    ),
                     HostData::FromController(n) => (*n, 0),
                 };
                 match q.submit(sqe, data) {
                     Ok(cid) => {
                         assert!(
-                            cmds.insert(cid, Cmd { read_len, write_len, received: 0 }).is_none(),
+                            cmds.insert(
+                                cid,
+                                Cmd {
+                                    read_len,
+                                    write_len,
+                                    received: 0
+                                }
+                            )
+                            .is_none(),
                             "CID {cid} allocated twice"
                         );
                         assert!(connected.is_some() && !terminated);
@@ -214,7 +306,11 @@ fuzz_target!(|input: &[u8]| {
         while let Some(ev) = q.poll_event() {
             assert!(!terminated, "event after termination: {ev:?}");
             match ev {
-                HostEvent::Connected { digests, cpda, maxh2cdata } => {
+                HostEvent::Connected {
+                    digests,
+                    cpda,
+                    maxh2cdata,
+                } => {
                     assert!(connected.is_none());
                     assert!(maxh2cdata >= 4096 && maxh2cdata % 4 == 0);
                     assert!(cpda <= 31);
@@ -228,7 +324,9 @@ fuzz_target!(|input: &[u8]| {
                     });
                 }
                 HostEvent::Completion(c) => {
-                    let cmd = cmds.remove(&c.cqe.cid).expect("completion for an unknown command");
+                    let cmd = cmds
+                        .remove(&c.cqe.cid)
+                        .expect("completion for an unknown command");
                     let n: usize = c.data.iter().map(Bytes::len).sum();
                     assert!(n as u32 <= cmd.read_len);
                     assert_eq!(c.data_contiguous().len(), n);

@@ -22,7 +22,13 @@ type Outcome = (Vec<(Pdu, bool, bool)>, Option<FatalError>);
 
 /// Decodes `data`; each PDU comes with whether it was decoded after negotiation
 /// and whether its data digest matched.
-fn run(side: Side, neg: DecoderConfig, from_start: bool, data: &[u8], mut chunks: Chunks) -> Outcome {
+fn run(
+    side: Side,
+    neg: DecoderConfig,
+    from_start: bool,
+    data: &[u8],
+    mut chunks: Chunks,
+) -> Outcome {
     let limit = 256 * 1024 + (neg.max_icd.max(neg.max_data) as usize) * 2 + data.len();
     let mut d = Decoder::new(side, DecoderConfig::default());
     let mut negotiated = false;
@@ -52,9 +58,17 @@ fn run(side: Side, neg: DecoderConfig, from_start: bool, data: &[u8], mut chunks
                     return (out, Some(e));
                 }
             }
-            assert!(d.buffer_mut().capacity() <= limit, "decoder buffer grew to {}", d.buffer_mut().capacity());
+            assert!(
+                d.buffer_mut().capacity() <= limit,
+                "decoder buffer grew to {}",
+                d.buffer_mut().capacity()
+            );
         }
-        assert!(d.buffer_mut().capacity() <= limit, "decoder buffer grew to {}", d.buffer_mut().capacity());
+        assert!(
+            d.buffer_mut().capacity() <= limit,
+            "decoder buffer grew to {}",
+            d.buffer_mut().capacity()
+        );
     }
     (out, None)
 }
@@ -62,7 +76,11 @@ fn run(side: Side, neg: DecoderConfig, from_start: bool, data: &[u8], mut chunks
 fuzz_target!(|input: &[u8]| {
     let mut r = Reader::new(input);
     let fl = r.u8();
-    let side = if fl & 1 != 0 { Side::Host } else { Side::Controller };
+    let side = if fl & 1 != 0 {
+        Side::Host
+    } else {
+        Side::Controller
+    };
     let from_start = fl & 2 != 0;
     let neg = DecoderConfig {
         hdgst: fl & 4 != 0,

@@ -26,15 +26,45 @@ mod common;
 use common::Reader;
 
 enum Op {
-    Raw { slot: u8, bytes: Vec<u8> },
-    Capsule { slot: u8, cid: u16, opcode: u8, sgl: u8, len: u32, icd: u16 },
-    RequestData { pick: u8 },
-    SendData { pick: u8, len: u32, success: bool },
-    Complete { pick: u8, status: u16 },
-    Cancel { pick: u8 },
-    ReadDone { pick: u8, wrong: bool },
-    SendDone { pick: u8, bogus: bool },
-    SetConnected { sq_size: u16, max_icd: u16 },
+    Raw {
+        slot: u8,
+        bytes: Vec<u8>,
+    },
+    Capsule {
+        slot: u8,
+        cid: u16,
+        opcode: u8,
+        sgl: u8,
+        len: u32,
+        icd: u16,
+    },
+    RequestData {
+        pick: u8,
+    },
+    SendData {
+        pick: u8,
+        len: u32,
+        success: bool,
+    },
+    Complete {
+        pick: u8,
+        status: u16,
+    },
+    Cancel {
+        pick: u8,
+    },
+    ReadDone {
+        pick: u8,
+        wrong: bool,
+    },
+    SendDone {
+        pick: u8,
+        bogus: bool,
+    },
+    SetConnected {
+        sq_size: u16,
+        max_icd: u16,
+    },
     Fail,
 }
 
@@ -44,16 +74,42 @@ impl Op {
             0 => {
                 let slot = r.u8();
                 let n = r.u16() % 1024;
-                Op::Raw { slot, bytes: r.bytes(usize::from(n)).to_vec() }
+                Op::Raw {
+                    slot,
+                    bytes: r.bytes(usize::from(n)).to_vec(),
+                }
             }
-            1 => Op::Capsule { slot: r.u8(), cid: r.u16(), opcode: r.u8(), sgl: r.u8(), len: r.u32(), icd: r.u16() },
+            1 => Op::Capsule {
+                slot: r.u8(),
+                cid: r.u16(),
+                opcode: r.u8(),
+                sgl: r.u8(),
+                len: r.u32(),
+                icd: r.u16(),
+            },
             2 => Op::RequestData { pick: r.u8() },
-            3 => Op::SendData { pick: r.u8(), len: r.u32(), success: r.bool() },
-            4 => Op::Complete { pick: r.u8(), status: r.u16() },
+            3 => Op::SendData {
+                pick: r.u8(),
+                len: r.u32(),
+                success: r.bool(),
+            },
+            4 => Op::Complete {
+                pick: r.u8(),
+                status: r.u16(),
+            },
             5 => Op::Cancel { pick: r.u8() },
-            6 => Op::ReadDone { pick: r.u8(), wrong: r.bool() },
-            7 => Op::SendDone { pick: r.u8(), bogus: r.bool() },
-            8 => Op::SetConnected { sq_size: r.u16(), max_icd: r.u16() },
+            6 => Op::ReadDone {
+                pick: r.u8(),
+                wrong: r.bool(),
+            },
+            7 => Op::SendDone {
+                pick: r.u8(),
+                bogus: r.bool(),
+            },
+            8 => Op::SetConnected {
+                sq_size: r.u16(),
+                max_icd: r.u16(),
+            },
             _ => Op::Fail,
         }
     }
@@ -128,7 +184,10 @@ impl Harness {
             assert!(!self.terminated, "work after termination: {w:?}");
             match w {
                 RdmaWork::PostRecv { slot } => {
-                    assert!(self.held.remove(&slot), "slot {slot} reposted without a capsule");
+                    assert!(
+                        self.held.remove(&slot),
+                        "slot {slot} reposted without a capsule"
+                    );
                     self.group_base = self.inflight;
                 }
                 RdmaWork::Read { cid, len, .. } => {
@@ -138,11 +197,16 @@ impl Harness {
                     self.reads.push((cid, len));
                 }
                 RdmaWork::Write { data, .. } => {
-                    assert!(!data.is_empty() && data.len() <= usize::from(self.cfg.max_write_sge.max(1)));
+                    assert!(
+                        !data.is_empty()
+                            && data.len() <= usize::from(self.cfg.max_write_sge.max(1))
+                    );
                     self.inflight += 1;
                     self.writes += 1;
                 }
-                RdmaWork::Send { token, cid, cqe, .. } => {
+                RdmaWork::Send {
+                    token, cid, cqe, ..
+                } => {
                     assert_eq!(Cqe::decode(&cqe).cid, cid);
                     assert_eq!(Cqe::decode(&cqe).sqid, self.cfg.qid);
                     let credits = self.writes + 1;
@@ -195,17 +259,46 @@ fuzz_target!(|input: &[u8]| {
         n += 1;
         match Op::read(&mut r) {
             Op::Raw { slot, bytes } => h.recv(u32::from(slot % 80), bytes),
-            Op::Capsule { slot, cid, opcode, sgl, len, icd } => {
+            Op::Capsule {
+                slot,
+                cid,
+                opcode,
+                sgl,
+                len,
+                icd,
+            } => {
                 let mut sqe = Sqe::new(opcode);
                 sqe.cid = cid;
                 let icd = usize::from(icd % 9000);
                 sqe.sgl1 = match sgl % 6 {
                     0 => SglDescriptor::in_capsule(icd as u32),
-                    1 => RdmaSgl::Keyed { addr: u64::from(len), len: len & 0xffffff, key: len, invalidate: false }.to_descriptor(),
-                    2 => RdmaSgl::Keyed { addr: 0, len: len % (1 << 18), key: u32::from(cid), invalidate: true }.to_descriptor(),
+                    1 => RdmaSgl::Keyed {
+                        addr: u64::from(len),
+                        len: len & 0xffffff,
+                        key: len,
+                        invalidate: false,
+                    }
+                    .to_descriptor(),
+                    2 => RdmaSgl::Keyed {
+                        addr: 0,
+                        len: len % (1 << 18),
+                        key: u32::from(cid),
+                        invalidate: true,
+                    }
+                    .to_descriptor(),
                     3 => RdmaSgl::None.to_descriptor(),
-                    4 => SglDescriptor { address: u64::from(len % 64), length: icd as u32, reserved: [0; 3], type_byte: 0x01 },
-                    _ => SglDescriptor { address: u64::from(len), length: len, reserved: [sgl; 3], type_byte: sgl },
+                    4 => SglDescriptor {
+                        address: u64::from(len % 64),
+                        length: icd as u32,
+                        reserved: [0; 3],
+                        type_byte: 0x01,
+                    },
+                    _ => SglDescriptor {
+                        address: u64::from(len),
+                        length: len,
+                        reserved: [sgl; 3],
+                        type_byte: sgl,
+                    },
                 };
                 let mut b = sqe.encode().to_vec();
                 b.resize(b.len() + icd, 0xa5);
@@ -219,7 +312,11 @@ fuzz_target!(|input: &[u8]| {
                 let len = (len % (1 << 18)) as usize;
                 // Split in up to three parts, some empty.
                 let d = Bytes::from(vec![0x11u8; len]);
-                let parts = [d.slice(..len / 3), d.slice(len / 3..len / 2), d.slice(len / 2..)];
+                let parts = [
+                    d.slice(..len / 3),
+                    d.slice(len / 3..len / 2),
+                    d.slice(len / 2..),
+                ];
                 let _ = h.q.send_data_parts(cid, &parts, success);
             }
             Op::Complete { pick, status } => {
@@ -227,7 +324,8 @@ fuzz_target!(|input: &[u8]| {
                 h.q.complete(Cqe::new(cid, Status::from_field(status)));
             }
             Op::Cancel { pick } => {
-                let _ = h.q.cancel_data_request(h.pick(pick), Status::ABORT_REQUESTED);
+                let _ =
+                    h.q.cancel_data_request(h.pick(pick), Status::ABORT_REQUESTED);
             }
             Op::ReadDone { pick, wrong } => {
                 if h.reads.is_empty() {

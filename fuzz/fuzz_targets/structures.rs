@@ -20,7 +20,13 @@ fuzz_target!(|b: &[u8]| {
     // SQE: all 64 bytes are kept.
     if let Some(s) = Sqe::from_slice(b) {
         assert_eq!(&s.encode()[..], &b[..SQE_SIZE]);
-        let _ = (s.slba(), s.nlb(), s.fua(), s.data_direction(), s.log_page_params());
+        let _ = (
+            s.slba(),
+            s.nlb(),
+            s.fua(),
+            s.data_direction(),
+            s.log_page_params(),
+        );
         let c = ConnectCommand::from_sqe(&s);
         assert_eq!(ConnectCommand::from_sqe(&c.to_sqe()), c);
         let p = PropertyCommand::from_sqe(&s);
@@ -35,7 +41,11 @@ fuzz_target!(|b: &[u8]| {
         let mut want = a;
         want[14] &= !1;
         assert_eq!(c.encode(), want);
-        let _ = (c.result64(), c.status.name(), format!("{:?} {}", c.status, c.status));
+        let _ = (
+            c.result64(),
+            c.status.name(),
+            format!("{:?} {}", c.status, c.status),
+        );
     }
     if let Some(v) = b.get(..2) {
         let f = u16::from_le_bytes([v[0], v[1]]);
@@ -59,11 +69,18 @@ fuzz_target!(|b: &[u8]| {
     assert_eq!(e1.len(), IDENTIFY_SIZE);
     let x2 = IdentifyController::decode(&e1);
     let e2 = x2.encode();
-    assert_eq!(IdentifyController::decode(&e2), x2, "Identify Controller: no fixpoint");
+    assert_eq!(
+        IdentifyController::decode(&e2),
+        x2,
+        "Identify Controller: no fixpoint"
+    );
     if x2 == x {
         assert_eq!(e2, e1, "Identify Controller encoding is not stable");
     }
-    assert_eq!((x2.ioccsz, x2.cntlid, x2.nn, x2.sgls), (x.ioccsz, x.cntlid, x.nn, x.sgls));
+    assert_eq!(
+        (x2.ioccsz, x2.cntlid, x2.nn, x2.sgls),
+        (x.ioccsz, x.cntlid, x.nn, x.sgls)
+    );
     let _ = x.in_capsule_data_size();
 
     // Identify Namespace.
@@ -113,7 +130,10 @@ fuzz_target!(|b: &[u8]| {
     }
     assert_eq!(d2.entries.len(), d.entries.len());
     for (a, c) in d.entries.iter().zip(&d2.entries) {
-        assert_eq!((a.trtype, a.adrfam, a.subtype, a.portid, a.cntlid), (c.trtype, c.adrfam, c.subtype, c.portid, c.cntlid));
+        assert_eq!(
+            (a.trtype, a.adrfam, a.subtype, a.portid, a.cntlid),
+            (c.trtype, c.adrfam, c.subtype, c.portid, c.cntlid)
+        );
         assert_eq!(a.tsas, c.tsas);
     }
     let e = DiscoveryLogEntry::decode(b);
@@ -125,7 +145,11 @@ fuzz_target!(|b: &[u8]| {
         let e1 = c.encode();
         let c2 = ConnectData::decode(&e1).unwrap();
         let e2 = c2.encode();
-        assert_eq!(ConnectData::decode(&e2).unwrap(), c2, "Connect data: no fixpoint");
+        assert_eq!(
+            ConnectData::decode(&e2).unwrap(),
+            c2,
+            "Connect data: no fixpoint"
+        );
         if c2 == c {
             assert_eq!(e2, e1, "Connect data encoding is not stable");
         }
@@ -154,7 +178,12 @@ fuzz_target!(|b: &[u8]| {
     if let Some(v) = b.get(..4) {
         let c = ResvCdw10::from_u32(u32::from_le_bytes(v.try_into().unwrap()));
         assert_eq!(ResvCdw10::from_u32(c.to_u32()), c);
-        let _ = (c.register_action(), c.acquire_action(), c.release_action(), c.cptpl());
+        let _ = (
+            c.register_action(),
+            c.acquire_action(),
+            c.release_action(),
+            c.cptpl(),
+        );
     }
     if let Some(k) = ResvKeys::decode(b, true) {
         assert_eq!(ResvKeys::decode(&k.encode(), true), Some(k));
