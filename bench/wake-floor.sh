@@ -10,6 +10,8 @@
 # ("block": a target that does not poll) or spinning ("spin": SPDK's reactor). Rounds
 # alternate the two; medians of the per-round means are printed. block minus spin is
 # what a queue depth 1 command on a target that sleeps pays on top of one that polls.
+# A third case, "both", has the client sleep in read() too, as `nvmf perf` without
+# --hipri does: with both CPUs idle between round trips, each wakeup costs more.
 #
 # The cost depends on how the (virtual) CPU idles: the cpuidle driver and, with the
 # cpuidle-haltpoll driver of KVM guests, guest_halt_poll_ns (the kernel's default is
@@ -41,10 +43,12 @@ echo "cpuidle driver: $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/de
 
 declare -A MEANS
 for ((r = 1; r <= ROUNDS; r++)); do
-    for mode in block spin; do
-        taskset -c 0 "$BIN" server --port "$PORT" --mode "$mode" --resp 4120 &
+    for mode in block spin both; do
+        smode=$mode cmode=spin
+        [[ $mode == both ]] && smode=block cmode=block
+        taskset -c 0 "$BIN" server --port "$PORT" --mode "$smode" --resp 4120 &
         spid=$!
-        line=$(taskset -c 1 "$BIN" client --port "$PORT" --req 72 --resp 4120 --count "$COUNT") || { kill "$spid" 2>/dev/null; exit 1; }
+        line=$(taskset -c 1 "$BIN" client --port "$PORT" --mode "$cmode" --req 72 --resp 4120 --count "$COUNT") || { kill "$spid" 2>/dev/null; exit 1; }
         wait "$spid" 2>/dev/null
         echo "round $r $mode: $line"
         MEANS[$mode]+="$(awk '{print $5}' <<<"$line") "
@@ -53,4 +57,5 @@ done
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 b=$(median "${MEANS[block]}")
 s=$(median "${MEANS[spin]}")
-echo "median mean round trip: block $b µs, spin $s µs, a wakeup costs $(awk -v b="$b" -v s="$s" 'BEGIN {printf "%.1f", b - s}') µs"
+o=$(median "${MEANS[both]}")
+echo "median mean round trip: block $b µs, spin $s µs, a wakeup costs $(awk -v b="$b" -v s="$s" 'BEGIN {printf "%.1f", b - s}') µs; both sleeping $o µs"

@@ -4,7 +4,8 @@
 //! `--req`-byte request with `--resp` bytes, either sleeping in a blocking
 //! `read` until the request arrives (`--mode block`, what a target that does
 //! not poll pays) or spinning on a non-blocking socket (`--mode spin`, what
-//! SPDK's reactor does). The client always spins, as `spdk_nvme_perf` does.
+//! SPDK's reactor does). The client spins, as `spdk_nvme_perf` does, or with
+//! `--mode block` sleeps too, as `nvmf perf` without `--hipri` does.
 //! The difference between the two modes' round trips is the floor that a
 //! queue depth 1 read on a target that does not poll cannot go below: run by
 //! `bench/wake-floor.sh`, which pins the two processes to different cores;
@@ -12,7 +13,7 @@
 //!
 //! ```text
 //! wake_floor server --port P --mode block|spin --resp BYTES
-//! wake_floor client --port P --req BYTES --resp BYTES --count N
+//! wake_floor client --port P --mode block|spin --req BYTES --resp BYTES --count N
 //! ```
 
 use std::io::{self, ErrorKind, Read, Write};
@@ -31,7 +32,7 @@ struct Opts {
 fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         port: 4599,
-        mode: "block".into(),
+        mode: String::new(),
         req: 72,
         resp: 4120,
         count: 20_000,
@@ -48,6 +49,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--count" => o.count = num()?.max(1),
             _ => return Err(format!("unknown option {k}")),
         }
+    }
+    if o.mode.is_empty() {
+        o.mode = "spin".into();
     }
     if o.mode != "block" && o.mode != "spin" {
         return Err(format!("--mode must be block or spin, not {}", o.mode));
@@ -110,7 +114,7 @@ fn client(o: &Opts) -> io::Result<()> {
         }
     };
     s.set_nodelay(true)?;
-    s.set_nonblocking(true)?;
+    s.set_nonblocking(o.mode == "spin")?;
     let req = vec![0u8; o.req];
     let mut resp = vec![0u8; o.resp];
     // A tenth as many round trips first, to warm caches and the connection.
