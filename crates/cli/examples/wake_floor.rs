@@ -32,7 +32,7 @@ struct Opts {
 fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         port: 4599,
-        mode: String::new(),
+        mode: "spin".into(),
         req: 72,
         resp: 4120,
         count: 20_000,
@@ -49,9 +49,6 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--count" => o.count = num()?.max(1),
             _ => return Err(format!("unknown option {k}")),
         }
-    }
-    if o.mode.is_empty() {
-        o.mode = "spin".into();
     }
     if o.mode != "block" && o.mode != "spin" {
         return Err(format!("--mode must be block or spin, not {}", o.mode));

@@ -9,7 +9,7 @@ mod job;
 mod report;
 mod session;
 
-use crate::stdout::outln;
+use crate::stdout::{emit, outln};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -391,7 +391,7 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
     let rep = report::Report::new(&args, &cfg, &results, wall, (u1 - u0, s1 - s0));
     match args.output {
         Output::Json => outln!("{}", serde_json::to_string_pretty(&rep.to_json())?),
-        Output::Normal => crate::stdout::emit(&rep.table()),
+        Output::Normal => emit(&rep.table()),
     }
     if rep.verify_errors > 0 {
         bail!(

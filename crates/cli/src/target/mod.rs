@@ -5,7 +5,7 @@
 //! subsystem; `--config FILE` reads a TOML file (docs/target.md) and SIGHUP
 //! reloads it.
 
-use crate::stdout::outln;
+use crate::stdout::{emit, outln};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -337,7 +337,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        None => crate::stdout::emit(&c.toml),
+        None => emit(&c.toml),
     }
     Ok(())
 }
@@ -605,8 +605,6 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
     if let Some(m) = target.metrics_addr() {
         outln!("nvmf target: metrics on http://{m}/metrics  (nvmf stats --metrics {m})");
     }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
 }
 
 /// Runs the target until SIGINT or SIGTERM.
