@@ -108,7 +108,7 @@ pub(crate) fn ssl_read_into<S: std::io::Read + std::io::Write>(
     limit: usize,
 ) -> Result<usize, openssl::ssl::Error> {
     let limit = limit.max(1);
-    rx.reserve(limit);
+    nvmf_proto::tcp::decoder::make_room(rx, limit);
     let spare = rx.spare_capacity_mut();
     let take = spare.len().min(limit);
     let n = ssl.ssl_read_uninit(&mut spare[..take])?;
