@@ -6,7 +6,11 @@
 #
 # One client for every target, pinned to core 1: SPDK's spdk_nvme_perf (-c 0x2), or with
 # SBS_CLIENT=nvmf our `nvmf perf` (taskset -c 1, one job, same cases).
-# Targets, started afresh in each round in this order (so rounds interleave ours and SPDK's):
+# Targets, started afresh in each round (so rounds interleave ours and SPDK's); the order
+# rotates by one each round (round 1: as listed, round 2 starts with the second, ...), since
+# the target that runs first in a round came out slowest in sittings that kept one order
+# (docs/performance.md, night of 2026-12-04): with as many rounds as targets, each takes
+# every place once.
 #   ours         `nvmf target --memory 1G --block-size 4096 --threads 1`, taskset -c 0: the
 #                default options (adaptive polling: 50 µs after passes of at most 2 PDUs)
 #   spdk         SPDK's nvmf_tgt, reactor on core 0 (-m 0x1), one 1 GiB Malloc bdev, 4096-byte blocks
@@ -208,7 +212,7 @@ printf 'round\ttarget\tcase\tiops\tmib_s\tmean_us\ttarget_cpu\tclient_cpu\terror
     echo "kernel $(uname -r); cpuidle driver $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo none); guest_halt_poll_ns $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || echo n/a)"
     echo "ours: $NVMF ($("$NVMF" --version 2>/dev/null)); commit $(git -C "$ROOT" log -1 --format=%h 2>/dev/null)"
     echo "spdk: $SPDK_DIR ($(cat "$SPDK_DIR/VERSION" 2>/dev/null || grep -m1 -o 'v[0-9][0-9.]*' "$SPDK_DIR/CHANGELOG.md" 2>/dev/null))"
-    echo "rounds: $ROUNDS x $SECS s; targets in each round: $TARGETS"
+    echo "rounds: $ROUNDS x $SECS s; targets in each round: $TARGETS (order rotating by one each round)"
     if [[ -n $FILE ]]; then
         echo "namespace: file $FILE ($(df --output=fstype "$FILE" | tail -1 | tr -d ' '); ours with default options, SPDK an AIO bdev)"
     else
@@ -219,7 +223,9 @@ printf 'round\ttarget\tcase\tiops\tmib_s\tmean_us\ttarget_cpu\tclient_cpu\terror
 cat "$RAW/meta.txt" >&2
 
 for r in $(seq "$ROUNDS"); do
-    for t in $TARGETS; do
+    read -ra tl <<<"$TARGETS"
+    shift_by=$(((r - 1) % ${#tl[@]}))
+    for t in "${tl[@]:shift_by}" "${tl[@]:0:shift_by}"; do
         echo "== round $r/$ROUNDS: $t (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
         start_target "$t"
         # fill the namespace (1 GiB) so reads copy written data on both targets
