@@ -497,13 +497,18 @@ impl Backend for FileBackend {
             match self.io.fallocate(flags, offset, len) {
                 Ok(()) => return Ok(()),
                 Err(e) if is_unsupported(e) => {
-                    tracing::debug!(path = %self.path.display(), "FALLOC_FL_ZERO_RANGE unsupported ({e}), writing zeroes");
+                    tracing::debug!(path = %self.path.display(), "FALLOC_FL_ZERO_RANGE unsupported ({e}), punching holes instead");
                     self.no_zero_range.store(true, Ordering::Relaxed);
                 }
                 Err(e) => return Err(BackendError::io("fallocate(ZERO_RANGE)", e)),
             }
         }
-        self.zero_by_writing(offset, len)
+        // No ZERO_RANGE (tmpfs): a punched hole reads as zeroes too, and
+        // deallocating is allowed (NVM Command Set 1.0 §3.3.8: the controller
+        // may deallocate even with DEAC cleared; DLFEAT says deallocated
+        // blocks read as zeroes). Writing zeroes is the last resort: on tmpfs
+        // it would fill up to 256 MiB on the queue's thread.
+        self.discard(offset, len)
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<()> {

@@ -429,3 +429,36 @@ fn a_file_on_tmpfs_is_served_inline() {
         assert_eq!(read_vec(&*b, 4096, 8192), data);
     }
 }
+
+/// tmpfs has no `FALLOC_FL_ZERO_RANGE`: Write Zeroes punches a hole instead
+/// (the blocks read as zeroes and their memory is freed; NVM Command Set 1.0
+/// §3.3.8 lets a controller deallocate on Write Zeroes), not writing up to
+/// 256 MiB of zeroes on the queue's own thread, where a tmpfs namespace is
+/// served.
+#[test]
+fn write_zeroes_on_tmpfs_frees_the_range() {
+    let shm = Path::new("/dev/shm");
+    if !on_tmpfs(shm) {
+        eprintln!("SKIP: /dev/shm is not tmpfs here");
+        return;
+    }
+    let dir = tempfile::tempdir_in(shm).unwrap();
+    let path = dir.path().join("ns");
+    let b = open_file(&path, Some(64 * MIB), 4096, DirectIo::Auto).unwrap();
+    let data = pattern(5, 64 * MIB as usize);
+    b.write_at(0, &[&data], false).unwrap();
+    let before = std::fs::metadata(&path).unwrap().blocks() * 512;
+    assert!(
+        before >= 64 * MIB,
+        "written in full: {before} bytes allocated"
+    );
+    b.write_zeroes(4096, 48 * MIB).unwrap();
+    let after = std::fs::metadata(&path).unwrap().blocks() * 512;
+    assert!(
+        after <= 17 * MIB,
+        "48 MiB zeroed of 64: {after} bytes still allocated"
+    );
+    let mut expect = data;
+    expect[4096..(48 * MIB + 4096) as usize].fill(0);
+    assert_eq!(read_vec(&*b, 0, 64 * MIB as usize), expect);
+}
