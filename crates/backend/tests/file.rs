@@ -28,6 +28,17 @@ fn on_tmpfs(dir: &Path) -> bool {
     rustix::fs::statfs(dir).is_ok_and(|s| s.f_type as u64 == 0x0102_1994)
 }
 
+/// A temporary directory on tmpfs (`/dev/shm`), or `None` (and a SKIP line)
+/// where `/dev/shm` is something else.
+fn shm_dir() -> Option<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    if !on_tmpfs(shm) {
+        eprintln!("SKIP: /dev/shm is not tmpfs here");
+        return None;
+    }
+    Some(tempfile::tempdir_in(shm).unwrap())
+}
+
 fn read_vec(b: &dyn Backend, off: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0xEEu8; len];
     b.read_at(off, &mut v).unwrap();
@@ -402,12 +413,9 @@ fn direct_auto_on_tmpfs() {
 /// explicit `direct=on` is kept. Data round-trips either way.
 #[test]
 fn a_file_on_tmpfs_is_served_inline() {
-    let shm = Path::new("/dev/shm");
-    if !on_tmpfs(shm) {
-        eprintln!("SKIP: /dev/shm is not tmpfs here");
+    let Some(dir) = shm_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir_in(shm).unwrap();
+    };
     for (mode, want) in [(DirectIo::Auto, "buffered"), (DirectIo::On, "O_DIRECT")] {
         let b = open_file(&dir.path().join(format!("{mode:?}")), Some(MIB), 4096, mode).unwrap();
         let info = b.info();
@@ -437,12 +445,9 @@ fn a_file_on_tmpfs_is_served_inline() {
 /// served.
 #[test]
 fn write_zeroes_on_tmpfs_frees_the_range() {
-    let shm = Path::new("/dev/shm");
-    if !on_tmpfs(shm) {
-        eprintln!("SKIP: /dev/shm is not tmpfs here");
+    let Some(dir) = shm_dir() else {
         return;
-    }
-    let dir = tempfile::tempdir_in(shm).unwrap();
+    };
     let path = dir.path().join("ns");
     let b = open_file(&path, Some(64 * MIB), 4096, DirectIo::Auto).unwrap();
     let data = pattern(5, 64 * MIB as usize);
