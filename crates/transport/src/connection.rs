@@ -255,14 +255,17 @@ impl<Q: QueueIo> Connection<Q> {
             } else if self.large_mode > 0 && self.queue.rx().is_empty() {
                 self.large_mode -= 1;
                 (wanted.max(HEADER_READ), false)
-            } else if !self.queue.rx().is_empty() && {
+            } else if self.straddle_room > 0 && wanted >= HEADER_READ && {
                 let rx = self.queue.rx();
-                rx.capacity() - rx.len() < self.read_chunk + self.straddle_room
+                !rx.is_empty() && rx.capacity() - rx.len() < self.read_chunk + self.straddle_room
             } {
                 // The PDU in progress ends in this buffer, the next read chunk
                 // does not fit: finish the PDU alone, so that the chunk
                 // starts in an empty buffer and needs no copy of its first
-                // part (a large PDU's last bytes, up to 128 KiB).
+                // part (a large PDU's last bytes, up to 128 KiB). Only for
+                // a real rest: `wanted` is 1 also while whole PDUs wait in
+                // the buffer, and reading those one byte at a time would
+                // never end (a fuzz input found it).
                 (wanted, false)
             } else {
                 (wanted.max(self.read_chunk), true)
