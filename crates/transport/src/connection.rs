@@ -31,7 +31,7 @@ const LARGE_PDU: usize = 32 * 1024;
 /// `straddle_room`): a chunked read that ends inside a PDU of up to this size
 /// leaves it room to finish in the same buffer. Without it the decoder moves
 /// the PDU's first part to a larger buffer; at 128 KiB writes, where a host's
-/// commands and H2CData arrive interleaved, that copy was 6 % of the target's
+/// commands and H2CData arrive interleaved, that copy was 7 % of the target's
 /// time. The largest H2CData our target accepts (MAXH2CDATA 128 KiB) and its
 /// header fit.
 const STRADDLE_ROOM_MAX: usize = 128 * 1024 + 256;

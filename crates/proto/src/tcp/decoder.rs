@@ -186,10 +186,8 @@ impl Decoder {
             }
         };
         if self.buf.len() < plen {
-            if self.buf.capacity() < plen {
-                let more = plen - self.buf.len();
-                make_room(&mut self.buf, more);
-            }
+            let more = plen - self.buf.len();
+            make_room(&mut self.buf, more);
             return Ok(None);
         }
         self.pending_plen = None;
