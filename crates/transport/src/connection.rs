@@ -40,6 +40,12 @@ const STRADDLE_ROOM_MAX: usize = 128 * 1024 + 256;
 const HEADER_READ: usize = 24;
 /// Header-sized reads after the last large PDU before reads grow again.
 const LARGE_MODE_READS: u8 = 4;
+/// Most bytes one [`Connection::drive`] reads before it returns, though the
+/// socket may still hold more: a peer that keeps its socket full cannot hold
+/// the thread (whose other queues wait) or grow the receive buffer without
+/// bound. The readiness stays set, so the next pass reads on at once. Four
+/// of the largest read chunks: a 128 KiB write's depth-16 burst takes two passes.
+const READ_PASS_MAX: usize = 4 * READ_CHUNK_MAX;
 /// Most ciphertext encrypted ahead of the socket on a TLS connection: a batch of
 /// PDUs is encrypted into one buffer of up to this much and sent with one `send`.
 const TLS_OUT_HIGH: usize = 256 * 1024;
@@ -54,6 +60,11 @@ pub trait QueueIo {
     fn wanted(&self) -> usize;
     /// Processes received bytes.
     fn process(&mut self);
+    /// True once the queue has ended (a fatal error or a termination request):
+    /// nothing more is read for it. The default (never) suits a plain byte stream.
+    fn is_closed(&self) -> bool {
+        false
+    }
 }
 
 impl QueueIo for HostQueue {
@@ -69,6 +80,9 @@ impl QueueIo for HostQueue {
     fn process(&mut self) {
         HostQueue::process(self);
     }
+    fn is_closed(&self) -> bool {
+        HostQueue::is_terminated(self)
+    }
 }
 
 impl QueueIo for ControllerQueue {
@@ -83,6 +97,9 @@ impl QueueIo for ControllerQueue {
     }
     fn process(&mut self) {
         ControllerQueue::process(self);
+    }
+    fn is_closed(&self) -> bool {
+        ControllerQueue::is_terminated(self)
     }
 }
 
@@ -244,7 +261,13 @@ impl<Q: QueueIo> Connection<Q> {
         if self.tls.as_ref().is_some_and(|t| !t.ktls.rx) {
             return self.read_tls();
         }
+        let pass_start = self.read;
         loop {
+            // A queue that has ended reads nothing more (its PDUs would only
+            // pile up in the buffer), and one pass reads at most READ_PASS_MAX.
+            if self.queue.is_closed() || self.read - pass_start >= READ_PASS_MAX as u64 {
+                return Ok(());
+            }
             let wanted = self.queue.wanted();
             // (limit, chunked): how much to read, and whether it may grow the chunk.
             let (limit, chunked) = if wanted >= LARGE_PDU {
@@ -348,6 +371,11 @@ impl<Q: QueueIo> Connection<Q> {
         // once per record.
         let mut fresh = 0usize;
         loop {
+            // No pass limit here: decrypted bytes left inside OpenSSL would not
+            // raise the socket's readiness again. An ended queue reads no more.
+            if self.queue.is_closed() {
+                return Ok(());
+            }
             let wanted = self.queue.wanted();
             if fresh >= wanted.clamp(1, READ_CHUNK_MAX) {
                 fresh = 0;
