@@ -11,9 +11,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use nvmf_host::{Controller, HostData};
-use nvmf_proto::sqe::io_opcode;
-use nvmf_proto::Sqe;
+use nvmf_host::Controller;
 
 /// One block operation, in logical blocks of the namespace.
 #[derive(Debug, Clone)]
@@ -139,64 +137,15 @@ pub async fn run(c: &Controller, nsid: u32, op: BlockOp) -> nvmf_host::Result<Ve
             c.write(nsid, slba, data, fua).await.map(|_| Vec::new())
         }
         BlockOp::Flush => c.flush(nsid).await.map(|_| Vec::new()),
-        BlockOp::Discard { slba, nlb } => deallocate(c, nsid, slba, nlb).await.map(|_| Vec::new()),
+        BlockOp::Discard { slba, nlb } => c.deallocate(nsid, slba, nlb).await.map(|_| Vec::new()),
         BlockOp::WriteZeroes {
             slba,
             nlb,
             deac,
             fua,
-        } => write_zeroes(c, nsid, slba, nlb, deac, fua)
+        } => c
+            .write_zeroes(nsid, slba, nlb, deac, fua)
             .await
             .map(|_| Vec::new()),
     }
-}
-
-/// Dataset Management with Deallocate (NVM Command Set 1.0 §3.2.3), in ranges of
-/// at most 2^32 - 1 blocks, up to 256 ranges a command.
-async fn deallocate(c: &Controller, nsid: u32, slba: u64, nlb: u64) -> nvmf_host::Result<()> {
-    let mut ranges = Vec::new();
-    let (mut lba, end) = (slba, slba + nlb);
-    while lba < end {
-        let n = (end - lba).min(u64::from(u32::MAX));
-        ranges.push((lba, n as u32));
-        lba += n;
-    }
-    for chunk in ranges.chunks(256) {
-        let mut buf = Vec::with_capacity(chunk.len() * 16);
-        for &(lba, n) in chunk {
-            buf.extend_from_slice(&0u32.to_le_bytes()); // context attributes
-            buf.extend_from_slice(&n.to_le_bytes());
-            buf.extend_from_slice(&lba.to_le_bytes());
-        }
-        let mut s = Sqe::new(io_opcode::DATASET_MANAGEMENT);
-        s.nsid = nsid;
-        s.cdw10 = chunk.len() as u32 - 1; // NR, 0's based
-        s.cdw11 = 1 << 2; // AD: deallocate
-        c.io(None, s, HostData::ToController(Bytes::from(buf)))
-            .await?;
-    }
-    Ok(())
-}
-
-/// Write Zeroes (NVM Command Set 1.0 §3.2.8), 65,536 blocks a command; DEAC
-/// (CDW12 bit 25) lets the controller deallocate instead.
-async fn write_zeroes(
-    c: &Controller,
-    nsid: u32,
-    slba: u64,
-    nlb: u64,
-    deac: bool,
-    fua: bool,
-) -> nvmf_host::Result<()> {
-    let (mut lba, end) = (slba, slba + nlb);
-    while lba < end {
-        let n = (end - lba).min(65536);
-        let mut s = Sqe::rw(io_opcode::WRITE_ZEROES, nsid, lba, n as u32, fua);
-        if deac {
-            s.cdw12 |= 1 << 25;
-        }
-        c.io(None, s, HostData::None).await?;
-        lba += n;
-    }
-    Ok(())
 }

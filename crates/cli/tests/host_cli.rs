@@ -202,6 +202,56 @@ fn host_verbs_through_the_daemon() {
         [&data[..4 * 512], &data[10 * 512..12 * 512]].concat()
     );
 
+    // write-zeroes and dsm, with nvme-cli's flags, over the blocks 10..26
+    // written above: blocks 12-13 zeroed, 20-21 deallocated (a memory
+    // namespace reads them as zeroes), a hint-only dsm changes nothing.
+    ok(run, &["write-zeroes", "nvme0n1", "-s", "12", "-c", "1"]);
+    ok(
+        run,
+        &["dsm", "nvme0n1", "--slbs", "20", "--blocks", "2", "--ad"],
+    );
+    ok(
+        run,
+        &[
+            "dsm", "nvme0n1", "-s", "14,16", "-b", "1,1", "-a", "1,2", "-r", "-w",
+        ],
+    );
+    let zeroed = run.join("zeroed.out");
+    ok(
+        run,
+        &[
+            "read",
+            "nvme0n1",
+            "-s",
+            "10",
+            "-c",
+            "15",
+            "-d",
+            zeroed.to_str().unwrap(),
+        ],
+    );
+    let mut want = data.clone();
+    want[2 * 512..4 * 512].fill(0);
+    want[10 * 512..12 * 512].fill(0);
+    assert!(
+        std::fs::read(&zeroed).unwrap() == want,
+        "write-zeroes/dsm read back differs"
+    );
+    let o = nvmf(run, &["dsm", "nvme0n1", "-s", "1,2", "-b", "1", "-d"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("give one block count per range"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = nvmf(run, &["write-zeroes", "nvme0n1", "-s", "131071", "-c", "1"]);
+    assert!(!o.status.success());
+    let o = nvmf(run, &["write-zeroes", "nvme0", "-s", "0"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("needs a namespace such as nvme0n1"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     // The most one command line moves: 65,536 blocks (32 MiB), as raw bytes
     // through the daemon's socket, and more read data outstanding per queue
     // than the target's send backlog limit.

@@ -141,19 +141,14 @@ pub(crate) fn run_io_locked(
         io_opcode::DATASET_MANAGEMENT => {
             let nr = (sqe.cdw10 & 0xff) as usize + 1;
             let raw: Vec<u8> = data.iter().flat_map(|b| b.iter().copied()).collect();
-            if raw.len() < nr * 16 {
-                return Err(Status::DATA_SGL_LENGTH_INVALID.dnr());
-            }
-            let deallocate = sqe.cdw11 & (1 << 2) != 0;
-            if !deallocate {
+            let list = nvmf_proto::sqe::DsmRange::decode_list(&raw, nr)
+                .ok_or(Status::DATA_SGL_LENGTH_INVALID.dnr())?;
+            if sqe.cdw11 & nvmf_proto::sqe::dsm_attr::AD == 0 {
                 return Ok(None);
             }
             let mut ranges = Vec::with_capacity(nr);
-            for r in raw.chunks_exact(16).take(nr) {
-                let nlb = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
-                let slba =
-                    u64::from_le_bytes([r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]]);
-                ranges.push(lba_range(ns, slba, u64::from(nlb))?);
+            for r in &list {
+                ranges.push(lba_range(ns, r.slba, u64::from(r.nlb))?);
             }
             if be.info().supports_discard {
                 for (off, len) in ranges.into_iter().filter(|r| r.1 > 0) {

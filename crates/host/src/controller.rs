@@ -561,6 +561,80 @@ impl Controller {
             .map(|_| ())
     }
 
+    /// Write Zeroes (NVM Command Set 1.0 §3.2.8): `nblocks` blocks from `slba`
+    /// read as zeroes afterwards; no data moves. Split into commands of at most
+    /// 65536 blocks (the 16-bit NLB field), sent one after another. `deac` lets
+    /// the controller deallocate the blocks instead of writing them.
+    pub async fn write_zeroes(
+        &self,
+        nsid: u32,
+        slba: u64,
+        nblocks: u64,
+        deac: bool,
+        fua: bool,
+    ) -> Result<()> {
+        let ns = self.namespace(nsid)?;
+        check_range(&ns, slba, nblocks)?;
+        let (mut lba, end) = (slba, slba + nblocks);
+        while lba < end {
+            let n = (end - lba).min(65536);
+            let sqe = Sqe::write_zeroes(nsid, lba, n as u32, deac, fua);
+            self.io(None, sqe, HostData::None).await?;
+            lba += n;
+        }
+        Ok(())
+    }
+
+    /// Dataset Management (NVM Command Set 1.0 §3.2.3): sends `ranges` (1 to
+    /// 256, each inside the namespace) with the CDW11 `attributes`
+    /// ([`nvmf_proto::sqe::dsm_attr`]: AD deallocates, IDR and IDW are hints).
+    pub async fn dsm(
+        &self,
+        nsid: u32,
+        ranges: &[nvmf_proto::sqe::DsmRange],
+        attributes: u32,
+    ) -> Result<()> {
+        use nvmf_proto::sqe::DsmRange;
+        if ranges.is_empty() || ranges.len() > DsmRange::MAX_RANGES {
+            return Err(Error::Invalid(format!(
+                "{} ranges; Dataset Management takes 1 to {}",
+                ranges.len(),
+                DsmRange::MAX_RANGES
+            )));
+        }
+        let ns = self.namespace(nsid)?;
+        let mut list = Vec::with_capacity(ranges.len() * DsmRange::SIZE);
+        for r in ranges {
+            check_range(&ns, r.slba, u64::from(r.nlb))?;
+            list.extend_from_slice(&r.encode());
+        }
+        let sqe = Sqe::dsm(nsid, ranges.len() as u32, attributes);
+        self.io(None, sqe, HostData::ToController(Bytes::from(list)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Deallocates (trims) `nblocks` blocks from `slba`: Dataset Management
+    /// with AD, in ranges of at most 2^32 - 1 blocks, 256 ranges a command.
+    pub async fn deallocate(&self, nsid: u32, slba: u64, nblocks: u64) -> Result<()> {
+        use nvmf_proto::sqe::{dsm_attr, DsmRange};
+        let mut ranges = Vec::new();
+        let (mut lba, end) = (slba, slba + nblocks);
+        while lba < end {
+            let n = (end - lba).min(u64::from(u32::MAX));
+            ranges.push(DsmRange {
+                attributes: 0,
+                nlb: n as u32,
+                slba: lba,
+            });
+            lba += n;
+        }
+        for chunk in ranges.chunks(DsmRange::MAX_RANGES) {
+            self.dsm(nsid, chunk, dsm_attr::AD).await?;
+        }
+        Ok(())
+    }
+
     /// Flush.
     pub async fn flush(&self, nsid: u32) -> Result<()> {
         let mut s = Sqe::new(io_opcode::FLUSH);

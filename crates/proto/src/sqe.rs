@@ -107,6 +107,60 @@ impl CopySourceRange {
     }
 }
 
+/// A Dataset Management range (NVM Command Set 1.0 Figure 40, §3.2.3: 16
+/// bytes; Context Attributes at bytes 3:0, Length in Logical Blocks at 7:4,
+/// 1-based, Starting LBA at 15:8). A command carries up to 256 of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DsmRange {
+    /// Context Attributes (access frequency, latency, sequential hints).
+    pub attributes: u32,
+    /// Number of logical blocks (1-based on the wire too; 0 is an empty range).
+    pub nlb: u32,
+    /// Starting LBA.
+    pub slba: u64,
+}
+
+impl DsmRange {
+    /// Size of one range.
+    pub const SIZE: usize = 16;
+    /// Most ranges in one command (NR is an 8-bit 0's based field).
+    pub const MAX_RANGES: usize = 256;
+
+    /// Encodes one range.
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        put_u32(&mut b, 0, self.attributes);
+        put_u32(&mut b, 4, self.nlb);
+        put_u64(&mut b, 8, self.slba);
+        b
+    }
+
+    /// Decodes the first `count` ranges of `b`; `None` if `b` is too short.
+    pub fn decode_list(b: &[u8], count: usize) -> Option<Vec<Self>> {
+        let need = count.checked_mul(Self::SIZE)?;
+        let list = b.get(..need)?;
+        Some(
+            list.chunks_exact(Self::SIZE)
+                .map(|e| Self {
+                    attributes: u32_at(e, 0),
+                    nlb: u32_at(e, 4),
+                    slba: u64_at(e, 8),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Dataset Management attributes, CDW11 (NVM Command Set 1.0 Figure 39).
+pub mod dsm_attr {
+    /// IDR: the ranges will be read soon (integral dataset for read).
+    pub const IDR: u32 = 1 << 0;
+    /// IDW: the ranges will be written soon (integral dataset for write).
+    pub const IDW: u32 = 1 << 1;
+    /// AD: deallocate the ranges.
+    pub const AD: u32 = 1 << 2;
+}
+
 /// Direction of a command's data, from opcode bits 1:0 (NVMe Base 2.0 §5, Figure 138 note).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataDirection {
@@ -355,6 +409,30 @@ impl Sqe {
         s
     }
 
+    /// Builds a Dataset Management (NVM Command Set 1.0 §3.2.3) of `nr` ranges
+    /// (1 to 256; NR is 0's based in CDW10 bits 7:0) with the CDW11 attributes
+    /// ([`dsm_attr`]). The range list is the data (`nr` × 16 bytes).
+    pub fn dsm(nsid: u32, nr: u32, attributes: u32) -> Self {
+        let mut s = Self::new(io_opcode::DATASET_MANAGEMENT);
+        s.nsid = nsid;
+        s.cdw10 = nr.saturating_sub(1) & 0xff;
+        s.cdw11 = attributes;
+        s
+    }
+
+    /// Builds a Write Zeroes (NVM Command Set 1.0 §3.2.8) of `nlb` blocks
+    /// (1 to 65536) from `slba`: NLB 0's based in CDW12 bits 15:0, DEAC
+    /// (the controller may deallocate the blocks instead) bit 25, FUA bit 30.
+    /// No data moves.
+    pub fn write_zeroes(nsid: u32, slba: u64, nlb: u32, deac: bool, fua: bool) -> Self {
+        let mut s = Self::rw(io_opcode::WRITE_ZEROES, nsid, slba, nlb, fua);
+        if deac {
+            s.cdw12 |= 1 << 25;
+        }
+        s.sgl1 = SglDescriptor::default();
+        s
+    }
+
     /// Builds a Read or Write style LBA command (NVM Command Set 1.0 §3.2.4, §3.2.6).
     pub fn rw(opcode: u8, nsid: u32, slba: u64, nlb: u32, fua: bool) -> Self {
         let mut s = Self::new(opcode);
@@ -472,5 +550,47 @@ mod tests {
         );
         assert_eq!(CopySourceRange::decode_list(&two, 3), None);
         assert_eq!(CopySourceRange::decode_list(&two, usize::MAX), None);
+    }
+
+    /// Dataset Management and Write Zeroes, against the bytes of NVM Command
+    /// Set 1.0 Figures 38–40 and 58.
+    #[test]
+    fn dsm_and_write_zeroes() {
+        let d = Sqe::dsm(1, 3, dsm_attr::AD);
+        assert_eq!((d.opcode, d.nsid, d.cdw10, d.cdw11), (0x09, 1, 2, 4));
+        assert_eq!(d.data_direction(), DataDirection::HostToController);
+        assert_eq!(Sqe::dsm(1, 256, 0).cdw10, 255, "NR is 0's based");
+        let r = DsmRange {
+            attributes: 0x0a0b_0c0d,
+            nlb: 0x0001_0000,
+            slba: 0x0102_0304_0506_0708,
+        };
+        let e = r.encode();
+        assert_eq!(
+            e,
+            [
+                0x0d, 0x0c, 0x0b, 0x0a, 0x00, 0x00, 0x01, 0x00, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03,
+                0x02, 0x01
+            ]
+        );
+        let two = [e, DsmRange::default().encode()].concat();
+        assert_eq!(
+            DsmRange::decode_list(&two, 2),
+            Some(vec![r, DsmRange::default()])
+        );
+        assert_eq!(DsmRange::decode_list(&two, 3), None);
+        assert_eq!(DsmRange::decode_list(&two, usize::MAX), None);
+
+        let w = Sqe::write_zeroes(2, 0x1_0000_0010, 65536, true, true);
+        assert_eq!(
+            (w.opcode, w.nsid, w.slba(), w.nlb()),
+            (0x08, 2, 0x1_0000_0010, 65536)
+        );
+        assert_eq!(w.cdw12 & 0xffff, 0xffff, "NLB is 0's based");
+        assert!(w.cdw12 & (1 << 25) != 0, "DEAC");
+        assert!(w.fua());
+        assert_eq!(w.data_direction(), DataDirection::None);
+        let w = Sqe::write_zeroes(2, 7, 1, false, false);
+        assert_eq!(w.cdw12, 0);
     }
 }

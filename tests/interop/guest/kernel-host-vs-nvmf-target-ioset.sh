@@ -2,13 +2,13 @@
 # kernel-host-vs-nvmf-target-ioset.sh -- guest script (trixie track): the Linux
 # kernel NVMe/TCP host with nvme-cli 2.13 against OUR target (`nvmf target`):
 # the NVM commands beyond read/write that nvme-cli sends as passthrough
-# (Verify, Copy, Compare), checked with dd/cmp.
+# (Verify, Copy, Compare, Write Zeroes, Dataset Management), checked with dd/cmp.
 #
 #   tests/interop/run-vm.sh --kernel trixie --no-target --extra target/release/nvmf \
 #       --script tests/interop/guest/kernel-host-vs-nvmf-target-ioset.sh
 #
 # What it does, on both namespaces (nsid 1 = memory, nsid 2 = file):
-#   - id-ctrl: ONCS has Compare, Verify and Copy; FUSES has Compare and Write;
+#   - id-ctrl: ONCS has Compare, Dataset Management, Write Zeroes, Verify and Copy; FUSES has Compare and Write;
 #     CTRATT has TBKAS; OCFS has format 0. id-ns: MSSRL / MCL / MSRC.
 #   - 1 MiB of random data written with O_DIRECT dd at LBA 0;
 #   - `nvme verify` of 2048 blocks (ok), of the last block (ok), past the end
@@ -19,6 +19,9 @@
 #     based) to --sdlba 4096, read back with O_DIRECT dd and compared with the
 #     source ranges (and, on nsid 2, with the target's backing file);
 #   - `nvme copy` of a range longer than MSSRL: must fail, destination untouched.
+#   - `nvme write-zeroes` of 8 blocks at LBA 200 and `nvme dsm --ad` of 8 blocks
+#     at LBA 300: both read back (O_DIRECT) as zeroes, the blocks beside them
+#     keep the pattern (on nsid 2 the backing file is checked too).
 # nvme-cli cannot send a fused Compare and Write pair (its `compare` is a plain
 # Compare), so fused operations are tested on loopback only
 # (crates/controller/tests/ioset.rs).
@@ -122,14 +125,35 @@ ns_case() {
     dd if="$dev" of=/tmp/.ioset.got bs=512 skip=4096 count=12 iflag=direct 2>/dev/null
     cmp -s /tmp/.ioset.want /tmp/.ioset.got && pass "$T: nsid $nsid: the refused copy wrote nothing" ||
         fail "$T: nsid $nsid: the refused copy changed the destination"
+
+    # Write Zeroes of LBAs 200-207, Dataset Management deallocate of 300-307:
+    # read back as zeroes (DLFEAT: deallocated blocks read as zeroes), the
+    # blocks either side (199, 208, 299, 308) keep the pattern
+    expect_rc 0 "nsid $nsid: write-zeroes -s 200 -c 7" nvme write-zeroes "$dev" -s 200 -c 7
+    expect_rc 0 "nsid $nsid: dsm --ad -s 300 -b 8" nvme dsm "$dev" --ad -s 300 -b 8
+    dd if=/dev/zero of=/tmp/.ioset.zero bs=512 count=8 2>/dev/null
+    for z in 200 300; do
+        { blocks /tmp/.ioset.pat $((z - 1)) 1; cat /tmp/.ioset.zero; blocks /tmp/.ioset.pat $((z + 8)) 1; } >/tmp/.ioset.want
+        dd if="$dev" of=/tmp/.ioset.got bs=512 skip=$((z - 1)) count=10 iflag=direct 2>/dev/null
+        if cmp /tmp/.ioset.want /tmp/.ioset.got; then
+            pass "$T: nsid $nsid: LBAs $z-$((z + 7)) read back as zeroes, the blocks beside them unchanged"
+        else
+            fail "$T: nsid $nsid: LBAs $z-$((z + 7)) after write-zeroes/dsm differ from zeroes and the pattern"
+        fi
+        if [ "$nsid" = 2 ]; then
+            blocks $NS2_FILE $((z - 1)) 10 >/tmp/.ioset.file
+            cmp /tmp/.ioset.want /tmp/.ioset.file && pass "$T: nsid 2: the backing file holds zeroes at LBAs $z-$((z + 7))" ||
+                fail "$T: nsid 2: the backing file differs at LBAs $z-$((z + 7))"
+        fi
+    done
 }
 
 # ---------------------------------------------------------------------- main --
-say "kernel host (nvme-cli $(nvme version 2>/dev/null | sed -n 's/^nvme version \([^ ]*\).*/\1/p')) vs nvmf target: verify, copy, compare"
+say "kernel host (nvme-cli $(nvme version 2>/dev/null | sed -n 's/^nvme version \([^ ]*\).*/\1/p')) vs nvmf target: verify, copy, compare, write-zeroes, dsm"
 [ -x "$NVMF" ] || { fail "$T: no $NVMF in the guest (--extra target/release/nvmf)"; exit 1; }
-for v in verify copy compare; do
+for v in verify copy compare write-zeroes dsm; do
     echo "--- nvme $v --help (options used here)"
-    nvme $v --help 2>&1 | grep -E -- '--(namespace-id|start-block|block-count|data-size|data|sdlba|slbs|blocks)\b' | sed 's/^/    /'
+    nvme $v --help 2>&1 | grep -E -- '--(namespace-id|start-block|block-count|data-size|data|sdlba|slbs|blocks|ad)\b' | sed 's/^/    /'
 done
 nvmevm_hostnqn
 rm -f $TARGET_LOG $NS2_FILE
@@ -144,7 +168,8 @@ if st_connect $T "connect" "$S" -t tcp -a $ADDR -s $PORT; then
     oncs=$(field /tmp/.ioset.idctrl oncs) fuses=$(field /tmp/.ioset.idctrl fuses)
     ctratt=$(field /tmp/.ioset.idctrl ctratt) ocfs=$(field /tmp/.ioset.idctrl ocfs)
     echo "    id-ctrl: oncs $oncs fuses $fuses ctratt $ctratt ocfs $ocfs"
-    [ $((oncs & 0x181)) = $((0x181)) ] && pass "$T: ONCS $oncs has Compare, Verify and Copy" || fail "$T: ONCS '$oncs' lacks Compare/Verify/Copy (0x181)"
+    [ $((oncs & 0x18d)) = $((0x18d)) ] && pass "$T: ONCS $oncs has Compare, Dataset Management, Write Zeroes, Verify and Copy" ||
+        fail "$T: ONCS '$oncs' lacks Compare/DSM/Write Zeroes/Verify/Copy (0x18d)"
     [ $((fuses & 1)) = 1 ] && pass "$T: FUSES $fuses: Compare and Write" || fail "$T: FUSES '$fuses'"
     [ $((ctratt & 0x40)) = $((0x40)) ] && pass "$T: CTRATT $ctratt has TBKAS" || fail "$T: CTRATT '$ctratt' lacks TBKAS (0x40)"
     [ $((ocfs & 1)) = 1 ] && pass "$T: OCFS $ocfs: copy format 0" || fail "$T: OCFS '$ocfs'"

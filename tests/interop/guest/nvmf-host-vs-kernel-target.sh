@@ -13,6 +13,9 @@
 # nsid 2 = /dev/nullb0 (null_blk: writes dropped, reads return zeroes),
 # tcp 127.0.0.1:4420; the discovery subsystem on the same port.
 #
+# Host daemon verbs: `nvmf connect`, `nvmf write/read/dsm/write-zeroes nvme0nN`
+# (nvme-cli's flags), `nvmf list -o json` (Devices[].DevicePath, SectorSize),
+# `nvmf disconnect-all`.
 # ---------------------------------------------------------------------------
 # ASSUMPTIONS about the `nvmf` CLI -- the verbs are still being designed; every
 # invocation goes through the nvmf_* functions just below, so adjust there.
@@ -133,6 +136,38 @@ io_check "plain"
 io_check "digests (-g -G)" -g -G
 io_check "2 I/O queues (-i 2)" -i 2
 io_check "digests, 2 I/O queues (-g -G -i 2)" -g -G -i 2
+
+say "host daemon verbs against nvmet: write, read, dsm --ad, write-zeroes"
+# nsid 1 (a file on tmpfs: nvmet punches a hole for a deallocate) and nsid 2
+# (null_blk: Write Zeroes succeeds, nothing to read back). nvmet's file
+# namespace takes the file's block size (4096 on tmpfs): read it from `nvmf list`.
+if check "nvmf connect -n $NQN (host daemon)" $TMO "$NVMF" connect -t tcp -a "$ADDR" -s "$PORT" -n "$NQN"; then
+    "$NVMF" list -o json >/tmp/dv.list 2>&1
+    bs=$(tr -d ' \n' </tmp/dv.list | sed -n 's/.*"DevicePath":"nvme0n1"[^}]*"SectorSize":\([0-9]*\).*/\1/p')
+    [ -n "$bs" ] || bs=$(tr -d ' \n' </tmp/dv.list | sed -n 's/.*"SectorSize":\([0-9]*\)[^}]*"DevicePath":"nvme0n1".*/\1/p')
+    echo "    nvme0n1 block size: '${bs:-?}'"
+    if [ -n "$bs" ]; then
+        dd if=/dev/urandom of=/tmp/dv.pat bs="$bs" count=32 2>/dev/null
+        check "nvmf write of 32 blocks at LBA 512 (nsid 1)" $TMO "$NVMF" write nvme0n1 -s 512 -c 31 -d /tmp/dv.pat
+        check "nvmf dsm --ad of LBAs 516-523" $TMO "$NVMF" dsm nvme0n1 -s 516 -b 8 --ad
+        { dd if=/tmp/dv.pat bs="$bs" count=4; dd if=/dev/zero bs="$bs" count=8
+          dd if=/tmp/dv.pat bs="$bs" skip=12 count=20; } >/tmp/dv.want 2>/dev/null
+        $TMO "$NVMF" read nvme0n1 -s 512 -c 31 -d /tmp/dv.got >/tmp/dv.rd 2>&1
+        if cmp /tmp/dv.want /tmp/dv.got; then
+            pass "nvmf read after dsm --ad: LBAs 516-523 read as zeroes, the rest as written"
+        else
+            fail "nvmf read after dsm --ad differs: $(head -c 300 /tmp/dv.rd)"
+        fi
+        dd if="$NVMEVM_NS_FILE" bs="$bs" skip=512 count=32 of=/tmp/dv.file 2>/dev/null
+        cmp -s /tmp/dv.want /tmp/dv.file && pass "nvmet's backing file holds the write and the hole" ||
+            fail "nvmet's backing file differs from the write and dsm"
+    else
+        fail "no SectorSize for nvme0n1 in nvmf list -o json: $(head -c 300 /tmp/dv.list)"
+    fi
+    check "nvmf write-zeroes of 65536 blocks on nsid 2 (null_blk)" $TMO "$NVMF" write-zeroes nvme0n2 -s 0 -c 65535
+    check "nvmf write-zeroes -s 0 -c 1 --deac on nsid 2" $TMO "$NVMF" write-zeroes nvme0n2 -s 0 -c 1 --deac
+    $TMO "$NVMF" disconnect-all >/dev/null 2>&1
+fi
 
 say "conformance check (nvmf check) against nvmet"
 # Every line is printed so that the CI log shows which rules nvmet meets.  PASS

@@ -878,7 +878,7 @@ async fn handle(
                 }
             }
         }
-        "verify" | "compare" | "copy" => {
+        "verify" | "compare" | "copy" | "write-zeroes" | "dsm" => {
             let dev = s(req, "dev")?;
             let (c, ns) = get(st, dev).await?;
             let nsid = u(req, "nsid").map(|n| n as u32).or(ns).ok_or_else(|| {
@@ -892,6 +892,44 @@ async fn handle(
                         u(req, "nblocks").unwrap_or(1),
                     )
                     .await?
+                }
+                "write-zeroes" => {
+                    let flag = |k| req.get(k).and_then(Value::as_bool).unwrap_or(false);
+                    c.write_zeroes(
+                        nsid,
+                        u(req, "slba").unwrap_or(0),
+                        u(req, "nblocks").unwrap_or(1),
+                        flag("deac"),
+                        flag("fua"),
+                    )
+                    .await?
+                }
+                "dsm" => {
+                    let ranges: Vec<nvmf_proto::sqe::DsmRange> = req
+                        .get("ranges")
+                        .and_then(Value::as_array)
+                        .ok_or_else(|| anyhow!("dsm without \"ranges\""))?
+                        .iter()
+                        .map(|r| {
+                            let f = |i| r.get(i).and_then(Value::as_u64);
+                            match (f(0), f(1), f(2)) {
+                                (Some(a), Some(n), Some(slba))
+                                    if a <= u64::from(u32::MAX) && n <= u64::from(u32::MAX) =>
+                                {
+                                    Ok(nvmf_proto::sqe::DsmRange {
+                                        attributes: a as u32,
+                                        nlb: n as u32,
+                                        slba,
+                                    })
+                                }
+                                _ => Err(anyhow!(
+                                    "a dsm range is [attributes, blocks, slba] with 32-bit attributes and blocks"
+                                )),
+                            }
+                        })
+                        .collect::<anyhow::Result<_>>()?;
+                    let attributes = u(req, "attributes").unwrap_or(0) as u32;
+                    c.dsm(nsid, &ranges, attributes).await?
                 }
                 "compare" => {
                     if payload.is_empty() {

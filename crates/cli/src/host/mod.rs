@@ -316,6 +316,10 @@ pub enum HostCommand {
     Verify(VerifyArgs),
     /// Copy source ranges (format 0) to consecutive blocks from --sdlba.
     Copy(CopyArgs),
+    /// Write Zeroes: the blocks read as zeroes afterwards; no data moves.
+    WriteZeroes(WriteZeroesArgs),
+    /// Dataset Management: deallocate (--ad) ranges, or pass access hints.
+    Dsm(DsmArgs),
     /// Disconnect controllers by subsystem NQN or device.
     Disconnect {
         /// Subsystem NQN: disconnect every controller of it.
@@ -502,6 +506,126 @@ pub struct CopyArgs {
     format: u8,
     #[command(flatten)]
     out: Out,
+}
+
+/// Flags of `write-zeroes`, as nvme-cli.
+#[derive(Debug, Args)]
+pub struct WriteZeroesArgs {
+    /// Namespace device (nvme0n1).
+    dev: String,
+    /// Namespace ID (default: the device's).
+    #[arg(short = 'n', long = "namespace-id")]
+    nsid: Option<u32>,
+    /// Starting LBA.
+    #[arg(short = 's', long = "start-block", default_value_t = 0)]
+    start_block: u64,
+    /// Number of blocks, 0's based (0 = one block).
+    #[arg(short = 'c', long = "block-count", default_value_t = 0)]
+    block_count: u16,
+    /// Let the controller deallocate the blocks instead of writing zeroes (DEAC).
+    #[arg(short = 'd', long = "deac")]
+    deac: bool,
+    /// Force unit access.
+    #[arg(short = 'f', long = "force-unit-access")]
+    fua: bool,
+    #[command(flatten)]
+    out: Out,
+}
+
+/// Flags of `dsm`, as nvme-cli: one range per entry of --slbs and --blocks.
+#[derive(Debug, Args)]
+pub struct DsmArgs {
+    /// Namespace device (nvme0n1).
+    dev: String,
+    /// Namespace ID (default: the device's).
+    #[arg(short = 'n', long = "namespace-id")]
+    nsid: Option<u32>,
+    /// Comma-separated context attributes, one per range (default 0).
+    #[arg(short = 'a', long = "ctx-attrs", value_delimiter = ',')]
+    ctx_attrs: Vec<u32>,
+    /// Comma-separated block counts of the ranges (1-based, as the range field).
+    #[arg(short = 'b', long = "blocks", value_delimiter = ',', required = true)]
+    blocks: Vec<u32>,
+    /// Comma-separated starting LBAs of the ranges.
+    #[arg(short = 's', long = "slbs", value_delimiter = ',', required = true)]
+    slbs: Vec<u64>,
+    /// Attribute Deallocate: the blocks are trimmed (they read as zeroes here).
+    #[arg(short = 'd', long = "ad")]
+    ad: bool,
+    /// Attribute Integral Dataset for Write (a hint).
+    #[arg(short = 'w', long = "idw")]
+    idw: bool,
+    /// Attribute Integral Dataset for Read (a hint).
+    #[arg(short = 'r', long = "idr")]
+    idr: bool,
+    /// The whole CDW11 (attributes), instead of --ad/--idw/--idr.
+    #[arg(short = 'c', long = "cdw11", value_parser = parse_u32, conflicts_with_all = ["ad", "idw", "idr"])]
+    cdw11: Option<u32>,
+    #[command(flatten)]
+    out: Out,
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not a 32-bit value (decimal or 0x…)"))
+}
+
+fn write_zeroes(a: WriteZeroesArgs) -> anyhow::Result<()> {
+    let mut req = json!({"op": "write-zeroes", "dev": a.dev, "slba": a.start_block,
+        "nblocks": u64::from(a.block_count) + 1, "deac": a.deac, "fua": a.fua});
+    if let Some(n) = a.nsid {
+        req["nsid"] = json!(n);
+    }
+    daemon::request(&req)?;
+    success(&a.out, "write-zeroes")
+}
+
+fn dsm(a: DsmArgs) -> anyhow::Result<()> {
+    use nvmf_proto::sqe::{dsm_attr, DsmRange};
+    if a.slbs.len() != a.blocks.len() {
+        bail!(
+            "--slbs has {} entries and --blocks {}; give one block count per range",
+            a.slbs.len(),
+            a.blocks.len()
+        );
+    }
+    if !a.ctx_attrs.is_empty() && a.ctx_attrs.len() != a.slbs.len() {
+        bail!(
+            "--ctx-attrs has {} entries for {} ranges; give one per range or none",
+            a.ctx_attrs.len(),
+            a.slbs.len()
+        );
+    }
+    if a.slbs.len() > DsmRange::MAX_RANGES {
+        bail!(
+            "{} ranges; one Dataset Management command takes at most {}",
+            a.slbs.len(),
+            DsmRange::MAX_RANGES
+        );
+    }
+    let attributes = a.cdw11.unwrap_or(
+        if a.ad { dsm_attr::AD } else { 0 }
+            | if a.idw { dsm_attr::IDW } else { 0 }
+            | if a.idr { dsm_attr::IDR } else { 0 },
+    );
+    let ranges: Vec<[u64; 3]> = (0..a.slbs.len())
+        .map(|i| {
+            [
+                u64::from(a.ctx_attrs.get(i).copied().unwrap_or(0)),
+                u64::from(a.blocks[i]),
+                a.slbs[i],
+            ]
+        })
+        .collect();
+    let mut req = json!({"op": "dsm", "dev": a.dev, "ranges": ranges, "attributes": attributes});
+    if let Some(n) = a.nsid {
+        req["nsid"] = json!(n);
+    }
+    daemon::request(&req)?;
+    success(&a.out, "dsm")
 }
 
 fn success(out: &Out, verb: &str) -> anyhow::Result<()> {
@@ -755,6 +879,8 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
         HostCommand::Compare(a) => compare(a),
         HostCommand::Verify(a) => verify(a),
         HostCommand::Copy(a) => copy(a),
+        HostCommand::WriteZeroes(a) => write_zeroes(a),
+        HostCommand::Dsm(a) => dsm(a),
         HostCommand::Disconnect { nqn, device, out } => {
             let req = match (&nqn, &device) {
                 (Some(n), None) => json!({"op": "disconnect", "subnqn": n}),
