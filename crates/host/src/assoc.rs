@@ -256,6 +256,16 @@ fn connect_hint(opts: &ConnectOptions, c: &Completion) -> String {
     }
 }
 
+/// Connect's CATTR (NVMe over Fabrics 1.1 Figure 20): bit 2 disables SQ flow
+/// control when the options ask for it.
+fn connect_cattr(opts: &ConnectOptions) -> u8 {
+    if opts.disable_sqflow {
+        nvmf_proto::fabrics::ConnectCommand::CATTR_DISABLE_SQ_FLOW_CONTROL
+    } else {
+        0
+    }
+}
+
 async fn fabrics_connect(
     conn: &mut HostConnection,
     opts: &ConnectOptions,
@@ -268,7 +278,7 @@ async fn fabrics_connect(
         recfmt: 0,
         qid,
         sqsize,
-        cattr: 0,
+        cattr: connect_cattr(opts),
         kato,
     }
     .to_sqe();

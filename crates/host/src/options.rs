@@ -67,6 +67,13 @@ pub struct ConnectOptions {
     /// reset the association at once when they time out, as Linux's fabrics
     /// hosts do. Default [`DEFAULT_ADMIN_TIMEOUT`] (`nvme_core.admin_timeout`).
     pub admin_timeout: Option<Duration>,
+    /// Ask the controller to disable SQ flow control on every queue (Connect
+    /// CATTR bit 2, NVMe over Fabrics 1.1 §3.3; `nvme connect
+    /// --disable-sqflow`): the controller then stops reporting SQ head
+    /// pointers, and on NVMe/TCP may complete a successful read with its last
+    /// C2HData PDU (SUCCESS) instead of a response capsule, one PDU fewer per
+    /// read. Default off, as on Linux.
+    pub disable_sqflow: bool,
 }
 
 impl ConnectOptions {
@@ -112,6 +119,7 @@ impl ConnectOptions {
             tls_derivation: nvmf_proto::tls::Derivation::Spec,
             io_timeout: Some(DEFAULT_IO_TIMEOUT),
             admin_timeout: Some(DEFAULT_ADMIN_TIMEOUT),
+            disable_sqflow: false,
             subnqn,
         }
     }

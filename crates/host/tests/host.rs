@@ -67,6 +67,43 @@ async fn connect_identify_write_read() {
     }
 }
 
+/// `disable_sqflow` (nvme-cli's --disable-sqflow): every queue's Connect
+/// carries CATTR bit 2, the controller completes reads with C2HData SUCCESS
+/// (no response capsule), and the host completes them from that PDU.
+/// Without it, no read completes that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_sqflow_reads_complete_with_success() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let t = MiniTarget::start("127.0.0.1:0", support::store(8 << 20)).await;
+    let data = pattern(256 * 1024, 3);
+    for disable in [false, true] {
+        let (connects, successes) = (
+            t.faults.sqfc_disabled_connects.load(Relaxed),
+            t.faults.success_flag_reads.load(Relaxed),
+        );
+        let mut o = opts(&t);
+        o.disable_sqflow = disable;
+        let c = Controller::connect(o).await.unwrap();
+        c.write(1, 100, data.clone(), false).await.unwrap();
+        for _ in 0..8 {
+            assert_eq!(c.read(1, 100, 512).await.unwrap(), data);
+            assert_eq!(c.read(1, 101, 1).await.unwrap(), data[512..1024]);
+        }
+        let connects = t.faults.sqfc_disabled_connects.load(Relaxed) - connects;
+        let successes = t.faults.success_flag_reads.load(Relaxed) - successes;
+        if disable {
+            assert_eq!(connects, 3, "admin and both I/O queues ask for it");
+            assert!(
+                successes >= 8 * 3,
+                "reads completed with SUCCESS: {successes}"
+            );
+        } else {
+            assert_eq!((connects, successes), (0, 0));
+        }
+        c.disconnect().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tasks_share_a_controller() {
     let t = MiniTarget::start("127.0.0.1:0", support::store(4 << 20)).await;

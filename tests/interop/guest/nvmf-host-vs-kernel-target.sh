@@ -13,7 +13,7 @@
 # nsid 2 = /dev/nullb0 (null_blk: writes dropped, reads return zeroes),
 # tcp 127.0.0.1:4420; the discovery subsystem on the same port.
 #
-# Host daemon verbs: `nvmf connect`, `nvmf write/read/dsm/write-zeroes nvme0nN`
+# Host daemon verbs: `nvmf connect -D`, `nvmf write/read/dsm/write-zeroes nvme0nN`
 # (nvme-cli's flags), `nvmf list -o json` (Devices[].DevicePath, SectorSize),
 # `nvmf disconnect-all`.
 # ---------------------------------------------------------------------------
@@ -141,7 +141,10 @@ say "host daemon verbs against nvmet: write, read, dsm --ad, write-zeroes"
 # nsid 1 (a file on tmpfs: nvmet punches a hole for a deallocate) and nsid 2
 # (null_blk: Write Zeroes succeeds, nothing to read back). nvmet's file
 # namespace takes the file's block size (4096 on tmpfs): read it from `nvmf list`.
-if check "nvmf connect -n $NQN (host daemon)" $TMO "$NVMF" connect -t tcp -a "$ADDR" -s "$PORT" -n "$NQN"; then
+# Connected with -D (--disable-sqflow): nvmet then completes reads with
+# C2HData SUCCESS and no response capsule, which our host must take as the
+# completion (the read-back below depends on it).
+if check "nvmf connect -D -n $NQN (host daemon, SQ flow control disabled)" $TMO "$NVMF" connect -t tcp -a "$ADDR" -s "$PORT" -n "$NQN" -D; then
     "$NVMF" list -o json >/tmp/dv.list 2>&1
     bs=$(tr -d ' \n' </tmp/dv.list | sed -n 's/.*"DevicePath":"nvme0n1"[^}]*"SectorSize":\([0-9]*\).*/\1/p')
     [ -n "$bs" ] || bs=$(tr -d ' \n' </tmp/dv.list | sed -n 's/.*"SectorSize":\([0-9]*\)[^}]*"DevicePath":"nvme0n1".*/\1/p')

@@ -669,6 +669,7 @@ pub fn options_from(req: &Value) -> anyhow::Result<ConnectOptions> {
         "dhchap_ctrl_secret",
     )?;
     o.tls_key = super::parse_tls_key(req.get("tls_key").and_then(Value::as_str), "tls_key")?;
+    o.disable_sqflow = req.get("disable_sqflow").and_then(Value::as_bool) == Some(true);
     if req.get("tls_compat").and_then(Value::as_bool) == Some(true) {
         o.tls_derivation = nvmf_proto::tls::Derivation::Compat;
     }

@@ -184,6 +184,11 @@ pub struct ConnectTuning {
     /// Seconds between reconnect attempts.
     #[arg(short = 'c', long = "reconnect-delay")]
     pub reconnect_delay: Option<u64>,
+    /// Ask the controller to disable SQ flow control (Connect CATTR bit 2):
+    /// on NVMe/TCP a successful read then completes with its last data PDU,
+    /// one PDU fewer per read.
+    #[arg(short = 'D', long = "disable-sqflow")]
+    pub disable_sqflow: bool,
     /// Also expose each namespace as a local block device (needs root):
     /// /dev/ublkbN through the kernel's ublk driver where it has one (Linux
     /// 6.0+, ublk_drv), else /dev/nbdN through NBD. `nvmf list` names the device.
@@ -710,6 +715,7 @@ fn connect_req(o: &ConnectOptions, t: &ConnectTuning) -> Value {
         "kato_ms": t.keep_alive_tmo.map(|k| k.saturating_mul(1000)),
         "ctrl_loss_tmo": t.ctrl_loss_tmo,
         "reconnect_delay": t.reconnect_delay,
+        "disable_sqflow": t.disable_sqflow,
         "block": t.block || t.block_kind.is_some(),
         "block_kind": t.block_kind.as_deref().unwrap_or("auto"),
         "iopolicy": t.iopolicy,

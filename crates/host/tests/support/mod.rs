@@ -51,6 +51,10 @@ pub struct Faults {
     pub aborts: Mutex<Vec<(u16, u16)>>,
     /// Admin queue Connects accepted (associations made).
     pub associations: std::sync::atomic::AtomicU64,
+    /// Connects that asked to disable SQ flow control (CATTR bit 2).
+    pub sqfc_disabled_connects: std::sync::atomic::AtomicU64,
+    /// Reads completed by their last C2HData PDU (SUCCESS), without a response capsule.
+    pub success_flag_reads: std::sync::atomic::AtomicU64,
     /// Every write executed, in order: (queue, SLBA).
     pub write_log: Mutex<Vec<(u16, u64)>>,
     /// Held commands: (queue, CID) -> the channel of the connection that holds it.
@@ -204,10 +208,14 @@ fn do_write(st: &St, sqe: &Sqe, data: &[u8]) -> Status {
     Status::SUCCESS
 }
 
-fn send(q: &mut ControllerQueue, cid: u16, mut data: Vec<u8>, buffer_len: u32) {
+fn send(q: &mut ControllerQueue, st: &St, cid: u16, mut data: Vec<u8>, buffer_len: u32) {
     data.resize(buffer_len as usize, 0);
     match q.send_data(cid, Bytes::from(data), true) {
-        Ok(true) => {}
+        Ok(true) => {
+            st.faults
+                .success_flag_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(false) => q.complete(Cqe::new(cid, Status::SUCCESS)),
         Err(_) => q.complete(Cqe::new(cid, Status::DATA_SGL_LENGTH_INVALID.dnr())),
     }
@@ -239,7 +247,12 @@ fn handle(q: &mut ControllerQueue, st: &mut St, cmd: IncomingCommand) {
                         .associations
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                q.set_connected(cc.qid, cc.sqsize + 1, true, 8192);
+                if cc.sq_flow_control_disabled() {
+                    st.faults
+                        .sqfc_disabled_connects
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                q.set_connected(cc.qid, cc.sqsize + 1, !cc.sq_flow_control_disabled(), 8192);
                 ok(q, 1);
             }
             fctype::PROPERTY_GET => {
@@ -339,7 +352,7 @@ fn admin(q: &mut ControllerQueue, st: &mut St, cmd: IncomingCommand, nsze: u64) 
                 cns::ACTIVE_NS_LIST => encode_ns_list([1], s.nsid),
                 _ => return q.complete(Cqe::new(cid, Status::INVALID_NS.dnr())),
             };
-            send(q, cid, page, len);
+            send(q, st, cid, page, len);
         }
         (admin_opcode::GET_LOG_PAGE, len) if s.cdw10 & 0xff == u32::from(lid::DISCOVERY) => {
             let (_, _, off) = s.log_page_params();
@@ -363,9 +376,9 @@ fn admin(q: &mut ControllerQueue, st: &mut St, cmd: IncomingCommand, nsze: u64) 
             }
             .encode();
             let p = log.get(off as usize..).unwrap_or(&[]).to_vec();
-            send(q, cid, p, len);
+            send(q, st, cid, p, len);
         }
-        (admin_opcode::GET_LOG_PAGE, len) => send(q, cid, Vec::new(), len),
+        (admin_opcode::GET_LOG_PAGE, len) => send(q, st, cid, Vec::new(), len),
         (admin_opcode::SET_FEATURES, _) if s.cdw10 & 0xff == u32::from(fid::NUMBER_OF_QUEUES) => {
             ok(q, number_of_queues(4, 4))
         }
@@ -418,7 +431,7 @@ fn io(q: &mut ControllerQueue, st: &mut St, cmd: IncomingCommand) {
                 }
                 st[off..off + n].to_vec()
             };
-            send(q, cid, data, len);
+            send(q, st, cid, data, len);
         }
         (io_opcode::WRITE, _) => {
             if !cmd.data.is_empty() {
