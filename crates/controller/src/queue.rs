@@ -499,14 +499,19 @@ impl<C: ControllerQueuePair> QueueTask<C> {
                 },
             }
         }
+        // Commands keep the association alive (KATO counts in milliseconds):
+        // one clock read per pass, not one per command (it was 1.3 % of the
+        // target's time at 4 KiB random reads, depth 128).
+        if arrived.is_some() {
+            if let Some(c) = &self.ctrl {
+                c.touch();
+            }
+        }
         n
     }
 
     /// Runs a command capsule; `cmd_start` holds when it was taken in.
     fn on_command(&mut self, cmd: IncomingCommand) {
-        if let Some(c) = &self.ctrl {
-            c.touch();
-        }
         if self.fused_capsule(&cmd) {
             return;
         }
