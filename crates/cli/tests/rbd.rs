@@ -199,6 +199,8 @@ fn target_serves_an_image_to_io_check_and_perf() {
         "the second gateway reads what the first wrote"
     );
     ok(run.path(), &["disconnect-all"]);
+    // The host daemon this test started would outlive its run directory.
+    ok(run.path(), &["host-daemon", "--stop"]);
 
     let mut args = vec!["perf"];
     args.extend(base);
