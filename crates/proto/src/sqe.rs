@@ -94,16 +94,10 @@ impl CopySourceRange {
 
     /// Decodes the first `count` entries of `b`; `None` if `b` is too short.
     pub fn decode_list(b: &[u8], count: usize) -> Option<Vec<Self>> {
-        let need = count.checked_mul(Self::SIZE)?;
-        let list = b.get(..need)?;
-        Some(
-            list.chunks_exact(Self::SIZE)
-                .map(|e| Self {
-                    slba: u64_at(e, 8),
-                    nlb: u32::from(u16_at(e, 16)) + 1,
-                })
-                .collect(),
-        )
+        decode_entries(b, count, Self::SIZE, |e| Self {
+            slba: u64_at(e, 8),
+            nlb: u32::from(u16_at(e, 16)) + 1,
+        })
     }
 }
 
@@ -137,18 +131,24 @@ impl DsmRange {
 
     /// Decodes the first `count` ranges of `b`; `None` if `b` is too short.
     pub fn decode_list(b: &[u8], count: usize) -> Option<Vec<Self>> {
-        let need = count.checked_mul(Self::SIZE)?;
-        let list = b.get(..need)?;
-        Some(
-            list.chunks_exact(Self::SIZE)
-                .map(|e| Self {
-                    attributes: u32_at(e, 0),
-                    nlb: u32_at(e, 4),
-                    slba: u64_at(e, 8),
-                })
-                .collect(),
-        )
+        decode_entries(b, count, Self::SIZE, |e| Self {
+            attributes: u32_at(e, 0),
+            nlb: u32_at(e, 4),
+            slba: u64_at(e, 8),
+        })
     }
+}
+
+/// The first `count` entries of `size` bytes each in a command's data (a range
+/// list), each decoded by `entry`; `None` if `b` is too short.
+fn decode_entries<T>(
+    b: &[u8],
+    count: usize,
+    size: usize,
+    entry: impl Fn(&[u8]) -> T,
+) -> Option<Vec<T>> {
+    let list = b.get(..count.checked_mul(size)?)?;
+    Some(list.chunks_exact(size).map(entry).collect())
 }
 
 /// Dataset Management attributes, CDW11 (NVM Command Set 1.0 Figure 39).
