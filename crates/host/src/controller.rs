@@ -490,13 +490,27 @@ impl Controller {
     /// into commands of at most 65536 blocks (the 16-bit NLB field). A block
     /// that cannot be read is [`Error::Nvme`] with the controller's status.
     pub async fn verify(&self, nsid: u32, slba: u64, nblocks: u64) -> Result<()> {
+        self.no_data_in_pieces(nsid, slba, nblocks, |lba, n| Sqe::verify(nsid, lba, n))
+            .await
+    }
+
+    /// Runs a command that moves no data over `nblocks` blocks from `slba`
+    /// (checked against the namespace), one command per 65536 blocks (the
+    /// 16-bit NLB field), each built by `sqe(lba, blocks)` and sent after the
+    /// one before completed; stops at the first error.
+    async fn no_data_in_pieces(
+        &self,
+        nsid: u32,
+        slba: u64,
+        nblocks: u64,
+        sqe: impl Fn(u64, u32) -> Sqe,
+    ) -> Result<()> {
         let ns = self.namespace(nsid)?;
         check_range(&ns, slba, nblocks)?;
-        let mut lba = slba;
-        while lba < slba + nblocks {
-            let n = (slba + nblocks - lba).min(65536);
-            let sqe = Sqe::verify(nsid, lba, n as u32);
-            self.io(None, sqe, HostData::None).await?;
+        let (mut lba, end) = (slba, slba + nblocks);
+        while lba < end {
+            let n = (end - lba).min(65536);
+            self.io(None, sqe(lba, n as u32), HostData::None).await?;
             lba += n;
         }
         Ok(())
@@ -573,16 +587,10 @@ impl Controller {
         deac: bool,
         fua: bool,
     ) -> Result<()> {
-        let ns = self.namespace(nsid)?;
-        check_range(&ns, slba, nblocks)?;
-        let (mut lba, end) = (slba, slba + nblocks);
-        while lba < end {
-            let n = (end - lba).min(65536);
-            let sqe = Sqe::write_zeroes(nsid, lba, n as u32, deac, fua);
-            self.io(None, sqe, HostData::None).await?;
-            lba += n;
-        }
-        Ok(())
+        self.no_data_in_pieces(nsid, slba, nblocks, |lba, n| {
+            Sqe::write_zeroes(nsid, lba, n, deac, fua)
+        })
+        .await
     }
 
     /// Dataset Management (NVM Command Set 1.0 §3.2.3): sends `ranges` (1 to
