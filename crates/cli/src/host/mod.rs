@@ -571,11 +571,25 @@ pub struct DsmArgs {
 }
 
 fn parse_u32(s: &str) -> Result<u32, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u32::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|_| format!("'{s}' is not a 32-bit value (decimal or 0x…)"))
+    hex_or_decimal(s)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| format!("'{s}' is not a 32-bit value (decimal or 0x…)"))
+}
+
+/// `s` as a decimal number or, with a 0x prefix, a hexadecimal one.
+fn hex_or_decimal(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// `copy` and `dsm` take one block count (--blocks) per starting LBA (--slbs).
+fn one_count_per_range(slbs: usize, blocks: usize) -> anyhow::Result<()> {
+    if slbs != blocks {
+        bail!("--slbs has {slbs} entries and --blocks {blocks}; give one block count per range");
+    }
+    Ok(())
 }
 
 fn write_zeroes(a: WriteZeroesArgs) -> anyhow::Result<()> {
@@ -589,26 +603,13 @@ fn write_zeroes(a: WriteZeroesArgs) -> anyhow::Result<()> {
 }
 
 fn dsm(a: DsmArgs) -> anyhow::Result<()> {
-    use nvmf_proto::sqe::{dsm_attr, DsmRange};
-    if a.slbs.len() != a.blocks.len() {
-        bail!(
-            "--slbs has {} entries and --blocks {}; give one block count per range",
-            a.slbs.len(),
-            a.blocks.len()
-        );
-    }
+    use nvmf_proto::sqe::dsm_attr;
+    one_count_per_range(a.slbs.len(), a.blocks.len())?;
     if !a.ctx_attrs.is_empty() && a.ctx_attrs.len() != a.slbs.len() {
         bail!(
             "--ctx-attrs has {} entries for {} ranges; give one per range or none",
             a.ctx_attrs.len(),
             a.slbs.len()
-        );
-    }
-    if a.slbs.len() > DsmRange::MAX_RANGES {
-        bail!(
-            "{} ranges; one Dataset Management command takes at most {}",
-            a.slbs.len(),
-            DsmRange::MAX_RANGES
         );
     }
     let attributes = a.cdw11.unwrap_or(
@@ -660,13 +661,7 @@ fn copy(a: CopyArgs) -> anyhow::Result<()> {
             a.format
         );
     }
-    if a.slbs.len() != a.blocks.len() {
-        bail!(
-            "--slbs has {} entries and --blocks {}; give one block count per range",
-            a.slbs.len(),
-            a.blocks.len()
-        );
-    }
+    one_count_per_range(a.slbs.len(), a.blocks.len())?;
     let ranges: Vec<[u64; 2]> = a
         .slbs
         .iter()
@@ -990,11 +985,7 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
 
 /// Parses a reservation key: decimal or 0x-prefixed hexadecimal (as nvme-cli).
 fn parse_key(s: &str) -> Result<u64, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|_| format!("'{s}' is not a 64-bit key (decimal or 0x…)"))
+    hex_or_decimal(s).ok_or_else(|| format!("'{s}' is not a 64-bit key (decimal or 0x…)"))
 }
 
 /// Runs a reservation command that returns nothing; prints nvme-cli's line.
