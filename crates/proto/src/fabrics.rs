@@ -76,7 +76,7 @@ impl ConnectCommand {
     /// CATTR bit 2: the host asks to disable SQ flow control (NVMe-oF 1.1 §3.3).
     pub const CATTR_DISABLE_SQ_FLOW_CONTROL: u8 = 0x04;
 
-    /// CATTR bit 2: the host asks to disable SQ flow control (NVMe-oF 1.1 §3.3).
+    /// True when CATTR has [`Self::CATTR_DISABLE_SQ_FLOW_CONTROL`] set.
     pub fn sq_flow_control_disabled(&self) -> bool {
         self.cattr & Self::CATTR_DISABLE_SQ_FLOW_CONTROL != 0
     }

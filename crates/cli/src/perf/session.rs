@@ -108,7 +108,11 @@ pub async fn connect_queue(
         recfmt: 0,
         qid,
         sqsize: depth - 1,
-        cattr: if qid != 0 && sqfc_disable { 4 } else { 0 },
+        cattr: if qid != 0 && sqfc_disable {
+            ConnectCommand::CATTR_DISABLE_SQ_FLOW_CONTROL
+        } else {
+            0
+        },
         kato: if qid == 0 { KATO_MS } else { 0 },
     };
     let data = ConnectData {
