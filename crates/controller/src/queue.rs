@@ -320,6 +320,10 @@ impl<C: ControllerQueuePair> QueueTask<C> {
             // C2HTermReq (closing with unread bytes resets the connection).
             let _ = tokio::time::timeout(Duration::from_secs(1), t.conn.close_gracefully()).await;
         }
+        // File I/O still in the kernel: wait for it here, where waiting does
+        // not hold up the other queues on this thread (the ring's drop would
+        // block the thread until a slow device answered).
+        t.uring.drain().await;
         t.misbehaved
     }
 

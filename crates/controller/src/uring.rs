@@ -83,6 +83,23 @@ impl QueueRing {
         }
     }
 
+    /// Waits, without blocking the thread, until the kernel has finished every
+    /// request in flight, and drops what they return (the queue has ended:
+    /// nobody is left to answer). Called as a queue task ends, so that the
+    /// ring's drop, which must wait for them, has nothing left to wait for:
+    /// a slow device then holds up only this task, not the other queues on
+    /// its thread.
+    pub(crate) async fn drain(&mut self) {
+        let mut out = Vec::new();
+        while let Some(r) = self.busy() {
+            r.pump(&mut out);
+            out.clear();
+            if r.inflight > 0 {
+                r.completions().await;
+            }
+        }
+    }
+
     /// The ring if it exists.
     pub(crate) fn ready_mut(&mut self) -> Option<&mut Ring> {
         match self {
@@ -433,7 +450,10 @@ impl Ring {
 }
 
 impl Drop for Ring {
-    /// Waits for the requests in flight: their buffers must outlive them.
+    /// Waits for the requests in flight: their buffers must outlive them. A
+    /// queue task drains its ring asynchronously before it ends
+    /// ([`QueueRing::drain`]), so this blocks only when the task itself is
+    /// dropped mid-way (the runtime shutting down).
     fn drop(&mut self) {
         while self.inflight > 0 {
             match self.ring.submit_and_wait(1) {
@@ -681,5 +701,71 @@ mod tests {
         let left = ring.inflight;
         drop(ring);
         assert!(out.len() + left == 64);
+    }
+
+    /// A ring with one read of pipe `rx` in the kernel: with nothing
+    /// written to the pipe, it stays there, the stand-in for a device that
+    /// does not answer. `rx` must outlive the request.
+    fn stalled_read(ns: &Arc<Namespace>, rx: &OwnedFd) -> QueueRing {
+        let mut q = QueueRing::default();
+        let ring = q.get().unwrap();
+        let fd = FileIo {
+            fd: rx.as_raw_fd(),
+            direct: false,
+        };
+        ring.start(
+            Kind::Read,
+            fd,
+            0,
+            4096,
+            hold(ns, io_opcode::READ, 7, false),
+            vec![],
+        );
+        let mut out = Vec::new();
+        ring.pump(&mut out);
+        assert!(out.is_empty(), "a read of an empty pipe cannot finish");
+        q
+    }
+
+    #[test]
+    fn draining_a_ring_leaves_its_thread_free_for_other_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(&dir.path().join("d.img"), DirectIo::Off);
+        let (rx, tx) = rustix::pipe::pipe().unwrap();
+        let (ticked_tx, ticked) = std::sync::mpsc::channel();
+        // One single-threaded runtime: the draining task and a task that
+        // counts ticks share its thread.
+        let worker = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut q = stalled_read(&ns, &rx);
+                let drained = tokio::spawn(async move {
+                    q.drain().await;
+                    drop(rx);
+                    q
+                });
+                for _ in 0..20 {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                ticked_tx.send(drained.is_finished()).unwrap();
+                let mut q = drained.await.unwrap();
+                q.busy().is_none()
+            })
+        });
+        // A drain that blocked the thread until the device answered (as the
+        // ring's drop does) would stop the ticks.
+        let ticks = ticked.recv_timeout(std::time::Duration::from_secs(5));
+        // Now the "device" answers, either way, so the thread can end.
+        rustix::io::write(&tx, &[0x5a; 4096]).unwrap();
+        let idle = worker.join().unwrap();
+        assert_eq!(
+            ticks,
+            Ok(false),
+            "another task on the thread ran while the read was in the kernel"
+        );
+        assert!(idle, "the ring has nothing in flight once drained");
     }
 }
