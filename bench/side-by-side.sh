@@ -16,6 +16,7 @@
 #   spdk         SPDK's nvmf_tgt, reactor on core 0 (-m 0x1), one 1 GiB Malloc bdev, 4096-byte blocks
 #   ours-poll    as ours, plus `--busy-poll-batch 0` (poll 50 µs after every pass)
 #   ours-nopoll  as ours, plus `--busy-poll-us 0` (never poll: the default before 2026-12-04)
+#   ours-cubic   as ours, plus `--tcp-congestion cubic` (when the system's is bbr, which paces)
 # SPDK's memory (target and spdk_nvme_perf): 4 KiB pages (`--no-huge`) by default;
 # SPDK_HUGE=1 gives both 2 MiB hugetlbfs pages (reserved and mounted by bench/spdk-lib.sh),
 # SPDK as it is meant to run: its Malloc bdev and buffers then sit in huge pages, as our
@@ -104,10 +105,11 @@ start_target() {
         TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$SPDK_NQN"
         NQN=$SPDK_NQN
         ;;
-    ours | ours-poll | ours-nopoll)
+    ours | ours-poll | ours-nopoll | ours-cubic)
         local extra=
         [[ $name == ours-poll ]] && extra="--busy-poll-batch 0"
         [[ $name == ours-nopoll ]] && extra="--busy-poll-us 0"
+        [[ $name == ours-cubic ]] && extra="--tcp-congestion cubic"
         # shellcheck disable=SC2086
         taskset -c 0 "$NVMF" target --listen "127.0.0.1:$PORT" "${OUR_NS[@]}" --block-size 4096 \
             --threads 1 $extra >"$RAW/$name-$PORT.log" 2>&1 &
@@ -119,7 +121,7 @@ start_target() {
         NQN=$OUR_NQN
         ;;
     *)
-        echo "unknown target $name (ours, spdk, ours-poll, ours-nopoll)" >&2
+        echo "unknown target $name (ours, spdk, ours-poll, ours-nopoll, ours-cubic)" >&2
         exit 2
         ;;
     esac
@@ -262,7 +264,7 @@ def med(t, c, k):
     v = [float(r[k]) for r in rows if r['target'] == t and r['case'] == c]
     return (statistics.median(v), len(v)) if v else (None, 0)
 label = {'ours': 'ours (default options)', 'ours-poll': 'ours `--busy-poll-batch 0`',
-         'ours-nopoll': 'ours `--busy-poll-us 0`', 'spdk': 'SPDK nvmf_tgt'}
+         'ours-nopoll': 'ours `--busy-poll-us 0`', 'ours-cubic': 'ours `--tcp-congestion cubic`', 'spdk': 'SPDK nvmf_tgt'}
 print(f'# Side by side: our target and SPDK nvmf_tgt, client {cname}\n')
 for line in open(meta):
     print('- ' + line.rstrip())

@@ -280,7 +280,7 @@ impl<C: ControllerQueuePair> QueueTask<C> {
                 },
             mnan: 0,
             subnqn: subsys.nqn.clone(),
-            ioccsz: (64 + limits.in_capsule_data_size) / 16,
+            ioccsz: (64 + limits.in_capsule_data(C::KIND)) / 16,
             iorcsz: 1,
             icdoff: 0,
             fcatt: 0,

@@ -514,7 +514,7 @@ mod tests {
         let cfg = TargetConfig::from_toml(&c.toml, Path::new("imported.toml")).unwrap();
         assert_eq!(cfg.listen.len(), 1, "{}", c.toml);
         assert_eq!(cfg.listen[0].to_string(), "127.0.0.1:4420");
-        assert_eq!(cfg.limits.in_capsule_data_size, 16384);
+        assert_eq!(cfg.limits.in_capsule_data_size, Some(16384));
         assert_eq!(cfg.subsystems.len(), 2);
         let a = &cfg.subsystems[0];
         assert_eq!(a.nqn, "nqn.2024-01.io.example:a");

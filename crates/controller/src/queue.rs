@@ -849,8 +849,12 @@ impl<C: ControllerQueuePair> QueueTask<C> {
         if !ctrl.add_io_queue(cmd.qid) {
             return invalid(42, false);
         }
-        self.conn
-            .set_connected(cmd.qid, sq_size as u16, sqfc, limits.in_capsule_data_size);
+        self.conn.set_connected(
+            cmd.qid,
+            sq_size as u16,
+            sqfc,
+            limits.in_capsule_data(C::KIND),
+        );
         self.role = Role::Io(cmd.qid);
         let (abort_tx, abort_rx) = mpsc::unbounded_channel();
         ctrl.set_abort_sender(cmd.qid, abort_tx);

@@ -61,7 +61,7 @@ impl Target {
         let registry = Arc::new(Registry::new(cfg)?);
         let l = &cfg.limits;
         let qcfg = ControllerQueueConfig {
-            max_icd: 8192.max(l.in_capsule_data_size),
+            max_icd: 8192.max(l.in_capsule_data(TransportKind::Tcp)),
             maxh2cdata: l.max_h2c_data,
             allowed_digests: Digests {
                 header: cfg.header_digest,
@@ -84,7 +84,7 @@ impl Target {
         let mut port_treq = Vec::new();
         let mut rdma_listeners = Vec::new();
         let rcfg = RdmaListenConfig {
-            max_icd: l.in_capsule_data_size,
+            max_icd: l.in_capsule_data(TransportKind::Rdma),
             max_data_len: l.max_data_transfer,
             max_io_queue_size: l.max_queue_depth,
             ..RdmaListenConfig::default()

@@ -150,7 +150,10 @@ async fn bring_up_identify_write_read() {
         let id = IdentifyController::decode(&id.data_contiguous());
         assert_eq!(id.subnqn, NQN);
         assert_eq!(id.cntlid, cntlid);
-        assert_eq!(id.in_capsule_data_size(), 8192);
+        assert_eq!(
+            id.in_capsule_data_size(),
+            nvmf_controller::config::TCP_IN_CAPSULE_DATA
+        );
         let list = admin
             .execute(
                 Sqe::identify(cns::ACTIVE_NS_LIST, 0),
