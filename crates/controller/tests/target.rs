@@ -180,10 +180,12 @@ async fn bring_up_identify_write_read() {
 
         let (mut io, r) = connect_queue(&addr, NQN, 1, cntlid, digests).await;
         assert_eq!(r, Ok(cntlid));
-        io.set_limits(8192, 128);
-        // In-capsule write (4 KiB), R2T write (256 KiB), on both namespaces, then read back.
+        // In-capsule data up to what the target advertised (128 KiB on TCP).
+        io.set_limits(nvmf_controller::config::TCP_IN_CAPSULE_DATA, 128);
+        // In-capsule writes (4 KiB, and 128 KiB: the whole limit), an R2T
+        // write (256 KiB), on both namespaces, then read back.
         for (nsid, bs) in [(1u32, 512u64), (2, 4096)] {
-            for len in [4096usize, 256 * 1024] {
+            for len in [4096usize, 128 * 1024, 256 * 1024] {
                 let data: Vec<u8> = (0..len)
                     .map(|i| (i * 7 + nsid as usize + len) as u8)
                     .collect();
