@@ -8,8 +8,9 @@
 # then runs SPDK's spdk_nvme_identify and short spdk_nvme_perf runs (core 1), each
 # without and with `hostnqn:` in the transport ID (without it SPDK's host sends an
 # empty Host NQN in CONNECT), perf also with header and data digests (-H -I):
-# 4 KiB randread QD32, 4 KiB randwrite QD32, 128 KiB 50/50 read/write QD8 (128 KiB
-# writes go through R2T/H2CData, 4 KiB ones in the capsule).
+# 4 KiB randread QD32, 4 KiB randwrite QD32, 128 KiB and 256 KiB 50/50 read/write QD8
+# (writes of up to 128 KiB travel in the capsule, 256 KiB ones through R2T and two
+# H2CData PDUs of MAXH2CDATA, 128 KiB).
 # spdk_nvme_perf has no data verification; the data path itself is verified by our
 # host's tests and `nvmf perf --verify`. spdk_nvme_identify has no digest option.
 #
@@ -86,7 +87,8 @@ for hn in "" "$HOSTNQN"; do
         dlabel=${dlabel:-no-digests}
         for c in "randread-4k-qd32|-q 32 -o 4096 -w randread" \
             "randwrite-4k-qd32|-q 32 -o 4096 -w randwrite" \
-            "rw50-128k-qd8|-q 8 -o 131072 -w rw -M 50"; do
+            "rw50-128k-qd8|-q 8 -o 131072 -w rw -M 50" \
+            "rw50-256k-qd8|-q 8 -o 262144 -w rw -M 50"; do
             name=${c%%|*} opts=${c#*|}
             log=$LOGS/perf-$name-$label-$dlabel
             # shellcheck disable=SC2086
