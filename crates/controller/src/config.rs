@@ -79,7 +79,7 @@ pub struct Limits {
 /// In-capsule data of NVMe/TCP I/O queues unless configured: 128 KiB, so
 /// that a write of up to 128 KiB travels with its command, without the R2T
 /// round trip (one PDU fewer each way and a round trip less per write; a host
-/// sends in-capsule data up to IOCCSZ, NVMe/TCP 1.0 §3.3.2). Memory stays
+/// sends in-capsule data up to IOCCSZ, NVMe/TCP 1.0 §3.3). Memory stays
 /// bounded by the queue depth: at most one capsule's data per entry. 128 KiB
 /// writes from spdk_nvme_perf, depth 16: +12 % (docs/performance.md). Linux's
 /// nvmet offers 16 KiB and SPDK 4 KiB by default.
