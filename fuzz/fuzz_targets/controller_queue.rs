@@ -253,8 +253,10 @@ impl Harness {
                     assert_eq!(n as u32, self.outstanding[&cid], "Data length");
                     self.r2t.remove(&cid);
                     assert!(self.requested.remove(&cid), "Data without request_data");
-                    let mut sqe = Sqe::default();
-                    sqe.cid = cid;
+                    let sqe = Sqe {
+                        cid,
+                        ..Sqe::default()
+                    };
                     self.todo.push((sqe, true));
                 }
                 ControllerEvent::Aborted { cid } => {

@@ -208,7 +208,7 @@ fuzz_target!(|b: &[u8]| {
         if let Ok(g) = nvmf_proto::rdma::RdmaSgl::from_descriptor(&s.sgl1) {
             assert_eq!(
                 nvmf_proto::rdma::RdmaSgl::from_descriptor(&g.to_descriptor()),
-                Ok(g.clone())
+                Ok(g)
             );
         }
     }

@@ -154,7 +154,7 @@ fn env() -> &'static Env {
             limits: Limits {
                 max_io_queues: 4,
                 max_queue_depth: 32,
-                in_capsule_data_size: MAX_ICD,
+                in_capsule_data_size: Some(MAX_ICD),
                 max_data_transfer: 128 * 1024,
                 max_h2c_data: MAX_H2C_DATA,
                 max_pending_write_bytes: 256 * 1024,
