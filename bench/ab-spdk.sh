@@ -30,7 +30,7 @@ for _ in $(seq "$ROUNDS"); do
         taskset -c 0 "$bin" target --listen "127.0.0.1:$PORT" --memory 1G --block-size 4096 \
             --threads 1 ${TOPTS:-} >/dev/null 2>&1 &
         tp=$!
-        for _ in $(seq 100); do port_open "$PORT" && break; sleep 0.05; done
+        wait_port "$PORT"
         trid="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:nqn.2024-01.io.nvmf-rs:default"
         spdk_perf "$RAW/fill.out" "$RAW/fill.err" "$trid" -q 16 -o 131072 -w write -t "${FILL:-10}"
         IFS=';' read -ra cs <<<"$CASES"

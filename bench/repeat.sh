@@ -37,8 +37,7 @@ taskset -c 0 "$NVMF" target --listen "127.0.0.1:$PORT" --memory 1G --block-size 
     --threads 1 ${REPEAT_TARGET_ARGS:-} >"$RAW/target.log" 2>&1 &
 TPID=$!
 trap 'kill $TPID 2>/dev/null; wait $TPID 2>/dev/null' EXIT
-for _ in $(seq 100); do port_open "$PORT" && break; sleep 0.05; done
-port_open "$PORT" || { echo "our target did not come up ($RAW/target.log)" >&2; exit 1; }
+wait_port "$PORT" || { echo "our target did not come up ($RAW/target.log)" >&2; exit 1; }
 TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:nqn.2024-01.io.nvmf-rs:default"
 spdk_perf "$RAW/fill.out" "$RAW/fill.err" "$TRID" -q 16 -o 131072 -w write -t 8 >/dev/null ||
     { echo "fill failed ($RAW/fill.err)" >&2; exit 1; }

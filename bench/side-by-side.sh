@@ -114,8 +114,7 @@ start_target() {
         taskset -c 0 "$NVMF" target --listen "127.0.0.1:$PORT" "${OUR_NS[@]}" --block-size 4096 \
             --threads 1 $extra >"$RAW/$name-$PORT.log" 2>&1 &
         OPID=$!
-        for _ in $(seq 100); do port_open "$PORT" && break; sleep 0.05; done
-        port_open "$PORT" || { echo "our target did not come up ($RAW/$name-$PORT.log)" >&2; exit 1; }
+        wait_port "$PORT" || { echo "our target did not come up ($RAW/$name-$PORT.log)" >&2; exit 1; }
         TPID=$OPID
         TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$OUR_NQN"
         NQN=$OUR_NQN

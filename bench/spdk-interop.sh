@@ -51,8 +51,7 @@ trap stop_target EXIT
 taskset -c 0 "$NVMF" target --listen "127.0.0.1:$PORT" --memory 1G ${INTEROP_TARGET_OPTS:-} \
     >"$LOGS/target.log" 2>&1 &
 TPID=$!
-for _ in $(seq 100); do port_open "$PORT" && break; sleep 0.05; done
-port_open "$PORT" || { echo "FAIL: our target did not come up (log $LOGS/target.log)"; exit 1; }
+wait_port "$PORT" || { echo "FAIL: our target did not come up (log $LOGS/target.log)"; exit 1; }
 
 TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$SUBNQN"
 FAILED=0 PASSED=0

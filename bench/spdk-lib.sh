@@ -39,6 +39,12 @@ spdk_check() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# wait_port PORT: true once something listens on 127.0.0.1:PORT, false after 5 s
+wait_port() {
+    for _ in $(seq 100); do port_open "$1" && return 0; sleep 0.05; done
+    return 1
+}
+
 proc_alive() {   # true while $1 exists and is not a zombie
     local st
     [[ -r /proc/$1/stat ]] || return 1
