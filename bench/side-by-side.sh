@@ -41,7 +41,8 @@
 # Environment: SPDK_DIR (required; without it the script prints SKIP and exits 0),
 #   NVMF (default target/release/nvmf), SBS_PORT (first port, default 46420),
 #   SBS_ONLY (regex over case names), SBS_TARGETS (default "ours spdk ours-poll"),
-#   SBS_CLIENT (spdk, the default, or nvmf), SPDK_HUGE (1: hugepages for SPDK).
+#   SBS_CLIENT (spdk, the default, or nvmf), SPDK_HUGE (1: hugepages for SPDK),
+#   SBS_LARGE (1: add 1 MiB read and write at QD 8; our writes then take R2T/H2CData).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -87,6 +88,13 @@ CASES=(
     "write-128k-qd16|-q 16 -o 131072 -w write|--iodepth 16 --bs 128k --rw write"
     "randread-4k-qd1|-q 1 -o 4096 -w randread|--iodepth 1 --bs 4k --rw randread"
 )
+# SBS_LARGE=1: also 1 MiB sequential I/O, where writes no longer fit in our capsule (R2T/H2CData)
+if [[ ${SBS_LARGE:-0} == 1 ]]; then
+    CASES+=(
+        "read-1m-qd8|-q 8 -o 1048576 -w read|--iodepth 8 --bs 1m --rw read"
+        "write-1m-qd8|-q 8 -o 1048576 -w write|--iodepth 8 --bs 1m --rw write"
+    )
+fi
 
 OPID=
 stop_ours() { [[ -n $OPID ]] && { kill "$OPID" 2>/dev/null; wait "$OPID" 2>/dev/null; OPID=; }; }
@@ -268,7 +276,7 @@ print(f'# Side by side: our target and SPDK nvmf_tgt, client {cname}\n')
 for line in open(meta):
     print('- ' + line.rstrip())
 print('\nMedians over the rounds (n = runs that gave a result). Throughput: IOPS for 4 KiB,'
-      ' MiB/s for 128 KiB; QD 1: mean latency in µs. "× SPDK" > 1 means ours is faster'
+      ' MiB/s for 128 KiB and 1 MiB; QD 1: mean latency in µs. "× SPDK" > 1 means ours is faster'
       ' (for QD 1: SPDK latency / ours).\n')
 ours = [t for t in targets if t != 'spdk']
 hdr = ['case', label['spdk']]
@@ -280,7 +288,7 @@ def fmt(v, k):
     if v is None: return '—'
     return f'{v:,.1f}' if k in ('mean_us', 'mib_s') else f'{v:,.0f}'
 for c in cases:
-    k = 'mean_us' if c.endswith('qd1') else ('mib_s' if '128k' in c else 'iops')
+    k = 'mean_us' if c.endswith('qd1') else ('mib_s' if '128k' in c or '1m' in c else 'iops')
     s, sn = med('spdk', c, k)
     cells = [c + (' (mean µs)' if k == 'mean_us' else ' (MiB/s)' if k == 'mib_s' else ' (IOPS)'),
              f'{fmt(s, k)} (n={sn})']

@@ -83,13 +83,19 @@ pub struct Limits {
 /// bounded by the queue depth: at most one capsule's data per entry. 128 KiB
 /// writes from spdk_nvme_perf, depth 16: +12 % (docs/performance.md). Linux's
 /// nvmet offers 16 KiB and SPDK 4 KiB by default.
-pub const TCP_IN_CAPSULE_DATA: u32 = 128 * 1024;
+pub const TCP_IN_CAPSULE_DATA: u32 = MAX_IN_CAPSULE_DATA;
 
 /// In-capsule data of NVMe/RDMA I/O queues unless configured: 8 KiB. On RDMA
 /// the target posts a receive buffer of this size for every queue entry in
 /// advance, in registered memory, so a large default would cost every queue
 /// its depth times the size.
 pub const RDMA_IN_CAPSULE_DATA: u32 = 8192;
+
+/// The largest `limits.in_capsule_data_size` accepted: 128 KiB, the most
+/// capsule data a queue entry may hold (so a queue's unrequested write data
+/// stays at depth times this; nvmetcli import caps ports' `inline_data_size`
+/// to it).
+pub const MAX_IN_CAPSULE_DATA: u32 = 128 * 1024;
 
 impl Limits {
     /// The in-capsule data size of I/O queues on transport `kind`.
@@ -515,11 +521,11 @@ impl TargetConfig {
             ));
         }
         if l.in_capsule_data_size
-            .is_some_and(|n| n > 131_072 || !n.is_multiple_of(16))
+            .is_some_and(|n| n > MAX_IN_CAPSULE_DATA || !n.is_multiple_of(16))
         {
             return Err(inv(
                 "limits.in_capsule_data_size".into(),
-                "must be a multiple of 16 up to 131072".into(),
+                format!("must be a multiple of 16 up to {MAX_IN_CAPSULE_DATA}"),
             ));
         }
         if l.max_h2c_data < 4096 || !l.max_h2c_data.is_multiple_of(4) {
@@ -1182,6 +1188,37 @@ mod tests {
                 .to_string();
             assert!(e.contains(field), "{t}: {e}");
         }
+    }
+
+    #[test]
+    fn in_capsule_data_size_is_bounded() {
+        let parse = |n: u32| {
+            TargetConfig::from_toml(
+                &format!("[limits]\nin_capsule_data_size = {n}\n"),
+                Path::new("t.toml"),
+            )
+        };
+        let c = parse(MAX_IN_CAPSULE_DATA).unwrap();
+        assert_eq!(c.limits.in_capsule_data(TransportKind::Tcp), 131_072);
+        assert_eq!(c.limits.in_capsule_data(TransportKind::Rdma), 131_072);
+        assert!(parse(0).is_ok());
+        for bad in [MAX_IN_CAPSULE_DATA + 16, 4100] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("limits.in_capsule_data_size")
+                    && e.contains("multiple of 16 up to 131072"),
+                "{bad}: {e}"
+            );
+        }
+        let d = TargetConfig::from_toml("", Path::new("t.toml")).unwrap();
+        assert_eq!(
+            d.limits.in_capsule_data(TransportKind::Tcp),
+            TCP_IN_CAPSULE_DATA
+        );
+        assert_eq!(
+            d.limits.in_capsule_data(TransportKind::Rdma),
+            RDMA_IN_CAPSULE_DATA
+        );
     }
 
     #[test]

@@ -257,7 +257,7 @@ pub fn convert(text: &str) -> Result<Converted, NvmetcliError> {
             ));
         }
         // This target's in-capsule size is a multiple of 16, at most 128 KiB.
-        let size = (max.min(131_072) / 16) * 16;
+        let size = (max.min(i64::from(crate::config::MAX_IN_CAPSULE_DATA)) / 16) * 16;
         let mut limits = toml::Table::new();
         limits.insert("in_capsule_data_size".into(), size.into());
         root.insert("limits".into(), limits.into());
@@ -580,6 +580,22 @@ mod tests {
         assert!(!c.toml.contains("nqn.x:closed\""), "{}", c.toml);
         // Without a key the TLS configuration does not load: TLS is not dropped.
         assert!(TargetConfig::from_toml(&c.toml, Path::new("x.toml")).is_err());
+    }
+
+    #[test]
+    fn inline_data_size_is_capped_and_rounded_to_what_the_target_takes() {
+        for (inline, expect) in [("262144", 131_072), ("131072", 131_072), ("1000", 992)] {
+            let text = format!(
+                r#"{{"hosts": [], "ports": [{{"portid": 1, "addr": {{"trtype": "tcp",
+                "adrfam": "ipv4", "traddr": "127.0.0.1", "trsvcid": "4420"}},
+                "param": {{"inline_data_size": "{inline}"}}, "subsystems": ["nqn.2024-01.io.x:o"]}}],
+                "subsystems": [{{"nqn": "nqn.2024-01.io.x:o", "attr": {{"allow_any_host": "1"}},
+                "namespaces": [{{"nsid": 1, "device": {{"path": "/srv/o"}}, "enable": 1}}]}}]}}"#
+            );
+            let c = convert(&text).unwrap();
+            let cfg = TargetConfig::from_toml(&c.toml, Path::new("x.toml")).unwrap();
+            assert_eq!(cfg.limits.in_capsule_data_size, Some(expect), "{inline}");
+        }
     }
 
     #[test]

@@ -22,6 +22,22 @@ use crate::options::{ConnectOptions, ADMIN_QUEUE_DEPTH};
 
 /// Largest transfer per command when MDTS says "no limit".
 pub const MAX_TRANSFER_CAP: u32 = 1 << 20;
+
+/// The largest data transfer of one command, in bytes: MDTS is a power of two
+/// in units of the minimum memory page size CAP.MPSMIN, 0 meaning no limit
+/// (NVMe Base 2.0 §5.17.2.1, Identify Controller byte 77; §3.1.3, CAP).
+/// Capped at [`MAX_TRANSFER_CAP`] either way. A command above it is an error
+/// the controller may answer by ending the connection (SPDK's target sends a
+/// C2HTermReq; ours answers Invalid Field in Command), so hosts split larger
+/// I/O.
+pub fn max_transfer(mdts: u8, mpsmin: u8) -> u32 {
+    let page = 1u64 << (12 + u32::from(mpsmin.min(15)));
+    if mdts == 0 {
+        MAX_TRANSFER_CAP
+    } else {
+        (page << mdts.min(20)).min(u64::from(MAX_TRANSFER_CAP)) as u32
+    }
+}
 /// How long one admin command of the bring-up may take.
 pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -455,12 +471,7 @@ pub(crate) async fn establish(opts: &ConnectOptions) -> Result<Association> {
         qsize = qsize.min(id.maxcmd);
     }
     let io_icd = id.in_capsule_data_size();
-    let page = 1u64 << (12 + u32::from(cap.mpsmin));
-    let max_transfer = if id.mdts == 0 {
-        MAX_TRANSFER_CAP
-    } else {
-        (page << id.mdts.min(20)).min(u64::from(MAX_TRANSFER_CAP)) as u32
-    };
+    let max_transfer = max_transfer(id.mdts, cap.mpsmin);
     let mut io = Vec::with_capacity(usize::from(granted));
     for qid in 1..=granted {
         io.push(connect_io(opts, cntlid, qid, io_icd, qsize).await?);
@@ -520,4 +531,19 @@ pub(crate) async fn connect_io(
     fabrics_connect(&mut c, opts, qid, qsize - 1, cntlid, 0).await?;
     c.set_limits(icd, qsize);
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_transfer_follows_mdts_and_mpsmin_and_is_capped() {
+        assert_eq!(max_transfer(5, 0), 128 << 10); // SPDK's TCP default
+        assert_eq!(max_transfer(8, 0), 1 << 20); // ours
+        assert_eq!(max_transfer(2, 1), 32 << 10); // 8 KiB pages
+        assert_eq!(max_transfer(0, 0), MAX_TRANSFER_CAP); // no limit
+        assert_eq!(max_transfer(9, 0), MAX_TRANSFER_CAP);
+        assert_eq!(max_transfer(255, 15), MAX_TRANSFER_CAP);
+    }
 }

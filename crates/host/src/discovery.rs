@@ -12,7 +12,7 @@ use nvmf_proto::tcp::HostData;
 use nvmf_proto::Sqe;
 use nvmf_transport::{HostConnection, TransportAddr};
 
-use crate::assoc::{self, exec, MAX_TRANSFER_CAP};
+use crate::assoc::{self, exec};
 use crate::error::{Error, Result};
 use crate::options::ConnectOptions;
 
@@ -34,12 +34,7 @@ pub async fn discover_with(opts: &ConnectOptions) -> Result<DiscoveryLog> {
     opts.kato_ms = 0;
     opts.nr_io_queues = 0;
     let (mut admin, _cntlid, cap, _vs, id) = assoc::admin_bringup(&opts).await?;
-    let page = 1u64 << (12 + u32::from(cap.mpsmin));
-    let max = if id.mdts == 0 {
-        MAX_TRANSFER_CAP
-    } else {
-        (page << id.mdts.min(20)).min(u64::from(MAX_TRANSFER_CAP)) as u32
-    };
+    let max = assoc::max_transfer(id.mdts, cap.mpsmin);
     let r = read_log(&mut admin, max).await;
     let _ = assoc::shutdown(&mut admin).await;
     admin.close().await;
@@ -81,12 +76,7 @@ impl PersistentDiscovery {
             opts.kato_ms
         };
         let (mut conn, _cntlid, cap, _vs, id) = assoc::admin_bringup_kato(&opts, kato).await?;
-        let page = 1u64 << (12 + u32::from(cap.mpsmin));
-        let max = if id.mdts == 0 {
-            MAX_TRANSFER_CAP
-        } else {
-            (page << id.mdts.min(20)).min(u64::from(MAX_TRANSFER_CAP)) as u32
-        };
+        let max = assoc::max_transfer(id.mdts, cap.mpsmin);
         let notices = id.oaes & aec::DISCOVERY_LOG_CHANGE != 0;
         if notices {
             let mut s = Sqe::new(admin_opcode::SET_FEATURES);

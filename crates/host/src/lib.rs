@@ -21,7 +21,7 @@ mod options;
 mod queue;
 mod resv;
 
-pub use assoc::{ControllerInfo, MAX_TRANSFER_CAP};
+pub use assoc::{max_transfer, ControllerInfo, MAX_TRANSFER_CAP};
 pub use controller::{AsyncEvent, Controller, LinkState, Namespace};
 pub use discovery::{discover, discover_with, PersistentDiscovery, PERSISTENT_DISCOVERY_KATO_MS};
 pub use error::{Error, Result};

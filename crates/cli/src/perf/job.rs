@@ -1,5 +1,8 @@
 //! One job: one I/O queue on its own OS thread and current-thread runtime, keeping
-//! `iodepth` commands outstanding.
+//! `iodepth` I/Os outstanding. An I/O larger than the controller's largest
+//! transfer (MDTS) goes as several commands, all in flight at once, as
+//! spdk_nvme_perf and the Linux block layer split it; its latency runs from
+//! its first command to its last completion.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,7 +37,10 @@ pub struct JobConfig {
     pub rwmixread: u32,
     /// Bytes per I/O.
     pub bs: u32,
-    /// Commands outstanding per queue.
+    /// Bytes per command: `bs`, or less when `bs` is above the controller's
+    /// largest transfer (then an I/O takes `bs.div_ceil(chunk)` commands).
+    pub chunk: u32,
+    /// I/Os outstanding per queue.
     pub iodepth: u16,
     /// Number of jobs.
     pub numjobs: u16,
@@ -83,11 +89,33 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
 }
 
+impl JobConfig {
+    /// Commands per I/O.
+    pub fn parts(&self) -> u32 {
+        self.bs.div_ceil(self.chunk)
+    }
+
+    /// Commands outstanding per queue at most: the queue size asked for.
+    pub fn queue_depth(&self) -> u32 {
+        u32::from(self.iodepth) * self.parts()
+    }
+}
+
+/// One command in flight: the part of I/O `tag` it carries.
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
-    start_ns: u64,
+    tag: u16,
     lba: u64,
+    len: u32,
+}
+
+/// One I/O in flight.
+#[derive(Debug, Clone, Copy, Default)]
+struct Io {
+    start_ns: u64,
     read: bool,
+    /// Its commands not yet completed.
+    left: u32,
 }
 
 /// xorshift64*: fast, good enough for offsets and the read/write mix.
@@ -152,6 +180,9 @@ struct Job {
     cfg: Arc<JobConfig>,
     conn: HostConnection,
     slots: Vec<Slot>,
+    ios: Vec<Io>,
+    /// Tags of `ios` not in flight.
+    free: Vec<u16>,
     rng: Rng,
     /// The shared write payload (cloned by reference count per write).
     write_buf: Bytes,
@@ -188,29 +219,51 @@ impl Job {
         }
     }
 
-    fn payload(&self, lba: u64) -> Bytes {
+    /// Write data of the `len` bytes at `off` of an I/O, which start at `lba`.
+    fn payload(&self, lba: u64, off: u32, len: u32) -> Bytes {
         if self.cfg.verify {
-            let mut b = BytesMut::zeroed(self.cfg.bs as usize);
+            let mut b = BytesMut::zeroed(len as usize);
             fill_pattern(&mut b, lba, self.cfg.ctrl.block_size);
             b.freeze()
-        } else {
+        } else if len == self.cfg.bs {
             self.write_buf.clone()
+        } else {
+            self.write_buf.slice(off as usize..(off + len) as usize)
         }
     }
 
+    /// Submits the I/O of `bs` bytes at `lba`: one command per `chunk`.
     fn issue_at(&mut self, lba: u64, read: bool, now_ns: u64) -> anyhow::Result<()> {
-        let (op, data) = if read {
-            (io_opcode::READ, HostData::FromController(self.cfg.bs))
-        } else {
-            (io_opcode::WRITE, HostData::ToController(self.payload(lba)))
+        let Some(tag) = self.free.pop() else {
+            bail!("more than --iodepth I/Os in flight (a bug in nvmf perf)");
         };
-        let sqe = Sqe::rw(op, self.cfg.nsid, lba, self.nlb, false);
-        let cid = self.conn.submit(sqe, data)?;
-        self.slots[usize::from(cid)] = Slot {
+        let (bs, chunk, bsz) = (self.cfg.bs, self.cfg.chunk, self.cfg.ctrl.block_size);
+        self.ios[usize::from(tag)] = Io {
             start_ns: now_ns,
-            lba,
             read,
+            left: self.cfg.parts(),
         };
+        let mut off = 0;
+        while off < bs {
+            let len = chunk.min(bs - off);
+            let plba = lba + u64::from(off / bsz);
+            let (op, data) = if read {
+                (io_opcode::READ, HostData::FromController(len))
+            } else {
+                (
+                    io_opcode::WRITE,
+                    HostData::ToController(self.payload(plba, off, len)),
+                )
+            };
+            let sqe = Sqe::rw(op, self.cfg.nsid, plba, len / bsz, false);
+            let cid = self.conn.submit(sqe, data)?;
+            self.slots[usize::from(cid)] = Slot {
+                tag,
+                lba: plba,
+                len,
+            };
+            off += len;
+        }
         Ok(())
     }
 
@@ -220,34 +273,51 @@ impl Job {
         self.issue_at(lba, read, now_ns)
     }
 
-    /// Accounts one completion; returns its slot.
-    fn complete(&mut self, c: &Completion, now_ns: u64) -> anyhow::Result<Slot> {
+    /// Accounts one command's completion (checking read data with
+    /// `--verify`); returns its I/O once that I/O's last command is done.
+    fn settle(&mut self, c: &Completion) -> anyhow::Result<Option<Io>> {
         let slot = self.slots[usize::from(c.cqe.cid)];
+        let io = &mut self.ios[usize::from(slot.tag)];
         if !c.cqe.status.is_success() {
             bail!(
                 "{} of LBA {} failed: {}",
-                if slot.read { "read" } else { "write" },
+                if io.read { "read" } else { "write" },
                 slot.lba,
                 c.cqe.status
             );
         }
-        let lat = now_ns.saturating_sub(slot.start_ns).max(1);
-        if slot.read {
-            self.read.saturating_record(lat);
-            if self.cfg.verify
-                && !check_pattern(
-                    &c.data,
-                    slot.lba,
-                    self.cfg.ctrl.block_size,
-                    self.cfg.bs as usize,
-                    &mut self.scratch,
-                )
-            {
-                if self.verify_errors < 5 {
-                    eprintln!("nvmf perf: verify: data mismatch at LBA {}", slot.lba);
-                }
-                self.verify_errors += 1;
+        if io.read
+            && self.cfg.verify
+            && !check_pattern(
+                &c.data,
+                slot.lba,
+                self.cfg.ctrl.block_size,
+                slot.len as usize,
+                &mut self.scratch,
+            )
+        {
+            if self.verify_errors < 5 {
+                eprintln!("nvmf perf: verify: data mismatch at LBA {}", slot.lba);
             }
+            self.verify_errors += 1;
+        }
+        io.left -= 1;
+        if io.left > 0 {
+            return Ok(None);
+        }
+        let io = *io;
+        self.free.push(slot.tag);
+        Ok(Some(io))
+    }
+
+    /// Accounts one completion; true if it finished an I/O.
+    fn complete(&mut self, c: &Completion, now_ns: u64) -> anyhow::Result<bool> {
+        let Some(io) = self.settle(c)? else {
+            return Ok(false);
+        };
+        let lat = now_ns.saturating_sub(io.start_ns).max(1);
+        if io.read {
+            self.read.saturating_record(lat);
         } else {
             self.write.saturating_record(lat);
         }
@@ -255,7 +325,7 @@ impl Job {
         self.live
             .bytes
             .fetch_add(u64::from(self.cfg.bs), Ordering::Relaxed);
-        Ok(slot)
+        Ok(true)
     }
 
     /// The next completion, or an error if the target goes quiet for
@@ -291,15 +361,9 @@ impl Job {
                 return Ok(());
             }
             let c = self.next_completion().await?;
-            let slot = self.slots[usize::from(c.cqe.cid)];
-            if !c.cqe.status.is_success() {
-                bail!(
-                    "verify prefill: write of LBA {} failed: {}",
-                    slot.lba,
-                    c.cqe.status
-                );
+            if self.settle(&c)?.is_some() {
+                outstanding -= 1;
             }
-            outstanding -= 1;
         }
     }
 
@@ -322,15 +386,18 @@ impl Job {
             if !stopping && (now >= deadline || stop.load(Ordering::Relaxed)) {
                 stopping = true;
             }
-            self.complete(&c, now)?;
-            if stopping {
-                outstanding -= 1;
-            } else {
-                self.issue(now)?;
+            if self.complete(&c, now)? {
+                if stopping {
+                    outstanding -= 1;
+                } else {
+                    self.issue(now)?;
+                }
             }
             let mut n = 0u32;
             while let Some(c) = self.conn.try_completion()? {
-                self.complete(&c, now)?;
+                if !self.complete(&c, now)? {
+                    continue;
+                }
                 if stopping {
                     outstanding -= 1;
                 } else {
@@ -383,17 +450,18 @@ pub fn thread_main(
             .context("cannot start a runtime")?;
         rt.block_on(async {
             let qid = index as u16 + 1;
+            let depth = u16::try_from(cfg.queue_depth()).context("queue depth")?;
             let (mut conn, _) = connect_queue(
                 &cfg.addr,
                 &cfg.subnqn,
                 qid,
                 cfg.ctrl.cntlid,
-                cfg.iodepth,
+                depth,
                 cfg.digests,
                 cfg.sqfc_disable,
             )
             .await?;
-            conn.set_limits(cfg.ctrl.max_icd, cfg.iodepth);
+            conn.set_limits(cfg.ctrl.max_icd, depth);
             if let Some(tcp) = conn.tcp_connection() {
                 if let Some(cc) = &cfg.tcp_congestion {
                     tcp.set_tcp_congestion(cc)?;
@@ -414,6 +482,8 @@ pub fn thread_main(
             let mut job = Job {
                 conn,
                 slots: vec![Slot::default(); 1 << 16],
+                ios: vec![Io::default(); usize::from(cfg.iodepth)],
+                free: (0..cfg.iodepth).rev().collect(),
                 rng: Rng(mix(0x5eed ^ (index as u64 + 1)) | 1),
                 write_buf: Bytes::from(wb),
                 scratch: Vec::with_capacity(cfg.bs as usize),

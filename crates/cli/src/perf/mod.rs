@@ -221,11 +221,43 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
             ctrl.block_size
         );
     }
-    if args.iodepth > ctrl.max_queue_depth {
+    // An I/O above the largest transfer goes as several commands (MDTS).
+    let chunk = if bs <= ctrl.max_transfer {
+        bs
+    } else {
+        ctrl.max_transfer / ctrl.block_size * ctrl.block_size
+    };
+    if chunk == 0 {
         bail!(
-            "--iodepth {} is above the controller's queue size {}",
+            "the controller's largest transfer (MDTS) of {} bytes is below one {}-byte block",
+            ctrl.max_transfer,
+            ctrl.block_size
+        );
+    }
+    let parts = bs.div_ceil(chunk);
+    let depth = u32::from(args.iodepth) * parts;
+    if depth > u32::from(ctrl.max_queue_depth) {
+        if parts == 1 {
+            bail!(
+                "--iodepth {} is above the controller's queue size {}",
+                args.iodepth,
+                ctrl.max_queue_depth
+            );
+        }
+        bail!(
+            "--iodepth {} with --bs {bs} needs {depth} commands in flight (each I/O is split \
+             into {parts} commands: the controller's largest transfer, MDTS, is {} bytes), \
+             above its queue size {}; lower --iodepth or --bs",
             args.iodepth,
+            ctrl.max_transfer,
             ctrl.max_queue_depth
+        );
+    }
+    if parts > 1 {
+        eprintln!(
+            "nvmf perf: --bs {bs} is above the controller's largest transfer (MDTS, {} bytes): \
+             each I/O goes as {parts} commands",
+            ctrl.max_transfer
         );
     }
     let ns_bytes = ctrl.nsze * u64::from(ctrl.block_size);
@@ -250,6 +282,7 @@ async fn run_async(args: PerfArgs, addr: TransportAddr, bs: u32) -> anyhow::Resu
         rw: args.rw,
         rwmixread: args.rwmixread,
         bs,
+        chunk,
         iodepth: args.iodepth,
         numjobs: args.numjobs,
         size,

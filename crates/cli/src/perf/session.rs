@@ -31,6 +31,8 @@ pub struct Controller {
     pub max_queue_depth: u16,
     /// In-capsule data size of I/O queues (from IOCCSZ).
     pub max_icd: u32,
+    /// Largest data transfer of one command (MDTS), in bytes.
+    pub max_transfer: u32,
     /// Logical block size of the namespace.
     pub block_size: u32,
     /// Namespace size in blocks.
@@ -250,6 +252,7 @@ pub async fn bring_up(
             cntlid,
             max_queue_depth: cap.mqes.saturating_add(1),
             max_icd: id.in_capsule_data_size(),
+            max_transfer: nvmf_host::max_transfer(id.mdts, cap.mpsmin),
             block_size: ns.block_size(),
             nsze: ns.nsze,
         },
