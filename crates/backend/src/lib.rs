@@ -232,6 +232,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// A hint that a command for the block at byte `offset` is about to run:
+    /// a backend whose metadata for it is likely out of the CPU cache starts
+    /// loading it now, so that the misses of a batch of commands overlap
+    /// instead of each stalling its command in turn. The controller calls it
+    /// for every read and write it has taken in, before running the first of
+    /// them. Never blocks, never fails; out-of-range offsets are ignored. The
+    /// default does nothing.
+    fn prefetch(&self, offset: u64) {
+        let _ = offset;
+    }
+
     /// Write the concatenation of `data` chunks at `offset`; if `fua`,
     /// durable before returning.
     ///

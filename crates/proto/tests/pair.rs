@@ -278,9 +278,15 @@ fn run_pair(p: &Params) {
         // Bytes host → controller.
         progress |= move_bytes(&mut rng, p.max_chunk, &mut h2c, &mut |b| ctrl.receive(b));
 
-        // Controller events.
+        // Controller events. The commands among them, as `pending_commands`
+        // lists them before any is taken, are exactly those `poll_event` gives.
+        let peeked: Vec<u16> = ctrl.pending_commands().map(|s| s.cid).collect();
+        let mut taken = Vec::new();
         while let Some(ev) = ctrl.poll_event() {
             progress = true;
+            if let ControllerEvent::Command(c) = &ev {
+                taken.push(c.sqe.cid);
+            }
             match ev {
                 ControllerEvent::Connected {
                     digests,
@@ -311,6 +317,7 @@ fn run_pair(p: &Params) {
                 e => panic!("controller: {e:?} with {p:?}"),
             }
         }
+        assert_eq!(peeked, taken, "pending_commands against poll_event");
 
         // The app answers some of what is waiting (all of it if nothing else moves).
         let n = if progress || app.actions.is_empty() {

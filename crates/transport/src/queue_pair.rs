@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nvmf_proto::tcp::{ControllerEvent, ControllerQueue, UsageError};
-use nvmf_proto::{Cqe, Status};
+use nvmf_proto::{Cqe, Sqe, Status};
 
 use crate::addr::{TransportAddr, TransportKind};
 use crate::connection::Connection;
@@ -51,6 +51,10 @@ pub trait ControllerQueuePair: Send + 'static {
     fn poll_event(&mut self) -> Option<ControllerEvent>;
     /// True while [`Self::poll_event`] has more to give.
     fn has_events(&self) -> bool;
+    /// Calls `f` with each command that [`Self::poll_event`] has yet to give,
+    /// in order, without taking them (the controller prefetches what they
+    /// will touch before it runs the first).
+    fn for_each_pending_command(&self, f: impl FnMut(&Sqe));
     /// Asks the host for a write command's data (TCP: an R2T; RDMA: RDMA READ
     /// of the host's keyed buffer). An [`ControllerEvent::Data`] follows once
     /// it is all here.
@@ -130,6 +134,10 @@ impl ControllerQueuePair for Connection<ControllerQueue> {
     #[inline]
     fn has_events(&self) -> bool {
         self.queue.has_events()
+    }
+    #[inline]
+    fn for_each_pending_command(&self, f: impl FnMut(&Sqe)) {
+        self.queue.pending_commands().for_each(f)
     }
     #[inline]
     fn request_data(&mut self, cid: u16) -> Result<(), UsageError> {

@@ -292,6 +292,16 @@ impl RdmaControllerQueue {
         self.events.pop_front()
     }
 
+    /// The commands among the events not yet taken, in order, without taking
+    /// them: a shell can start work for them (prefetch what they will touch)
+    /// before it runs the first.
+    pub fn pending_commands(&self) -> impl Iterator<Item = &Sqe> + '_ {
+        self.events.iter().filter_map(|e| match e {
+            ControllerEvent::Command(c) => Some(&c.sqe),
+            _ => None,
+        })
+    }
+
     /// True while events wait to be taken.
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()

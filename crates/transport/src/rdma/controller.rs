@@ -28,7 +28,7 @@ use bytes::Bytes;
 use nvmf_proto::rdma::cm::{validate_request, CmLimits, CmReject};
 use nvmf_proto::rdma::controller::{RdmaControllerQueue, RdmaQueueConfig, RdmaWork};
 use nvmf_proto::tcp::{ControllerEvent, Digests, UsageError};
-use nvmf_proto::{Cqe, Status};
+use nvmf_proto::{Cqe, Sqe, Status};
 use nvmf_rdma::verbs::{Access, Completion, MemoryRegion, QpAttrs, RemoteBuf, SendWr, Sge};
 use nvmf_rdma::{CmListener, ConnParam, ConnectRequest};
 use tracing::{debug, warn};
@@ -603,6 +603,9 @@ impl ControllerQueuePair for RdmaQueuePair {
     }
     fn has_events(&self) -> bool {
         self.connected_event || self.queue.has_events()
+    }
+    fn for_each_pending_command(&self, f: impl FnMut(&Sqe)) {
+        self.queue.pending_commands().for_each(f)
     }
     fn request_data(&mut self, cid: u16) -> Result<(), UsageError> {
         self.queue.request_data(cid)
