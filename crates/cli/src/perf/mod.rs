@@ -110,10 +110,12 @@ pub struct PerfArgs {
     /// Percentage of reads in randrw.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub rwmixread: u32,
-    /// Bytes per I/O (4k, 128k, ...); a multiple of the namespace block size.
+    /// Bytes per I/O (4k, 128k, 1m, ...); a multiple of the namespace block
+    /// size. Above the controller's largest transfer (MDTS) an I/O goes as
+    /// several commands, all in flight together.
     #[arg(long, default_value = "4k", value_parser = parse_size)]
     pub bs: u64,
-    /// Commands outstanding per I/O queue.
+    /// I/Os outstanding per I/O queue.
     #[arg(long, default_value_t = 1)]
     pub iodepth: u16,
     /// Jobs: I/O queues, each on its own thread.
