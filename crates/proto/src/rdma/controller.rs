@@ -296,10 +296,7 @@ impl RdmaControllerQueue {
     /// them: a shell can start work for them (prefetch what they will touch)
     /// before it runs the first.
     pub fn pending_commands(&self) -> impl Iterator<Item = &Sqe> + '_ {
-        self.events.iter().filter_map(|e| match e {
-            ControllerEvent::Command(c) => Some(&c.sqe),
-            _ => None,
-        })
+        self.events.iter().filter_map(ControllerEvent::command_sqe)
     }
 
     /// True while events wait to be taken.

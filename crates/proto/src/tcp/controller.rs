@@ -117,6 +117,16 @@ pub enum ControllerEvent {
     },
 }
 
+impl ControllerEvent {
+    /// The command's SQE, if this event is a command.
+    pub fn command_sqe(&self) -> Option<&Sqe> {
+        match self {
+            ControllerEvent::Command(c) => Some(&c.sqe),
+            _ => None,
+        }
+    }
+}
+
 /// Misuse of the queue by the code above it (not a peer error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UsageError {
@@ -305,10 +315,7 @@ impl ControllerQueue {
     /// them: a shell can start work for them (prefetch what they will touch)
     /// before it runs the first.
     pub fn pending_commands(&self) -> impl Iterator<Item = &Sqe> + '_ {
-        self.events.iter().filter_map(|e| match e {
-            ControllerEvent::Command(c) => Some(&c.sqe),
-            _ => None,
-        })
+        self.events.iter().filter_map(ControllerEvent::command_sqe)
     }
 
     /// True while events wait to be taken: a shell that defers them (for
