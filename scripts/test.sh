@@ -68,6 +68,7 @@ stage "rbd (Ceph cluster on loopback)" rbd
 if [ "${NVMF_SKIP_INTEROP:-0}" = 1 ]; then
     skip_stage "interop" "NVMF_SKIP_INTEROP=1"
 else
+    rm -f target/interop/digest.txt
     stage "interop" tests/interop/run.sh --capture --require all
 fi
 if [ -x fuzz/run-bounded.sh ] || [ -f fuzz/run-bounded.sh ]; then
@@ -77,5 +78,11 @@ fi
 echo
 echo "=== test.sh summary"
 printf '%s\n' "${SUMMARY[@]}"
+# Interop suites that failed a try (passed again or not), with their failed
+# checks: printed last so the tail of a CI log names them.
+if [ -s target/interop/digest.txt ]; then
+    echo "=== test.sh: interop digest"
+    head -n 40 target/interop/digest.txt
+fi
 echo "test.sh: $NPASS passed, $NFAIL failed, $NSKIP skipped"
 [ $NFAIL = 0 ]
