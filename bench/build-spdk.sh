@@ -57,7 +57,6 @@ mkdir -p "$TREE"
 git --git-dir="$SPDK_GIT" archive "$TAG" | tar -x -C "$TREE"
 git --git-dir="$ISAL_GIT" archive "$ISAL_REV" | tar -x -C "$TREE/isa-l"
 git --git-dir="$ISAL_CRYPTO_GIT" archive "$ISAL_CRYPTO_REV" | tar -x -C "$TREE/isa-l-crypto"
-echo "${TAG#v}" > "$TREE/VERSION"
 
 cd "$TREE"
 patch -p0 < "$HERE/spdk-local-fixes.patch"
