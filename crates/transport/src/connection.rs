@@ -14,6 +14,28 @@ use crate::tls::{TlsClientConfig, TlsServerConfig, TlsWire};
 
 /// Most buffers handed to one `writev` (Linux IOV_MAX is 1024).
 const MAX_IOVECS: usize = 64;
+
+/// A spin at the socket goes through the runtime (letting the thread's other
+/// tasks run and reaping the reactor's events) once in this many looks; the
+/// others peek at the socket directly.
+const SPIN_YIELD_EVERY: u32 = 8;
+
+/// Reads up to `asked` bytes of what a plain socket holds into `rx`'s spare
+/// room, without consulting the runtime's readiness (which lags the socket
+/// while a spin peeks at it). Measured need for the one `unsafe`:
+/// docs/performance.md, "Queue depth 1: a spin that peeks".
+#[allow(unsafe_code)]
+fn recv_direct(stream: &TcpStream, rx: &mut BytesMut, asked: usize) -> io::Result<usize> {
+    let spare = rx.spare_capacity_mut();
+    let room = asked.min(spare.len());
+    let n = socket2::SockRef::from(stream).recv(&mut spare[..room])?;
+    // SAFETY: recv(2) wrote the first `n` bytes (n <= room) of the spare
+    // capacity, which begins at rx.len(); so rx.len() + n bytes are
+    // initialised and within the capacity.
+    unsafe { rx.set_len(rx.len() + n) };
+    Ok(n)
+}
+
 /// Free space first offered to one read: an idle or stalled connection holds little
 /// (1,000 stalled connections cost about 16 KB each; tests/stall.rs in the cli crate).
 const READ_CHUNK_MIN: usize = 4 * 1024;
@@ -224,24 +246,59 @@ impl<Q: QueueIo> Connection<Q> {
         if !self.busy_poll.is_zero() {
             // Duration::MAX (or any budget past the end of time): poll forever.
             let deadline = Instant::now().checked_add(self.busy_poll);
+            // On a plain TCP socket most looks ask the socket itself (a
+            // one-byte MSG_PEEK); every SPIN_YIELD_EVERY-th goes through the
+            // runtime, which lets the other tasks of this thread run.
+            let peek = read && self.tls.is_none();
             loop {
                 tokio::select! {
                     biased;
                     r = self.stream.ready(interest) => return r.map(|r| (r, looks)).map_err(err),
                     _ = std::future::ready(()) => {}
                 }
-                looks += 1;
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
+                loop {
+                    looks += 1;
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return self.wait(interest, looks).await;
+                    }
+                    if !peek || looks.is_multiple_of(SPIN_YIELD_EVERY) {
+                        break;
+                    }
+                    if let Some(r) = self.peek_readable() {
+                        return Ok((r, looks));
+                    }
                 }
                 tokio::task::yield_now().await;
             }
         }
+        self.wait(interest, looks).await
+    }
+
+    /// Sleeps until the runtime's reactor reports `interest`.
+    async fn wait(&self, interest: Interest, looks: u32) -> Result<(Ready, u32), TransportError> {
+        let err = |e| TransportError::io("waiting on the socket", e);
         self.stream
             .ready(interest)
             .await
             .map(|r| (r, looks))
             .map_err(err)
+    }
+
+    /// One look of a spin at the socket itself: readable if a byte waits (or
+    /// the peer has closed), `None` if nothing has come. A look through the
+    /// runtime costs an `epoll_wait` and the scheduler's round (about 1.5 µs
+    /// here); this costs one `recv(MSG_PEEK)`, and the bytes it finds are read
+    /// straight away by [`Self::read_available`], which reads a plain socket
+    /// without waiting for the reactor to have seen it readable.
+    fn peek_readable(&self) -> Option<Ready> {
+        let mut one = [std::mem::MaybeUninit::<u8>::uninit()];
+        match socket2::SockRef::from(&*self.stream).peek(&mut one) {
+            Ok(0) => Some(Ready::READ_CLOSED),
+            Ok(_) => Some(Ready::READABLE),
+            // Nothing yet (WouldBlock), or an error the read will report.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(_) => Some(Ready::READABLE),
+        }
     }
 
     /// Moves bytes in the directions `ready` allows: reads all that is available
@@ -308,8 +365,10 @@ impl<Q: QueueIo> Connection<Q> {
             // At queue depth 1 this is one system call of three per command.
             let drained_on_short = self.tls.is_none();
             let mut short = 0;
+            let mut looked = false;
             let stream = &self.stream;
             let result = stream.try_io(Interest::READABLE, || {
+                looked = true;
                 let n = stream.try_read_buf(&mut rx.limit(asked))?;
                 if drained_on_short && n > 0 && n < asked {
                     short = n;
@@ -317,6 +376,22 @@ impl<Q: QueueIo> Connection<Q> {
                 }
                 Ok(n)
             });
+            // The runtime has not seen the socket readable yet (try_io did
+            // not read): a spin's peek found the bytes first. A plain socket
+            // is then read directly. There is no readiness to clear: any the
+            // runtime raises from here on comes from bytes it sees after this
+            // read, and costs at most one read that finds nothing.
+            let result = if !looked && drained_on_short {
+                match recv_direct(stream, rx, asked) {
+                    Ok(n) if n > 0 && n < asked => {
+                        short = n;
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    r => r,
+                }
+            } else {
+                result
+            };
             if short > 0 {
                 self.read += short as u64;
                 self.queue.process();
