@@ -17,12 +17,12 @@ const MAX_IOVECS: usize = 64;
 
 /// A spin at the socket goes through the runtime (letting the thread's other
 /// tasks run and reaping the reactor's events) once in this many looks; the
-/// others peek at the socket directly.
+/// others read the socket directly.
 const SPIN_YIELD_EVERY: u32 = 8;
 
 /// Reads up to `asked` bytes of what a plain socket holds into `rx`'s spare
 /// room, without consulting the runtime's readiness (which lags the socket
-/// while a spin peeks at it). Measured need for the one `unsafe`:
+/// while a spin reads it directly). Measured need for the one `unsafe`:
 /// docs/performance.md, "Queue depth 1: a spin that peeks".
 #[allow(unsafe_code)]
 fn recv_direct(stream: &TcpStream, rx: &mut BytesMut, asked: usize) -> io::Result<usize> {
@@ -213,7 +213,7 @@ impl<Q: QueueIo> Connection<Q> {
 
     /// Waits until the socket is readable, or writable while bytes are queued.
     /// Cancel safe, so it can sit in a `select!` beside other work.
-    pub async fn ready(&self, has_tx: bool) -> Result<Ready, TransportError> {
+    pub async fn ready(&mut self, has_tx: bool) -> Result<Ready, TransportError> {
         self.ready_for(true, has_tx).await
     }
 
@@ -221,7 +221,7 @@ impl<Q: QueueIo> Connection<Q> {
     /// peer is not reading its responses stops taking new commands until the
     /// backlog drains (`read` false, `write` true), which bounds its memory.
     /// With neither, it waits for readability (a peer's close still wakes it).
-    pub async fn ready_for(&self, read: bool, write: bool) -> Result<Ready, TransportError> {
+    pub async fn ready_for(&mut self, read: bool, write: bool) -> Result<Ready, TransportError> {
         self.ready_polled(read, write).await.map(|(r, _)| r)
     }
 
@@ -231,8 +231,12 @@ impl<Q: QueueIo> Connection<Q> {
     /// more when polling caught bytes that came later. A caller tells a host
     /// that streams commands (its next ones already waiting) from one that
     /// waits on each answer (worth polling for) by this count.
+    ///
+    /// A spin on a plain TCP socket reads it directly between its looks
+    /// through the runtime: what it finds is then already read and processed
+    /// (new events wait in the queue), and the returned readiness is empty.
     pub async fn ready_polled(
-        &self,
+        &mut self,
         read: bool,
         write: bool,
     ) -> Result<(Ready, u32), TransportError> {
@@ -246,10 +250,11 @@ impl<Q: QueueIo> Connection<Q> {
         if !self.busy_poll.is_zero() {
             // Duration::MAX (or any budget past the end of time): poll forever.
             let deadline = Instant::now().checked_add(self.busy_poll);
-            // On a plain TCP socket most looks ask the socket itself (a
-            // one-byte MSG_PEEK); every SPIN_YIELD_EVERY-th goes through the
-            // runtime, which lets the other tasks of this thread run.
-            let peek = read && self.tls.is_none();
+            // On a plain TCP socket most looks read the socket itself (one
+            // recv that finds nothing, or the bytes); every SPIN_YIELD_EVERY-th
+            // goes through the runtime, which lets the other tasks of this
+            // thread run.
+            let direct = read && self.tls.is_none();
             loop {
                 tokio::select! {
                     biased;
@@ -261,11 +266,13 @@ impl<Q: QueueIo> Connection<Q> {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return self.wait(interest, looks).await;
                     }
-                    if !peek || looks.is_multiple_of(SPIN_YIELD_EVERY) {
+                    if !direct || looks.is_multiple_of(SPIN_YIELD_EVERY) {
                         break;
                     }
-                    if let Some(r) = self.peek_readable() {
-                        return Ok((r, looks));
+                    let before = self.read;
+                    self.read_available()?;
+                    if self.read != before || self.eof {
+                        return Ok((Ready::EMPTY, looks));
                     }
                 }
                 tokio::task::yield_now().await;
@@ -282,23 +289,6 @@ impl<Q: QueueIo> Connection<Q> {
             .await
             .map(|r| (r, looks))
             .map_err(err)
-    }
-
-    /// One look of a spin at the socket itself: readable if a byte waits (or
-    /// the peer has closed), `None` if nothing has come. A look through the
-    /// runtime costs an `epoll_wait` and the scheduler's round (about 1.5 µs
-    /// here); this costs one `recv(MSG_PEEK)`, and the bytes it finds are read
-    /// straight away by [`Self::read_available`], which reads a plain socket
-    /// without waiting for the reactor to have seen it readable.
-    fn peek_readable(&self) -> Option<Ready> {
-        let mut one = [std::mem::MaybeUninit::<u8>::uninit()];
-        match socket2::SockRef::from(&*self.stream).peek(&mut one) {
-            Ok(0) => Some(Ready::READ_CLOSED),
-            Ok(_) => Some(Ready::READABLE),
-            // Nothing yet (WouldBlock), or an error the read will report.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            Err(_) => Some(Ready::READABLE),
-        }
     }
 
     /// Moves bytes in the directions `ready` allows: reads all that is available
@@ -377,7 +367,7 @@ impl<Q: QueueIo> Connection<Q> {
                 Ok(n)
             });
             // The runtime has not seen the socket readable yet (try_io did
-            // not read): a spin's peek found the bytes first. A plain socket
+            // not read): a spin looks at the socket before the runtime does. A plain socket
             // is then read directly. There is no readiness to clear: any the
             // runtime raises from here on comes from bytes it sees after this
             // read, and costs at most one read that finds nothing.

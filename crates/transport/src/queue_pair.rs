@@ -95,7 +95,7 @@ pub trait ControllerQueuePair: Send + 'static {
     /// when `write`. Returns what is ready and how many times the wait looked
     /// before it was (see [`Connection::ready_polled`]). Cancel safe.
     fn ready(
-        &self,
+        &mut self,
         read: bool,
         write: bool,
     ) -> impl Future<Output = Result<(Self::Ready, u32), TransportError>> + Send;
@@ -179,7 +179,7 @@ impl ControllerQueuePair for Connection<ControllerQueue> {
         Connection::write_available(self)
     }
     fn ready(
-        &self,
+        &mut self,
         read: bool,
         write: bool,
     ) -> impl Future<Output = Result<(Self::Ready, u32), TransportError>> + Send {

@@ -646,7 +646,11 @@ impl ControllerQueuePair for RdmaQueuePair {
         }
         self.post()
     }
-    async fn ready(&self, _read: bool, _write: bool) -> Result<(RdmaReady, u32), TransportError> {
+    async fn ready(
+        &mut self,
+        _read: bool,
+        _write: bool,
+    ) -> Result<(RdmaReady, u32), TransportError> {
         let mut out = RdmaReady {
             completions: [Completion::default(); POLL_BATCH],
             n: 0,
