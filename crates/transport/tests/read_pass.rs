@@ -7,10 +7,11 @@
 use std::io::Write;
 use std::time::Duration;
 
-use bytes::BytesMut;
+mod common;
+
+use common::Sink;
 use nvmf_proto::tcp::controller::{ControllerQueue, ControllerQueueConfig};
-use nvmf_proto::tcp::TxQueue;
-use nvmf_transport::{Connection, QueueIo};
+use nvmf_transport::Connection;
 use tokio::net::TcpListener;
 
 /// The first read of a fresh connection takes at most this much (the
@@ -57,29 +58,6 @@ async fn a_failed_queue_reads_nothing_more() {
     // A second pass reads nothing either.
     c.drive(ready).unwrap();
     assert!(c.bytes_read() <= FIRST_READ);
-}
-
-/// Takes whatever arrives and counts it.
-#[derive(Default)]
-struct Sink {
-    tx: TxQueue,
-    rx: BytesMut,
-    got: u64,
-}
-
-impl QueueIo for Sink {
-    fn tx(&mut self) -> &mut TxQueue {
-        &mut self.tx
-    }
-    fn rx(&mut self) -> &mut BytesMut {
-        &mut self.rx
-    }
-    fn wanted(&self) -> usize {
-        1
-    }
-    fn process(&mut self) {
-        self.got += self.rx.split().len() as u64;
-    }
 }
 
 #[tokio::test]

@@ -6,9 +6,10 @@
 use std::io::Write;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use nvmf_proto::tcp::TxQueue;
-use nvmf_transport::{Connection, QueueIo};
+mod common;
+
+use common::Sink;
+use nvmf_transport::Connection;
 use tokio::io::Ready;
 use tokio::net::TcpListener;
 
@@ -24,29 +25,6 @@ async fn pair() -> (Connection<Sink>, std::net::TcpStream) {
     c.drive(Ready::READABLE).unwrap();
     assert_eq!(c.queue.got, 0);
     (c, client)
-}
-
-/// Takes whatever arrives and counts it.
-#[derive(Default)]
-struct Sink {
-    tx: TxQueue,
-    rx: BytesMut,
-    got: u64,
-}
-
-impl QueueIo for Sink {
-    fn tx(&mut self) -> &mut TxQueue {
-        &mut self.tx
-    }
-    fn rx(&mut self) -> &mut BytesMut {
-        &mut self.rx
-    }
-    fn wanted(&self) -> usize {
-        1
-    }
-    fn process(&mut self) {
-        self.got += self.rx.split().len() as u64;
-    }
 }
 
 #[tokio::test]
