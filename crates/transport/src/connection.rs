@@ -20,22 +20,6 @@ const MAX_IOVECS: usize = 64;
 /// others read the socket directly.
 const SPIN_YIELD_EVERY: u32 = 8;
 
-/// Reads up to `asked` bytes of what a plain socket holds into `rx`'s spare
-/// room, without consulting the runtime's readiness (which lags the socket
-/// while a spin reads it directly). Measured need for the one `unsafe`:
-/// docs/performance.md, "Queue depth 1: a spin that peeks".
-#[allow(unsafe_code)]
-fn recv_direct(stream: &TcpStream, rx: &mut BytesMut, asked: usize) -> io::Result<usize> {
-    let spare = rx.spare_capacity_mut();
-    let room = asked.min(spare.len());
-    let n = socket2::SockRef::from(stream).recv(&mut spare[..room])?;
-    // SAFETY: recv(2) wrote the first `n` bytes (n <= room) of the spare
-    // capacity, which begins at rx.len(); so rx.len() + n bytes are
-    // initialised and within the capacity.
-    unsafe { rx.set_len(rx.len() + n) };
-    Ok(n)
-}
-
 /// Free space first offered to one read: an idle or stalled connection holds little
 /// (1,000 stalled connections cost about 16 KB each; tests/stall.rs in the cli crate).
 const READ_CHUNK_MIN: usize = 4 * 1024;
@@ -71,6 +55,23 @@ const READ_PASS_MAX: usize = 4 * READ_CHUNK_MAX;
 /// Most ciphertext encrypted ahead of the socket on a TLS connection: a batch of
 /// PDUs is encrypted into one buffer of up to this much and sent with one `send`.
 const TLS_OUT_HIGH: usize = 256 * 1024;
+
+/// Reads up to `asked` bytes of what a plain socket holds into `rx`'s spare
+/// room, without consulting the runtime's readiness (which lags the socket
+/// while a spin reads it directly). Measured need for the one `unsafe`:
+/// docs/performance.md, "Queue depth 1: a spin that reads the socket
+/// itself".
+#[allow(unsafe_code)]
+fn recv_direct(stream: &TcpStream, rx: &mut BytesMut, asked: usize) -> io::Result<usize> {
+    let spare = rx.spare_capacity_mut();
+    let room = asked.min(spare.len());
+    let n = socket2::SockRef::from(stream).recv(&mut spare[..room])?;
+    // SAFETY: recv(2) wrote the first `n` bytes (n <= room) of the spare
+    // capacity, which begins at rx.len(); so rx.len() + n bytes are
+    // initialised and within the capacity.
+    unsafe { rx.set_len(rx.len() + n) };
+    Ok(n)
+}
 
 /// What the I/O shell needs from a queue state machine.
 pub trait QueueIo {
@@ -367,10 +368,11 @@ impl<Q: QueueIo> Connection<Q> {
                 Ok(n)
             });
             // The runtime has not seen the socket readable yet (try_io did
-            // not read): a spin looks at the socket before the runtime does. A plain socket
-            // is then read directly. There is no readiness to clear: any the
-            // runtime raises from here on comes from bytes it sees after this
-            // read, and costs at most one read that finds nothing.
+            // not read): a spin looks at the socket before the runtime does.
+            // A plain socket is then read directly. There is no readiness to
+            // clear: any the runtime raises from here on comes from bytes it
+            // sees after this read, and costs at most one read that finds
+            // nothing.
             let result = if !looked && drained_on_short {
                 match recv_direct(stream, rx, asked) {
                     Ok(n) if n > 0 && n < asked => {
