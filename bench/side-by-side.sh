@@ -17,6 +17,8 @@
 #   ours-poll    as ours, plus `--busy-poll-batch 0` (poll 50 µs after every pass)
 #   ours-nopoll  as ours, plus `--busy-poll-us 0` (never poll: the default before 2026-12-04)
 #   ours-cubic   as ours, plus `--tcp-congestion cubic` (when the system's is bbr, which paces)
+#   ours-alt     as ours, but the binary NVMF_ALT: an A/B of two builds with SPDK's client,
+#                SPDK's target alongside as the yardstick
 # SPDK's memory (target and spdk_nvme_perf): 4 KiB pages (`--no-huge`) by default;
 # SPDK_HUGE=1 gives both 2 MiB hugetlbfs pages (reserved and mounted by bench/spdk-lib.sh),
 # SPDK as it is meant to run: its Malloc bdev and buffers then sit in huge pages, as our
@@ -39,7 +41,7 @@
 # side-by-side-<date>.md; the per-run figures in side-by-side-<date>.tsv).
 #
 # Environment: SPDK_DIR (required; without it the script prints SKIP and exits 0),
-#   NVMF (default target/release/nvmf), SBS_PORT (first port, default 46420),
+#   NVMF (default target/release/nvmf), NVMF_ALT (the binary of ours-alt), SBS_PORT (first port, default 46420),
 #   SBS_ONLY (regex over case names), SBS_TARGETS (default "ours spdk ours-poll"),
 #   SBS_CLIENT (spdk, the default, or nvmf), SPDK_HUGE (1: hugepages for SPDK),
 #   SBS_LARGE (1: add 1 MiB read and write at QD 8; our writes then take R2T/H2CData).
@@ -113,13 +115,14 @@ start_target() {
         TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$SPDK_NQN"
         NQN=$SPDK_NQN
         ;;
-    ours | ours-poll | ours-nopoll | ours-cubic)
-        local extra=
+    ours | ours-poll | ours-nopoll | ours-cubic | ours-alt)
+        local extra= bin=$NVMF
+        [[ $name == ours-alt ]] && bin=${NVMF_ALT:?ours-alt needs NVMF_ALT, the other build}
         [[ $name == ours-poll ]] && extra="--busy-poll-batch 0"
         [[ $name == ours-nopoll ]] && extra="--busy-poll-us 0"
         [[ $name == ours-cubic ]] && extra="--tcp-congestion cubic"
         # shellcheck disable=SC2086
-        taskset -c 0 "$NVMF" target --listen "127.0.0.1:$PORT" "${OUR_NS[@]}" --block-size 4096 \
+        taskset -c 0 "$bin" target --listen "127.0.0.1:$PORT" "${OUR_NS[@]}" --block-size 4096 \
             --threads 1 $extra >"$RAW/$name-$PORT.log" 2>&1 &
         OPID=$!
         wait_port "$PORT" || { echo "our target did not come up ($RAW/$name-$PORT.log)" >&2; exit 1; }
@@ -128,7 +131,7 @@ start_target() {
         NQN=$OUR_NQN
         ;;
     *)
-        echo "unknown target $name (ours, spdk, ours-poll, ours-nopoll, ours-cubic)" >&2
+        echo "unknown target $name (ours, spdk, ours-poll, ours-nopoll, ours-cubic, ours-alt)" >&2
         exit 2
         ;;
     esac
@@ -220,6 +223,7 @@ printf 'round\ttarget\tcase\tiops\tmib_s\tmean_us\ttarget_cpu\tclient_cpu\terror
     # how an idle CPU waits decides what waking a sleeping target costs (bench/wake-floor.sh)
     echo "kernel $(uname -r); cpuidle driver $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo none); guest_halt_poll_ns $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || echo n/a)"
     echo "ours: $NVMF ($("$NVMF" --version 2>/dev/null)); commit $(git -C "$ROOT" log -1 --format=%h 2>/dev/null)"
+    [[ -n ${NVMF_ALT:-} ]] && echo "ours-alt: $NVMF_ALT ($("$NVMF_ALT" --version 2>/dev/null))"
     echo "spdk: $SPDK_DIR ($(cat "$SPDK_DIR/VERSION" 2>/dev/null || grep -m1 -o 'v[0-9][0-9.]*' "$SPDK_DIR/CHANGELOG.md" 2>/dev/null))"
     echo "rounds: $ROUNDS x $SECS s; targets in each round: $TARGETS (order rotating by one each round)"
     if [[ -n $FILE ]]; then
@@ -271,7 +275,8 @@ def med(t, c, k):
     v = [float(r[k]) for r in rows if r['target'] == t and r['case'] == c]
     return (statistics.median(v), len(v)) if v else (None, 0)
 label = {'ours': 'ours (default options)', 'ours-poll': 'ours `--busy-poll-batch 0`',
-         'ours-nopoll': 'ours `--busy-poll-us 0`', 'ours-cubic': 'ours `--tcp-congestion cubic`', 'spdk': 'SPDK nvmf_tgt'}
+         'ours-nopoll': 'ours `--busy-poll-us 0`', 'ours-cubic': 'ours `--tcp-congestion cubic`', 'spdk': 'SPDK nvmf_tgt',
+         'ours-alt': 'ours, NVMF_ALT build'}
 print(f'# Side by side: our target and SPDK nvmf_tgt, client {cname}\n')
 for line in open(meta):
     print('- ' + line.rstrip())

@@ -12,8 +12,13 @@ use tokio::net::TcpStream;
 use crate::error::TransportError;
 use crate::tls::{TlsClientConfig, TlsServerConfig, TlsWire};
 
-/// Most buffers handed to one `writev` (Linux IOV_MAX is 1024).
-const MAX_IOVECS: usize = 64;
+/// Most buffers handed to one `writev` (Linux IOV_MAX is 1024). A 4 KiB
+/// read's response takes two (the data, and the CapsuleResp merged with the
+/// next C2HData header), so 64, SPDK's own batch, cut a pass of 120 such
+/// responses at depth 128 into five writes; 256 makes it three, and 4 KiB
+/// random reads at depth 128 gained 7–11 % (docs/performance.md, "Where it
+/// stands: 2026-12-05, midday").
+const MAX_IOVECS: usize = 256;
 
 /// A spin at the socket goes through the runtime (letting the thread's other
 /// tasks run and reaping the reactor's events) once in this many looks; the
@@ -137,6 +142,7 @@ pub struct Connection<Q> {
     eof: bool,
     read_chunk: usize,
     written: u64,
+    write_calls: u64,
     read: u64,
     /// Header-sized reads left before chunked reads resume (large-PDU mode).
     large_mode: u8,
@@ -160,6 +166,7 @@ impl<Q: QueueIo> Connection<Q> {
             eof: false,
             read_chunk: READ_CHUNK_MIN,
             written: 0,
+            write_calls: 0,
             read: 0,
             large_mode: 0,
             straddle_room: 0,
@@ -204,6 +211,13 @@ impl<Q: QueueIo> Connection<Q> {
     /// Bytes written to the socket so far (progress, for stall detection).
     pub fn bytes_written(&self) -> u64 {
         self.written
+    }
+
+    /// `writev` system calls made so far, those that failed included (how well
+    /// responses are batched; see `MAX_IOVECS`). Userspace TLS sends its
+    /// records otherwise and is not counted.
+    pub fn write_calls(&self) -> u64 {
+        self.write_calls
     }
 
     /// Bytes read from the socket so far (for diagnostics: did the peer send
@@ -600,6 +614,7 @@ impl<Q: QueueIo> Connection<Q> {
                     .take(MAX_IOVECS)
                     .map(|c| IoSlice::new(c))
                     .collect();
+                self.write_calls += 1;
                 match self.stream.try_write_vectored(&slices) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
