@@ -16,6 +16,8 @@
 #   spdk         SPDK's nvmf_tgt, reactor on core 0 (-m 0x1), one 1 GiB Malloc bdev, 4096-byte blocks
 #   ours-poll    as ours, plus `--busy-poll-batch 0` (poll 50 µs after every pass)
 #   ours-nopoll  as ours, plus `--busy-poll-us 0` (never poll: the default before 2026-12-04)
+#   ours-nopoll-lat0  as ours-nopoll, plus `--cpu-latency-us 0` (the target sleeps; idle CPUs
+#                poll in the kernel instead of halting, system-wide while it runs)
 #   ours-cubic   as ours, plus `--tcp-congestion cubic` (when the system's is bbr, which paces)
 #   ours-alt     as ours, but the binary NVMF_ALT: an A/B of two builds with SPDK's client,
 #                SPDK's target alongside as the yardstick
@@ -115,11 +117,12 @@ start_target() {
         TRID="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$PORT subnqn:$SPDK_NQN"
         NQN=$SPDK_NQN
         ;;
-    ours | ours-poll | ours-nopoll | ours-cubic | ours-alt)
+    ours | ours-poll | ours-nopoll | ours-nopoll-lat0 | ours-cubic | ours-alt)
         local extra= bin=$NVMF
         [[ $name == ours-alt ]] && bin=${NVMF_ALT:?ours-alt needs NVMF_ALT, the other build}
         [[ $name == ours-poll ]] && extra="--busy-poll-batch 0"
         [[ $name == ours-nopoll ]] && extra="--busy-poll-us 0"
+        [[ $name == ours-nopoll-lat0 ]] && extra="--busy-poll-us 0 --cpu-latency-us 0"
         [[ $name == ours-cubic ]] && extra="--tcp-congestion cubic"
         # shellcheck disable=SC2086
         taskset -c 0 "$bin" target --listen "127.0.0.1:$PORT" "${OUR_NS[@]}" --block-size 4096 \
@@ -131,7 +134,7 @@ start_target() {
         NQN=$OUR_NQN
         ;;
     *)
-        echo "unknown target $name (ours, spdk, ours-poll, ours-nopoll, ours-cubic, ours-alt)" >&2
+        echo "unknown target $name (ours, spdk, ours-poll, ours-nopoll, ours-nopoll-lat0, ours-cubic, ours-alt)" >&2
         exit 2
         ;;
     esac
@@ -276,7 +279,8 @@ def med(t, c, k):
     return (statistics.median(v), len(v)) if v else (None, 0)
 label = {'ours': 'ours (default options)', 'ours-poll': 'ours `--busy-poll-batch 0`',
          'ours-nopoll': 'ours `--busy-poll-us 0`', 'ours-cubic': 'ours `--tcp-congestion cubic`', 'spdk': 'SPDK nvmf_tgt',
-         'ours-alt': 'ours, NVMF_ALT build'}
+         'ours-alt': 'ours, NVMF_ALT build',
+         'ours-nopoll-lat0': 'ours `--busy-poll-us 0 --cpu-latency-us 0`'}
 print(f'# Side by side: our target and SPDK nvmf_tgt, client {cname}\n')
 for line in open(meta):
     print('- ' + line.rstrip())

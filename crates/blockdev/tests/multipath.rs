@@ -50,6 +50,7 @@ fn config(listen: &[&str], backend: BackendSpec, states: Vec<AnaPortState>) -> T
         busy_poll_us: 0,
         busy_poll_batch: 0,
         tcp_congestion: None,
+        cpu_latency_us: None,
         tls: None,
         ana_states: states,
         referrals: vec![],

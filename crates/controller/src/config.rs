@@ -311,6 +311,11 @@ pub struct TargetConfig {
     /// TCP congestion control of the connections accepted (tcp(7)
     /// `TCP_CONGESTION`); `None`: the system default.
     pub tcp_congestion: Option<String>,
+    /// While the target runs, ask that no CPU take longer than this many
+    /// microseconds to wake up (Linux PM QoS, [`crate::cpu_latency`]; 0: idle
+    /// CPUs poll in the kernel instead of halting). System-wide, needs root;
+    /// `None` (the default): no request.
+    pub cpu_latency_us: Option<u32>,
     /// TLS on the `listen` ports (`None`: plain TCP).
     pub tls: Option<TlsConfig>,
     /// ANA state of groups on listen ports; unlisted (port, group) pairs are
@@ -386,6 +391,7 @@ impl TargetConfig {
             busy_poll_us: DEFAULT_BUSY_POLL_US,
             busy_poll_batch: DEFAULT_BUSY_POLL_BATCH,
             tcp_congestion: None,
+            cpu_latency_us: None,
             tls: None,
             ana_states: Vec::new(),
             referrals: Vec::new(),
@@ -496,6 +502,15 @@ impl TargetConfig {
                 format!("must be at most {MAX_BUSY_POLL_BATCH} (0: poll after every pass)"),
             ));
         }
+        if self
+            .cpu_latency_us
+            .is_some_and(|us| us > MAX_CPU_LATENCY_US)
+        {
+            return Err(inv(
+                "cpu_latency_us".into(),
+                format!("must be at most {MAX_CPU_LATENCY_US} (one second; 0: idle CPUs poll)"),
+            ));
+        }
         if let Some(cc) = &self.tcp_congestion {
             if cc.is_empty()
                 || cc.len() > 15
@@ -590,6 +605,10 @@ pub const DEFAULT_BUSY_POLL_BATCH: u32 = 2;
 /// 65,535 commands).
 pub const MAX_BUSY_POLL_BATCH: u32 = 65_535;
 
+/// Upper bound of [`TargetConfig::cpu_latency_us`]: a limit of a second or
+/// more asks nothing of any idle state.
+pub const MAX_CPU_LATENCY_US: u32 = 1_000_000;
+
 fn default_busy_poll_us() -> u32 {
     DEFAULT_BUSY_POLL_US
 }
@@ -617,6 +636,8 @@ struct FileConfig {
     busy_poll_batch: u32,
     #[serde(default)]
     tcp_congestion: Option<String>,
+    #[serde(default)]
+    cpu_latency_us: Option<u32>,
     /// `ADDR:PORT` serving GET /metrics.
     #[serde(default)]
     metrics: Option<String>,
@@ -1013,6 +1034,7 @@ impl FileConfig {
             busy_poll_us: self.busy_poll_us,
             busy_poll_batch: self.busy_poll_batch,
             tcp_congestion: self.tcp_congestion,
+            cpu_latency_us: self.cpu_latency_us,
             tls,
             metrics,
         })
@@ -1047,6 +1069,7 @@ mod tests {
             busy_poll_us = 20
             busy_poll_batch = 0
             tcp_congestion = "cubic"
+            cpu_latency_us = 0
             metrics = "127.0.0.1:9100"
             [limits]
             max_queue_depth = 256
@@ -1075,6 +1098,8 @@ mod tests {
             (DEFAULT_BUSY_POLL_US, DEFAULT_BUSY_POLL_BATCH)
         );
         assert_eq!(c.tcp_congestion.as_deref(), Some("cubic"));
+        assert_eq!(c.cpu_latency_us, Some(0));
+        assert_eq!(d.cpu_latency_us, None, "no request unless asked");
         assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(c.limits.max_queue_depth, 256);
         let s = &c.subsystems[0];
@@ -1181,6 +1206,7 @@ mod tests {
             ("busy_poll_batch = 70000\n", "busy_poll_batch"),
             ("tcp_congestion = \"cu bic\"\n", "tcp_congestion"),
             ("tcp_congestion = \"\"\n", "tcp_congestion"),
+            ("cpu_latency_us = 1000001\n", "cpu_latency_us"),
             ("metrics = \"localhost\"\n", "metrics"),
         ] {
             let e = TargetConfig::from_toml(t, Path::new("t.toml"))

@@ -19,6 +19,7 @@ pub mod auth;
 mod bufpool;
 pub mod config;
 pub mod control;
+pub mod cpu_latency;
 pub mod discovery;
 mod fused;
 pub mod io;

@@ -32,6 +32,9 @@ pub enum TargetError {
     /// A socket option of the configuration could not be set.
     #[error("tcp_congestion: {0}")]
     SocketOption(TransportError),
+    /// The CPU wake-up latency request (`cpu_latency_us`) was refused.
+    #[error("cpu_latency_us: {0} (leave --cpu-latency-us out to run without it)")]
+    CpuLatency(#[source] crate::cpu_latency::CpuLatencyError),
     /// The metrics address could not be bound.
     #[error("metrics endpoint {addr}: {source}")]
     Metrics {
@@ -53,6 +56,9 @@ pub struct Target {
     admission: Arc<Admission>,
     metrics: std::sync::Mutex<Option<tokio::net::TcpListener>>,
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Held for the target's life (`cpu_latency_us`); dropping it withdraws
+    /// the request.
+    cpu_latency: Option<crate::cpu_latency::CpuLatencyRequest>,
 }
 
 impl Target {
@@ -135,6 +141,12 @@ impl Target {
             None => None,
         };
         let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+        let cpu_latency = match cfg.cpu_latency_us {
+            Some(us) => Some(
+                crate::cpu_latency::CpuLatencyRequest::new(us).map_err(TargetError::CpuLatency)?,
+            ),
+            None => None,
+        };
         let ctx = Arc::new(TargetCtx {
             registry,
             limits: cfg.limits.clone(),
@@ -152,6 +164,7 @@ impl Target {
             admission: Arc::new(Admission::default()),
             metrics: std::sync::Mutex::new(metrics),
             metrics_addr,
+            cpu_latency,
         })
     }
 
@@ -159,6 +172,12 @@ impl Target {
     /// for), if the configuration asked for one.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The CPU wake-up latency this target holds a request for, in
+    /// microseconds (`cpu_latency_us`), if any.
+    pub fn cpu_latency_us(&self) -> Option<u32> {
+        self.cpu_latency.as_ref().map(|r| r.us())
     }
 
     /// Addresses serving subsystems (with real ports when 0 was asked for).

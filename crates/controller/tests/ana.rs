@@ -54,6 +54,7 @@ fn config(namespaces: Vec<NamespaceConfig>, states: Vec<AnaPortState>) -> Target
         busy_poll_us: 0,
         busy_poll_batch: 0,
         tcp_congestion: None,
+        cpu_latency_us: None,
         tls: None,
         ana_states: states,
         referrals: vec![],

@@ -68,6 +68,7 @@ fn config(hosts: Vec<HostConfig>) -> TargetConfig {
         busy_poll_us: 0,
         busy_poll_batch: 0,
         tcp_congestion: None,
+        cpu_latency_us: None,
         ana_states: vec![],
         referrals: vec![],
         metrics: None,

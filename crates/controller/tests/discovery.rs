@@ -59,6 +59,7 @@ fn config(subsystems: Vec<SubsystemConfig>, referrals: &[&str]) -> TargetConfig 
         busy_poll_us: 0,
         busy_poll_batch: 0,
         tcp_congestion: None,
+        cpu_latency_us: None,
         ana_states: vec![],
         referrals: referrals.iter().map(|r| r.parse().unwrap()).collect(),
         metrics: None,

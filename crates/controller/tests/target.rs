@@ -57,6 +57,7 @@ fn config(file: Option<std::path::PathBuf>) -> TargetConfig {
         busy_poll_us: 0,
         busy_poll_batch: 0,
         tcp_congestion: None,
+        cpu_latency_us: None,
         ana_states: vec![],
         referrals: vec![],
         metrics: None,

@@ -48,6 +48,7 @@ fn config(keys: Vec<ConfiguredPsk>, derivation: Derivation) -> TargetConfig {
         busy_poll_us: 0,
         busy_poll_batch: 0,
         tcp_congestion: None,
+        cpu_latency_us: None,
         ana_states: vec![],
         referrals: vec![],
         metrics: None,

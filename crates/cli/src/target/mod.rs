@@ -90,6 +90,14 @@ pub struct TargetArgs {
     /// tcp_congestion of --config. Default: the system's.
     #[arg(long, value_name = "NAME")]
     pub tcp_congestion: Option<String>,
+    /// While the target runs, ask the kernel to keep every CPU's wake-up
+    /// latency at or below this (Linux PM QoS through /dev/cpu_dma_latency;
+    /// needs root). 0: idle CPUs poll in the kernel instead of halting, which
+    /// halves queue depth 1 latency without --busy-poll-us where waking a
+    /// halted CPU is slow (VMs), at the price of power. System-wide. Default:
+    /// no request. Overrides cpu_latency_us of --config.
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub cpu_latency_us: Option<u32>,
     /// Require TLS 1.3 with a pre-shared key on the --listen ports (nvmet
     /// addr_treq=required, addr_tsas=tls1.3); needs --tls-key. Overrides tls of --config.
     #[arg(long)]
@@ -488,6 +496,9 @@ fn apply_tuning(cfg: &mut TargetConfig, a: &TargetArgs) -> anyhow::Result<()> {
     if a.tcp_congestion.is_some() {
         cfg.tcp_congestion = a.tcp_congestion.clone();
     }
+    if a.cpu_latency_us.is_some() {
+        cfg.cpu_latency_us = a.cpu_latency_us;
+    }
     if a.tls || !a.tls_key.is_empty() {
         let mode = if a.tls {
             Some(a.tls_treq.as_deref().unwrap_or("required"))
@@ -565,6 +576,12 @@ fn print_banner(target: &Target, cfg: &TargetConfig) {
                 n.block_size
             );
         }
+    }
+    if let Some(us) = target.cpu_latency_us() {
+        outln!(
+            "nvmf target: CPU wake-up latency held at {us} µs or less while the target runs ({}; system-wide)",
+            nvmf_controller::cpu_latency::CPU_DMA_LATENCY
+        );
     }
     for p in target.ports() {
         let t = p.kind.name();
