@@ -163,6 +163,7 @@ fn env() -> &'static Env {
             busy_poll_us: 0,
             busy_poll_batch: 0,
             tcp_congestion: None,
+            cpu_latency_us: None,
             ana_states: vec![],
             referrals: vec![],
             metrics: None,
