@@ -9,10 +9,9 @@ use std::time::Duration;
 
 mod common;
 
-use common::Sink;
+use common::{loopback_pair, Sink};
 use nvmf_proto::tcp::controller::{ControllerQueue, ControllerQueueConfig};
 use nvmf_transport::Connection;
-use tokio::net::TcpListener;
 
 /// The first read of a fresh connection takes at most this much (the
 /// connection's smallest read chunk).
@@ -21,17 +20,9 @@ const FIRST_READ: u64 = 4096;
 /// one more read that may start below it.
 const PASS_BOUND: u64 = 4 * 256 * 1024 + 256 * 1024;
 
-async fn pair() -> (tokio::net::TcpStream, std::net::TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let client = std::net::TcpStream::connect(addr).unwrap();
-    let (server, _) = l.accept().await.unwrap();
-    (server, client)
-}
-
 #[tokio::test]
 async fn a_failed_queue_reads_nothing_more() {
-    let (server, mut client) = pair().await;
+    let (server, mut client) = loopback_pair().await;
     // A CapsuleResp is a PDU only a controller sends: the controller ends the
     // connection on it. 60 KiB of more bytes follow in the same send.
     let mut bytes = vec![0x05u8, 0, 24, 0, 24, 0, 0, 0];
@@ -63,7 +54,7 @@ async fn a_failed_queue_reads_nothing_more() {
 #[tokio::test]
 async fn a_full_socket_is_read_in_bounded_passes() {
     const TOTAL: usize = 16 * 1024 * 1024;
-    let (server, mut client) = pair().await;
+    let (server, mut client) = loopback_pair().await;
     let writer = std::thread::spawn(move || {
         let chunk = vec![0x5au8; 1024 * 1024];
         for _ in 0..TOTAL / chunk.len() {

@@ -8,19 +8,15 @@ use std::time::Duration;
 
 mod common;
 
-use common::Sink;
+use common::{loopback_pair, Sink};
 use nvmf_transport::Connection;
 use tokio::io::Ready;
-use tokio::net::TcpListener;
 
 /// A connection over a fresh loopback pair whose initial readiness (a socket
 /// the runtime has just registered counts as ready) is spent: a read found
 /// the socket empty, so the runtime waits for its reactor to say otherwise.
 async fn pair() -> (Connection<Sink>, std::net::TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let client = std::net::TcpStream::connect(addr).unwrap();
-    let (server, _) = l.accept().await.unwrap();
+    let (server, client) = loopback_pair().await;
     let mut c = Connection::new(server, Sink::default());
     c.drive(Ready::READABLE).unwrap();
     assert_eq!(c.queue.got, 0);

@@ -9,9 +9,8 @@ use std::time::Duration;
 mod common;
 
 use bytes::Bytes;
-use common::Sink;
+use common::{loopback_pair, Sink};
 use nvmf_transport::Connection;
-use tokio::net::TcpListener;
 
 const RESPONSES: usize = 300;
 const HEADER: usize = 24;
@@ -21,10 +20,7 @@ const DATA: usize = 512;
 
 #[tokio::test]
 async fn a_backlog_of_small_responses_leaves_in_few_writes() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let client = std::net::TcpStream::connect(addr).unwrap();
-    let (server, _) = l.accept().await.unwrap();
+    let (server, client) = loopback_pair().await;
     let total = RESPONSES * (HEADER + DATA);
     let reader = std::thread::spawn(move || {
         let mut client = client;

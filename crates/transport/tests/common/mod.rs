@@ -3,6 +3,17 @@
 use bytes::BytesMut;
 use nvmf_proto::tcp::TxQueue;
 use nvmf_transport::QueueIo;
+use tokio::net::{TcpListener, TcpStream};
+
+/// A fresh loopback connection: the accepted (server) side for a
+/// `Connection`, and the client side as a blocking std stream.
+pub async fn loopback_pair() -> (TcpStream, std::net::TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    let (server, _) = l.accept().await.unwrap();
+    (server, client)
+}
 
 /// A queue that takes whatever arrives and counts it.
 #[derive(Default)]
